@@ -1,0 +1,78 @@
+"""cachekit: a test cache on any storage, merged correctly across CI shards and runs."""
+
+from cachekit.cache import Cache, Envelope, Merged, new_part_id
+from cachekit.errors import (
+    CacheError,
+    CacheKitWarning,
+    CorruptData,
+    CorruptValueWarning,
+    InvalidKey,
+    InvalidURL,
+    PreconditionFailed,
+    StoreUnavailable,
+    StoreUnavailableWarning,
+    UnsupportedOperation,
+)
+from cachekit.merge import (
+    DURATIONS,
+    LASTFAILED,
+    NODEIDS,
+    CanonicalMax,
+    LatestWins,
+    MappingUnion,
+    Maximum,
+    MergeStrategy,
+    Outcome,
+    SortedUnion,
+)
+from cachekit.stores import (
+    CacheStore,
+    Capabilities,
+    Entry,
+    LayeredStore,
+    LocalStore,
+    MemoryStore,
+    PrefixedStore,
+    ReadOnlyStore,
+    open_store,
+)
+from cachekit.urls import redact_url
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DURATIONS",
+    "LASTFAILED",
+    "NODEIDS",
+    "Cache",
+    "CacheError",
+    "CacheKitWarning",
+    "CacheStore",
+    "CanonicalMax",
+    "Capabilities",
+    "CorruptData",
+    "CorruptValueWarning",
+    "Entry",
+    "Envelope",
+    "InvalidKey",
+    "InvalidURL",
+    "LatestWins",
+    "LayeredStore",
+    "LocalStore",
+    "MappingUnion",
+    "Maximum",
+    "MemoryStore",
+    "Merged",
+    "MergeStrategy",
+    "Outcome",
+    "PrefixedStore",
+    "PreconditionFailed",
+    "ReadOnlyStore",
+    "SortedUnion",
+    "StoreUnavailable",
+    "StoreUnavailableWarning",
+    "UnsupportedOperation",
+    "new_part_id",
+    "open_store",
+    "redact_url",
+]

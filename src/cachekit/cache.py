@@ -1,0 +1,301 @@
+"""`Cache`: JSON values over any `CacheStore`, with lossless multi-writer values.
+
+A logical key has a *base* object and any number of immutable *parts*::
+
+    <key>/@base              written by set(), update() and compact()
+    <key>/@parts/<part_id>   written once by write_part(), never rewritten
+
+Shards and runs never rewrite a shared object: each writes its own part (create-only),
+and `read_merged` joins the base with every part. `compact` folds the parts into the base
+with compare-and-swap and then retires them, so a read stays one listing and a few
+fetches however long the history.
+"""
+
+from __future__ import annotations
+
+import random
+import secrets
+import time
+import warnings
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, TypeVar
+
+import attrs
+import cattrs
+
+from cachekit import codec
+from cachekit.codec import JSON
+from cachekit.errors import (
+    CorruptData,
+    CorruptValueWarning,
+    InvalidKey,
+    PreconditionFailed,
+    UnsupportedOperation,
+)
+from cachekit.keys import safe_segment, validate_key
+from cachekit.merge import MergeStrategy, join_all
+from cachekit.stores.base import CacheStore, Entry
+
+T = TypeVar("T")
+
+BASE = "@base"
+PARTS = "@parts"
+_RESERVED_MARK = "@"
+#: How many times a read is retried when compaction retired a part it had listed.
+_READ_ATTEMPTS = 3
+
+
+@attrs.frozen
+class Envelope:
+    """What is stored: the value, plus when and by whom it was written."""
+
+    #: Any JSON value, passed through as json.loads made it (typed Any for cattrs).
+    value: Any
+    written_at: float
+    writer: str = ""
+    #: For a base written by `Cache.compact`: the part ids folded into it.
+    folded: tuple[str, ...] = ()
+
+
+@attrs.frozen
+class Merged:
+    """The result of `Cache.read_merged`: the joined value and where it came from."""
+
+    value: Any
+    #: Whether a base existed, and the ids of the parts joined into it, sorted.
+    has_base: bool
+    parts: tuple[str, ...]
+
+
+_converter = cattrs.Converter(forbid_extra_keys=True)
+
+
+def new_part_id(label: str = "") -> str:
+    """A unique, roughly chronological part id; ``label`` (a shard name) is sanitized."""
+    stamp = f"{time.time_ns():020d}"
+    suffix = secrets.token_hex(4)
+    return f"{stamp}-{safe_segment(label)}-{suffix}" if label else f"{stamp}-{suffix}"
+
+
+class Cache:
+    """JSON values in a `CacheStore`.
+
+    Corrupt or foreign bytes read as a miss with a `CorruptValueWarning`; store errors
+    (`StoreUnavailable` and friends) propagate, for the caller to decide how to degrade.
+    """
+
+    def __init__(
+        self,
+        store: CacheStore,
+        *,
+        writer: str = "",
+        compress_above: int = codec.DEFAULT_COMPRESS_ABOVE,
+        update_attempts: int = 100,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.writer = writer
+        self.compress_above = compress_above
+        self.update_attempts = update_attempts
+        self.clock = clock
+
+    # -- plain values -------------------------------------------------------------------
+
+    def get(self, key: str, default: JSON = None) -> JSON:
+        """The value last `set` (or compacted) under ``key``, or ``default``."""
+        entry = self.store.get(_base_key(key))
+        envelope = self._decode(_base_key(key), entry)
+        return default if envelope is None else envelope.value
+
+    def set(self, key: str, value: JSON) -> None:
+        self.store.put(_base_key(key), self._encode(value))
+
+    def delete(self, key: str) -> None:
+        """Remove the value and every part of ``key``."""
+        self.store.delete_many([_base_key(key), *self.parts(key)])
+
+    def update(self, key: str, function: Callable[[JSON], JSON], *, default: JSON = None) -> JSON:
+        """Replace the value with ``function(old value or default)`` by compare-and-swap.
+
+        Retries with jittered backoff when another writer got there first, so racing
+        updates are all applied; raises `PreconditionFailed` after ``update_attempts``.
+        Returns the value written.
+        """
+        self._require_compare_and_swap("update")
+        base_key = _base_key(key)
+        for attempt in range(self.update_attempts):
+            entry = self.store.get(base_key)
+            envelope = self._decode(base_key, entry)
+            new_value = function(default if envelope is None else envelope.value)
+            try:
+                self._put_conditionally(base_key, self._encode(new_value), entry)
+            except PreconditionFailed:
+                _backoff(attempt)
+                continue
+            return new_value
+        raise PreconditionFailed(f"gave up updating {key!r} after {self.update_attempts} attempts")
+
+    # -- multi-writer values -------------------------------------------------------------
+
+    def write_part(self, key: str, part_id: str, value: JSON) -> str:
+        """Write one immutable part of ``key``; a part id can be written only once.
+
+        Returns the store key of the part.
+        """
+        part_key = _part_key(key, part_id)
+        self.store.put(part_key, self._encode(value), if_absent=True)
+        return part_key
+
+    def parts(self, key: str) -> list[str]:
+        """Store keys of the parts of ``key`` not yet compacted, sorted."""
+        return self.store.list(_parts_prefix(key))
+
+    def read_merged(self, key: str, strategy: MergeStrategy[T]) -> Merged:
+        """Join the base and every part of ``key`` (one listing, one batched fetch)."""
+        return self.read_merged_many({key: strategy})[key]
+
+    def read_merged_many(
+        self, strategies: Mapping[str, MergeStrategy[Any]], *, list_prefix: str | None = None
+    ) -> dict[str, Merged]:
+        """`read_merged` for several keys in one listing and one batched fetch.
+
+        The listing covers the longest common prefix of the keys (or ``list_prefix``),
+        so keep keys read together under one prefix.
+        """
+        for key in strategies:
+            _check_cache_key(key)
+        prefix = list_prefix if list_prefix is not None else _common_directory(strategies)
+        for _attempt in range(_READ_ATTEMPTS):
+            listed = self.store.list(prefix)
+            wanted = {key: [_base_key(key), *_parts_in(key, listed)] for key in strategies}
+            fetched = self.store.get_many([k for keys in wanted.values() for k in keys])
+            vanished = [k for keys in wanted.values() for k in keys[1:] if k not in fetched]
+            if not vanished:
+                break
+            # A compaction retired parts between our listing and our fetch: their
+            # contents are in a newer base now, so read again.
+        return {
+            key: self._join(key, strategy, keys, fetched)
+            for (key, strategy), keys in zip(strategies.items(), wanted.values())
+        }
+
+    def compact(self, key: str, strategy: MergeStrategy[Any], *, min_parts: int = 1) -> int:
+        """Fold the parts of ``key`` into its base and retire them; returns how many.
+
+        Safe against concurrent writers and compactors: the base is replaced by
+        compare-and-swap, and only parts folded into it are deleted. Returns 0 when there
+        were fewer than ``min_parts`` parts or another compactor won the race.
+        """
+        self._require_compare_and_swap("compact")
+        base_key = _base_key(key)
+        part_keys = self.parts(key)
+        if len(part_keys) < min_parts:
+            return 0
+        fetched = self.store.get_many([base_key, *part_keys])
+        present = [part for part in part_keys if part in fetched]
+        merged = self._join(key, strategy, [base_key, *present], fetched)
+        folded = tuple(part.rpartition("/")[2] for part in present)
+        try:
+            self._put_conditionally(base_key, self._encode(merged.value, folded=folded), fetched.get(base_key))
+        except PreconditionFailed:
+            return 0
+        self.store.delete_many(present)
+        return len(present)
+
+    # -- internals --------------------------------------------------------------------------
+
+    def _join(
+        self, key: str, strategy: MergeStrategy[Any], keys: Sequence[str], fetched: Mapping[str, Entry]
+    ) -> Merged:
+        values = []
+        parts = []
+        has_base = False
+        for store_key in keys:
+            envelope = self._decode(store_key, fetched.get(store_key))
+            if envelope is None:
+                continue
+            try:
+                values.append(strategy.check(envelope.value))
+            except CorruptData as error:
+                _warn_corrupt(store_key, error)
+                continue
+            if store_key.endswith(BASE):
+                has_base = True
+            else:
+                parts.append(store_key.rpartition("/")[2])
+        return Merged(join_all(strategy, values), has_base, tuple(sorted(parts)))
+
+    def _encode(self, value: JSON, *, folded: tuple[str, ...] = ()) -> bytes:
+        envelope = Envelope(value, self.clock(), self.writer, folded)
+        return codec.encode(_converter.unstructure(envelope), compress_above=self.compress_above)
+
+    def _decode(self, store_key: str, entry: Entry | None) -> Envelope | None:
+        if entry is None:
+            return None
+        try:
+            return _converter.structure(codec.decode(entry.data), Envelope)
+        except CorruptData as error:
+            _warn_corrupt(store_key, error)
+        except (cattrs.BaseValidationError, TypeError, ValueError) as error:
+            _warn_corrupt(store_key, CorruptData(f"not a cachekit envelope: {error}"))
+        return None
+
+    def _put_conditionally(self, store_key: str, data: bytes, previous: Entry | None) -> None:
+        if previous is None:
+            self.store.put(store_key, data, if_absent=True)
+        else:
+            self.store.put(store_key, data, if_version=previous.version)
+
+    def _require_compare_and_swap(self, operation: str) -> None:
+        capabilities = self.store.capabilities
+        if not (capabilities.compare_and_swap and capabilities.create_only):
+            raise UnsupportedOperation(
+                f"{operation} needs compare-and-swap, which {self.store!r} cannot honour"
+            )
+
+
+def _check_cache_key(key: str) -> str:
+    validate_key(key)
+    if any(segment.startswith(_RESERVED_MARK) for segment in key.split("/")):
+        raise InvalidKey(f"cache key segments must not start with {_RESERVED_MARK!r}: {key!r}")
+    return key
+
+
+def _base_key(key: str) -> str:
+    return f"{_check_cache_key(key)}/{BASE}"
+
+
+def _parts_prefix(key: str) -> str:
+    return f"{_check_cache_key(key)}/{PARTS}/"
+
+
+def _part_key(key: str, part_id: str) -> str:
+    if "/" in part_id or part_id.startswith(_RESERVED_MARK):
+        raise InvalidKey(f"a part id must be one key segment not starting with '@': {part_id!r}")
+    return validate_key(_parts_prefix(key) + part_id)
+
+
+def _parts_in(key: str, listed: Iterable[str]) -> list[str]:
+    prefix = _parts_prefix(key)
+    return [k for k in listed if k.startswith(prefix) and "/" not in k[len(prefix) :]]
+
+
+def _common_directory(keys: Iterable[str]) -> str:
+    """The longest ``/``-terminated prefix shared by all keys ('' when there is none)."""
+    split = [key.split("/") for key in keys]
+    common: list[str] = []
+    for segments in zip(*split):
+        if len(set(segments)) != 1:
+            break
+        common.append(segments[0])
+    return "/".join(common) + "/" if common else ""
+
+
+def _warn_corrupt(store_key: str, error: CorruptData) -> None:
+    warnings.warn(
+        CorruptValueWarning(f"cachekit: ignoring unreadable {store_key!r}: {error}"), stacklevel=4
+    )
+
+
+def _backoff(attempt: int) -> None:
+    time.sleep(random.uniform(0, min(0.2, 0.002 * 2 ** min(attempt, 10))))

@@ -1,0 +1,222 @@
+"""Merge strategies: joins, so the merged value of many parts does not depend on the order
+they are read in, or on a part being read twice.
+
+Each strategy is a join-semilattice on JSON values: ``join`` is associative, commutative
+and idempotent, ``empty()`` is its identity, and ``check`` shape-checks a value read from
+storage (raising `CorruptData`), so foreign data never reaches a caller's merge.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Mapping
+from typing import Any, Protocol, TypeVar
+
+from cachekit.codec import JSON
+from cachekit.errors import CorruptData
+
+T = TypeVar("T")
+
+
+class MergeStrategy(Protocol[T]):
+    """A join on values of type ``T``."""
+
+    def empty(self) -> T:
+        """The identity: ``join(empty(), x) == x``."""
+
+    def join(self, left: T, right: T) -> T:
+        """The least upper bound of two values."""
+
+    def check(self, value: JSON) -> T:
+        """``value`` if it has this strategy's shape, else raise `CorruptData`."""
+
+
+def join_all(strategy: MergeStrategy[T], values: Iterable[T]) -> T:
+    """Join any number of values (none gives the identity)."""
+    result = strategy.empty()
+    for value in values:
+        result = strategy.join(result, value)
+    return result
+
+
+def _canonical(value: JSON) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+class SortedUnion:
+    """Sets of strings, stored as sorted lists: pytest's ``cache/nodeids``."""
+
+    def empty(self) -> list[str]:
+        return []
+
+    def join(self, left: list[str], right: list[str]) -> list[str]:
+        if not right or left == right:
+            return left
+        if not left:
+            return right
+        return sorted(set(left).union(right))
+
+    def check(self, value: JSON) -> list[str]:
+        if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+            raise CorruptData("expected a list of strings")
+        return sorted(set(value))  # type: ignore[arg-type]  # checked above
+
+
+class Maximum:
+    """Numbers; the largest wins. ``None`` is the identity."""
+
+    def empty(self) -> float | None:
+        return None
+
+    def join(self, left: float | None, right: float | None) -> float | None:
+        if left is None:
+            return right
+        if right is None:
+            return left
+        return max(left, right)
+
+    def check(self, value: JSON) -> float | None:
+        if value is not None and not _is_number(value):
+            raise CorruptData("expected a finite number")
+        return value  # type: ignore[return-value]  # checked above
+
+
+class LatestWins:
+    """Timestamped values ``{"at": seconds, "value": v}``; the latest wins.
+
+    Equal timestamps are broken by the canonical JSON of the value, so every reader picks
+    the same winner.
+    """
+
+    def empty(self) -> dict[str, JSON] | None:
+        return None
+
+    def join(
+        self, left: dict[str, JSON] | None, right: dict[str, JSON] | None
+    ) -> dict[str, JSON] | None:
+        if left is None:
+            return right
+        if right is None:
+            return left
+        return max(left, right, key=self._order)
+
+    @staticmethod
+    def _order(item: dict[str, JSON]) -> tuple[Any, str]:
+        return item["at"], _canonical(item["value"])
+
+    def check(self, value: JSON) -> dict[str, JSON] | None:
+        if value is None:
+            return None
+        if not isinstance(value, dict) or set(value) != {"at", "value"} or not _is_number(value["at"]):
+            raise CorruptData('expected {"at": number, "value": ...}')
+        return value
+
+
+class Outcome:
+    """A test's last observed outcome ``{"at": seconds, "failed": bool}``.
+
+    The latest observation wins; in a tie (two shards of one run) a failure wins, so a
+    failure is never hidden by a pass that happened at the same moment.
+    """
+
+    def empty(self) -> dict[str, JSON] | None:
+        return None
+
+    def join(
+        self, left: dict[str, JSON] | None, right: dict[str, JSON] | None
+    ) -> dict[str, JSON] | None:
+        if left is None:
+            return right
+        if right is None:
+            return left
+        return max(left, right, key=lambda item: (item["at"], item["failed"]))
+
+    def check(self, value: JSON) -> dict[str, JSON] | None:
+        if value is None:
+            return None
+        if (
+            not isinstance(value, dict)
+            or set(value) != {"at", "failed"}
+            or not _is_number(value["at"])
+            or not isinstance(value["failed"], bool)
+        ):
+            raise CorruptData('expected {"at": number, "failed": bool}')
+        return value
+
+
+class MappingUnion:
+    """Mappings from strings to values; keys present on both sides are joined by ``values``.
+
+    The default for ``values`` keeps the greater value by canonical JSON: a join on any
+    JSON, deterministic, for mappings whose writers agree anyway.
+    """
+
+    def __init__(self, values: MergeStrategy[Any] | None = None) -> None:
+        self.values: MergeStrategy[Any] = values if values is not None else CanonicalMax()
+
+    def empty(self) -> dict[str, Any]:
+        return {}
+
+    def join(self, left: Mapping[str, Any], right: Mapping[str, Any]) -> dict[str, Any]:
+        if len(left) < len(right):
+            left, right = right, left
+        merged = dict(left)
+        for key, value in right.items():
+            merged[key] = self.values.join(merged[key], value) if key in merged else value
+        return merged
+
+    def check(self, value: JSON) -> dict[str, Any]:
+        if not isinstance(value, dict):
+            raise CorruptData("expected a mapping")
+        return {key: self.values.check(item) for key, item in value.items()}
+
+    def __repr__(self) -> str:
+        return f"MappingUnion({self.values!r})"
+
+
+class CanonicalMax:
+    """Any JSON value; the greatest by canonical JSON text wins. ``None`` is the identity."""
+
+    def empty(self) -> JSON:
+        return None
+
+    def join(self, left: JSON, right: JSON) -> JSON:
+        if left is None:
+            return right
+        if right is None:
+            return left
+        return max(left, right, key=_canonical)
+
+    def check(self, value: JSON) -> JSON:
+        return value
+
+
+#: pytest's ``cache/nodeids``: every test id any shard ever collected.
+NODEIDS = SortedUnion()
+#: Per-test latest observation: a failure stays until a later run passes (or skips) it.
+LASTFAILED = MappingUnion(Outcome())
+#: Per-test latest duration ``{"at": seconds, "value": duration}``.
+DURATIONS = MappingUnion(LatestWins())
+
+
+def observe_outcomes(
+    *, failed: Iterable[str], passed: Iterable[str], at: float
+) -> dict[str, dict[str, JSON]]:
+    """A `LASTFAILED` part for one run: what it saw fail and what it saw pass or skip."""
+    outcomes: dict[str, dict[str, JSON]] = {nodeid: {"at": at, "failed": False} for nodeid in passed}
+    outcomes.update({nodeid: {"at": at, "failed": True} for nodeid in failed})
+    return outcomes
+
+
+def still_failing(merged: Mapping[str, Mapping[str, JSON] | None]) -> dict[str, bool]:
+    """Project a merged `LASTFAILED` value onto pytest's shape ``{nodeid: True}``, sorted."""
+    return {
+        nodeid: True
+        for nodeid, outcome in sorted(merged.items())
+        if outcome is not None and outcome["failed"]
+    }

@@ -1,0 +1,1 @@
+"""cachekit_pytest: pytest's cache on any cachekit store."""

@@ -1,0 +1,1 @@
+"""The pytest plugin (registered under pytest11)."""
