@@ -176,7 +176,7 @@ class Cache:
             # contents are in a newer base now, so read again.
         return {
             key: self._join(key, strategy, keys, fetched)
-            for (key, strategy), keys in zip(strategies.items(), wanted.values())
+            for (key, strategy), keys in zip(strategies.items(), wanted.values(), strict=True)
         }
 
     def compact(self, key: str, strategy: MergeStrategy[Any], *, min_parts: int = 1) -> int:
@@ -196,7 +196,9 @@ class Cache:
         merged = self._join(key, strategy, [base_key, *present], fetched)
         folded = tuple(part.rpartition("/")[2] for part in present)
         try:
-            self._put_conditionally(base_key, self._encode(merged.value, folded=folded), fetched.get(base_key))
+            self._put_conditionally(
+                base_key, self._encode(merged.value, folded=folded), fetched.get(base_key)
+            )
         except PreconditionFailed:
             return 0
         self.store.delete_many(present)
@@ -205,7 +207,11 @@ class Cache:
     # -- internals --------------------------------------------------------------------------
 
     def _join(
-        self, key: str, strategy: MergeStrategy[Any], keys: Sequence[str], fetched: Mapping[str, Entry]
+        self,
+        key: str,
+        strategy: MergeStrategy[Any],
+        keys: Sequence[str],
+        fetched: Mapping[str, Entry],
     ) -> Merged:
         values = []
         parts = []
@@ -284,7 +290,7 @@ def _common_directory(keys: Iterable[str]) -> str:
     """The longest ``/``-terminated prefix shared by all keys ('' when there is none)."""
     split = [key.split("/") for key in keys]
     common: list[str] = []
-    for segments in zip(*split):
+    for segments in zip(*split, strict=False):
         if len(set(segments)) != 1:
             break
         common.append(segments[0])

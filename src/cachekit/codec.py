@@ -15,13 +15,14 @@ import enum
 import json
 import struct
 import zlib
-from typing import Union
+from typing import TypeAlias
 
 import zstandard
 
 from cachekit.errors import CorruptData
 
-JSON = Union[None, bool, int, float, str, list["JSON"], dict[str, "JSON"]]
+#: A JSON value as json.loads returns it.
+JSON: TypeAlias = "bool | int | float | str | list[JSON] | dict[str, JSON] | None"
 
 MAGIC = b"CK"
 FORMAT_VERSION = 1
@@ -38,7 +39,9 @@ class Codec(enum.IntEnum):
 
 def encode(value: JSON, *, compress_above: int = DEFAULT_COMPRESS_ABOVE) -> bytes:
     """Encode a JSON value deterministically (sorted keys, no NaN)."""
-    text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    text = json.dumps(
+        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    )
     payload = text.encode("utf-8")
     codec = Codec.JSON
     if len(payload) > compress_above:
@@ -55,7 +58,9 @@ def decode(data: bytes) -> JSON:
     if magic != MAGIC:
         raise CorruptData("not a cachekit value (unknown header)")
     if version != FORMAT_VERSION:
-        raise CorruptData(f"written in format version {version}; this cachekit reads {FORMAT_VERSION}")
+        raise CorruptData(
+            f"written in format version {version}; this cachekit reads {FORMAT_VERSION}"
+        )
     payload = memoryview(data)[_HEADER.size :]
     if zlib.crc32(payload) != checksum:
         raise CorruptData("checksum mismatch: the value was truncated or altered")

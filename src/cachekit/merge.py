@@ -112,7 +112,11 @@ class LatestWins:
     def check(self, value: JSON) -> dict[str, JSON] | None:
         if value is None:
             return None
-        if not isinstance(value, dict) or set(value) != {"at", "value"} or not _is_number(value["at"]):
+        if (
+            not isinstance(value, dict)
+            or set(value) != {"at", "value"}
+            or not _is_number(value["at"])
+        ):
             raise CorruptData('expected {"at": number, "value": ...}')
         return value
 
@@ -204,11 +208,9 @@ LASTFAILED = MappingUnion(Outcome())
 DURATIONS = MappingUnion(LatestWins())
 
 
-def observe_outcomes(
-    *, failed: Iterable[str], passed: Iterable[str], at: float
-) -> dict[str, dict[str, JSON]]:
+def observe_outcomes(*, failed: Iterable[str], passed: Iterable[str], at: float) -> dict[str, JSON]:
     """A `LASTFAILED` part for one run: what it saw fail and what it saw pass or skip."""
-    outcomes: dict[str, dict[str, JSON]] = {nodeid: {"at": at, "failed": False} for nodeid in passed}
+    outcomes: dict[str, JSON] = {nodeid: {"at": at, "failed": False} for nodeid in passed}
     outcomes.update({nodeid: {"at": at, "failed": True} for nodeid in failed})
     return outcomes
 

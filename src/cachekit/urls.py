@@ -25,7 +25,10 @@ def redact_url(url: str) -> str:
     if query:
         pairs = parse_qsl(query, keep_blank_values=True)
         query = urlencode(
-            [(name, REDACTED if _SECRET_QUERY_NAMES.search(name) else value) for name, value in pairs],
+            [
+                (name, REDACTED if _SECRET_QUERY_NAMES.search(name) else value)
+                for name, value in pairs
+            ],
             safe="*/:",
         )
     return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))

@@ -1,6 +1,6 @@
 """Backends and wrappers. Remote backends import their fsspec filesystem lazily."""
 
-from cachekit.stores.base import Capabilities, CacheStore, Entry
+from cachekit.stores.base import CacheStore, Capabilities, Entry
 from cachekit.stores.local import LocalStore
 from cachekit.stores.memory import MemoryStore
 from cachekit.stores.registry import open_store

@@ -36,7 +36,12 @@ class Capabilities:
 
 @runtime_checkable
 class CacheStore(Protocol):
-    """Bytes by ``/``-separated key. Implementations must be safe to share between threads."""
+    """Bytes by ``/``-separated key. Implementations must be safe to share between threads.
+
+    A key that is also a directory of other keys (``a`` beside ``a/b``) is not portable:
+    object stores allow it, a local directory cannot (it raises `InvalidKey`).
+    `cachekit.Cache` never makes such keys.
+    """
 
     @property
     def capabilities(self) -> Capabilities: ...

@@ -99,6 +99,9 @@ class LocalStore:
                         os.fsync(file.fileno())
                     version = _version_of(os.fstat(file.fileno()))
                 os.replace(temp, path)
+            except IsADirectoryError as error:
+                temp.unlink(missing_ok=True)
+                raise InvalidKey(f"{key!r} is a prefix of other keys, not a value") from error
             except BaseException:
                 temp.unlink(missing_ok=True)
                 raise
@@ -170,6 +173,8 @@ class LocalStore:
                     continue
                 if self._durable:
                     self._fsync_directory(new.parent)
+            if not directory.is_dir():
+                raise InvalidKey(f"{directory} lies below a key that holds a value")
         real = os.path.realpath(directory)
         if real != self._real_root and not real.startswith(self._real_root + os.sep):
             raise InvalidKey(f"{directory} resolves outside the store's root {self.root}")

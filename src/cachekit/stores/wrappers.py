@@ -12,7 +12,7 @@ import attrs
 
 from cachekit.errors import UnsupportedOperation
 from cachekit.keys import validate_key, validate_prefix
-from cachekit.stores.base import Capabilities, CacheStore, Entry
+from cachekit.stores.base import CacheStore, Capabilities, Entry
 
 
 class ReadOnlyStore:
