@@ -1,0 +1,65 @@
+"""Every check the project runs, locally and in CI: ``nox`` runs the default sessions."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import nox
+
+nox.options.sessions = ["tests", "lint", "typecheck", "docs"]
+nox.options.default_venv_backend = "venv"
+
+ROOT = Path(__file__).parent
+#: The oldest pytest the plugin supports, and the newest release (tested in `tests`).
+OLDEST_PYTEST = "8.0.2"
+
+
+def install_azurite(session: nox.Session) -> None:
+    """Azurite (the Azure Blob server the tests start on loopback) from the npm registry."""
+    if not (ROOT / "node_modules" / ".bin" / "azurite-blob").exists():
+        if shutil.which("npm") is None:
+            session.error("npm is needed to install Azurite for the Azure Blob tests")
+        session.run("npm", "ci", "--no-audit", "--no-fund", "--silent", external=True)
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """The whole test suite against real servers on loopback (S3, Azure Blob, GCS)."""
+    install_azurite(session)
+    session.install("-e", ".[test]")
+    session.run("pytest", *session.posargs)
+
+
+@nox.session
+def tests_oldest_pytest(session: nox.Session) -> None:
+    """The plugin's tests on the oldest supported pytest."""
+    session.install("-e", ".[test]", f"pytest=={OLDEST_PYTEST}")
+    session.run("pytest", "tests/test_plugin_local.py", *session.posargs)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    session.install("ruff")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session
+def typecheck(session: nox.Session) -> None:
+    session.install("-e", ".[test]", "mypy")
+    session.run("mypy")
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """Build the documentation site; any warning fails the build."""
+    session.install("-e", ".", "mkdocs")
+    session.run("mkdocs", "build", "--strict", "--site-dir", str(ROOT / "docs" / "_build"))
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """The committed benchmarks; results land in benchmarks/results/."""
+    session.install("-e", ".[test]")
+    session.run("python", "-m", "benchmarks", *session.posargs)
