@@ -143,7 +143,10 @@ class Cache:
         Returns the store key of the part.
         """
         part_key = _part_key(key, part_id)
-        self.store.put(part_key, self._encode(value), if_absent=True)
+        # Create-only where the store can; part ids are unique, so elsewhere a plain write
+        # is safe too (parts work with or without conditional writes).
+        create_only = self.store.capabilities.create_only
+        self.store.put(part_key, self._encode(value), if_absent=create_only)
         return part_key
 
     def parts(self, key: str) -> list[str]:

@@ -68,7 +68,7 @@ class StoreTests:
             return
         try:
             yield
-        except (AssertionError, PreconditionFailed) as error:
+        except (AssertionError, PreconditionFailed, pytest.fail.Exception) as error:
             pytest.xfail(f"this server ignores conditional-write preconditions ({error!r})")
         pytest.fail("server_honours_preconditions is False, but the server honoured them")
 
@@ -289,11 +289,10 @@ class StoreTests:
             with pytest.raises(UnsupportedOperation):
                 cache.compact("lf", LASTFAILED)
             return
-        with self.preconditions_needed():
-            assert cache.compact("lf", LASTFAILED) == 2
-            compacted = cache.read_merged("lf", LASTFAILED)
-            assert (compacted.has_base, compacted.parts) == (True, ())
-            assert compacted.value == merged.value
+        assert cache.compact("lf", LASTFAILED) == 2
+        compacted = cache.read_merged("lf", LASTFAILED)
+        assert (compacted.has_base, compacted.parts) == (True, ())
+        assert compacted.value == merged.value
 
     def test_read_merged_many_reads_several_keys(self, store: CacheStore) -> None:
         cache = Cache(store)
