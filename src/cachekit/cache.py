@@ -170,13 +170,12 @@ class Cache:
         prefix = list_prefix if list_prefix is not None else _common_directory(strategies)
         for _attempt in range(_READ_ATTEMPTS):
             listed = self.store.list(prefix)
-            wanted = {key: [_base_key(key), *_parts_in(key, listed)] for key in strategies}
+            wanted = {key: _stored_keys(key, listed) for key in strategies}
             fetched = self.store.get_many([k for keys in wanted.values() for k in keys])
-            vanished = [k for keys in wanted.values() for k in keys[1:] if k not in fetched]
-            if not vanished:
+            if all(k in fetched for keys in wanted.values() for k in keys):
                 break
-            # A compaction retired parts between our listing and our fetch: their
-            # contents are in a newer base now, so read again.
+            # A compaction retired parts between our listing and our fetch (their
+            # contents are in a newer base now), or replaced the base: read again.
         return {
             key: self._join(key, strategy, keys, fetched)
             for (key, strategy), keys in zip(strategies.items(), wanted.values(), strict=True)
@@ -242,11 +241,9 @@ class Cache:
         if entry is None:
             return None
         try:
-            return _converter.structure(codec.decode(entry.data), Envelope)
+            return _structure_envelope(codec.decode(entry.data))
         except CorruptData as error:
             _warn_corrupt(store_key, error)
-        except (cattrs.BaseValidationError, TypeError, ValueError) as error:
-            _warn_corrupt(store_key, CorruptData(f"not a cachekit envelope: {error}"))
         return None
 
     def _put_conditionally(self, store_key: str, data: bytes, previous: Entry | None) -> None:
@@ -257,10 +254,21 @@ class Cache:
 
     def _require_compare_and_swap(self, operation: str) -> None:
         capabilities = self.store.capabilities
-        if not (capabilities.compare_and_swap and capabilities.create_only):
+        if not (
+            capabilities.writable and capabilities.compare_and_swap and capabilities.create_only
+        ):
             raise UnsupportedOperation(
                 f"{operation} needs compare-and-swap, which {self.store!r} cannot honour"
             )
+
+
+def _structure_envelope(value: JSON) -> Envelope:
+    if not isinstance(value, dict):
+        raise CorruptData(f"not a cachekit envelope: a JSON {type(value).__name__}")
+    try:
+        return _converter.structure(value, Envelope)
+    except (cattrs.BaseValidationError, TypeError, ValueError) as error:
+        raise CorruptData(f"not a cachekit envelope: {error}") from error
 
 
 def _check_cache_key(key: str) -> str:
@@ -284,9 +292,12 @@ def _part_key(key: str, part_id: str) -> str:
     return validate_key(_parts_prefix(key) + part_id)
 
 
-def _parts_in(key: str, listed: Iterable[str]) -> list[str]:
-    prefix = _parts_prefix(key)
-    return [k for k in listed if k.startswith(prefix) and "/" not in k[len(prefix) :]]
+def _stored_keys(key: str, listed: Iterable[str]) -> list[str]:
+    """The listed base (if any) and parts of ``key``: all a read needs to fetch."""
+    base, prefix = _base_key(key), _parts_prefix(key)
+    return [
+        k for k in listed if k == base or (k.startswith(prefix) and "/" not in k[len(prefix) :])
+    ]
 
 
 def _common_directory(keys: Iterable[str]) -> str:

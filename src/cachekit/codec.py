@@ -76,7 +76,14 @@ def decode(data: bytes) -> JSON:
     elif codec != Codec.JSON:
         raise CorruptData(f"unknown codec {codec}")
     try:
-        value: JSON = json.loads(bytes(payload).decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        value: JSON = json.loads(bytes(payload).decode("utf-8"), parse_constant=_refuse_constant)
+    except ValueError as error:  # bad UTF-8, bad JSON, an int of over 4300 digits
         raise CorruptData(f"not valid JSON: {error}") from error
+    except RecursionError as error:  # hostile nesting: no value of ours is that deep
+        raise CorruptData("JSON nested too deeply") from error
     return value
+
+
+def _refuse_constant(name: str) -> None:
+    """NaN and infinities are not JSON, and `encode` never writes them."""
+    raise ValueError(f"{name} is not a JSON value")

@@ -4,16 +4,27 @@ Every write goes to a temporary file in the target's own directory, is flushed a
 fsynced, renamed over the target, and the directory is fsynced: a reader sees the old or
 the new bytes, never a torn file, even if the writer is killed. Mutations of a directory
 hold an exclusive ``flock`` on it, so a conditional write's check and its rename are one
-step for every process using this store. The version of a file is its identity (inode,
-modification time, size): each write creates a new inode, so any write changes it.
+step for every process using this store.
+
+Nothing below the root is reached through a symbolic link: writes, deletes and listings
+walk the key's directories one descriptor at a time with ``O_NOFOLLOW``, and a read
+checks where the file it opened really is. A link planted in the store can neither
+redirect a write nor leak a file from elsewhere.
+
+A version is the file's identity (inode, modification time, size) plus a CRC-32 of its
+bytes: inodes are reused at once and timestamps can be coarse, so identity alone could
+repeat and let a stale compare-and-swap through.
 """
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import secrets
 import stat
+import sys
+import zlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,11 +35,26 @@ from cachekit.stores.base import Capabilities, Entry
 
 #: Temporary files start with this; listings skip them and keys may not use it.
 TEMP_PREFIX = ".ck-tmp-"
-_OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+_FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | _CLOEXEC
+_DIRECTORY_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | _CLOEXEC
+_LINK_ERRNOS = (errno.ELOOP, errno.ENOTDIR)
+_PROC_FD = "/proc/self/fd/" if sys.platform.startswith("linux") else None
 
 
-def _version_of(st: os.stat_result) -> str:
-    return f"{st.st_ino:x}-{st.st_mtime_ns:x}-{st.st_size:x}"
+def _version_of(st: os.stat_result, data: bytes) -> str:
+    return f"{st.st_ino:x}-{st.st_mtime_ns:x}-{st.st_size:x}-{zlib.crc32(data):08x}"
+
+
+def _read_all(fd: int, size_hint: int) -> bytes:
+    """Read a whole file from ``fd`` without a buffered reader (faster for small files)."""
+    data = os.read(fd, size_hint + 1)
+    if len(data) <= size_hint:
+        return data
+    chunks = [data]
+    while chunk := os.read(fd, 1 << 20):
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 class LocalStore:
@@ -37,6 +63,8 @@ class LocalStore:
     def __init__(self, root: str | os.PathLike[str], *, durable: bool = True) -> None:
         #: ``durable=False`` skips the fsyncs: still atomic, not crash-proof.
         self.root = Path(root).absolute()
+        self._root_text = str(self.root)
+        #: The root itself may be a link; what lies below it may not.
         self._real_root = os.path.realpath(self.root)
         self._durable = durable
 
@@ -44,29 +72,21 @@ class LocalStore:
     def capabilities(self) -> Capabilities:
         return Capabilities()
 
-    def _path(self, key: str) -> Path:
-        validate_key(key)
-        if any(segment.startswith(TEMP_PREFIX) for segment in key.split("/")):
-            raise InvalidKey(f"key segments must not start with {TEMP_PREFIX!r}: {key!r}")
-        return self.root / key
+    # -- reads ---------------------------------------------------------------------------
 
     def get(self, key: str) -> Entry | None:
-        path = self._path(key)
         try:
-            fd = os.open(path, _OPEN_FLAGS)
-        except (FileNotFoundError, NotADirectoryError):
-            return None
-        except IsADirectoryError:
-            return None
+            fd = os.open(f"{self._root_text}/{self._check(key)}", _FILE_FLAGS)
         except OSError as error:
+            if error.errno in (errno.ENOENT, errno.EISDIR, *_LINK_ERRNOS):
+                return None
             raise StoreUnavailable(f"cannot read {key!r} from {self.root}: {error}") from error
         try:
             st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode):
+            if not stat.S_ISREG(st.st_mode) or not self._opened_inside_root(fd, key):
                 return None
-            with os.fdopen(fd, "rb", closefd=False) as file:
-                data = file.read()
-            return Entry(data, _version_of(st))
+            data = _read_all(fd, st.st_size)
+            return Entry(data, _version_of(st, data))
         finally:
             os.close(fd)
 
@@ -78,46 +98,42 @@ class LocalStore:
                 found[key] = entry
         return found
 
+    def list(self, prefix: str = "") -> list[str]:
+        validate_prefix(prefix)
+        start = prefix.rpartition("/")[0]
+        with self._directory(start) as fd:
+            if fd is None:
+                return []
+            keys = [key for key in self._scan(fd, start) if key.startswith(prefix)]
+        return sorted(keys)
+
+    # -- writes --------------------------------------------------------------------------
+
     def put(
         self, key: str, data: bytes, *, if_absent: bool = False, if_version: str | None = None
     ) -> str:
-        path = self._path(key)
-        directory = self._make_directory(path.parent)
-        with self._locked(directory) as dir_fd:
+        directory, _, name = self._check(key).rpartition("/")
+        with self._directory(directory, create=True) as dir_fd:
+            assert dir_fd is not None  # created
+            fcntl.flock(dir_fd, fcntl.LOCK_EX)  # released when the descriptor closes
             if if_absent or if_version is not None:
-                current = self._current_version(path)
+                current = self._version_at(dir_fd, name)
                 if if_absent and current is not None:
                     raise PreconditionFailed(f"{key!r} already exists")
                 if if_version is not None and current != if_version:
                     raise PreconditionFailed(f"{key!r} is not at version {if_version!r}")
-            temp = directory / f"{TEMP_PREFIX}{secrets.token_hex(8)}"
-            try:
-                with open(temp, "xb") as file:
-                    file.write(data)
-                    file.flush()
-                    if self._durable:
-                        os.fsync(file.fileno())
-                    version = _version_of(os.fstat(file.fileno()))
-                os.replace(temp, path)
-            except IsADirectoryError as error:
-                temp.unlink(missing_ok=True)
-                raise InvalidKey(f"{key!r} is a prefix of other keys, not a value") from error
-            except BaseException:
-                temp.unlink(missing_ok=True)
-                raise
-            if self._durable:
-                os.fsync(dir_fd)
-            return version
+            return self._replace(dir_fd, name, key, data)
 
     def delete(self, key: str) -> None:
-        path = self._path(key)
-        if not path.parent.is_dir():
-            return
-        with self._locked(path.parent) as dir_fd:
-            try:
-                path.unlink()
-            except (FileNotFoundError, IsADirectoryError):
+        directory, _, name = self._check(key).rpartition("/")
+        with self._directory(directory) as dir_fd:
+            if dir_fd is None:
                 return
+            fcntl.flock(dir_fd, fcntl.LOCK_EX)
+            try:
+                os.unlink(name, dir_fd=dir_fd)
+            except (FileNotFoundError, IsADirectoryError, PermissionError):
+                return  # Linux says EISDIR for a directory, macOS EPERM
             if self._durable:
                 os.fsync(dir_fd)
 
@@ -125,75 +141,150 @@ class LocalStore:
         for key in keys:
             self.delete(key)
 
-    def list(self, prefix: str = "") -> list[str]:
-        validate_prefix(prefix)
-        start = prefix.rpartition("/")[0]
-        found = [key for key in self._walk(self.root / start, start) if key.startswith(prefix)]
-        return sorted(found)
-
     def close(self) -> None:
         """Nothing to release: every operation opens and closes its own files."""
 
     def __repr__(self) -> str:
-        return f"LocalStore({str(self.root)!r})"
+        return f"LocalStore({self._root_text!r})"
 
-    def _walk(self, directory: Path, relative: str) -> Iterator[str]:
-        try:
-            entries = list(os.scandir(directory))
-        except (FileNotFoundError, NotADirectoryError):
-            return
-        for entry in entries:
-            if entry.name.startswith(TEMP_PREFIX):
-                continue
-            key = f"{relative}/{entry.name}" if relative else entry.name
-            if entry.is_dir(follow_symlinks=False):
-                yield from self._walk(Path(entry.path), key)
-            elif entry.is_file(follow_symlinks=False):
-                yield key
-
-    def _current_version(self, path: Path) -> str | None:
-        try:
-            st = os.lstat(path)
-        except FileNotFoundError:
-            return None
-        return _version_of(st) if stat.S_ISREG(st.st_mode) else None
-
-    def _make_directory(self, directory: Path) -> Path:
-        """Create ``directory`` (durably) and check it resolves inside the root."""
-        if not directory.is_dir():
-            missing = []
-            walk = directory
-            while not walk.exists() and walk != walk.parent:
-                missing.append(walk)
-                walk = walk.parent
-            for new in reversed(missing):
-                try:
-                    new.mkdir()
-                except FileExistsError:
-                    continue
-                if self._durable:
-                    self._fsync_directory(new.parent)
-            if not directory.is_dir():
-                raise InvalidKey(f"{directory} lies below a key that holds a value")
-        real = os.path.realpath(directory)
-        if real != self._real_root and not real.startswith(self._real_root + os.sep):
-            raise InvalidKey(f"{directory} resolves outside the store's root {self.root}")
-        return directory
+    # -- internals -----------------------------------------------------------------------
 
     @staticmethod
-    def _fsync_directory(directory: Path) -> None:
-        fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    def _check(key: str) -> str:
+        validate_key(key)
+        if TEMP_PREFIX in key and any(s.startswith(TEMP_PREFIX) for s in key.split("/")):
+            raise InvalidKey(f"key segments must not start with {TEMP_PREFIX!r}: {key!r}")
+        return key
+
+    def _opened_inside_root(self, fd: int, key: str) -> bool:
+        """Whether the file open on ``fd`` lies inside the root (no link was followed)."""
+        if _PROC_FD is not None:
+            try:
+                real = os.readlink(f"{_PROC_FD}{fd}")
+            except OSError:
+                real = os.path.realpath(f"{self._root_text}/{key}")
+        else:
+            real = os.path.realpath(f"{self._root_text}/{key}")
+        return real.startswith(self._real_root + os.sep)
+
+    @contextmanager
+    def _directory(self, relative: str, *, create: bool = False) -> Iterator[int | None]:
+        """An open descriptor of ``relative`` below the root, reached without following
+        any link, creating missing directories if asked; None if it does not exist."""
         try:
-            os.fsync(fd)
+            fd = os.open(self._root_text, os.O_RDONLY | os.O_DIRECTORY | _CLOEXEC)
+        except FileNotFoundError:
+            if not create:
+                yield None
+                return
+            self.root.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self._root_text, os.O_RDONLY | os.O_DIRECTORY | _CLOEXEC)
+        try:
+            for segment in relative.split("/") if relative else ():
+                child = None
+                try:
+                    child = self._open_child_directory(fd, segment, relative, create=create)
+                finally:
+                    os.close(fd)
+                    fd = child  # type: ignore[assignment]
+                if fd is None:
+                    break
+            yield fd
+        finally:
+            if fd is not None:
+                os.close(fd)
+
+    def _open_child_directory(
+        self, parent: int, name: str, relative: str, *, create: bool
+    ) -> int | None:
+        try:
+            return os.open(name, _DIRECTORY_FLAGS, dir_fd=parent)
+        except FileNotFoundError:
+            if not create:
+                return None
+        except OSError as error:
+            if error.errno in _LINK_ERRNOS:
+                if not create:
+                    return None
+                raise InvalidKey(
+                    f"{relative!r} goes through a link or lies below a key that holds a value"
+                ) from error
+            raise
+        try:
+            os.mkdir(name, dir_fd=parent)
+        except FileExistsError:
+            pass  # another writer made it first
+        else:
+            if self._durable:
+                os.fsync(parent)
+        return self._open_child_directory(parent, name, relative, create=False) or _missing(
+            relative
+        )
+
+    def _version_at(self, dir_fd: int, name: str) -> str | None:
+        try:
+            fd = os.open(name, _FILE_FLAGS, dir_fd=dir_fd)
+        except OSError as error:
+            if error.errno in (errno.ENOENT, errno.EISDIR, *_LINK_ERRNOS):
+                return None
+            raise
+        try:
+            st = os.fstat(fd)
+            return _version_of(st, _read_all(fd, st.st_size)) if stat.S_ISREG(st.st_mode) else None
         finally:
             os.close(fd)
 
-    @contextmanager
-    def _locked(self, directory: Path) -> Iterator[int]:
-        """Hold an exclusive lock on ``directory`` and yield its open descriptor."""
-        fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    def _replace(self, dir_fd: int, name: str, key: str, data: bytes) -> str:
+        """Write ``data`` to a temporary file and rename it over ``name``, durably."""
+        temp = f"{TEMP_PREFIX}{secrets.token_hex(8)}"
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _CLOEXEC, 0o644, dir_fd=dir_fd)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield fd
-        finally:
-            os.close(fd)  # closing releases the lock
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+                if self._durable:
+                    os.fsync(fd)
+                st = os.fstat(fd)
+            finally:
+                os.close(fd)
+            os.replace(temp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        except BaseException as error:
+            os.unlink(temp, dir_fd=dir_fd)
+            if isinstance(error, IsADirectoryError):
+                raise InvalidKey(f"{key!r} is a prefix of other keys, not a value") from error
+            raise
+        if self._durable:
+            os.fsync(dir_fd)
+        return _version_of(st, data)
+
+    def _scan(self, dir_fd: int, relative: str) -> Iterator[str]:
+        """Keys of the regular files below ``dir_fd``; links and temporary files skipped."""
+        with os.scandir(dir_fd) as entries:
+            listed = [
+                (
+                    entry.name,
+                    entry.is_dir(follow_symlinks=False),
+                    entry.is_file(follow_symlinks=False),
+                )
+                for entry in entries
+            ]
+        for name, is_directory, is_file in listed:
+            if name.startswith(TEMP_PREFIX):
+                continue
+            key = f"{relative}/{name}" if relative else name
+            if is_file:
+                yield key
+            elif is_directory:
+                try:
+                    child = os.open(name, _DIRECTORY_FLAGS, dir_fd=dir_fd)
+                except OSError:
+                    continue  # removed, or swapped for a link, since the scan
+                try:
+                    yield from self._scan(child, key)
+                finally:
+                    os.close(child)
+
+
+def _missing(relative: str) -> int:
+    raise StoreUnavailable(f"directory {relative!r} vanished while being created")
