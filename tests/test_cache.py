@@ -1,0 +1,490 @@
+"""Unit tests of `Cache` over MemoryStore and LocalStore, and of the store wrappers."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+
+import pytest
+
+from cachekit import (
+    Cache,
+    Capabilities,
+    Entry,
+    LayeredStore,
+    LocalStore,
+    MemoryStore,
+    PrefixedStore,
+    ReadOnlyStore,
+    new_part_id,
+)
+from cachekit.codec import decode
+from cachekit.errors import InvalidKey, PreconditionFailed, UnsupportedOperation
+from cachekit.merge import LASTFAILED, NODEIDS, MappingUnion, Maximum, observe_outcomes
+
+
+class CountingStore:
+    """Delegates to a store and counts the calls of each method."""
+
+    def __init__(self, store) -> None:
+        self.store = store
+        self.calls: Counter[str] = Counter()
+        self.fetched: list[list[str]] = []
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return self.store.capabilities
+
+    def get(self, key: str) -> Entry | None:
+        self.calls["get"] += 1
+        return self.store.get(key)
+
+    def get_many(self, keys: Sequence[str]) -> Mapping[str, Entry]:
+        self.calls["get_many"] += 1
+        self.fetched.append(list(keys))
+        return self.store.get_many(keys)
+
+    def put(self, key: str, data: bytes, *, if_absent: bool = False, if_version: str | None = None):
+        self.calls["put"] += 1
+        return self.store.put(key, data, if_absent=if_absent, if_version=if_version)
+
+    def delete(self, key: str) -> None:
+        self.calls["delete"] += 1
+        self.store.delete(key)
+
+    def delete_many(self, keys: Iterable[str]) -> None:
+        self.calls["delete_many"] += 1
+        self.store.delete_many(keys)
+
+    def list(self, prefix: str = "") -> list[str]:
+        self.calls["list"] += 1
+        return self.store.list(prefix)
+
+    def close(self) -> None:
+        self.store.close()
+
+
+class NoCompareAndSwap(CountingStore):
+    """A store that honours create-only writes but not compare-and-swap (like a GCS
+    emulator that ignores preconditions would have to declare)."""
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return Capabilities(compare_and_swap=False)
+
+
+@pytest.fixture(params=["memory", "local"])
+def store(request, tmp_path):
+    if request.param == "memory":
+        return MemoryStore()
+    return LocalStore(tmp_path / "store")
+
+
+@pytest.fixture
+def cache(store):
+    return Cache(store, writer="tests")
+
+
+# -- plain values ---------------------------------------------------------------------------
+
+
+def test_get_missing_returns_default(cache):
+    assert cache.get("a") is None
+    assert cache.get("a", default={"x": 1}) == {"x": 1}
+
+
+@pytest.mark.parametrize(
+    "value", [None, 0, 1.5, "text", [1, "two", None], {"nested": {"list": [True, False]}}]
+)
+def test_set_then_get(cache, value):
+    cache.set("cache/lastfailed", value)
+    assert cache.get("cache/lastfailed", default="missing") == value
+
+
+def test_set_overwrites_and_delete_removes(cache, store):
+    cache.set("k", 1)
+    cache.set("k", 2)
+    assert cache.get("k") == 2
+    cache.write_part("k", "p1", 3)
+    cache.delete("k")
+    assert cache.get("k", default="gone") == "gone"
+    assert store.list() == []
+    cache.delete("k")  # deleting twice is fine
+
+
+def test_values_are_stored_in_an_envelope(cache, store):
+    cache.set("k", [1])
+    stored = decode(store.get("k/@base").data)
+    assert stored["value"] == [1]
+    assert stored["writer"] == "tests"
+    assert isinstance(stored["written_at"], float)
+
+
+def test_keys_do_not_interfere(cache):
+    cache.set("a", 1)
+    cache.set("a/b", 2)
+    cache.set("ab", 3)
+    assert (cache.get("a"), cache.get("a/b"), cache.get("ab")) == (1, 2, 3)
+    cache.delete("a")
+    assert (cache.get("a"), cache.get("a/b"), cache.get("ab")) == (None, 2, 3)
+
+
+def test_update_with_default(cache):
+    assert cache.update("n", lambda n: n + 1, default=10) == 11
+    assert cache.update("n", lambda n: n + 1, default=10) == 12
+    assert cache.get("n") == 12
+    assert cache.update("list", lambda items: [*items, "x"], default=[]) == ["x"]
+
+
+def test_update_retries_when_another_writer_wins(store):
+    cache = Cache(store)
+    cache.set("n", 0)
+    calls = []
+
+    def increment_while_someone_else_writes(n):
+        calls.append(n)
+        if len(calls) == 1:
+            Cache(store).set("n", 100)  # a concurrent writer gets in between
+        return n + 1
+
+    assert cache.update("n", increment_while_someone_else_writes) == 101
+    assert calls == [0, 100]
+    assert cache.get("n") == 101
+
+
+def test_update_gives_up_after_the_attempts(store):
+    cache = Cache(store, update_attempts=3)
+    cache.set("n", 0)
+    counter = iter(range(1000))
+
+    def always_raced(n):
+        Cache(store).set("n", next(counter))
+        return -1
+
+    with pytest.raises(PreconditionFailed, match="3 attempts"):
+        cache.update("n", always_raced)
+    assert cache.get("n") != -1
+
+
+# -- parts ----------------------------------------------------------------------------------
+
+
+def test_write_part_is_create_only(cache, store):
+    key = cache.write_part("cache/nodeids", "shard-1", ["a"])
+    assert key == "cache/nodeids/@parts/shard-1"
+    with pytest.raises(PreconditionFailed):
+        cache.write_part("cache/nodeids", "shard-1", ["b"])
+    assert decode(store.get(key).data)["value"] == ["a"]
+
+
+@pytest.mark.parametrize("part_id", ["a/b", "@x", "", "..", "a\\b"])
+def test_bad_part_ids_are_refused(cache, part_id):
+    with pytest.raises(InvalidKey):
+        cache.write_part("k", part_id, 1)
+
+
+def test_new_part_id_is_unique_sortable_and_safe(cache):
+    ids = [new_part_id("shard 1/../x") for _ in range(50)]
+    assert len(set(ids)) == 50
+    for part_id in ids:
+        assert "/" not in part_id
+        cache.write_part("k", part_id, 1)
+    assert len(cache.parts("k")) == 50
+
+
+def test_read_merged_joins_base_and_parts(cache):
+    merged = cache.read_merged("nodeids", NODEIDS)
+    assert (merged.value, merged.has_base, merged.parts) == ([], False, ())
+    cache.set("nodeids", ["b"])
+    cache.write_part("nodeids", "p2", ["c", "a"])
+    cache.write_part("nodeids", "p1", ["a"])
+    merged = cache.read_merged("nodeids", NODEIDS)
+    assert merged.value == ["a", "b", "c"]
+    assert merged.has_base
+    assert merged.parts == ("p1", "p2")
+
+
+def test_read_merged_ignores_nested_keys(cache):
+    cache.write_part("k", "p", ["x"])
+    cache.set("k/child", ["not a part"])
+    cache.write_part("k/child", "q", ["nor this"])
+    merged = cache.read_merged("k", NODEIDS)
+    assert merged.value == ["x"]
+    assert merged.parts == ("p",)
+
+
+def test_read_merged_is_one_list_and_one_get_many(store):
+    counting = CountingStore(store)
+    cache = Cache(counting)
+    for index in range(5):
+        cache.write_part("cache/nodeids", f"p{index}", [f"t{index}"])
+    cache.set("cache/nodeids", ["base"])
+    counting.calls.clear()
+    merged = cache.read_merged("cache/nodeids", NODEIDS)
+    assert merged.value == ["base", "t0", "t1", "t2", "t3", "t4"]
+    assert counting.calls == Counter(list=1, get_many=1)
+
+
+def test_read_merged_many_is_one_list_and_one_get_many(store):
+    counting = CountingStore(store)
+    cache = Cache(counting)
+    lastfailed = "cache/lastfailed"
+    cache.write_part(lastfailed, "s1", observe_outcomes(failed=["a"], passed=[], at=1))
+    cache.write_part(lastfailed, "s2", observe_outcomes(failed=["b"], passed=["a"], at=2))
+    cache.write_part("cache/nodeids", "s1", ["a", "b"])
+    cache.set("cache/durations", {"a": 3.0})
+    cache.write_part("cache/durations", "s2", {"a": 5.0, "b": 1.0})
+    cache.set("elsewhere/x", 1)
+    counting.calls.clear()
+    counting.fetched.clear()
+    result = cache.read_merged_many(
+        {
+            lastfailed: LASTFAILED,
+            "cache/nodeids": NODEIDS,
+            "cache/durations": MappingUnion(Maximum()),
+        }
+    )
+    assert counting.calls == Counter(list=1, get_many=1)
+    assert result[lastfailed].value["a"] == {"at": 2, "failed": False}
+    assert result[lastfailed].parts == ("s1", "s2")
+    assert result["cache/nodeids"].value == ["a", "b"]
+    assert not result["cache/nodeids"].has_base
+    assert result["cache/durations"].value == {"a": 5.0, "b": 1.0}
+    assert result["cache/durations"].has_base
+    # Fetched only what the keys need, nothing from elsewhere.
+    assert not any(key.startswith("elsewhere") for key in counting.fetched[0])
+
+
+def test_read_merged_many_refuses_reserved_keys(cache):
+    with pytest.raises(InvalidKey):
+        cache.read_merged_many({"a/@parts": NODEIDS})
+
+
+# -- compaction -----------------------------------------------------------------------------
+
+
+def test_compact_folds_parts_into_the_base(cache, store):
+    cache.write_part("nodeids", "p1", ["a"])
+    cache.write_part("nodeids", "p2", ["b"])
+    assert cache.compact("nodeids", NODEIDS) == 2
+    assert cache.parts("nodeids") == []
+    merged = cache.read_merged("nodeids", NODEIDS)
+    assert (merged.value, merged.has_base, merged.parts) == (["a", "b"], True, ())
+    assert decode(store.get("nodeids/@base").data)["folded"] == ["p1", "p2"]
+    assert cache.get("nodeids") == ["a", "b"]
+    # New parts after a compaction join the base.
+    cache.write_part("nodeids", "p3", ["c"])
+    merged = cache.read_merged("nodeids", NODEIDS)
+    assert (merged.value, merged.has_base, merged.parts) == (["a", "b", "c"], True, ("p3",))
+    assert cache.compact("nodeids", NODEIDS) == 1
+    assert cache.read_merged("nodeids", NODEIDS).value == ["a", "b", "c"]
+    assert store.list() == ["nodeids/@base"]
+
+
+def test_compact_respects_min_parts(cache):
+    cache.write_part("nodeids", "p1", ["a"])
+    assert cache.compact("nodeids", NODEIDS, min_parts=2) == 0
+    assert cache.parts("nodeids") == ["nodeids/@parts/p1"]
+    assert cache.compact("nodeids", NODEIDS) == 1
+
+
+def test_compact_with_nothing_to_do(cache):
+    assert cache.compact("nodeids", NODEIDS) == 0
+    assert cache.get("nodeids") is None
+
+
+def test_compact_loses_to_a_concurrent_base_change_and_keeps_parts(store):
+    """A compactor whose base changed under it writes nothing and retires nothing."""
+
+    class ChangeBaseBeforePut(CountingStore):
+        def put(self, key, data, *, if_absent=False, if_version=None):
+            if key.endswith("@base") and not self.calls["put"]:
+                self.calls["put"] += 1
+                self.store.put(key, Cache(self.store)._encode(["other"]))
+            return super().put(key, data, if_absent=if_absent, if_version=if_version)
+
+    Cache(store).set("nodeids", ["base"])
+    Cache(store).write_part("nodeids", "p1", ["a"])
+    cache = Cache(ChangeBaseBeforePut(store))
+    assert cache.compact("nodeids", NODEIDS) == 0
+    assert Cache(store).parts("nodeids") == ["nodeids/@parts/p1"]
+    assert Cache(store).read_merged("nodeids", NODEIDS).value == ["a", "other"]
+
+
+@pytest.mark.parametrize("wrapper", [ReadOnlyStore, NoCompareAndSwap])
+def test_compact_and_update_refuse_without_compare_and_swap(store, wrapper):
+    Cache(store).write_part("nodeids", "p1", ["a"])
+    cache = Cache(wrapper(store))
+    # A ReadOnlyStore keeps its inner store's compare_and_swap flag and refuses at the
+    # write; a store without compare-and-swap is refused up front.
+    reason = "compare-and-swap" if wrapper is NoCompareAndSwap else "read-only"
+    with pytest.raises(UnsupportedOperation, match=reason):
+        cache.compact("nodeids", NODEIDS)
+    with pytest.raises(UnsupportedOperation, match=reason):
+        cache.update("n", lambda n: 1, default=0)
+    assert store.list() == ["nodeids/@parts/p1"]
+    # Reading still works.
+    assert cache.read_merged("nodeids", NODEIDS).value == ["a"]
+
+
+def test_compact_refuses_before_touching_the_store(store):
+    counting = NoCompareAndSwap(store)
+    with pytest.raises(UnsupportedOperation):
+        Cache(counting).compact("nodeids", NODEIDS)
+    assert sum(counting.calls.values()) == 0
+
+
+# -- keys -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("key", ["@base", "a/@base", "a/@parts/x", "@x/y", "a/@"])
+def test_cache_keys_with_at_segments_are_refused(cache, key):
+    for operation in (
+        lambda: cache.get(key),
+        lambda: cache.set(key, 1),
+        lambda: cache.delete(key),
+        lambda: cache.update(key, lambda n: 1),
+        lambda: cache.write_part(key, "p", 1),
+        lambda: cache.parts(key),
+        lambda: cache.read_merged(key, NODEIDS),
+        lambda: cache.compact(key, NODEIDS),
+    ):
+        with pytest.raises(InvalidKey):
+            operation()
+
+
+def test_at_inside_a_segment_is_fine(cache):
+    cache.set("user@host/x", 1)
+    assert cache.get("user@host/x") == 1
+
+
+@pytest.mark.parametrize("key", ["", "/a", "a/", "a//b", "../a", "a/../b", "a\x00b", "a\\b"])
+def test_cache_refuses_invalid_keys(cache, key):
+    with pytest.raises(InvalidKey):
+        cache.set(key, 1)
+    with pytest.raises(InvalidKey):
+        cache.get(key)
+
+
+# -- wrappers -------------------------------------------------------------------------------
+
+
+def test_read_only_store_refuses_every_write(store):
+    store.put("k", b"v")
+    read_only = ReadOnlyStore(store)
+    assert not read_only.capabilities.writable
+    assert read_only.get("k").data == b"v"
+    assert read_only.list() == ["k"]
+    assert set(read_only.get_many(["k", "missing"])) == {"k"}
+    for operation in (
+        lambda: read_only.put("k", b"w"),
+        lambda: read_only.put("new", b"w", if_absent=True),
+        lambda: read_only.put("k", b"w", if_version=store.get("k").version),
+        lambda: read_only.delete("k"),
+        lambda: read_only.delete_many(["k"]),
+        lambda: Cache(read_only).set("x", 1),
+        lambda: Cache(read_only).write_part("x", "p", 1),
+        lambda: Cache(read_only).delete("x"),
+    ):
+        with pytest.raises(UnsupportedOperation):
+            operation()
+    assert store.list() == ["k"]
+    assert store.get("k").data == b"v"
+
+
+def test_prefixed_store_isolates(store):
+    one = PrefixedStore(store, "team-one")
+    two = PrefixedStore(store, "/team-two/")
+    one.put("k", b"1")
+    two.put("k", b"2")
+    two.put("only-two", b"x")
+    assert one.get("k").data == b"1"
+    assert two.get("k").data == b"2"
+    assert one.get("only-two") is None
+    assert one.list() == ["k"]
+    assert two.list() == ["k", "only-two"]
+    assert set(one.get_many(["k", "only-two"])) == {"k"}
+    assert store.list() == ["team-one/k", "team-two/k", "team-two/only-two"]
+    one.delete("k")
+    one.delete_many(["only-two"])  # not one's key: two keeps it
+    assert store.list() == ["team-two/k", "team-two/only-two"]
+    # Caches over prefixed stores do not see each other.
+    Cache(one).set("cache/x", "one")
+    assert Cache(two).get("cache/x") is None
+    assert Cache(one).get("cache/x") == "one"
+
+
+def test_prefixed_store_conditional_writes_pass_through(store):
+    prefixed = PrefixedStore(store, "p")
+    version = prefixed.put("k", b"1", if_absent=True)
+    with pytest.raises(PreconditionFailed):
+        prefixed.put("k", b"2", if_absent=True)
+    with pytest.raises(PreconditionFailed):
+        prefixed.put("k", b"2", if_version="stale")
+    prefixed.put("k", b"3", if_version=version)
+    assert store.get("p/k").data == b"3"
+
+
+@pytest.mark.parametrize("prefix", ["", "/", "..", "a/../b", "a//b"])
+def test_prefixed_store_refuses_bad_prefixes(store, prefix):
+    with pytest.raises(InvalidKey):
+        PrefixedStore(store, prefix)
+
+
+def test_layered_store_first_hit_wins_and_writes_go_to_layer_zero(store):
+    top, middle, bottom = store, MemoryStore(), MemoryStore()
+    middle.put("shared", b"middle")
+    bottom.put("shared", b"bottom")
+    bottom.put("only-bottom", b"bottom")
+    layered = LayeredStore([top, middle, bottom])
+    assert layered.get("shared").data == b"middle"
+    assert layered.get("only-bottom").data == b"bottom"
+    assert layered.get("missing") is None
+    found = layered.get_many(["shared", "only-bottom", "missing"])
+    assert {key: entry.data for key, entry in found.items()} == {
+        "shared": b"middle",
+        "only-bottom": b"bottom",
+    }
+    assert layered.list() == ["only-bottom", "shared"]
+
+    layered.put("shared", b"top")
+    assert top.get("shared").data == b"top"
+    assert layered.get("shared").data == b"top"
+    assert middle.get("shared").data == b"middle"
+
+    layered.delete("shared")  # deletes from layer 0 only: the lower layers show again
+    assert top.get("shared") is None
+    assert layered.get("shared").data == b"middle"
+    layered.delete_many(["only-bottom"])
+    assert bottom.get("only-bottom").data == b"bottom"
+
+
+def test_layered_store_conditional_write_with_a_lower_layer_version_fails(store):
+    lower = MemoryStore()
+    lower.put("k", b"lower")
+    layered = LayeredStore([store, lower])
+    version = layered.get("k").version
+    with pytest.raises(PreconditionFailed):
+        layered.put("k", b"new", if_version=version)
+    assert store.get("k") is None
+
+
+def test_layered_cache_reads_through_and_writes_on_top(store):
+    base_branch = MemoryStore()
+    Cache(base_branch).write_part("cache/nodeids", "main-run", ["a"])
+    Cache(base_branch).set("value", "from main")
+    layered = Cache(LayeredStore([store, ReadOnlyStore(base_branch)]))
+    assert layered.get("value") == "from main"
+    layered.set("value", "from branch")
+    layered.write_part("cache/nodeids", "branch-run", ["b"])
+    assert layered.get("value") == "from branch"
+    assert Cache(base_branch).get("value") == "from main"
+    merged = layered.read_merged("cache/nodeids", NODEIDS)
+    assert merged.value == ["a", "b"]
+    assert merged.parts == ("branch-run", "main-run")
+    assert base_branch.list() == ["cache/nodeids/@parts/main-run", "value/@base"]
+
+
+def test_layered_store_needs_a_layer():
+    with pytest.raises(ValueError, match="at least one layer"):
+        LayeredStore([])
