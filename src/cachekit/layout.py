@@ -1,0 +1,109 @@
+"""Where things live in a store: the one place that defines cachekit's key layout.
+
+Every tool that reads or writes CI data (the ``cachekit`` command, the pytest plugin,
+other runners) builds keys with this module, so the layout can only change here.
+
+A store shared by CI holds one *namespace* per (repository, ref, job, config)::
+
+    v1/<repository>/<ref>/<job>/<config>/            namespace_prefix(...)
+        cache/lastfailed/@base                       LASTFAILED: per test, last outcome
+        cache/lastfailed/@parts/<part id>            one part per shard and run
+        cache/nodeids/@base | @parts/<part id>       NODEIDS: sorted union of test ids
+        stats/runs/@base | @parts/<part id>          one part per ingested report
+        stats/durations/@base | @parts/<part id>     DURATIONS: latest duration per test
+
+- Every segment of the prefix is user-controlled text passed through
+  `cachekit.keys.safe_segment`: a branch ``feature/x`` becomes ``feature-x-<hash>``, so
+  no name can add segments, climb out of the prefix or collide with another name.
+- Shards of one job and config share the namespace: each shard and run writes its own
+  immutable part (its id carries `part_label`), and readers join all parts (DESIGN.md,
+  "Writing without lost updates"). A later shard split therefore sees every test.
+- A run reads its own ref, then the base ref, then the default branch, through one
+  `cachekit.LayeredStore` of `cachekit.PrefixedStore` layers (see `cachekit.ci`). Parts
+  of every layer are joined; a ``@base`` in a nearer layer hides the ``@base`` of a
+  farther one. Writes go to the run's own ref only.
+- The keys inside a namespace are pytest's own cache keys for what pytest shares
+  (``cache/lastfailed``, ``cache/nodeids``) and ``stats/...`` for test statistics.
+  ``cache/lastfailed`` is stored as observations ``{nodeid: {"at": t, "failed": bool}}``
+  (`cachekit.merge.observe_outcomes`), and projected back to pytest's ``{nodeid: true}``
+  with `cachekit.merge.still_failing`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cachekit.keys import safe_segment
+from cachekit.merge import DURATIONS, LASTFAILED, NODEIDS, MappingUnion, MergeStrategy
+
+#: The first segment of every namespace; bumped if the layout ever changes.
+LAYOUT_VERSION = "v1"
+
+#: pytest's ``cache/lastfailed``, stored as per-test observations (`LASTFAILED`).
+LASTFAILED_KEY = "cache/lastfailed"
+#: pytest's ``cache/nodeids``: every test id seen (`NODEIDS`).
+NODEIDS_KEY = "cache/nodeids"
+#: Ingested test reports: ``{report id: run record}`` (see `cachekit.stats`).
+STATS_RUNS_KEY = "stats/runs"
+#: Latest duration per test id ``{test id: {"at": t, "value": seconds}}`` (`DURATIONS`).
+DURATIONS_KEY = "stats/durations"
+
+#: Merge strategy of the stats runs: a union of reports keyed by report id.
+STATS_RUNS = MappingUnion()
+
+#: The pytest cache keys shared through the store, and how their parts are joined.
+#: Only these are shared; every other pytest key (``cache/stepwise``, ``d/...``) stays
+#: per machine.
+PYTEST_SHARED_KEYS: dict[str, MergeStrategy[Any]] = {
+    LASTFAILED_KEY: LASTFAILED,
+    NODEIDS_KEY: NODEIDS,
+}
+
+#: Every key of a namespace and its merge strategy (for ``cachekit compact``/``merge``).
+STRATEGIES: dict[str, MergeStrategy[Any]] = {
+    **PYTEST_SHARED_KEYS,
+    STATS_RUNS_KEY: STATS_RUNS,
+    DURATIONS_KEY: DURATIONS,
+}
+
+#: Used for a namespace field that is empty.
+DEFAULT_SEGMENT = "default"
+
+
+def segment(text: str | None) -> str:
+    """One safe key segment for a (possibly empty, user-controlled) name."""
+    return safe_segment(text) if text else DEFAULT_SEGMENT
+
+
+def namespace_prefix(repository: str, ref: str, job: str = "", config: str = "") -> str:
+    """The key prefix (without a trailing ``/``) of one namespace."""
+    return "/".join(
+        [LAYOUT_VERSION, segment(repository), segment(ref), segment(job), segment(config)]
+    )
+
+
+def repository_prefix(repository: str) -> str:
+    """The prefix of every namespace of one repository."""
+    return f"{LAYOUT_VERSION}/{segment(repository)}"
+
+
+def ref_prefix(repository: str, ref: str) -> str:
+    """The prefix of every job and config of one ref (e.g. for ``cachekit compact``)."""
+    return f"{repository_prefix(repository)}/{segment(ref)}"
+
+
+def part_label(*, shard: str = "", run_id: str = "") -> str:
+    """What a part id says about its writer: the run and shard (empty if neither)."""
+    shard = shard.replace("/", "of")  # "2/4" -> "2of4": readable and one segment
+    pieces = [f"run-{run_id}" if run_id else "", f"shard-{shard}" if shard else ""]
+    return "-".join(piece for piece in pieces if piece)
+
+
+def strategy_for(key: str) -> MergeStrategy[Any] | None:
+    """The merge strategy of a logical key, matched on its last two segments.
+
+    ``v1/acme-app-1a2b/main/test/default/cache/lastfailed`` and ``cache/lastfailed`` both
+    give `LASTFAILED`; an unknown key gives None.
+    """
+    tail = "/".join(key.split("/")[-2:])
+    return STRATEGIES.get(tail)

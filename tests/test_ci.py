@@ -1,0 +1,443 @@
+"""Namespace detection from recorded CI environments, read chains and trust."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import attrs
+import pytest
+
+from cachekit import LASTFAILED, Cache, MemoryStore, UnsupportedOperation
+from cachekit.ci import Namespace, detect_namespace, namespaced_store, normalize_git_url
+from cachekit.keys import validate_key
+from cachekit.layout import LASTFAILED_KEY, namespace_prefix
+from cachekit.merge import observe_outcomes, still_failing
+
+# -- recorded environments ------------------------------------------------------------
+
+
+def github_env(tmp_path: Path, event_name: str, event: dict[str, Any]) -> dict[str, str]:
+    path = tmp_path / "event.json"
+    path.write_text(json.dumps(event), encoding="utf-8")
+    env = {
+        "CI": "true",
+        "GITHUB_ACTIONS": "true",
+        "GITHUB_REPOSITORY": "acme/app",
+        "GITHUB_EVENT_NAME": event_name,
+        "GITHUB_EVENT_PATH": str(path),
+        "GITHUB_JOB": "test",
+        "GITHUB_RUN_ID": "9001",
+        "GITHUB_RUN_ATTEMPT": "2",
+        "GITHUB_REF": "refs/heads/main",
+        "GITHUB_REF_NAME": "main",
+        "GITHUB_HEAD_REF": "",
+        "GITHUB_BASE_REF": "",
+    }
+    if event_name.startswith("pull_request"):
+        env |= {
+            "GITHUB_REF": "refs/pull/12/merge",
+            "GITHUB_REF_NAME": "12/merge",
+            "GITHUB_HEAD_REF": "feature/login",
+            "GITHUB_BASE_REF": "release/1.x",
+        }
+    return env
+
+
+def pull_request_event(head: str | None, base: str = "acme/app") -> dict[str, Any]:
+    return {
+        "repository": {"full_name": base, "default_branch": "main"},
+        "pull_request": {
+            "head": {"repo": {"full_name": head} if head else None, "ref": "feature/login"},
+            "base": {"repo": {"full_name": base}, "ref": "release/1.x"},
+        },
+    }
+
+
+def test_github_push(tmp_path: Path) -> None:
+    event = {"repository": {"full_name": "acme/app", "default_branch": "trunk"}}
+    ns = detect_namespace(github_env(tmp_path, "push", event))
+    assert ns == Namespace(
+        repository="acme/app",
+        ref="main",
+        default_branch="trunk",
+        job="test",
+        run_id="9001-2",
+        provider="github",
+    )
+    assert ns.read_refs == ("main", "trunk")
+    assert ns.trusted
+
+
+def test_github_pull_request_same_repository(tmp_path: Path) -> None:
+    env = github_env(tmp_path, "pull_request", pull_request_event("acme/app"))
+    ns = detect_namespace(env)
+    assert ns.ref == "feature/login"
+    assert ns.base_ref == "release/1.x"
+    assert ns.read_refs == ("feature/login", "release/1.x", "main")
+    assert ns.trusted
+
+
+@pytest.mark.parametrize("event_name", ["pull_request", "pull_request_target"])
+def test_github_pull_request_from_fork_is_untrusted(tmp_path: Path, event_name: str) -> None:
+    env = github_env(tmp_path, event_name, pull_request_event("mallory/app"))
+    ns = detect_namespace(env)
+    assert not ns.trusted
+    assert "mallory/app" in ns.untrusted_reason
+    assert "read-only" in ns.describe()
+
+
+def test_github_pull_request_from_deleted_fork_is_untrusted(tmp_path: Path) -> None:
+    ns = detect_namespace(github_env(tmp_path, "pull_request", pull_request_event(None)))
+    assert not ns.trusted
+
+
+def test_github_pull_request_with_unreadable_event_fails_closed(tmp_path: Path) -> None:
+    env = github_env(tmp_path, "pull_request", {})
+    Path(env["GITHUB_EVENT_PATH"]).write_text("{not json", encoding="utf-8")
+    assert not detect_namespace(env).trusted
+    env["GITHUB_EVENT_PATH"] = str(tmp_path / "missing.json")
+    assert not detect_namespace(env).trusted
+
+
+def test_github_fork_cannot_become_trusted(tmp_path: Path) -> None:
+    env = github_env(tmp_path, "pull_request", pull_request_event("mallory/app"))
+    env["CACHEKIT_READONLY"] = "0"
+    assert not detect_namespace(env, trusted=True).trusted
+
+
+GITLAB_BRANCH = {
+    "GITLAB_CI": "true",
+    "CI_PROJECT_ID": "42",
+    "CI_PROJECT_PATH": "group/sub/app",
+    "CI_COMMIT_REF_NAME": "main",
+    "CI_DEFAULT_BRANCH": "main",
+    "CI_JOB_NAME": "pytest 3/4",
+    "CI_NODE_INDEX": "3",
+    "CI_NODE_TOTAL": "4",
+    "CI_PIPELINE_ID": "777",
+}
+
+
+def test_gitlab_parallel_branch_pipeline() -> None:
+    ns = detect_namespace(GITLAB_BRANCH)
+    assert (ns.provider, ns.repository, ns.ref, ns.job, ns.shard, ns.run_id) == (
+        "gitlab",
+        "group/sub/app",
+        "main",
+        "pytest",
+        "3/4",
+        "777",
+    )
+    assert ns.read_refs == ("main",)
+    assert ns.trusted
+
+
+def test_gitlab_matrix_job_becomes_config() -> None:
+    env = GITLAB_BRANCH | {"CI_JOB_NAME": "pytest: [3.12, linux]", "CI_NODE_INDEX": "2"}
+    ns = detect_namespace(env)
+    assert (ns.job, ns.config, ns.shard) == ("pytest", "3.12, linux", "")
+
+
+def test_gitlab_merge_requests() -> None:
+    merge_request = GITLAB_BRANCH | {
+        "CI_MERGE_REQUEST_SOURCE_BRANCH_NAME": "fix/crash",
+        "CI_MERGE_REQUEST_TARGET_BRANCH_NAME": "stable",
+        "CI_MERGE_REQUEST_SOURCE_PROJECT_ID": "42",
+        "CI_COMMIT_REF_NAME": "fix/crash",
+    }
+    ns = detect_namespace(merge_request)
+    assert ns.trusted
+    assert ns.read_refs == ("fix/crash", "stable", "main")
+    fork = merge_request | {
+        "CI_MERGE_REQUEST_SOURCE_PROJECT_ID": "1001",
+        "CI_MERGE_REQUEST_SOURCE_PROJECT_PATH": "mallory/app",
+    }
+    ns = detect_namespace(fork)
+    assert not ns.trusted
+    assert "mallory/app" in ns.untrusted_reason
+
+
+BUILDKITE = {
+    "BUILDKITE": "true",
+    "BUILDKITE_ORGANIZATION_SLUG": "acme",
+    "BUILDKITE_PIPELINE_SLUG": "app",
+    "BUILDKITE_REPO": "git@github.com:acme/app.git",
+    "BUILDKITE_BRANCH": "main",
+    "BUILDKITE_PIPELINE_DEFAULT_BRANCH": "main",
+    "BUILDKITE_STEP_KEY": "tests",
+    "BUILDKITE_LABEL": ":pytest: tests",
+    "BUILDKITE_PARALLEL_JOB": "0",
+    "BUILDKITE_PARALLEL_JOB_COUNT": "3",
+    "BUILDKITE_BUILD_NUMBER": "55",
+    "BUILDKITE_PULL_REQUEST": "false",
+}
+
+
+def test_buildkite() -> None:
+    ns = detect_namespace(BUILDKITE)
+    assert (ns.provider, ns.repository, ns.ref, ns.job, ns.shard, ns.run_id) == (
+        "buildkite",
+        "acme/app",
+        "main",
+        "tests",
+        "1/3",
+        "55",
+    )
+    assert ns.trusted
+    same = BUILDKITE | {
+        "BUILDKITE_PULL_REQUEST": "17",
+        "BUILDKITE_BRANCH": "feature",
+        "BUILDKITE_PULL_REQUEST_BASE_BRANCH": "main",
+        "BUILDKITE_PULL_REQUEST_REPO": "https://github.com/acme/app.git",
+    }
+    assert detect_namespace(same).trusted
+    fork = same | {"BUILDKITE_PULL_REQUEST_REPO": "https://github.com/mallory/app.git"}
+    assert not detect_namespace(fork).trusted
+    unknown = same | {"BUILDKITE_PULL_REQUEST_REPO": ""}
+    assert not detect_namespace(unknown).trusted
+
+
+CIRCLECI = {
+    "CIRCLECI": "true",
+    "CIRCLE_PROJECT_USERNAME": "acme",
+    "CIRCLE_PROJECT_REPONAME": "app",
+    "CIRCLE_BRANCH": "main",
+    "CIRCLE_JOB": "test",
+    "CIRCLE_NODE_INDEX": "1",
+    "CIRCLE_NODE_TOTAL": "2",
+    "CIRCLE_WORKFLOW_ID": "wf-1",
+}
+
+
+def test_circleci() -> None:
+    ns = detect_namespace(CIRCLECI)
+    assert (ns.repository, ns.ref, ns.job, ns.shard, ns.run_id, ns.trusted) == (
+        "acme/app",
+        "main",
+        "test",
+        "2/2",
+        "wf-1",
+        True,
+    )
+    fork = CIRCLECI | {
+        "CIRCLE_BRANCH": "pull/31",
+        "CIRCLE_PR_NUMBER": "31",
+        "CIRCLE_PR_USERNAME": "mallory",
+        "CIRCLE_PR_REPONAME": "app",
+    }
+    assert not detect_namespace(fork).trusted
+
+
+JENKINS = {
+    "JENKINS_URL": "https://ci.example/",
+    "JOB_NAME": "app/PR-12",
+    "BRANCH_NAME": "PR-12",
+    "CHANGE_ID": "12",
+    "CHANGE_BRANCH": "feature/x",
+    "CHANGE_TARGET": "main",
+    "GIT_URL": "https://user:secret@github.com/acme/app.git",
+    "BUILD_NUMBER": "3",
+}
+
+
+def test_jenkins_multibranch() -> None:
+    ns = detect_namespace(JENKINS)
+    assert (ns.repository, ns.ref, ns.base_ref, ns.job, ns.run_id) == (
+        "github.com/acme/app",
+        "feature/x",
+        "main",
+        "app",
+        "3",
+    )
+    assert "secret" not in ns.describe()
+    assert ns.trusted
+    assert not detect_namespace(JENKINS | {"CHANGE_FORK": "mallory"}).trusted
+
+
+AZURE = {
+    "TF_BUILD": "True",
+    "BUILD_REPOSITORY_NAME": "acme/app",
+    "BUILD_SOURCEBRANCH": "refs/heads/feature/y",
+    "SYSTEM_PHASENAME": "tests",
+    "SYSTEM_JOBNAME": "py312",
+    "SYSTEM_JOBPOSITIONINPHASE": "2",
+    "SYSTEM_TOTALJOBSINPHASE": "3",
+    "BUILD_BUILDID": "808",
+}
+
+
+def test_azure_pipelines() -> None:
+    ns = detect_namespace(AZURE)
+    assert (ns.repository, ns.ref, ns.job, ns.config, ns.shard, ns.run_id) == (
+        "acme/app",
+        "feature/y",
+        "tests",
+        "py312",
+        "",
+        "808",
+    )
+    sliced = AZURE | {"SYSTEM_JOBNAME": "Job2"}
+    assert detect_namespace(sliced).shard == "2/3"
+    pull = AZURE | {
+        "SYSTEM_PULLREQUEST_SOURCEBRANCH": "refs/heads/topic",
+        "SYSTEM_PULLREQUEST_TARGETBRANCH": "refs/heads/main",
+        "SYSTEM_PULLREQUEST_ISFORK": "False",
+    }
+    ns = detect_namespace(pull)
+    assert (ns.ref, ns.base_ref, ns.trusted) == ("topic", "main", True)
+    assert not detect_namespace(pull | {"SYSTEM_PULLREQUEST_ISFORK": "True"}).trusted
+
+
+# -- overrides ------------------------------------------------------------------------
+
+
+def test_no_ci_gives_local_defaults() -> None:
+    ns = detect_namespace({})
+    assert ns == Namespace()
+    assert ns.describe() == "local: local ref local, read-write"
+
+
+def test_environment_overrides_ci_and_arguments_override_environment() -> None:
+    env = GITLAB_BRANCH | {
+        "CACHEKIT_REF": "from-env",
+        "CACHEKIT_BASE_REF": "base-env",
+        "CACHEKIT_JOB": "job-env",
+        "CACHEKIT_SHARD": "1/9",
+        "CACHEKIT_CONFIG": "cfg",
+    }
+    ns = detect_namespace(env)
+    assert (ns.ref, ns.base_ref, ns.job, ns.shard, ns.config) == (
+        "from-env",
+        "base-env",
+        "job-env",
+        "1/9",
+        "cfg",
+    )
+    ns = detect_namespace(env, ref="explicit", shard="", repository="other")
+    assert (ns.ref, ns.shard, ns.repository) == ("explicit", "", "other")
+
+
+@pytest.mark.parametrize("value", ["1", "true", "YES", "on"])
+def test_readonly_variable_makes_trusted_runs_read_only(value: str) -> None:
+    ns = detect_namespace(GITLAB_BRANCH | {"CACHEKIT_READONLY": value})
+    assert not ns.trusted
+    assert "CACHEKIT_READONLY" in ns.untrusted_reason
+
+
+@pytest.mark.parametrize("value", ["0", "false", ""])
+def test_readonly_variable_off(value: str) -> None:
+    assert detect_namespace(GITLAB_BRANCH | {"CACHEKIT_READONLY": value}).trusted
+
+
+def test_trusted_false_argument() -> None:
+    assert not detect_namespace(GITLAB_BRANCH, trusted=False).trusted
+
+
+def test_describe_one_line() -> None:
+    ns = detect_namespace(GITLAB_BRANCH | {"CI_MERGE_REQUEST_TARGET_BRANCH_NAME": "stable"})
+    text = ns.describe()
+    assert "\n" not in text
+    assert (
+        text
+        == "gitlab: group/sub/app ref main (then stable) job pytest shard 3/4 run 777, read-write"
+    )
+
+
+# -- key segments ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "ref",
+    ["feature/x", "../../etc", "a\\b", "..", ".", "x" * 300, "weird ref\x00\n", "ünïcode", "@base"],
+)
+def test_user_controlled_names_become_safe_segments(ref: str) -> None:
+    ns = Namespace(repository="acme/app", ref=ref, job=ref, config=ref)
+    prefix = ns.prefix
+    validate_key(prefix)
+    assert len(prefix.split("/")) == 5
+    assert not any(segment.startswith("@") for segment in prefix.split("/"))
+    validate_key(f"{prefix}/cache/lastfailed")
+    assert prefix != Namespace(repository="acme/app", ref=ref + "y").prefix
+
+
+def test_distinct_refs_get_distinct_prefixes() -> None:
+    refs = ["feature/x", "feature-x", "feature_x", "Feature/x"]
+    assert len({namespace_prefix("acme/app", ref) for ref in refs}) == len(refs)
+
+
+def test_part_ids_carry_shard_and_run() -> None:
+    ns = Namespace(shard="2/4", run_id="81-1")
+    part = ns.new_part_id()
+    assert "run-81-1-shard-2of4" in part
+    assert "/" not in part
+
+
+def test_normalize_git_url() -> None:
+    for url in (
+        "git@github.com:acme/app.git",
+        "https://token@github.com/acme/app",
+        "ssh://git@GitHub.com/acme/app.git",
+        "https://github.com/acme/app/",
+    ):
+        assert normalize_git_url(url) == "github.com/acme/app"
+
+
+# -- read chains and trust ------------------------------------------------------------
+
+
+def write_failure(store: MemoryStore, ref: str, test: str, *, failed: bool, at: float) -> None:
+    cache = Cache(namespaced_store(store, Namespace(repository="acme/app", ref=ref, job="t")))
+    value = observe_outcomes(
+        failed=[test] if failed else [], passed=[] if failed else [test], at=at
+    )
+    cache.write_part(LASTFAILED_KEY, Namespace().new_part_id(), value)
+
+
+def test_read_chain_joins_own_ref_base_and_default_branch() -> None:
+    store = MemoryStore()
+    write_failure(store, "main", "t.py::a", failed=True, at=1)
+    write_failure(store, "release", "t.py::b", failed=True, at=1)
+    write_failure(store, "feature/x", "t.py::c", failed=True, at=1)
+    write_failure(store, "unrelated", "t.py::d", failed=True, at=1)
+    ns = Namespace(
+        repository="acme/app", ref="feature/x", base_ref="release", default_branch="main", job="t"
+    )
+    merged = Cache(namespaced_store(store, ns)).read_merged(LASTFAILED_KEY, LASTFAILED)
+    assert still_failing(merged.value) == {"t.py::a": True, "t.py::b": True, "t.py::c": True}
+    # Other jobs and configs are separate namespaces.
+    other_job = attrs.evolve(ns, job="lint")
+    assert (
+        Cache(namespaced_store(store, other_job)).read_merged(LASTFAILED_KEY, LASTFAILED).value
+        == {}
+    )
+
+
+def test_writes_go_to_own_ref_only() -> None:
+    store = MemoryStore()
+    ns = Namespace(repository="acme/app", ref="feature/x", base_ref="main", job="t")
+    Cache(namespaced_store(store, ns)).write_part(LASTFAILED_KEY, "p1", {})
+    keys = store.list()
+    assert keys == [f"{ns.prefix}/{LASTFAILED_KEY}/@parts/p1"]
+
+
+def test_untrusted_runs_read_but_never_write(tmp_path: Path) -> None:
+    store = MemoryStore()
+    write_failure(store, "main", "t.py::a", failed=True, at=1)
+    env = github_env(tmp_path, "pull_request", pull_request_event("mallory/app"))
+    env["CACHEKIT_JOB"] = "t"
+    ns = detect_namespace(env)
+    assert ns.read_refs[-1] == "main"
+    before = {key: store.get(key) for key in store.list()}
+    view = namespaced_store(store, ns)
+    cache = Cache(view)
+    assert still_failing(cache.read_merged(LASTFAILED_KEY, LASTFAILED).value) == {"t.py::a": True}
+    assert not view.capabilities.writable
+    with pytest.raises(UnsupportedOperation):
+        cache.write_part(LASTFAILED_KEY, "p", {})
+    with pytest.raises(UnsupportedOperation):
+        cache.set("cache/nodeids", [])
+    with pytest.raises(UnsupportedOperation):
+        cache.delete(LASTFAILED_KEY)
+    assert {key: store.get(key) for key in store.list()} == before
