@@ -31,4 +31,8 @@ def redact_url(url: str) -> str:
             ],
             safe="*/:",
         )
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+    if not parts.scheme or "://" not in url:
+        return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+    # Spelled out: urlunsplit drops the "//" of a URL with an empty host ("memory://").
+    tail = (f"?{query}" if query else "") + (f"#{parts.fragment}" if parts.fragment else "")
+    return f"{parts.scheme}://{netloc}{parts.path}{tail}"
