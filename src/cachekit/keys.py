@@ -15,12 +15,19 @@ MAX_KEY_LENGTH = 1024
 MAX_SEGMENT_LENGTH = 255
 _FORBIDDEN_CHARACTERS = re.compile(r"[\x00-\x1f\x7f\\]")
 _SAFE_SEGMENT = re.compile(r"[A-Za-z0-9._-]+")
+#: Segments of safe characters that are neither "." nor "..", joined by single slashes.
+_PLAINLY_VALID = re.compile(
+    r"(?:(?!\.\.?(?:/|$))[^/\x00-\x1f\x7f\\]+/)*"  # segments followed by a slash
+    r"(?!\.\.?$)[^/\x00-\x1f\x7f\\]+"  # the last segment
+)
 
 
 def validate_key(key: str) -> str:
     """Return ``key`` unchanged if it is a valid store key, else raise `InvalidKey`."""
     if not isinstance(key, str):
         raise InvalidKey(f"a key must be a str, not {type(key).__name__}")
+    if _PLAINLY_VALID.fullmatch(key) and len(key) <= MAX_SEGMENT_LENGTH:
+        return key  # the common case, in one regex (reads are hot)
     if not key:
         raise InvalidKey("a key must not be empty")
     if len(key) > MAX_KEY_LENGTH:
