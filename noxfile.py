@@ -55,7 +55,7 @@ def typecheck(session: nox.Session) -> None:
 def docs(session: nox.Session) -> None:
     """Build the documentation site; any warning fails the build."""
     session.install("-e", ".", "mkdocs")
-    session.run("mkdocs", "build", "--strict", "--site-dir", str(ROOT / "docs" / "_build"))
+    session.run("mkdocs", "build", "--strict", "--site-dir", str(ROOT / "build" / "site"))
 
 
 @nox.session
