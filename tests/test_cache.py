@@ -315,8 +315,7 @@ def test_compact_loses_to_a_concurrent_base_change_and_keeps_parts(store):
 def test_compact_and_update_refuse_without_compare_and_swap(store, wrapper):
     Cache(store).write_part("nodeids", "p1", ["a"])
     cache = Cache(wrapper(store))
-    # A ReadOnlyStore keeps its inner store's compare_and_swap flag and refuses at the
-    # write; a store without compare-and-swap is refused up front.
+    # Both are refused up front, each with its own reason.
     reason = "compare-and-swap" if wrapper is NoCompareAndSwap else "read-only"
     with pytest.raises(UnsupportedOperation, match=reason):
         cache.compact("nodeids", NODEIDS)

@@ -9,8 +9,14 @@ from typing import Any
 import attrs
 import pytest
 
-from cachekit import LASTFAILED, Cache, MemoryStore, UnsupportedOperation
-from cachekit.ci import Namespace, detect_namespace, namespaced_store, normalize_git_url
+from cachekit import LASTFAILED, MemoryStore, UnsupportedOperation
+from cachekit.ci import (
+    Namespace,
+    detect_namespace,
+    namespaced_cache,
+    namespaced_store,
+    normalize_git_url,
+)
 from cachekit.keys import validate_key
 from cachekit.layout import LASTFAILED_KEY, namespace_prefix
 from cachekit.merge import observe_outcomes, still_failing
@@ -388,7 +394,7 @@ def test_normalize_git_url() -> None:
 
 
 def write_failure(store: MemoryStore, ref: str, test: str, *, failed: bool, at: float) -> None:
-    cache = Cache(namespaced_store(store, Namespace(repository="acme/app", ref=ref, job="t")))
+    cache = namespaced_cache(store, Namespace(repository="acme/app", ref=ref, job="t"))
     value = observe_outcomes(
         failed=[test] if failed else [], passed=[] if failed else [test], at=at
     )
@@ -404,20 +410,33 @@ def test_read_chain_joins_own_ref_base_and_default_branch() -> None:
     ns = Namespace(
         repository="acme/app", ref="feature/x", base_ref="release", default_branch="main", job="t"
     )
-    merged = Cache(namespaced_store(store, ns)).read_merged(LASTFAILED_KEY, LASTFAILED)
+    merged = namespaced_cache(store, ns).read_merged(LASTFAILED_KEY, LASTFAILED)
     assert still_failing(merged.value) == {"t.py::a": True, "t.py::b": True, "t.py::c": True}
     # Other jobs and configs are separate namespaces.
     other_job = attrs.evolve(ns, job="lint")
-    assert (
-        Cache(namespaced_store(store, other_job)).read_merged(LASTFAILED_KEY, LASTFAILED).value
-        == {}
-    )
+    assert namespaced_cache(store, other_job).read_merged(LASTFAILED_KEY, LASTFAILED).value == {}
+
+
+def test_read_chain_still_joins_every_layer_after_each_is_compacted() -> None:
+    """A compacted base in a nearer layer must not hide a farther layer's base."""
+    store = MemoryStore()
+    write_failure(store, "main", "t.py::a", failed=True, at=1)
+    write_failure(store, "feature/x", "t.py::c", failed=True, at=2)
+    write_failure(store, "feature/x", "t.py::a", failed=False, at=3)  # fixed on the branch
+    write_failure(store, "main", "t.py::b", failed=True, at=4)
+    for ref in ("main", "feature/x"):
+        own = namespaced_cache(store, Namespace(repository="acme/app", ref=ref, job="t"))
+        assert own.compact(LASTFAILED_KEY, LASTFAILED) == 2
+    ns = Namespace(repository="acme/app", ref="feature/x", default_branch="main", job="t")
+    merged = namespaced_cache(store, ns).read_merged(LASTFAILED_KEY, LASTFAILED)
+    assert still_failing(merged.value) == {"t.py::b": True, "t.py::c": True}
+    assert (merged.has_base, merged.parts) == (True, ())
 
 
 def test_writes_go_to_own_ref_only() -> None:
     store = MemoryStore()
     ns = Namespace(repository="acme/app", ref="feature/x", base_ref="main", job="t")
-    Cache(namespaced_store(store, ns)).write_part(LASTFAILED_KEY, "p1", {})
+    namespaced_cache(store, ns).write_part(LASTFAILED_KEY, "p1", {})
     keys = store.list()
     assert keys == [f"{ns.prefix}/{LASTFAILED_KEY}/@parts/p1"]
 
@@ -430,10 +449,10 @@ def test_untrusted_runs_read_but_never_write(tmp_path: Path) -> None:
     ns = detect_namespace(env)
     assert ns.read_refs[-1] == "main"
     before = {key: store.get(key) for key in store.list()}
-    view = namespaced_store(store, ns)
-    cache = Cache(view)
+    cache = namespaced_cache(store, ns)
     assert still_failing(cache.read_merged(LASTFAILED_KEY, LASTFAILED).value) == {"t.py::a": True}
-    assert not view.capabilities.writable
+    assert not cache.store.capabilities.writable
+    assert not namespaced_store(store, ns).capabilities.writable
     with pytest.raises(UnsupportedOperation):
         cache.write_part(LASTFAILED_KEY, "p", {})
     with pytest.raises(UnsupportedOperation):

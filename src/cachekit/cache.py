@@ -18,6 +18,7 @@ import secrets
 import time
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import attrs
@@ -88,12 +89,16 @@ class Cache:
         self,
         store: CacheStore,
         *,
+        read_also: Sequence[CacheStore] = (),
         writer: str = "",
         compress_above: int = codec.DEFAULT_COMPRESS_ABOVE,
         update_attempts: int = 100,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
+        #: The read chain: ``store`` first, then ``read_also`` (say, the base branch's
+        #: and the default branch's namespaces). Writes go to ``store`` only.
+        self.read_chain: tuple[CacheStore, ...] = (store, *read_also)
         self.writer = writer
         self.compress_above = compress_above
         self.update_attempts = update_attempts
@@ -102,10 +107,15 @@ class Cache:
     # -- plain values -------------------------------------------------------------------
 
     def get(self, key: str, default: JSON = None) -> JSON:
-        """The value last `set` (or compacted) under ``key``, or ``default``."""
-        entry = self.store.get(_base_key(key))
-        envelope = self._decode(_base_key(key), entry)
-        return default if envelope is None else envelope.value
+        """The value last `set` (or compacted) under ``key``, or ``default``; the first
+        store of the read chain that has one answers."""
+        base_key = _base_key(key)
+        for store in self.read_chain:
+            envelope = self._decode(base_key, store.get(base_key))
+            if envelope is not None:
+                value: JSON = envelope.value
+                return value
+        return default
 
     def set(self, key: str, value: JSON) -> None:
         self.store.put(_base_key(key), self._encode(value))
@@ -160,18 +170,39 @@ class Cache:
     def read_merged_many(
         self, strategies: Mapping[str, MergeStrategy[Any]], *, list_prefix: str | None = None
     ) -> dict[str, Merged]:
-        """`read_merged` for several keys in one listing and one batched fetch.
+        """`read_merged` for several keys in one listing and one batched fetch per store
+        of the read chain (the stores are read concurrently).
 
+        Every store of the chain is joined, bases and parts alike: merge strategies are
+        joins, so what each namespace observed counts, the latest observation winning.
         The listing covers the longest common prefix of the keys (or ``list_prefix``),
         so keep keys read together under one prefix.
         """
         for key in strategies:
             _check_cache_key(key)
         prefix = list_prefix if list_prefix is not None else _common_directory(strategies)
+        if len(self.read_chain) == 1:
+            return self._read_merged_from(self.store, strategies, prefix)
+        with ThreadPoolExecutor(len(self.read_chain), thread_name_prefix="cachekit-read") as pool:
+            reads = list(
+                pool.map(lambda s: self._read_merged_from(s, strategies, prefix), self.read_chain)
+            )
+        return {
+            key: Merged(
+                join_all(strategy, (read[key].value for read in reads)),
+                any(read[key].has_base for read in reads),
+                tuple(sorted(part for read in reads for part in read[key].parts)),
+            )
+            for key, strategy in strategies.items()
+        }
+
+    def _read_merged_from(
+        self, store: CacheStore, strategies: Mapping[str, MergeStrategy[Any]], prefix: str
+    ) -> dict[str, Merged]:
         for _attempt in range(_READ_ATTEMPTS):
-            listed = self.store.list(prefix)
+            listed = store.list(prefix)
             wanted = {key: _stored_keys(key, listed) for key in strategies}
-            fetched = self.store.get_many([k for keys in wanted.values() for k in keys])
+            fetched = store.get_many([k for keys in wanted.values() for k in keys])
             if all(k in fetched for keys in wanted.values() for k in keys):
                 break
             # A compaction retired parts between our listing and our fetch (their
@@ -254,9 +285,9 @@ class Cache:
 
     def _require_compare_and_swap(self, operation: str) -> None:
         capabilities = self.store.capabilities
-        if not (
-            capabilities.writable and capabilities.compare_and_swap and capabilities.create_only
-        ):
+        if not capabilities.writable:
+            raise UnsupportedOperation(f"cannot {operation}: {self.store!r} is read-only")
+        if not (capabilities.compare_and_swap and capabilities.create_only):
             raise UnsupportedOperation(
                 f"{operation} needs compare-and-swap, which {self.store!r} cannot honour"
             )

@@ -28,7 +28,7 @@ from urllib.parse import urlsplit
 import attrs
 
 from cachekit import layout
-from cachekit.cache import new_part_id
+from cachekit.cache import Cache, new_part_id
 from cachekit.stores.base import CacheStore
 from cachekit.stores.wrappers import LayeredStore, PrefixedStore, ReadOnlyStore
 
@@ -171,6 +171,17 @@ def detect_namespace(
     if not reason and trusted is False:
         reason = "configured read-only"
     return Namespace(**fields, trusted=not reason, untrusted_reason=reason)
+
+
+def namespaced_cache(store: CacheStore, namespace: Namespace, **options: Any) -> Cache:
+    """A `Cache` of this run's namespace: merged reads join the whole read chain (own
+    ref, base ref, default branch), plain reads take the first hit, writes go under the
+    run's own ref only, and never when the run is not trusted. ``options`` go to `Cache`.
+    """
+    layers = [PrefixedStore(store, prefix) for prefix in namespace.read_prefixes]
+    own: CacheStore = layers[0] if namespace.trusted else ReadOnlyStore(layers[0])
+    options.setdefault("writer", namespace.part_label)
+    return Cache(own, read_also=layers[1:], **options)
 
 
 def namespaced_store(store: CacheStore, namespace: Namespace) -> CacheStore:

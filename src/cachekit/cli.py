@@ -23,7 +23,7 @@ import cattrs
 
 from cachekit import codec, layout
 from cachekit.cache import BASE, PARTS, Cache, Envelope, new_part_id
-from cachekit.ci import Namespace, detect_namespace, namespaced_store
+from cachekit.ci import Namespace, detect_namespace, namespaced_cache
 from cachekit.codec import JSON
 from cachekit.errors import CacheError, CorruptData
 from cachekit.junit import JUnitError, parse_junit_file
@@ -471,17 +471,15 @@ def _namespace(args: argparse.Namespace) -> Namespace:
     )
 
 
-def _view(
+def _cache(
     store: CacheStore, args: argparse.Namespace, namespace: Namespace, *, chain: bool = True
-) -> CacheStore:
-    """The store as the namespace sees it: its read chain (or only its own prefix)."""
-    if args.namespace_prefix:
-        view: CacheStore = PrefixedStore(store, args.namespace_prefix)
-        return view if namespace.trusted else ReadOnlyStore(view)
-    if chain:
-        return namespaced_store(store, namespace)
-    own = PrefixedStore(store, namespace.prefix)
-    return own if namespace.trusted else ReadOnlyStore(own)
+) -> Cache:
+    """A `Cache` of the namespace: reading its whole read chain (or only its own prefix),
+    writing under its own prefix, and never when the run is not trusted."""
+    if chain and not args.namespace_prefix:
+        return namespaced_cache(store, namespace)
+    view: CacheStore = PrefixedStore(store, args.namespace_prefix or namespace.prefix)
+    return Cache(view if namespace.trusted else ReadOnlyStore(view), writer=namespace.part_label)
 
 
 def _where(args: argparse.Namespace, namespace: Namespace) -> str:
@@ -841,7 +839,7 @@ def _write_local(cache_dir: Path, key: str, value: Any) -> None:
 def cmd_pull(args: argparse.Namespace, out: TextIO) -> int:
     store = _open(args)
     namespace = _namespace(args)
-    cache = Cache(_view(store, args, namespace))
+    cache = _cache(store, args, namespace)
     merged = cache.read_merged_many(
         {layout.LASTFAILED_KEY: LASTFAILED, layout.NODEIDS_KEY: NODEIDS}
     )
@@ -886,7 +884,7 @@ def cmd_push(args: argparse.Namespace, out: TextIO) -> int:
     # carried over from the pull say nothing about this run and are not re-asserted, so
     # they cannot hide a pass another shard recorded meanwhile.
     observed = observe_outcomes(failed=failed - before, passed=before - failed, at=time.time())
-    cache = Cache(_view(store, args, namespace, chain=False), writer=namespace.part_label)
+    cache = _cache(store, args, namespace, chain=False)
     part_id = namespace.new_part_id()
     written = []
     if observed:
@@ -947,7 +945,7 @@ def cmd_shard(args: argparse.Namespace, out: TextIO) -> int:
         raise UsageError(str(error)) from None
     store = _open(args)
     namespace = _namespace(args)
-    durations = load_durations(Cache(_view(store, args, namespace)))
+    durations = load_durations(_cache(store, args, namespace))
     test_ids = [line.strip() for line in sys.stdin if line.strip()]
     chosen = select(test_ids, durations, index, count)
     if args.json:
@@ -974,7 +972,7 @@ def cmd_stats_ingest(args: argparse.Namespace, out: TextIO) -> int:
             _print_json(out, {"ingested": 0, "reason": namespace.untrusted_reason})
         return EXIT_OK
     store = _open(args)
-    cache = Cache(_view(store, args, namespace, chain=False), writer=namespace.part_label)
+    cache = _cache(store, args, namespace, chain=False)
     runs = [
         make_run(report, run_id=namespace.run_id, label=namespace.describe()) for report in reports
     ]
@@ -1003,7 +1001,7 @@ def cmd_stats_ingest(args: argparse.Namespace, out: TextIO) -> int:
 def cmd_stats_summary(args: argparse.Namespace, out: TextIO) -> int:
     store = _open(args)
     namespace = _namespace(args)
-    runs = load_runs(Cache(_view(store, args, namespace, chain=False)))
+    runs = load_runs(_cache(store, args, namespace, chain=False))
     if args.all_runs:
         cases = latest_per_test(runs)
         scope = f"latest result of each test over {len(runs)} report(s)"
