@@ -1,1 +1,37 @@
-"""The pytest plugin (registered under pytest11)."""
+"""The pytest plugin (registered under pytest11 as ``cachekit``).
+
+It adds cachekit's options and takes over the ``cacheprovider`` plugin name: pytest's
+built-in provider is unregistered before anything used it and a `CacheProvider` is
+registered under its name, so ``-p no:cacheprovider``, ``--lf``, ``--sw`` and the rest
+keep their meaning. Without a backend the stand-in behaves exactly as pytest's own.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from cachekit_pytest import options
+from cachekit_pytest.provider import CacheProvider
+
+PLUGIN_NAME = "cacheprovider"
+
+
+def pytest_addoption(parser: pytest.Parser, pluginmanager: pytest.PytestPluginManager) -> None:
+    options.register(parser)
+    take_over(pluginmanager)
+
+
+def take_over(pluginmanager: pytest.PytestPluginManager) -> None:
+    """Swap pytest's cacheprovider for ours, unless it is disabled or already ours.
+
+    Runs when this plugin is registered (entry points load before pytest configures
+    anything), so conftests, ``LFPlugin``, ``NFPlugin`` and stepwise only ever see ours.
+    pytest's provider already added its options, so ours adds none of them again.
+    """
+    if pluginmanager.is_blocked(PLUGIN_NAME):
+        return
+    current = pluginmanager.get_plugin(PLUGIN_NAME)
+    if current is None or isinstance(current, CacheProvider):
+        return
+    pluginmanager.unregister(current, PLUGIN_NAME)
+    pluginmanager.register(CacheProvider(), PLUGIN_NAME)

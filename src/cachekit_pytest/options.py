@@ -1,0 +1,177 @@
+"""cachekit's options, and the settings a run derives from them.
+
+Every option has a command-line form, an environment variable and an ini option; the
+command line wins over the environment, which wins over the ini file. pytester's inner
+runs see only the ini files a test writes, hence the environment variables.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import TypeVar
+
+import attrs
+import pytest
+
+from cachekit.errors import InvalidKey
+from cachekit.keys import validate_key
+from cachekit.layout import LASTFAILED_KEY, NODEIDS_KEY
+
+T = TypeVar("T")
+
+#: Keys every remote backend shares, besides those listed in ``cache_shared_keys``.
+BUILTIN_SHARED_KEYS = (LASTFAILED_KEY, NODEIDS_KEY)
+#: How a key listed in ``cache_shared_keys`` merges when no strategy is named.
+DEFAULT_STRATEGY = "latest"
+STRATEGIES = ("latest", "union", "mapping")
+DEFAULT_TIMEOUT = 5.0
+DEFAULT_COMPACT_THRESHOLD = 10
+
+
+def register(parser: pytest.Parser) -> None:
+    group = parser.getgroup("cachekit", "cachekit (share the cache between runs and CI shards)")
+    group.addoption(
+        "--cache-url",
+        dest="cachekit_url",
+        default=None,
+        metavar="URL",
+        help="Share the cache through this store: a path or a URL such as "
+        "s3://bucket/prefix. An empty value keeps the cache local. "
+        "Also CACHEKIT_URL and the cache_url ini option.",
+    )
+    group.addoption(
+        "--cache-shard",
+        dest="cachekit_shard",
+        default=None,
+        metavar="NAME",
+        help="Name of this CI shard: labels the part this run writes. "
+        "Also CACHEKIT_SHARD and the cache_shard ini option.",
+    )
+    group.addoption(
+        "--cache-timeout",
+        dest="cachekit_timeout",
+        default=None,
+        type=_non_negative_float,
+        metavar="SECONDS",
+        help="Most time the shared cache may cost a whole run; past it the run goes on "
+        f"as with an empty cache (default {DEFAULT_TIMEOUT:g}). "
+        "Also CACHEKIT_TIMEOUT and the cache_timeout ini option.",
+    )
+    parser.addini("cache_url", "Store that shares the cache (a path or URL)", default="")
+    parser.addini("cache_shard", "Name of this CI shard", default="")
+    parser.addini(
+        "cache_timeout",
+        "Most seconds the shared cache may cost a whole run",
+        default=str(DEFAULT_TIMEOUT),
+    )
+    parser.addini(
+        "cache_shared_keys",
+        "Cache keys shared besides cache/lastfailed and cache/nodeids, one a line, as "
+        "'KEY' or 'KEY = latest|union|mapping'",
+        type="linelist",
+        default=[],
+    )
+    parser.addini(
+        "cache_compact_threshold",
+        "Fold a shared key's parts into one object once it has this many",
+        default=str(DEFAULT_COMPACT_THRESHOLD),
+    )
+
+
+@attrs.frozen
+class SharedKey:
+    key: str
+    strategy: str
+
+
+@attrs.frozen
+class Settings:
+    #: The store URL, or "" when the cache stays local (pytest's own behaviour).
+    url: str
+    shard: str
+    timeout: float
+    shared_keys: tuple[SharedKey, ...]
+    compact_threshold: int
+
+    @property
+    def remote(self) -> bool:
+        return bool(self.url)
+
+    @classmethod
+    def from_config(cls, config: pytest.Config) -> Settings:
+        url = _choose(config.getoption("cachekit_url"), "CACHEKIT_URL", config.getini("cache_url"))
+        shard = _choose(
+            config.getoption("cachekit_shard"), "CACHEKIT_SHARD", config.getini("cache_shard")
+        )
+        timeout_option: float | None = config.getoption("cachekit_timeout")
+        if timeout_option is not None:
+            timeout = timeout_option
+        else:
+            text = os.environ.get("CACHEKIT_TIMEOUT") or config.getini("cache_timeout")
+            timeout = _parse(text, _non_negative_float, "cache_timeout / CACHEKIT_TIMEOUT")
+        threshold = _parse(
+            config.getini("cache_compact_threshold"), _threshold, "cache_compact_threshold"
+        )
+        return cls(
+            url=url.strip(),
+            shard=shard.strip(),
+            timeout=timeout,
+            shared_keys=_shared_keys(config.getini("cache_shared_keys")),
+            compact_threshold=threshold,
+        )
+
+
+def _choose(option: str | None, variable: str, ini: str) -> str:
+    """Option > environment variable > ini; an explicit empty option means 'none'."""
+    if option is not None:
+        return option
+    from_env = os.environ.get(variable)
+    if from_env:
+        return from_env
+    return str(ini or "")
+
+
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if not value >= 0 or value == float("inf"):
+        raise ValueError(f"expected a finite number of seconds >= 0, got {text!r}")
+    return value
+
+
+def _threshold(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise ValueError(f"expected a whole number >= 1, got {text!r}")
+    return value
+
+
+def _parse(text: str, convert: Callable[[str], T], what: str) -> T:
+    try:
+        return convert(text)
+    except ValueError as error:
+        raise pytest.UsageError(f"cachekit: invalid {what}: {error}") from None
+
+
+def _shared_keys(lines: list[str]) -> tuple[SharedKey, ...]:
+    found: dict[str, SharedKey] = {}
+    for line in lines:
+        key, equals, strategy = (part.strip() for part in line.partition("="))
+        strategy = strategy if equals else DEFAULT_STRATEGY
+        if strategy not in STRATEGIES:
+            raise pytest.UsageError(
+                f"cachekit: cache_shared_keys: unknown strategy {strategy!r} for {key!r} "
+                f"(choose from {', '.join(STRATEGIES)})"
+            )
+        try:
+            validate_key(key)
+            if any(segment.startswith("@") for segment in key.split("/")):
+                raise InvalidKey("segments must not start with '@'")
+        except InvalidKey as error:
+            raise pytest.UsageError(f"cachekit: cache_shared_keys: {key!r}: {error}") from None
+        if key in BUILTIN_SHARED_KEYS:
+            continue  # always shared, with their own strategies
+        if key == "cache/stepwise":
+            raise pytest.UsageError("cachekit: cache/stepwise is per machine, never shared")
+        found.setdefault(key, SharedKey(key, strategy))
+    return tuple(found.values())

@@ -1,0 +1,328 @@
+"""The pytest plugin when the backend is down, hangs, or returns garbage.
+
+Whatever the store does, a run costs at most the time budget, prints one warning, proceeds
+as with an empty cache, keeps its exit code, and overwrites nothing in the store.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import closing
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import pytest
+
+import cachekit_pytest.sync
+from cachekit import (
+    LASTFAILED,
+    Cache,
+    CacheStore,
+    Capabilities,
+    CorruptValueWarning,
+    Entry,
+    StoreUnavailable,
+    open_store,
+)
+from cachekit.ci import detect_namespace, namespaced_store
+from cachekit.merge import still_failing
+
+pytest_plugins = ["pytester"]
+
+TESTS = """
+def test_pass():
+    pass
+
+def test_fail():
+    assert 0
+"""
+
+
+@pytest.fixture(autouse=True)
+def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("CACHEKIT_URL", "CACHEKIT_SHARD", "CACHEKIT_TIMEOUT"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def closed_port() -> int:
+    with closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+@pytest.fixture
+def hanging_endpoint() -> Iterator[str]:
+    """``http://127.0.0.1:PORT`` of a server that accepts connections and never answers."""
+    server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    server.bind(("127.0.0.1", 0))
+    server.listen(64)
+    accepted: list[socket.socket] = []
+    stop = threading.Event()
+
+    def serve() -> None:
+        server.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                connection, _ = server.accept()
+            except OSError:
+                continue
+            accepted.append(connection)  # held open, never read from or answered
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.getsockname()[1]}"
+    stop.set()
+    thread.join()
+    for connection in accepted:
+        connection.close()
+    server.close()
+
+
+def s3_url_at(endpoint: str) -> str:
+    return f"s3://ck-bucket/cache?{urlencode({'endpoint_url': endpoint})}"
+
+
+def run_timed(pytester: pytest.Pytester, *args: str) -> tuple[pytest.RunResult, float]:
+    started = time.monotonic()
+    result = pytester.runpytest(*args)
+    return result, time.monotonic() - started
+
+
+#: Wall-clock slack for whole runs on a loaded machine; the budget itself is checked
+#: precisely through `spent`.
+SLACK = 30.0
+
+
+@pytest.fixture
+def spent(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """Seconds each remote call of the runs in this test took, measured around the call."""
+    durations: list[float] = []
+    original = cachekit_pytest.sync.Budget.run
+
+    def timed(self: cachekit_pytest.sync.Budget, function: Any, what: str) -> Any:
+        started = time.monotonic()
+        try:
+            return original(self, function, what)
+        finally:
+            durations.append(time.monotonic() - started)
+
+    monkeypatch.setattr(cachekit_pytest.sync.Budget, "run", timed)
+    return durations
+
+
+def assert_within_budget(spent: list[float], budget: float) -> None:
+    # Waiting ends on time, but on a loaded machine the main thread may wait a moment more
+    # for the GIL (the worker may be inside a long C call, such as botocore parsing its
+    # service model): allow that, never a second timeout or a retry loop.
+    assert sum(spent) < budget + 1.5, spent
+
+
+def assert_one_unavailable_warning(result: pytest.RunResult) -> None:
+    output = result.stdout.str() + result.stderr.str()
+    assert output.count("StoreUnavailableWarning: cachekit") == 1, output
+    assert "could not read the shared cache, running as with an empty one" in output
+
+
+# -- a dead endpoint and a hanging server (real sockets, s3fs) --------------------------------
+
+
+def test_dead_endpoint(pytester: pytest.Pytester, spent: list[float]) -> None:
+    pytester.makepyfile(TESTS)
+    baseline, base_time = run_timed(pytester)
+    url = s3_url_at(f"http://127.0.0.1:{closed_port()}")
+    result, elapsed = run_timed(pytester, f"--cache-url={url}", "--cache-timeout=2")
+    assert result.ret == baseline.ret == pytest.ExitCode.TESTS_FAILED
+    result.assert_outcomes(passed=1, failed=1)
+    assert_one_unavailable_warning(result)
+    assert_within_budget(spent, 2)
+    assert elapsed - base_time < 2 + SLACK, (elapsed, base_time)
+    # --lf proceeds as with an empty cache (the working copy is pytest's own)
+    result = pytester.runpytest(f"--cache-url={url}", "--cache-timeout=1", "--lf")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+
+
+def test_hanging_server_costs_at_most_the_budget(
+    pytester: pytest.Pytester, hanging_endpoint: str, spent: list[float]
+) -> None:
+    pytester.makepyfile(TESTS)
+    _, base_time = run_timed(pytester)
+    url = s3_url_at(hanging_endpoint)
+    result, elapsed = run_timed(pytester, f"--cache-url={url}", "--cache-timeout=1.5")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.assert_outcomes(passed=1, failed=1)
+    assert_one_unavailable_warning(result)
+    result.stdout.fnmatch_lines(["*no answer within the time budget*"])
+    assert_within_budget(spent, 1.5)
+    assert elapsed - base_time < 1.5 + SLACK, (elapsed, base_time)
+
+
+def test_hanging_server_in_a_subprocess_exits_promptly(
+    pytester: pytest.Pytester, hanging_endpoint: str
+) -> None:
+    """An abandoned call must not keep the interpreter from exiting."""
+    pytester.makepyfile(TESTS)
+    url = s3_url_at(hanging_endpoint)
+    started = time.monotonic()
+    result = pytester.runpytest_subprocess(f"--cache-url={url}", "--cache-timeout=1", timeout=120)
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    assert_one_unavailable_warning(result)
+    assert time.monotonic() - started < 60
+
+
+def test_warning_as_error_never_changes_the_exit_code(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makepyfile("def test_ok(): pass")
+    pytester.makeini("[pytest]\nfilterwarnings = error\n")
+    url = s3_url_at(f"http://127.0.0.1:{closed_port()}")
+    result = pytester.runpytest(f"--cache-url={url}", "--cache-timeout=1")
+    assert result.ret == pytest.ExitCode.OK
+    result.stderr.fnmatch_lines(["StoreUnavailableWarning: cachekit: could not read*"])
+
+
+# -- faults injected into a real store ----------------------------------------------------------
+
+
+class FaultyStore:
+    """A real store behind switchable faults: failing, hanging or slow calls."""
+
+    def __init__(self, store: CacheStore) -> None:
+        self.store = store
+        self.fail_reads = False
+        self.hang_writes = False
+        self.release = threading.Event()
+        self.puts: list[str] = []
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return self.store.capabilities
+
+    def _read(self) -> None:
+        if self.fail_reads:
+            raise StoreUnavailable("injected: connection refused")
+
+    def get(self, key: str) -> Entry | None:
+        self._read()
+        return self.store.get(key)
+
+    def get_many(self, keys: Sequence[str]) -> Mapping[str, Entry]:
+        self._read()
+        return self.store.get_many(keys)
+
+    def list(self, prefix: str = "") -> list[str]:
+        self._read()
+        return self.store.list(prefix)
+
+    def put(
+        self, key: str, data: bytes, *, if_absent: bool = False, if_version: str | None = None
+    ) -> str:
+        if self.hang_writes:
+            self.release.wait()
+        self.puts.append(key)
+        return self.store.put(key, data, if_absent=if_absent, if_version=if_version)
+
+    def delete(self, key: str) -> None:
+        self.store.delete(key)
+
+    def delete_many(self, keys: Iterable[str]) -> None:
+        self.store.delete_many(keys)
+
+    def close(self) -> None:
+        self.store.close()
+
+
+@pytest.fixture
+def faulty(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[FaultyStore]:
+    store = FaultyStore(open_store(tmp_path / "remote"))
+    monkeypatch.setattr(cachekit_pytest.sync, "open_store", lambda url: store)
+    yield store
+    store.release.set()
+
+
+def test_degraded_run_writes_nothing(pytester: pytest.Pytester, faulty: FaultyStore) -> None:
+    pytester.makepyfile(TESTS)
+    result = pytester.runpytest("--cache-url=faulty")
+    assert faulty.puts  # a healthy run writes its part
+    faulty.puts.clear()
+    faulty.fail_reads = True
+    result = pytester.runpytest("--cache-url=faulty", "-p", "no:randomly")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    assert_one_unavailable_warning(result)
+    result.stdout.fnmatch_lines(["*StoreUnavailable: injected: connection refused*"])
+    assert faulty.puts == []
+
+
+def test_write_that_hangs_costs_at_most_the_budget(
+    pytester: pytest.Pytester, faulty: FaultyStore, spent: list[float]
+) -> None:
+    pytester.makepyfile(TESTS)
+    _, base_time = run_timed(pytester)
+    faulty.hang_writes = True
+    result, elapsed = run_timed(pytester, "--cache-url=faulty", "--cache-timeout=1")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    output = result.stdout.str()
+    assert output.count("StoreUnavailableWarning: cachekit") == 1
+    assert "could not write this run's results" in output
+    assert_within_budget(spent, 1)
+    assert elapsed - base_time < 1 + SLACK
+
+
+def test_budget_is_shared_by_the_whole_run(
+    pytester: pytest.Pytester,
+    faulty: FaultyStore,
+    monkeypatch: pytest.MonkeyPatch,
+    spent: list[float],
+) -> None:
+    """A slow read spends the budget; the write then gets only what is left."""
+    original = faulty.list
+
+    def slow_list(prefix: str = "") -> list[str]:
+        time.sleep(0.8)
+        return original(prefix)
+
+    monkeypatch.setattr(faulty, "list", slow_list)
+    faulty.hang_writes = True
+    pytester.makepyfile(TESTS)
+    _, base_time = run_timed(pytester)
+    result, elapsed = run_timed(pytester, "--cache-url=faulty", "--cache-timeout=1.2")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    assert result.stdout.str().count("StoreUnavailableWarning: cachekit") == 1
+    assert "could not write this run's results" in result.stdout.str()
+    assert len(spent) == 2
+    assert spent[0] >= 0.8
+    assert_within_budget(spent, 1.2)
+    assert elapsed - base_time < 1.2 + SLACK
+
+
+def test_corrupt_objects_are_ignored(pytester: pytest.Pytester, tmp_path: Path) -> None:
+    url = str(tmp_path / "remote")
+    store = namespaced_store(open_store(url), detect_namespace())
+    cache = Cache(store)
+    cache.write_part(
+        "cache/lastfailed",
+        "0001-good",
+        {"test_corrupt_objects_are_ignored.py::test_fail": {"at": 1.0, "failed": True}},
+    )
+    good = store.get("cache/lastfailed/@parts/0001-good")
+    assert good is not None
+    store.put("cache/lastfailed/@parts/0002-garbage", b"\x00\xffnot a cachekit value")
+    store.put("cache/lastfailed/@parts/0003-truncated", good.data[:-3])
+    store.put("cache/nodeids/@base", b"CK" + b"\x01" * 20)
+    pytester.makepyfile(TESTS)
+    result = pytester.runpytest(f"--cache-url={url}", "--lf")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.assert_outcomes(failed=1)  # the good part still counts
+    output = result.stdout.str()
+    assert output.count("CorruptValueWarning: cachekit") == 1
+    assert "ignored 3 unreadable value(s)" in output
+    assert "StoreUnavailableWarning" not in output
+    # not degraded: the run wrote its own part, and the garbage is left for compaction
+    with pytest.warns(CorruptValueWarning):
+        merged = cache.read_merged("cache/lastfailed", LASTFAILED)
+    assert len(merged.parts) == 2
+    assert still_failing(merged.value) == {"test_corrupt_objects_are_ignored.py::test_fail": True}
