@@ -28,7 +28,7 @@ def tests(session: nox.Session) -> None:
     """The whole test suite against real servers on loopback (S3, Azure Blob, GCS)."""
     install_azurite(session)
     session.install("-e", ".[test]")
-    session.run("pytest", *session.posargs)
+    session.run("pytest", *(session.posargs or ["-n", "auto"]))
 
 
 @nox.session

@@ -26,3 +26,31 @@ __all__ = [
     "s3_endpoint",
     "s3_url",
 ]
+
+
+def _import_what_inner_runs_would_import_first() -> None:
+    """Import, once, what the plugin loads lazily.
+
+    pytester's in-process runs restore ``sys.modules`` afterwards: a module first imported
+    inside an inner run is dropped and later imported again as a new object, while other
+    modules keep the old one. Exception classes then stop matching (botocore's
+    ``ClientError``) and multiprocessing's pickler breaks. Imported here, before any
+    inner run, they are part of the snapshot and never re-imported.
+    """
+    import multiprocessing.connection  # noqa: PLC0415
+    import multiprocessing.reduction  # noqa: PLC0415
+
+    import adlfs  # noqa: PLC0415
+    import gcsfs  # noqa: PLC0415
+    import s3fs  # noqa: PLC0415
+
+    import cachekit.stores._azure  # noqa: PLC0415
+    import cachekit.stores._gcs  # noqa: PLC0415
+    import cachekit.stores._generic  # noqa: PLC0415
+    import cachekit.stores._s3  # noqa: PLC0415
+    import cachekit.stores.fsspec  # noqa: PLC0415
+
+    del multiprocessing, adlfs, gcsfs, s3fs, cachekit
+
+
+_import_what_inner_runs_would_import_first()
