@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import shutil
+import tarfile
 from pathlib import Path
 
 import nox
 
-nox.options.sessions = ["tests", "lint", "typecheck", "docs"]
+nox.options.sessions = [
+    "tests",
+    "pytest_upstream",
+    "tests_oldest_pytest",
+    "lint",
+    "typecheck",
+    "docs",
+]
 nox.options.default_venv_backend = "venv"
 
 ROOT = Path(__file__).parent
@@ -36,6 +44,31 @@ def tests_oldest_pytest(session: nox.Session) -> None:
     """The plugin's tests on the oldest supported pytest."""
     session.install("-e", ".[test]", f"pytest=={OLDEST_PYTEST}")
     session.run("pytest", "tests/test_plugin_local.py", *session.posargs)
+
+
+@nox.session
+def pytest_upstream(session: nox.Session) -> None:
+    """pytest's own tests of its cache and stepwise plugins, with cachekit loaded into
+    every inner run: without a backend, then with a remote store (tests/upstream)."""
+    session.install("-e", ".")
+    version = session.run("python", "-c", "import pytest; print(pytest.__version__)", silent=True)
+    assert isinstance(version, str)
+    sources = Path(session.create_tmp())
+    session.run(
+        "pip", "download", "--quiet", "--no-deps", "--no-binary", ":all:",
+        f"pytest=={version.strip()}", "--dest", str(sources),
+    )  # fmt: skip
+    archive = next(sources.glob("pytest-*.tar.gz"))
+    with tarfile.open(archive) as tar:
+        tar.extractall(sources, filter="data")
+    checkout = sources / archive.name.removesuffix(".tar.gz")
+    env = {"PYTHONPATH": str(ROOT / "tests" / "upstream")}
+    with session.chdir(checkout):
+        for loader in ("load_cachekit", "load_cachekit_remote"):
+            session.run(
+                "python", "-m", "pytest", "-p", loader, "-q",
+                "testing/test_cacheprovider.py", "testing/test_stepwise.py", env=env,
+            )  # fmt: skip
 
 
 @nox.session
