@@ -6,6 +6,10 @@ may find real credentials or probe a metadata address or any host off this machi
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
+
 from servers import (
     azure_url,
     azurite_connection_string,
@@ -17,6 +21,26 @@ from servers import (
 )
 
 use_fake_cloud_credentials()
+
+pytest_plugins = ["pytester"]
+
+
+@pytest.fixture(autouse=True)
+def _no_cachekit_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A developer's or CI's own CACHEKIT_* settings must not reach the tests' pytest runs."""
+    for name in ("CACHEKIT_URL", "CACHEKIT_SHARD", "CACHEKIT_TIMEOUT"):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture(params=["dir", "s3"])
+def remote_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A store for the plugin to share its cache through: a directory (the same code path
+    as any remote) and S3 on the loopback moto server."""
+    if request.param == "dir":
+        return str(tmp_path / "remote")
+    url: str = request.getfixturevalue("s3_url")
+    return url
+
 
 __all__ = [
     "azure_url",

@@ -31,8 +31,6 @@ from cachekit import (
 from cachekit.ci import detect_namespace, namespaced_store
 from cachekit.merge import still_failing
 
-pytest_plugins = ["pytester"]
-
 TESTS = """
 def test_pass():
     pass
@@ -40,12 +38,6 @@ def test_pass():
 def test_fail():
     assert 0
 """
-
-
-@pytest.fixture(autouse=True)
-def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("CACHEKIT_URL", "CACHEKIT_SHARD", "CACHEKIT_TIMEOUT"):
-        monkeypatch.delenv(name, raising=False)
 
 
 def closed_port() -> int:

@@ -11,8 +11,6 @@ from _pytest.cacheprovider import Cache, LFPlugin, NFPlugin
 from cachekit_pytest.plugin import PLUGIN_NAME
 from cachekit_pytest.provider import CacheProvider
 
-pytest_plugins = ["pytester"]
-
 TESTS = """
 import pytest
 

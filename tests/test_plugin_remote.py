@@ -20,35 +20,13 @@ import cachekit_pytest.sync
 from cachekit import (
     LASTFAILED,
     NODEIDS,
-    Cache,
     CacheStore,
     Capabilities,
     Entry,
     open_store,
 )
-from cachekit.ci import detect_namespace, namespaced_cache
 from cachekit.merge import still_failing
-
-pytest_plugins = ["pytester"]
-
-
-@pytest.fixture(autouse=True)
-def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("CACHEKIT_URL", "CACHEKIT_SHARD", "CACHEKIT_TIMEOUT"):
-        monkeypatch.delenv(name, raising=False)
-
-
-@pytest.fixture(params=["dir", "s3"])
-def remote_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "dir":
-        return str(tmp_path / "remote")
-    url: str = request.getfixturevalue("s3_url")
-    return url
-
-
-def shared(url: str) -> Cache:
-    """The adapter's view of the store, for assertions."""
-    return namespaced_cache(open_store(url), detect_namespace())
+from plugin_support import shared
 
 
 def remote_lastfailed(url: str) -> dict[str, bool]:

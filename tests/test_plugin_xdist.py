@@ -5,17 +5,14 @@ from __future__ import annotations
 
 import json
 import shutil
-from pathlib import Path
 from typing import Any
 
 import pytest
+import xdist  # noqa: F401 (a test dependency: if it is missing these tests fail, never skip)
 
-from cachekit import LASTFAILED, NODEIDS, Cache, open_store
-from cachekit.ci import detect_namespace, namespaced_cache
+from cachekit import LASTFAILED, NODEIDS
 from cachekit.merge import still_failing
-
-pytest_plugins = ["pytester"]
-pytest.importorskip("xdist")
+from plugin_support import shared
 
 TESTS = """
 import os, pytest
@@ -24,24 +21,6 @@ import os, pytest
 def test_t(n):
     assert str(n) not in os.environ.get("CK_FAIL", "").split(",")
 """
-
-
-@pytest.fixture(autouse=True)
-def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("CACHEKIT_URL", "CACHEKIT_SHARD", "CACHEKIT_TIMEOUT"):
-        monkeypatch.delenv(name, raising=False)
-
-
-@pytest.fixture(params=["dir", "s3"])
-def remote_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "dir":
-        return str(tmp_path / "remote")
-    url: str = request.getfixturevalue("s3_url")
-    return url
-
-
-def shared(url: str) -> Cache:
-    return namespaced_cache(open_store(url), detect_namespace())
 
 
 def fresh_runner(pytester: pytest.Pytester) -> None:
