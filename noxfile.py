@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import tarfile
+import tempfile
 from pathlib import Path
 
 import nox
@@ -53,7 +54,8 @@ def pytest_upstream(session: nox.Session) -> None:
     session.install("-e", ".")
     version = session.run("python", "-c", "import pytest; print(pytest.__version__)", silent=True)
     assert isinstance(version, str)
-    sources = Path(session.create_tmp())
+    # Outside the project: pytest's inner runs must not find our pyproject.toml.
+    sources = Path(tempfile.mkdtemp(prefix="cachekit-upstream-"))
     session.run(
         "pip", "download", "--quiet", "--no-deps", "--no-binary", ":all:",
         f"pytest=={version.strip()}", "--dest", str(sources),
@@ -67,8 +69,10 @@ def pytest_upstream(session: nox.Session) -> None:
         for loader in ("load_cachekit", "load_cachekit_remote"):
             session.run(
                 "python", "-m", "pytest", "-p", loader, "-q",
+                f"--basetemp={sources / 'basetemp'}",
                 "testing/test_cacheprovider.py", "testing/test_stepwise.py", env=env,
             )  # fmt: skip
+    shutil.rmtree(sources)
 
 
 @nox.session

@@ -41,8 +41,8 @@ def tree(root: Path) -> dict[str, bytes]:
     for path in sorted(root.rglob("*")):
         if path.is_file():
             data = path.read_bytes()
-            if path.name == "stepwise":
-                value = json.loads(data)
+            value = json.loads(data) if path.name == "stepwise" else None
+            if isinstance(value, dict):  # pytest >= 8.4 stamps it with a date
                 value["last_cache_date_str"] = "<date>"
                 data = json.dumps(value).encode()
             found[str(path.relative_to(root))] = data
