@@ -44,25 +44,31 @@ from cachekit.stores.registry import open_store
 from cachekit.stores.wrappers import PrefixedStore, ReadOnlyStore
 from cachekit.urls import redact_url
 
+
+def _pytest_support_files() -> dict[str, bytes]:
+    try:  # pytest >= 9
+        from _pytest.cacheprovider import CACHEDIR_FILES  # noqa: PLC0415
+
+        return dict(CACHEDIR_FILES)
+    except ImportError:  # pytest 8 spells out the same three files
+        from _pytest import cacheprovider  # noqa: PLC0415
+
+        return {
+            "README.md": cacheprovider.README_CONTENT.encode(),  # type: ignore[attr-defined]
+            ".gitignore": b"# Created by pytest automatically.\n*\n",
+            "CACHEDIR.TAG": cacheprovider.CACHEDIR_TAG_CONTENT,  # type: ignore[attr-defined]
+        }
+
+
 EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_USAGE = 2
 
 #: Where ``pull`` records what it wrote, so ``push`` can tell what this run changed.
 PULLED_KEY = "cachekit/pulled"
-_PYTEST_SUPPORT_FILES: dict[str, bytes] = {
-    "README.md": b"# pytest cache directory #\n\n"
-    b"This directory contains data from the pytest's cache plugin,\n"
-    b"which provides the `--lf` and `--ff` options, as well as the `cache` fixture.\n\n"
-    b"**Do not** commit this to version control.\n\n"
-    b"See [the docs](https://docs.pytest.org/en/stable/how-to/cache.html) for more "
-    b"information.\n",
-    ".gitignore": b"# Created by pytest automatically.\n*\n",
-    "CACHEDIR.TAG": b"Signature: 8a477f597d28d172789f06886806bc55\n"
-    b"# This file is a cache directory tag created by pytest.\n"
-    b"# For information about cache directory tags, see:\n"
-    b"#\thttps://bford.info/cachedir/spec.html\n",
-}
+#: What pytest writes beside its values when it creates a cache directory, taken from
+#: pytest itself so a pulled ``.pytest_cache`` is what pytest would have made.
+_PYTEST_SUPPORT_FILES: dict[str, bytes] = _pytest_support_files()
 
 _envelopes = cattrs.Converter(forbid_extra_keys=True)
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
@@ -832,6 +838,7 @@ def _write_local(cache_dir: Path, key: str, value: Any) -> None:
     path = _value_path(cache_dir, key)
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(path.name + ".cachekit-tmp")
+    # The bytes pytest's Cache.set writes.
     temporary.write_text(json.dumps(value, ensure_ascii=False, indent=2), encoding="utf-8")
     os.replace(temporary, path)
 
