@@ -243,15 +243,23 @@ class Remote:
         return self.namespace.trusted
 
     def _open(self) -> Cache:
+        """The namespace's cache. Opening a store makes no request, but it imports the
+        backend's libraries (botocore and friends take a second or more on a loaded
+        machine): that is not time the store costs, so it is spent outside the budget."""
         if self._cache is None:
-            self._cache = namespaced_cache(open_store(self.url), self.namespace)
+            try:
+                store = open_store(self.url)
+            except InvalidURL as error:
+                raise InvalidBackend(str(error)) from error
+            self._cache = namespaced_cache(store, self.namespace)
         return self._cache
 
     def read(self, keys: Mapping[str, Shared]) -> dict[str, Merged]:
-        """Every key's merged value: one listing and one batched fetch."""
+        """Every key's merged value: one listing and one batched fetch per namespace."""
         strategies = {key: shared.strategy for key, shared in keys.items()}
+        cache = self._open()
         return self.budget.run(
-            lambda: self._open().read_merged_many(strategies), f"reading {self.display}"
+            lambda: cache.read_merged_many(strategies), f"reading {self.display}"
         )
 
     def write(
@@ -263,9 +271,9 @@ class Remote:
     ) -> None:
         """Write ``parts`` (key to value) as this run's part, then compact ``compact``."""
         part_id = self.namespace.new_part_id()
+        cache = self._open()
 
         def work() -> None:
-            cache = self._open()
             for key, value in parts.items():
                 cache.write_part(key, part_id, value)
             for key, strategy in compact.items():
