@@ -228,6 +228,8 @@ def fmt_value(value: float | None, unit: str) -> str:
         return fmt_seconds(value)
     if unit == "requests":
         return f"{value:.0f}"
+    if unit == "ratio":  # close calls against limits such as 1.02 need three decimals
+        return f"{value:.3f}"
     return f"{value:.2f}{unit}"
 
 

@@ -1,4 +1,5 @@
-"""Run every core benchmark and write ``benchmarks/results/core.md`` and ``core.json``.
+"""Run every benchmark: the core's into ``results/core.md`` and ``core.json``, the pytest
+plugin's (`bench_plugin`) into ``results/plugin.md`` and ``plugin.json``.
 
 Why one entry point: the committed result file must say exactly how it was produced, on
 what machine, and whether each target passed, so it is written by the same code that
@@ -6,7 +7,9 @@ measured, never assembled by hand. Local benchmarks run first, before the S3 ser
 the proxy exist, so those processes cannot disturb the microsecond timings.
 
 Run from the project root: ``.venv/bin/python -m benchmarks`` (or
-``.venv/bin/python benchmarks/run.py``). Exits non-zero when a target fails.
+``.venv/bin/python benchmarks/run.py``); ``--only plugin`` (or ``local``, ``remote``;
+repeatable) runs just those. The plugin's benchmark runs last: it takes about six
+minutes of whole pytest runs. Exits non-zero when a target fails.
 """
 
 from __future__ import annotations
@@ -19,33 +22,65 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make ``benchmarks`` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks import bench_local, bench_remote
+from benchmarks import bench_local, bench_plugin, bench_remote
 from benchmarks.harness import WORK_DIR, Report, machine_info, print_report, write_results
 
 COMMAND = ".venv/bin/python -m benchmarks"
+BENCHMARKS = ("local", "remote", "plugin")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--skip-remote", action="store_true", help="local benchmarks only")
-    parser.add_argument("--profile", action="store_true", help="cProfile one cachekit S3 read")
+    parser.add_argument("--skip-remote", action="store_true", help="no S3 benchmark (core)")
+    parser.add_argument(
+        "--only",
+        action="append",
+        choices=BENCHMARKS,
+        help="run only this benchmark (repeatable); plugin results go to results/plugin.*",
+    )
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="cProfile one cachekit S3 read; profile one pytest run per plugin variant",
+    )
     parser.add_argument(
         "--no-write", action="store_true", help="print only; leave results/ untouched"
     )
     args = parser.parse_args(argv)
 
+    selected = set(args.only or BENCHMARKS)
+    if args.skip_remote:
+        selected.discard("remote")
+    flags = "".join(f" --only {name}" for name in BENCHMARKS if name in (args.only or ()))
+    flags += " --skip-remote" if args.skip_remote else ""
+    flags += " --profile" if args.profile else ""
+
     started = time.perf_counter()
-    reports: list[Report] = [bench_local.run()]
-    print_report(reports[-1])
-    if not args.skip_remote:
+    reports: list[Report] = []
+    if "local" in selected:
+        reports.append(bench_local.run())
+        print_report(reports[-1])
+    if "remote" in selected:
         reports.append(bench_remote.run(profile=args.profile))
         print_report(reports[-1])
-    machine = machine_info(WORK_DIR)
-    machine["total_runtime"] = f"{time.perf_counter() - started:.0f} s"
-    if not args.no_write:
-        command = COMMAND + (" --skip-remote" if args.skip_remote else "")
-        paths = write_results("core", "cachekit core benchmarks", reports, machine, command)
-        print("wrote", *(str(path) for path in paths))
+    if reports:
+        machine = machine_info(WORK_DIR)
+        machine["total_runtime"] = f"{time.perf_counter() - started:.0f} s"
+        if not args.no_write:
+            paths = write_results(
+                "core", "cachekit core benchmarks", reports, machine, COMMAND + flags
+            )
+            print("wrote", *(str(path) for path in paths))
+    if "plugin" in selected:
+        plugin_started = time.perf_counter()
+        plugin = bench_plugin.run(profile=args.profile)
+        print_report(plugin)
+        reports.append(plugin)
+        machine = machine_info(WORK_DIR)
+        machine["total_runtime"] = f"{time.perf_counter() - plugin_started:.0f} s"
+        if not args.no_write:
+            paths = write_results("plugin", plugin.name, [plugin], machine, COMMAND + flags)
+            print("wrote", *(str(path) for path in paths))
     for report in reports:
         for target in report.targets:
             print(f"{target.status:8} {target.name}")
