@@ -90,8 +90,6 @@ class Budget:
         succeeded, value = outcome[0]
         if succeeded:
             return value  # type: ignore[no-any-return]
-        if isinstance(value, InvalidURL):
-            raise InvalidBackend(str(value)) from value
         self.remaining = 0.0
         raise SyncFailed(f"{what}: {type(value).__name__}: {value}") from value
 

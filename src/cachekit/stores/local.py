@@ -171,6 +171,7 @@ class LocalStore:
     def _directory(self, relative: str, *, create: bool = False) -> Iterator[int | None]:
         """An open descriptor of ``relative`` below the root, reached without following
         any link, creating missing directories if asked; None if it does not exist."""
+        fd: int | None
         try:
             fd = os.open(self._root_text, os.O_RDONLY | os.O_DIRECTORY | _CLOEXEC)
         except FileNotFoundError:
@@ -181,12 +182,11 @@ class LocalStore:
             fd = os.open(self._root_text, os.O_RDONLY | os.O_DIRECTORY | _CLOEXEC)
         try:
             for segment in relative.split("/") if relative else ():
-                child = None
+                parent, fd = fd, None  # closed below whatever happens; fd is the child's
                 try:
-                    child = self._open_child_directory(fd, segment, relative, create=create)
+                    fd = self._open_child_directory(parent, segment, relative, create=create)
                 finally:
-                    os.close(fd)
-                    fd = child  # type: ignore[assignment]
+                    os.close(parent)
                 if fd is None:
                     break
             yield fd
