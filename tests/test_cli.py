@@ -6,6 +6,7 @@ import contextlib
 import io
 import json
 import os
+import random
 import shutil
 import subprocess
 import sys
@@ -14,11 +15,18 @@ from typing import Any
 
 import pytest
 
-from cachekit import Cache, open_store
+from cachekit import Cache, PrefixedStore, open_store
 from cachekit.ci import Namespace
 from cachekit.cli import main
-from cachekit.layout import LASTFAILED_KEY, NODEIDS_KEY, namespace_prefix
-from cachekit.merge import LASTFAILED, observe_outcomes, still_failing
+from cachekit.layout import (
+    DURATIONS_KEY,
+    LASTFAILED_KEY,
+    NODEIDS_KEY,
+    STRATEGIES,
+    namespace_prefix,
+    ref_prefix,
+)
+from cachekit.merge import LASTFAILED, join_all, observe_outcomes, still_failing
 
 DATA = Path(__file__).parent / "data" / "junit"
 NS = ["--repository", "acme/app", "--job", "test"]
@@ -487,6 +495,51 @@ def test_merge_folds_configs_into_one_namespace(tmp_path: Path, url: str) -> Non
     missing = cli("merge", "--url", url, "--from", "v1/nothing", "--into", into, cwd=tmp_path)
     assert missing.returncode == 1
     assert "no cachekit namespace" in missing.stderr
+
+
+def test_merge_of_many_namespaces_equals_joining_every_part_in_turn(
+    tmp_path: Path, url: str
+) -> None:
+    """Namespaces with several overlapping parts (and a base), read in one batch and joined
+    pairwise: the values of joining every part one after another, as before."""
+    store = open_store(url)
+    rng = random.Random(4)
+    keys = (LASTFAILED_KEY, NODEIDS_KEY, DURATIONS_KEY)
+    every_value: dict[str, list[Any]] = {key: [] for key in keys}
+    for job in range(5):
+        cache = Cache(PrefixedStore(store, namespace_prefix("acme/app", "pr-9", f"job{job}")))
+        for shard in range(7):
+            at = 1000.0 + rng.randrange(4)  # ties across shards and jobs
+            ids = sorted({f"t{rng.randrange(40)}.py::test" for _ in range(12)})
+            failed = [test_id for test_id in ids if rng.random() < 0.3]
+            values: dict[str, Any] = {
+                LASTFAILED_KEY: observe_outcomes(
+                    failed=failed, passed=set(ids).difference(failed), at=at
+                ),
+                NODEIDS_KEY: ids,
+                DURATIONS_KEY: {i: {"at": at, "value": rng.randrange(9) / 4} for i in ids},
+            }
+            for key, value in values.items():
+                if shard == 0 and job == 2:
+                    cache.set(key, value)  # a compacted namespace has a base
+                else:
+                    cache.write_part(key, f"{shard:04d}-shard", value)
+                every_value[key].append(STRATEGIES[key].check(value))
+    into = namespace_prefix("acme/app", "main", "test", "all")
+    source = ref_prefix("acme/app", "pr-9")
+    merged = as_json(
+        cli(
+            *("merge", "--url", url, "--from", f"{source}/", "--into", into, "--json"),
+            *("--from", namespace_prefix("acme/app", "pr-9", "job3")),  # found twice: read once
+            cwd=tmp_path,
+        )
+    )
+    assert len(merged["sources"]) == 5
+    assert set(merged["written"]) == set(keys)
+    read = Cache(store).read_merged_many({f"{into}/{key}": STRATEGIES[key] for key in keys})
+    for key in keys:
+        assert read[f"{into}/{key}"].value == join_all(STRATEGIES[key], every_value[key]), key
+        assert len(read[f"{into}/{key}"].parts) == 1
 
 
 def test_gc_deletes_only_old_values(tmp_path: Path, url: str) -> None:

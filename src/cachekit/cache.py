@@ -17,7 +17,7 @@ import random
 import secrets
 import time
 import warnings
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
@@ -34,7 +34,7 @@ from cachekit.errors import (
     UnsupportedOperation,
 )
 from cachekit.keys import safe_segment, validate_key
-from cachekit.merge import MergeStrategy, join_all
+from cachekit.merge import MergeStrategy
 from cachekit.stores.base import CacheStore, Entry
 
 T = TypeVar("T")
@@ -69,6 +69,28 @@ class Merged:
 
 
 _converter = cattrs.Converter(forbid_extra_keys=True)
+
+
+def join_balanced(strategy: MergeStrategy[T], values: Sequence[T]) -> T:
+    """`cachekit.merge.join_all`, joined pairwise in a balanced tree; the same value.
+
+    Joins are associative and commutative, so the grouping does not change the result,
+    but it changes the cost: folding n parts one by one into a growing value copies (and
+    for sets and mappings, re-sorts) that value n times, O(n^2) entries for n parts of
+    similar size. Joining neighbours level by level copies each entry about log2(n)
+    times. Measured on 256 ``lastfailed`` parts of ~390 entries: 0.3 s instead of 5.7 s.
+    """
+    if not values:
+        return strategy.empty()
+    level = list(values)
+    while len(level) > 1:
+        paired = [
+            strategy.join(left, right) for left, right in zip(level[::2], level[1::2], strict=False)
+        ]
+        level = paired + level[-1:] if len(level) % 2 else paired
+    # As join_all does, end with a join against the identity: the result is then never
+    # one of the inputs itself (for mappings, a fresh dict), whatever their number.
+    return strategy.join(strategy.empty(), level[0])
 
 
 def new_part_id(label: str = "") -> str:
@@ -168,7 +190,12 @@ class Cache:
         return self.read_merged_many({key: strategy})[key]
 
     def read_merged_many(
-        self, strategies: Mapping[str, MergeStrategy[Any]], *, list_prefix: str | None = None
+        self,
+        strategies: Mapping[str, MergeStrategy[Any]],
+        *,
+        list_prefix: str | None = None,
+        listed: Sequence[str] | None = None,
+        bases_only: Collection[str] = (),
     ) -> dict[str, Merged]:
         """`read_merged` for several keys in one listing and one batched fetch per store
         of the read chain (the stores are read concurrently).
@@ -177,19 +204,33 @@ class Cache:
         joins, so what each namespace observed counts, the latest observation winning.
         The listing covers the longest common prefix of the keys (or ``list_prefix``),
         so keep keys read together under one prefix.
+
+        ``listed``: what ``store.list(list_prefix)`` has just returned to the caller, to
+        spare a second listing (a cache without a read chain only). Should a compaction
+        retire a listed part before it is fetched, the read lists again, as usual.
+
+        ``bases_only``: keys read as of their last compaction, parts left out: a value
+        that concurrent writers cannot change until someone compacts (such as the
+        durations every shard of a CI run must split the tests by alike).
         """
         for key in strategies:
             _check_cache_key(key)
         prefix = list_prefix if list_prefix is not None else _common_directory(strategies)
+        if listed is not None and (list_prefix is None or len(self.read_chain) != 1):
+            raise ValueError("listed= needs list_prefix= and a cache without a read chain")
+        bases_only = frozenset(bases_only)
         if len(self.read_chain) == 1:
-            return self._read_merged_from(self.store, strategies, prefix)
+            return self._read_merged_from(self.store, strategies, prefix, listed, bases_only)
         with ThreadPoolExecutor(len(self.read_chain), thread_name_prefix="cachekit-read") as pool:
             reads = list(
-                pool.map(lambda s: self._read_merged_from(s, strategies, prefix), self.read_chain)
+                pool.map(
+                    lambda s: self._read_merged_from(s, strategies, prefix, None, bases_only),
+                    self.read_chain,
+                )
             )
         return {
             key: Merged(
-                join_all(strategy, (read[key].value for read in reads)),
+                join_balanced(strategy, [read[key].value for read in reads]),
                 any(read[key].has_base for read in reads),
                 tuple(sorted(part for read in reads for part in read[key].parts)),
             )
@@ -197,11 +238,21 @@ class Cache:
         }
 
     def _read_merged_from(
-        self, store: CacheStore, strategies: Mapping[str, MergeStrategy[Any]], prefix: str
+        self,
+        store: CacheStore,
+        strategies: Mapping[str, MergeStrategy[Any]],
+        prefix: str,
+        listed: Sequence[str] | None = None,
+        bases_only: frozenset[str] = frozenset(),
     ) -> dict[str, Merged]:
-        for _attempt in range(_READ_ATTEMPTS):
-            listed = store.list(prefix)
-            wanted = {key: _stored_keys(key, listed) for key in strategies}
+        for attempt in range(_READ_ATTEMPTS):
+            if attempt or listed is None:
+                listed = store.list(prefix)
+            stored = _stored_keys_by_name(listed)
+            wanted = {
+                key: [k for k in stored.get(key, []) if key not in bases_only or k.endswith(BASE)]
+                for key in strategies
+            }
             fetched = store.get_many([k for keys in wanted.values() for k in keys])
             if all(k in fetched for keys in wanted.values() for k in keys):
                 break
@@ -262,11 +313,14 @@ class Cache:
                 has_base = True
             else:
                 parts.append(store_key.rpartition("/")[2])
-        return Merged(join_all(strategy, values), has_base, tuple(sorted(parts)))
+        return Merged(join_balanced(strategy, values), has_base, tuple(sorted(parts)))
 
     def _encode(self, value: JSON, *, folded: tuple[str, ...] = ()) -> bytes:
         envelope = Envelope(value, self.clock(), self.writer, folded)
-        return codec.encode(_converter.unstructure(envelope), compress_above=self.compress_above)
+        # Shallow: the value is JSON already. cattrs' unstructure would walk and copy all
+        # of it (a third of a second for a 100,000-entry value) to produce the same bytes.
+        fields = attrs.asdict(envelope, recurse=False)
+        return codec.encode(fields, compress_above=self.compress_above)
 
     def _decode(self, store_key: str, entry: Entry | None) -> Envelope | None:
         if entry is None:
@@ -323,12 +377,19 @@ def _part_key(key: str, part_id: str) -> str:
     return validate_key(_parts_prefix(key) + part_id)
 
 
-def _stored_keys(key: str, listed: Iterable[str]) -> list[str]:
-    """The listed base (if any) and parts of ``key``: all a read needs to fetch."""
-    base, prefix = _base_key(key), _parts_prefix(key)
-    return [
-        k for k in listed if k == base or (k.startswith(prefix) and "/" not in k[len(prefix) :])
-    ]
+def _stored_keys_by_name(listed: Iterable[str]) -> dict[str, list[str]]:
+    """The listed bases and parts (all a read needs to fetch) by the key they belong to,
+    in listing order: one pass over the listing, however many keys are read from it."""
+    stored: dict[str, list[str]] = {}
+    base_suffix, parts_marker = f"/{BASE}", f"/{PARTS}/"
+    for listed_key in listed:
+        if listed_key.endswith(base_suffix):
+            stored.setdefault(listed_key[: -len(base_suffix)], []).append(listed_key)
+        # A part is one segment right under ``<key>/@parts/``: the last such marker.
+        name, marker, part_id = listed_key.rpartition(parts_marker)
+        if marker and "/" not in part_id:
+            stored.setdefault(name, []).append(listed_key)
+    return stored
 
 
 def _common_directory(keys: Iterable[str]) -> str:

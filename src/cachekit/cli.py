@@ -22,7 +22,7 @@ import attrs
 import cattrs
 
 from cachekit import codec, layout
-from cachekit.cache import BASE, PARTS, Cache, Envelope, new_part_id
+from cachekit.cache import BASE, PARTS, Cache, Envelope, Merged, join_balanced, new_part_id
 from cachekit.ci import Namespace, detect_namespace, namespaced_cache
 from cachekit.codec import JSON
 from cachekit.errors import CacheError, CorruptData
@@ -694,9 +694,9 @@ def _brief(key: str, value: Any) -> str:
 # -- merge, compact, gc ---------------------------------------------------------------
 
 
-def _namespaces_under(store: CacheStore, prefix: str) -> list[str]:
-    """Namespace prefixes under ``prefix``: those holding a key of `layout.STRATEGIES`."""
-    logical, _raw = _group(store.list(prefix))
+def _namespaces_under(listed: Iterable[str]) -> list[str]:
+    """Namespace prefixes in a listing: those holding a key of `layout.STRATEGIES`."""
+    logical, _raw = _group(listed)
     found = set()
     for name in logical:
         for tail in layout.STRATEGIES:
@@ -710,22 +710,35 @@ def cmd_merge(args: argparse.Namespace, out: TextIO) -> int:
     cache = Cache(store, writer="cachekit merge")
     into = args.into.strip("/")
     sources: list[str] = []
+    # Every key of every namespace under a --from prefix is read with the one listing
+    # that found the namespaces and one concurrent, batched fetch: not a listing and a
+    # fetch, one round trip after another, per namespace and key.
+    reads: dict[str, Merged] = {}
     for prefix in args.sources:
-        found = _namespaces_under(store, prefix)
+        listed = store.list(prefix)
+        found = _namespaces_under(listed)
         if not found:
             raise CacheError(f"no cachekit namespace under {prefix!r}")
-        sources.extend(ns for ns in found if ns not in sources)
+        new = [ns for ns in found if ns not in sources]
+        sources.extend(new)
+        strategies = {
+            _join_key(source, tail): strategy
+            for source in new
+            for tail, strategy in layout.STRATEGIES.items()
+        }
+        if strategies:
+            reads.update(cache.read_merged_many(strategies, list_prefix=prefix, listed=listed))
     written: dict[str, str] = {}
     compacted: dict[str, int] = {}
     part_id = new_part_id("merge")
     progress = Progress("merging", len(layout.STRATEGIES))
     for done, (tail, strategy) in enumerate(layout.STRATEGIES.items(), 1):
-        keys = [f"{source}/{tail}" if source else tail for source in sources]
-        value = join_all(strategy, (cache.read_merged(key, strategy).value for key in keys))
+        values = [reads[_join_key(source, tail)].value for source in sources]
+        value = join_balanced(strategy, values)
         progress.step(done)
         if value == strategy.empty():
             continue
-        destination = f"{into}/{tail}" if into else tail
+        destination = _join_key(into, tail)
         written[tail] = cache.write_part(destination, part_id, value)
         if args.compact:
             compacted[tail] = cache.compact(destination, strategy)
@@ -741,6 +754,11 @@ def cmd_merge(args: argparse.Namespace, out: TextIO) -> int:
         for part_key in written.values():
             out.write(f"  wrote {part_key}\n")
     return EXIT_OK
+
+
+def _join_key(namespace: str, tail: str) -> str:
+    """The key ``tail`` of a namespace prefix ('' is the store root)."""
+    return f"{namespace}/{tail}" if namespace else tail
 
 
 def cmd_compact(args: argparse.Namespace, out: TextIO) -> int:

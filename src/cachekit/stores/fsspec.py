@@ -18,7 +18,7 @@ from fsspec.config import apply_config
 
 from cachekit.errors import InvalidKey, InvalidURL, StoreUnavailable
 from cachekit.keys import validate_key, validate_prefix
-from cachekit.stores._backend import Backend
+from cachekit.stores._backend import MAX_CONCURRENCY, Backend
 from cachekit.stores.base import Capabilities, Entry
 from cachekit.urls import redact_url
 
@@ -40,9 +40,16 @@ _BACKENDS = {
 }
 _GENERIC_BACKEND = "cachekit.stores._generic:GenericBackend"
 #: Options cachekit sets unless the URL or fsspec's configuration sets them: a cache
-#: that cannot be reached should fail within seconds, not after a minute of retries.
+#: that cannot be reached should fail within seconds, not after a minute of retries; and
+#: the connection pool is as large as ``get_many`` is concurrent (botocore's default of 10
+#: connections would queue the rest: 768 GETs at 50 ms took 5.3 s instead of 2.8 s).
 _DEFAULT_OPTIONS: dict[str, dict[str, Any]] = {
-    "s3": {"config_kwargs": {"retries": {"mode": "standard", "total_max_attempts": 3}}},
+    "s3": {
+        "config_kwargs": {
+            "retries": {"mode": "standard", "total_max_attempts": 3},
+            "max_pool_connections": MAX_CONCURRENCY,
+        }
+    },
 }
 
 
