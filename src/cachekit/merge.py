@@ -108,11 +108,13 @@ class LatestWins:
             return right
         if right is None:
             return left
+        if left["at"] != right["at"]:  # the common case: no canonical JSON to build
+            return left if left["at"] > right["at"] else right  # type: ignore[operator]
         return max(left, right, key=self._order)
 
     @staticmethod
-    def _order(item: dict[str, JSON]) -> tuple[Any, str, str]:
-        return item["at"], _canonical(item["at"]), _canonical(item["value"])
+    def _order(item: dict[str, JSON]) -> tuple[str, str]:
+        return _canonical(item["at"]), _canonical(item["value"])
 
     def check(self, value: JSON) -> dict[str, JSON] | None:
         if value is None:
