@@ -28,7 +28,7 @@ pytest_plugins = ["pytester"]
 @pytest.fixture(autouse=True)
 def _no_cachekit_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     """A developer's or CI's own CACHEKIT_* settings must not reach the tests' pytest runs."""
-    for name in ("CACHEKIT_URL", "CACHEKIT_SHARD", "CACHEKIT_TIMEOUT"):
+    for name in ("CACHEKIT_URL", "CACHEKIT_SHARD", "CACHEKIT_TIMEOUT", "CACHEKIT_IN_PROCESS"):
         monkeypatch.delenv(name, raising=False)
 
 

@@ -236,11 +236,16 @@ def gcs_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 @pytest.fixture
 def s3_url(s3_endpoint: str) -> str:
     """``s3://`` URL of a fresh, empty bucket on moto."""
+    return new_s3_bucket(s3_endpoint)
+
+
+def new_s3_bucket(endpoint: str) -> str:
+    """Create an empty bucket on the S3 server at ``endpoint``; its ``s3://`` URL."""
     import s3fs  # noqa: PLC0415 (cloud libraries load after conftest set the environment)
 
     bucket = unique_name("ck")
-    s3fs.S3FileSystem(endpoint_url=s3_endpoint, skip_instance_cache=True).mkdir(bucket)
-    return f"s3://{bucket}/cache?{urlencode({'endpoint_url': s3_endpoint})}"
+    s3fs.S3FileSystem(endpoint_url=endpoint, skip_instance_cache=True).mkdir(bucket)
+    return f"s3://{bucket}/cache?{urlencode({'endpoint_url': endpoint})}"
 
 
 @pytest.fixture

@@ -27,6 +27,9 @@ from cachekit.junit import Report, TestCase
 from cachekit.merge import DURATIONS
 
 _converter = cattrs.Converter()
+# Stored runs leave default-valued fields out (no reruns, no message): a run of a large
+# suite stores one record per test, and most have neither.
+_stored = cattrs.Converter(omit_if_default=True)
 
 
 @attrs.frozen
@@ -94,16 +97,24 @@ def make_run(report: Report, *, run_id: str = "", label: str = "", at: float | N
 def record_runs(cache: Cache, runs: Sequence[Run]) -> list[str]:
     """Write each run as a part of ``stats/runs`` and its durations as a part of
     ``stats/durations``; returns the store keys written."""
-    written = []
-    for run in runs:
-        written.append(cache.write_part(layout.STATS_RUNS_KEY, run.id, {run.id: unstructure(run)}))
-        observed: dict[str, JSON] = {
-            test_id: {"at": run.at, "value": seconds}
-            for test_id, seconds in durations_of(run.cases).items()
-        }
-        if observed:
-            written.append(cache.write_part(layout.DURATIONS_KEY, run.id, observed))
-    return written
+    return [
+        cache.write_part(key, run.id, value)
+        for run in runs
+        for key, value in run_parts(run).items()
+    ]
+
+
+def run_parts(run: Run) -> dict[str, JSON]:
+    """The parts that record ``run``, by key: the run itself under ``stats/runs`` and,
+    if any test ran, its durations under ``stats/durations``."""
+    parts: dict[str, JSON] = {layout.STATS_RUNS_KEY: {run.id: unstructure(run)}}
+    observed: dict[str, JSON] = {
+        test_id: {"at": run.at, "value": seconds}
+        for test_id, seconds in durations_of(run.cases).items()
+    }
+    if observed:
+        parts[layout.DURATIONS_KEY] = observed
+    return parts
 
 
 def load_runs(cache: Cache) -> list[Run]:
@@ -118,7 +129,7 @@ def runs_from_value(value: Mapping[str, Any]) -> list[Run]:
     runs = []
     for report_id, data in value.items():
         try:
-            runs.append(_converter.structure(data, Run))
+            runs.append(_stored.structure(data, Run))
         except (cattrs.BaseValidationError, TypeError, ValueError, KeyError) as error:
             warnings.warn(
                 CorruptValueWarning(f"cachekit: ignoring unreadable run {report_id!r}: {error}"),
@@ -129,16 +140,20 @@ def runs_from_value(value: Mapping[str, Any]) -> list[Run]:
 
 def load_durations(cache: Cache) -> dict[str, float]:
     """The latest recorded duration per test id (for `cachekit.sharding`)."""
-    merged = cache.read_merged(layout.DURATIONS_KEY, DURATIONS)
+    return durations_from_value(cache.read_merged(layout.DURATIONS_KEY, DURATIONS).value)
+
+
+def durations_from_value(value: Mapping[str, Any]) -> dict[str, float]:
+    """Seconds per test id from a merged ``stats/durations`` value."""
     return {
         test_id: float(entry["value"])
-        for test_id, entry in sorted(merged.value.items())
+        for test_id, entry in sorted(value.items())
         if entry is not None and isinstance(entry["value"], (int, float))
     }
 
 
 def unstructure(run: Run) -> dict[str, Any]:
-    data: dict[str, Any] = _converter.unstructure(run)
+    data: dict[str, Any] = _stored.unstructure(run)
     return data
 
 

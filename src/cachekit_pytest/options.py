@@ -1,8 +1,9 @@
 """cachekit's options, and the settings a run derives from them.
 
-Every option has a command-line form, an environment variable and an ini option; the
-command line wins over the environment, which wins over the ini file. pytester's inner
-runs see only the ini files a test writes, hence the environment variables.
+Every option has a command-line form, an environment variable and (except the shard of
+a split run) an ini option; the command line wins over the environment, which wins over
+the ini file. pytester's inner runs see only the ini files a test writes, hence the
+environment variables.
 """
 
 from __future__ import annotations
@@ -58,7 +59,34 @@ def register(parser: pytest.Parser) -> None:
         f"as with an empty cache (default {DEFAULT_TIMEOUT:g}). "
         "Also CACHEKIT_TIMEOUT and the cache_timeout ini option.",
     )
+    group.addoption(
+        "--cache-stats",
+        dest="cachekit_stats",
+        default=None,
+        choices=("yes", "no"),
+        help="Record each test's outcome, duration and reruns in the store (default yes, "
+        "with a backend). Also CACHEKIT_STATS and the cache_stats ini option.",
+    )
+    group.addoption(
+        "--num-shards",
+        dest="cachekit_num_shards",
+        default=None,
+        type=_positive_int,
+        metavar="N",
+        help="Split the selected tests into N shards of about equal run time, by the "
+        "durations earlier runs recorded (as pytest-shard and pytest-split do). "
+        "Also CACHEKIT_NUM_SHARDS.",
+    )
+    group.addoption(
+        "--shard-id",
+        dest="cachekit_shard_id",
+        default=None,
+        type=int,
+        metavar="I",
+        help="Run shard I (0 to N-1) of --num-shards. Also CACHEKIT_SHARD_ID.",
+    )
     parser.addini("cache_url", "Store that shares the cache (a path or URL)", default="")
+    parser.addini("cache_stats", "Record test statistics in the store (yes or no)", default="yes")
     parser.addini("cache_shard", "Name of this CI shard", default="")
     parser.addini(
         "cache_timeout",
@@ -93,6 +121,11 @@ class Settings:
     timeout: float
     shared_keys: tuple[SharedKey, ...]
     compact_threshold: int
+    #: Whether runs record test statistics (`cachekit_pytest.stats`).
+    stats: bool = True
+    #: Duration-balanced sharding: run shard ``shard_id`` (0-based) of ``num_shards``.
+    shard_id: int = 0
+    num_shards: int = 0
 
     @property
     def remote(self) -> bool:
@@ -113,7 +146,16 @@ class Settings:
         threshold = _parse(
             config.getini("cache_compact_threshold"), _threshold, "cache_compact_threshold"
         )
+        stats = _choose(
+            config.getoption("cachekit_stats"), "CACHEKIT_STATS", config.getini("cache_stats")
+        )
+        shard_id, num_shards = _sharding(config)
+        if num_shards and not shard:
+            shard = f"{shard_id + 1}/{num_shards}"  # names this run's part, as CI would
         return cls(
+            shard_id=shard_id,
+            num_shards=num_shards,
+            stats=_parse(stats, _yes_or_no, "cache_stats / CACHEKIT_STATS"),
             url=url.strip(),
             shard=shard.strip(),
             timeout=timeout,
@@ -137,6 +179,48 @@ def _non_negative_float(text: str) -> float:
     if not value >= 0 or value == float("inf"):
         raise ValueError(f"expected a finite number of seconds >= 0, got {text!r}")
     return value
+
+
+def _sharding(config: pytest.Config) -> tuple[int, int]:
+    """``(shard id, number of shards)``; ``(0, 0)`` when the run is not split. A shard
+    belongs to one run, so these have no ini option."""
+    count_text = _choose_optional(config.getoption("cachekit_num_shards"), "CACHEKIT_NUM_SHARDS")
+    index_text = _choose_optional(config.getoption("cachekit_shard_id"), "CACHEKIT_SHARD_ID")
+    if count_text is None:
+        if index_text is not None:
+            raise pytest.UsageError("cachekit: --shard-id needs --num-shards")
+        return 0, 0
+    count = _parse(count_text, _positive_int, "--num-shards / CACHEKIT_NUM_SHARDS")
+    index = _parse(index_text or "0", int, "--shard-id / CACHEKIT_SHARD_ID")
+    if index_text is None and count > 1:
+        raise pytest.UsageError("cachekit: --num-shards needs --shard-id (0 to N-1)")
+    if not 0 <= index < count:
+        raise pytest.UsageError(
+            f"cachekit: --shard-id {index} does not exist: shards are 0 to {count - 1}"
+        )
+    return index, count
+
+
+def _choose_optional(option: object, variable: str) -> str | None:
+    if option is not None:
+        return str(option)
+    return os.environ.get(variable) or None
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise ValueError(f"expected a whole number >= 1, got {text!r}")
+    return value
+
+
+def _yes_or_no(text: str) -> bool:
+    answer = text.strip().lower()
+    if answer in ("yes", "true", "1", "on"):
+        return True
+    if answer in ("no", "false", "0", "off"):
+        return False
+    raise ValueError(f"expected yes or no, got {text!r}")
 
 
 def _threshold(text: str) -> int:

@@ -4,8 +4,13 @@ Registered under the name ``cacheprovider``, it provides the same hooks and the 
 fixture, and reuses pytest's own ``Cache``, ``LFPlugin`` and ``NFPlugin``: without a
 backend it *is* pytest's cache provider, byte for byte. With a backend, the local
 ``cache_dir`` stays the working copy; the shared keys are read from the store, merged,
-before ``LFPlugin``/``NFPlugin`` read them, and this run's changes are written back as
-its own part at the end of the session.
+and this run's changes are written back as its own part at the end of the session.
+
+When the run needs the shared values from its start (``--lf``, ``--ff``, ``--nf``,
+``--num-shards``, ``--cache-show``), they are read before ``LFPlugin`` and ``NFPlugin``
+start. Otherwise the read of a remote store overlaps collection and the test run, and is
+folded into their state when something reads a shared key or just before they write it:
+the end result is the same, byte for byte.
 """
 
 from __future__ import annotations
@@ -13,28 +18,34 @@ from __future__ import annotations
 import fnmatch
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pprint import pformat
 from typing import Any
 
+import attrs
 import pytest
 from _pytest import cacheprovider as builtin
 from _pytest._io import TerminalWriter
 from _pytest.cacheprovider import Cache, LFPlugin, NFPlugin
 from _pytest.reports import CollectReport, TestReport
 
-from cachekit import Merged, StoreUnavailableWarning
+from cachekit import StoreUnavailableWarning, redact_url
 from cachekit.ci import detect_namespace
 from cachekit.codec import JSON
-from cachekit.layout import LASTFAILED_KEY, NODEIDS_KEY
+from cachekit.layout import DURATIONS_KEY, LASTFAILED_KEY, NODEIDS_KEY
 from cachekit_pytest.options import BUILTIN_SHARED_KEYS, Settings
+from cachekit_pytest.split import WORKERINPUT_KEY, DurationsForWorkers, ShardSelection
+from cachekit_pytest.stats import TestStats
 from cachekit_pytest.sync import (
+    DURATIONS_READ,
     Budget,
+    Found,
+    InProcessSync,
     InvalidBackend,
-    Remote,
     Shared,
+    Sync,
     SyncFailed,
-    has_data,
+    open_sync,
     shared_keys,
 )
 
@@ -58,15 +69,19 @@ class CacheProvider:
 
     def __init__(self) -> None:
         self.settings: Settings | None = None
-        self.remote: Remote | None = None
+        self.sync: Sync | None = None
         self.shared: dict[str, Shared] = {}
         #: What the start-up read found, by key (empty when it did not happen).
-        self.merged: dict[str, Merged] = {}
+        self.found: dict[str, Found] = {}
         #: The working copy's value of each shared key right after the start-up sync.
         self.start: dict[str, JSON] = {}
+        #: True while the start-up read runs alongside the session, not yet folded in.
+        self.pending = False
         #: True once the start-up read failed: the run then never writes to the store.
         self.degraded = False
         self.recorder: Recorder | None = None
+        #: Per-test statistics, when the run records them (a trusted run with a backend).
+        self.test_stats: TestStats | None = None
         self.run_start = 0.0
         self._warned = False
         self._warned_corrupt = False
@@ -84,10 +99,18 @@ class CacheProvider:
     def pytest_configure(self, config: pytest.Config) -> None:
         config.cache = Cache.for_config(config, _ispytest=True)
         self._sync_in(config)
+        if self.pending:  # the start-up read runs alongside: reading a shared key waits
+            config.cache = SharedCache(config.cache._cachedir, config, _ispytest=True)
         config.pluginmanager.register(LFPlugin(config), "lfplugin")
         config.pluginmanager.register(NFPlugin(config), "nfplugin")
+        if isinstance(config.cache, SharedCache):  # their values are folded in later
+            config.cache.wait_for_shared(frozenset(self.shared), lambda: self._finish_read(config))
+        if self.settings is not None and self.settings.num_shards:
+            self._split(config, self.settings)
         if self.recorder is not None:
             config.pluginmanager.register(self.recorder, "cachekit-recorder")
+            if self.test_stats is not None:
+                config.pluginmanager.register(self.test_stats, "cachekit-stats")
             if config.pluginmanager.hasplugin("xdist"):
                 config.pluginmanager.register(XdistCollection(self, config), "cachekit-xdist")
 
@@ -106,35 +129,47 @@ class CacheProvider:
         cachedir = builtin.pytest_report_header(config)
         if cachedir:
             lines.append(cachedir)
-        if self.remote is not None:
+        if self.sync is not None:
             lines.append(f"cachekit: {self._describe()}")
         return lines or None
 
-    @pytest.hookimpl(trylast=True)
-    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtestloop(self, session: pytest.Session) -> None:
+        """A store URL that cannot be opened is a usage error, even when the start-up read
+        runs alongside: find out before the tests run (the store opened during
+        collection)."""
+        if self.pending:
+            assert self.sync is not None
+            try:
+                self.sync.opened()
+            except InvalidBackend as error:
+                raise pytest.UsageError(f"cachekit: {error}") from None
+            except SyncFailed as error:
+                self._read_failed(session.config, error)
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_sessionfinish(self, session: pytest.Session) -> Any:
         config = session.config
-        if self.remote is None or self.recorder is None or self.degraded:
-            return
-        if config.option.cacheshow or not self.remote.writable:
-            return
+        if self.pending:  # before LFPlugin and NFPlugin write the working copy
+            assert config.cache is not None
+            config.cache.get(LASTFAILED_KEY, None)  # SharedCache: finishes the read
         try:
-            self._sync_out(config)
-        except Exception as error:  # SyncFailed, or anything else: never fail the run
-            self._warn_unavailable(config, f"could not write this run's results: {error}")
-        self._warn_corrupt(config)
+            return (yield)
+        finally:
+            self._write_out(config)
 
     def pytest_unconfigure(self, config: pytest.Config) -> None:
-        if self.remote is not None:
-            self.remote.close()
+        if self.sync is not None:
+            self.sync.close()
 
     # -- the shared cache ---------------------------------------------------------------------
 
     def _describe(self) -> str:
-        assert self.remote is not None
-        return f"{self.remote.display} ({self.remote.namespace.describe()})"
+        assert self.sync is not None
+        return f"{redact_url(self.sync.url)} ({self.sync.namespace.describe()})"
 
     def _sync_in(self, config: pytest.Config) -> None:
-        """Read the shared keys into the working copy, before LFPlugin and NFPlugin do."""
+        """Start reading the shared keys; wait for them here if the run needs them now."""
         settings = self.settings = Settings.from_config(config)
         if not settings.remote or hasattr(config, "workerinput"):
             return  # no backend: pytest's own behaviour. Workers read the working copy.
@@ -142,50 +177,132 @@ class CacheProvider:
         self.run_start = time.time()
         self.shared = shared_keys(settings.shared_keys)
         namespace = detect_namespace(shard=settings.shard or None)
-        self.remote = Remote(settings.url, namespace=namespace, budget=Budget(settings.timeout))
-        if not config.getoption("cacheclear"):
-            try:
-                self.merged = self.remote.read(self.shared)
-            except InvalidBackend as error:
-                raise pytest.UsageError(f"cachekit: {error}") from None
-            except SyncFailed as error:
-                self.degraded = True
-                self._warn_unavailable(
-                    config,
-                    f"could not read the shared cache, running as with an empty one "
-                    f"and writing nothing back: {error}",
-                )
-                return
-            finally:
-                self._warn_corrupt(config)
-            if not config.option.cacheshow:
-                self._update_working_copy(config.cache)
+        budget = Budget(settings.timeout)
+        keys = settings.shared_keys + ((DURATIONS_READ,) if settings.num_shards else ())
+        self.sync = open_sync(settings.url, namespace=namespace, keys=keys, budget=budget)
+        reading = not config.getoption("cacheclear")
+        try:
+            self.sync.start(read=reading)
+        except InvalidBackend as error:
+            raise pytest.UsageError(f"cachekit: {error}") from None
         self.start = {key: config.cache.get(key, None) for key in self.shared}
-        failing = self.start[LASTFAILED_KEY]
-        self.recorder = Recorder(failing if isinstance(failing, dict) else {})
+        self.recorder = Recorder()
+        if settings.stats and namespace.trusted:
+            self.test_stats = TestStats()
+        if reading:
+            self.pending = True
+            if self._needs_values_now(config):
+                self._finish_read(config)
 
-    def _update_working_copy(self, cache: Cache) -> None:
+    def _needs_values_now(self, config: pytest.Config) -> bool:
+        """Whether ``LFPlugin`` or ``NFPlugin`` use the shared values from the start, or
+        the read costs as little now as later (a store on this machine).
+
+        Otherwise the read of a remote store runs alongside collection and the tests;
+        the first read of a shared key through ``config.cache`` (a conftest, the
+        ``cache`` fixture) or the end of the session waits for it (`SharedCache`).
+        """
+        return (
+            isinstance(self.sync, InProcessSync)
+            or bool(self.settings and self.settings.num_shards)  # the split needs durations
+            or any(config.getoption(name) for name in ("lf", "failedfirst", "newfirst"))
+            or bool(config.option.cacheshow)
+        )
+
+    def _finish_read(self, config: pytest.Config) -> None:
+        """Wait for the start-up read, then bring the working copy, and the state of
+        ``LFPlugin`` and ``NFPlugin`` if they run already, up to date: what they hold is
+        what they would hold had the read finished before they started."""
+        assert self.sync is not None
+        assert self.recorder is not None
+        assert config.cache is not None
+        self.pending = False
+        try:
+            self.found = self.sync.result()
+        except InvalidBackend as error:
+            if not config.pluginmanager.get_plugin("lfplugin"):
+                raise pytest.UsageError(f"cachekit: {error}") from None
+            self._read_failed(config, error)  # mid-run: report, never fail the run
+            return
+        except SyncFailed as error:
+            self._read_failed(config, error)
+            return
+        finally:
+            self._warn_corrupt(config)
+        if config.option.cacheshow:
+            return
+        local, self.start = self.start, self._update_working_copy(config.cache)
+        lfplugin = config.pluginmanager.get_plugin("lfplugin")
+        if isinstance(lfplugin, LFPlugin):
+            failing = self.recorder.replay(_strings(self.start[LASTFAILED_KEY])).failing
+            lfplugin.lastfailed = {_node_key(nodeid): True for nodeid in failing}
+        nfplugin = config.pluginmanager.get_plugin("nfplugin")
+        if isinstance(nfplugin, NFPlugin):
+            # NFPlugin started from the working copy's ids: add those only the store knew.
+            # (Ids only the working copy knew stay: a union, no worse for the store.)
+            known = set(_strings(local[NODEIDS_KEY]))
+            nfplugin.cached_nodeids.update(
+                _node_key(nodeid)
+                for nodeid in _strings(self.start[NODEIDS_KEY])
+                if nodeid not in known
+            )
+
+    def _read_failed(self, config: pytest.Config, error: Exception) -> None:
+        self.pending = False
+        self.degraded = True
+        self._warn_unavailable(
+            config,
+            f"could not read the shared cache, running as with an empty one "
+            f"and writing nothing back: {error}",
+        )
+
+    def _synced_value(self, key: str, current: JSON) -> JSON:
+        """The value the working copy gets from the start-up read: the store's where it
+        has one (for pytest's own keys, also where it has none but the copy does)."""
+        found = self.found[key]
+        if found.has_data or (key in BUILTIN_SHARED_KEYS and current is not None):
+            value: JSON = found.value
+            return value
+        return current
+
+    def _update_working_copy(self, cache: Cache) -> dict[str, JSON]:
         """The merged values replace the working copy's, which is written only if that
         changes it (an empty value does not create a file): where the store knows nothing
-        new, the working copy stays byte for byte what pytest left."""
-        for key, shared in self.shared.items():
-            merged = self.merged[key]
+        new, the working copy stays byte for byte what pytest left. Returns what the
+        working copy now holds, by key (None where nothing)."""
+        now: dict[str, JSON] = {}
+        for key in self.shared:
             current = cache.get(key, _MISSING)
-            if has_data(merged) or (key in BUILTIN_SHARED_KEYS and current is not _MISSING):
-                value = shared.local(merged.value)
-                if value != current and (value or current is not _MISSING):
-                    cache.set(key, value)
+            value = self._synced_value(key, None if current is _MISSING else current)
+            if value != current and (value or current is not _MISSING):
+                cache.set(key, value)
+                now[key] = value
+            else:
+                now[key] = None if current is _MISSING else current
+        return now
+
+    def _write_out(self, config: pytest.Config) -> None:
+        if self.sync is None or self.recorder is None or self.degraded:
+            return
+        if config.option.cacheshow or not self.sync.namespace.trusted:
+            return
+        try:
+            self._sync_out(config)
+        except Exception as error:  # SyncFailed, or anything else: never fail the run
+            self._warn_unavailable(config, f"could not write this run's results: {error}")
+        self._warn_corrupt(config)
 
     def _sync_out(self, config: pytest.Config) -> None:
         """Write what this run learnt as its own part of each shared key; compact."""
-        assert self.remote is not None
+        assert self.sync is not None
         assert self.recorder is not None
         assert self.settings is not None
         assert config.cache is not None
         if hasattr(config, "workerinput"):
             return
         parts: dict[str, JSON] = {}
-        observed = self.recorder.observations(self.run_start)
+        replayed = self.recorder.replay(_strings(self.start[LASTFAILED_KEY]))
+        observed = replayed.observations(self.run_start)
         if observed:
             parts[LASTFAILED_KEY] = observed
         if not config.getoption("collectonly"):
@@ -202,43 +319,66 @@ class CacheProvider:
                 if value is not None:
                     parts[key] = value
         threshold = self.settings.compact_threshold
-        compact = {
-            key: shared.strategy
-            for key, shared in self.shared.items()
-            if key in self.merged and len(self.merged[key].parts) + (key in parts) >= threshold
-        }
-        if parts or compact:
-            self.remote.write(parts, compact=compact, min_parts=threshold)
+        compact = [
+            key
+            for key, found in self.found.items()
+            if len(found.parts) + (key in parts) >= threshold
+        ]
+        stats = None
+        if self.test_stats is not None and self.test_stats.tests:
+            namespace = self.sync.namespace
+            stats = self.test_stats.record(
+                at=self.run_start, run_id=namespace.run_id, label=namespace.describe()
+            )
+        if parts or compact or stats:
+            self.sync.write(parts, compact=compact, min_parts=threshold, stats=stats)
+
+    def _split(self, config: pytest.Config, settings: Settings) -> None:
+        """Run one shard of the selected tests, balanced by recorded durations."""
+        workerinput = getattr(config, "workerinput", None)
+        if workerinput is not None:
+            durations = workerinput.get(WORKERINPUT_KEY, {})
+        else:
+            found = self.found.get(DURATIONS_KEY)
+            durations = found.value if found is not None else {}
+            if config.pluginmanager.hasplugin("xdist"):
+                plugin = DurationsForWorkers(durations)
+                config.pluginmanager.register(plugin, "cachekit-durations-for-workers")
+        selection = ShardSelection(settings.shard_id, settings.num_shards, durations)
+        config.pluginmanager.register(selection, "cachekit-shard-selection")
 
     def workers_collected(self, config: pytest.Config, ids: Sequence[str]) -> None:
         """Under xdist the controller never collects: learn the ids from the workers."""
         nfplugin = config.pluginmanager.get_plugin("nfplugin")
         if isinstance(nfplugin, NFPlugin):
             nfplugin.cached_nodeids.update(_node_key(nodeid) for nodeid in ids)
+        if self.recorder is None:
+            return
+        collected = self.recorder.workers_collected(ids)
         lfplugin = config.pluginmanager.get_plugin("lfplugin")
-        if self.recorder is not None:
-            for collector in self.recorder.collected_fine(ids):
-                if isinstance(lfplugin, LFPlugin):
-                    lfplugin.lastfailed.pop(_node_key(collector), None)
+        if isinstance(lfplugin, LFPlugin):
+            failing = [str(nodeid) for nodeid in lfplugin.lastfailed]
+            for collector in collected.fixed_collectors(failing):
+                lfplugin.lastfailed.pop(_node_key(collector), None)
 
     def _cacheshow(self, config: pytest.Config, session: pytest.Session) -> int:
         code = builtin.cacheshow(config, session)
-        if self.remote is None or self.degraded:
+        if self.sync is None or self.degraded:
             return code
         glob = config.option.cacheshow[0] or "*"
         tw = TerminalWriter()
         tw.sep("-", f"cachekit: shared values for {glob!r} in {self._describe()}")
-        for key, shared in self.shared.items():
-            merged = self.merged.get(key)
-            if merged is None or not has_data(merged) or not _glob_matches(key, glob):
+        for key in self.shared:
+            found = self.found.get(key)
+            if found is None or not found.has_data or not _glob_matches(key, glob):
                 continue
-            sources = (["the base"] if merged.has_base else []) + (
-                [f"{len(merged.parts)} part(s)"] if merged.parts else []
+            sources = (["the base"] if found.has_base else []) + (
+                [f"{len(found.parts)} part(s)"] if found.parts else []
             )
             tw.line(f"{key} contains (merged from {' and '.join(sources)}):")
-            for line in pformat(shared.local(merged.value)).splitlines():
+            for line in pformat(found.value).splitlines():
                 tw.line("  " + line)
-            for part in merged.parts:
+            for part in found.parts:
                 tw.line(f"  part {part}")
         return code
 
@@ -250,8 +390,8 @@ class CacheProvider:
             _warn(config, StoreUnavailableWarning(f"cachekit: {message}"))
 
     def _warn_corrupt(self, config: pytest.Config) -> None:
-        if self.remote is not None and not self._warned_corrupt:
-            warning = self.remote.budget.corrupt_summary()
+        if self.sync is not None and not self._warned_corrupt:
+            warning = self.sync.budget.corrupt_summary()
             if warning is not None:  # one per run, for the first values found unreadable
                 self._warned_corrupt = True
                 _warn(config, warning)
@@ -277,60 +417,149 @@ def _glob_matches(key: str, glob: str) -> bool:
     )
 
 
+class SharedCache(Cache):  # type: ignore[misc]  # pytest marks it final for its users
+    """pytest's `Cache`, whose first read or write of a shared key waits for the start-up
+    read when that runs alongside the session (`CacheProvider._needs_values_now`)."""
+
+    _shared: frozenset[str] = frozenset()
+    _before_shared_access: Callable[[], None] | None = None
+
+    def wait_for_shared(self, keys: frozenset[str], finish: Callable[[], None]) -> None:
+        self._shared = keys
+        self._before_shared_access = finish
+
+    def _wait(self, key: str) -> None:
+        if self._before_shared_access is not None and key in self._shared:
+            finish, self._before_shared_access = self._before_shared_access, None
+            finish()
+
+    def get(self, key: str, default: Any) -> Any:
+        self._wait(key)
+        return super().get(key, default)
+
+    def set(self, key: str, value: object) -> None:
+        self._wait(key)
+        super().set(key, value)
+
+
 class Recorder:
-    """What this run saw fail and pass, per node id: the run's ``cache/lastfailed`` part.
+    """What this run saw fail, pass and collect, in order: replayed onto the
+    ``cache/lastfailed`` of the run's start (`replay`), it gives this run's part and the
+    value ``LFPlugin`` ends with.
 
     Mirrors ``LFPlugin``'s bookkeeping exactly, so the merged value a later run reads
-    agrees with what pytest alone would have written on one machine.
+    agrees with what pytest alone would have written on one machine. Keeping events
+    rather than a running state lets the start value arrive late (`CacheProvider`).
     """
 
-    def __init__(self, failing: Iterable[str]) -> None:
-        self.failing = set(failing)
-        self.outcomes: dict[str, bool] = {}
-
-    def _see(self, nodeid: str, failed: bool) -> None:
-        self.outcomes[nodeid] = failed
-        if failed:
-            self.failing.add(nodeid)
-        else:
-            self.failing.discard(nodeid)
+    def __init__(self) -> None:
+        self.events: list[Outcome | Collected | WorkersCollected] = []
+        self._last: tuple[tuple[tuple[str, ...], int], Replay] | None = None
 
     def pytest_runtest_logreport(self, report: TestReport) -> None:
         if (report.when == "call" and report.passed) or report.skipped:
-            self._see(report.nodeid, False)
+            self.events.append(Outcome(report.nodeid, False))
         elif report.failed:
-            self._see(report.nodeid, True)
+            self.events.append(Outcome(report.nodeid, True))
 
     def pytest_collectreport(self, report: CollectReport) -> None:
         if report.outcome in ("passed", "skipped"):
-            if report.nodeid in self.failing:
-                self._see(report.nodeid, False)
-                for item in report.result:
-                    self._see(item.nodeid, True)
+            self.events.append(Collected(report.nodeid, [item.nodeid for item in report.result]))
         else:
-            self._see(report.nodeid, True)
+            self.events.append(Outcome(report.nodeid, True))
 
-    def collected_fine(self, ids: Sequence[str]) -> list[str]:
-        """Failing collectors that have collected items now; they are no longer failing."""
-        collected = set(ids)
-        fixed = [
-            collector
-            for collector in sorted(self.failing)
-            if collector not in collected
-            and any(_is_inside(nodeid, collector) for nodeid in collected)
-        ]
-        for collector in fixed:
-            self._see(collector, False)
-        return fixed
+    def workers_collected(self, ids: Sequence[str]) -> WorkersCollected:
+        event = WorkersCollected(frozenset(ids))
+        self.events.append(event)
+        return event
+
+    def replay(self, failing_at_start: Iterable[str]) -> Replay:
+        """The events so far, replayed onto ``failing_at_start``. The last replay is kept
+        (the end of a session asks twice); treat it as read-only."""
+        key = (tuple(failing_at_start), len(self.events))
+        if self._last is None or self._last[0] != key:
+            replay = Replay(dict.fromkeys(key[0], True), {})
+            for event in self.events:
+                event.apply(replay)
+            self._last = (key, replay)
+        return self._last[1]
+
+
+@attrs.define
+class Replay:
+    #: Failing node ids, in ``LFPlugin``'s order.
+    failing: dict[str, bool]
+    #: This run's observations: node id to whether it failed, the last one winning.
+    observed: dict[str, bool]
+
+    def see(self, nodeid: str, failed: bool) -> None:
+        self.observed[nodeid] = failed
+        if failed:
+            self.failing[nodeid] = True
+        else:
+            self.failing.pop(nodeid, None)
 
     def observations(self, at: float) -> dict[str, JSON]:
+        """The run's ``cache/lastfailed`` part (`cachekit.merge.LASTFAILED`)."""
         return {
-            nodeid: {"at": at, "failed": failed} for nodeid, failed in sorted(self.outcomes.items())
+            nodeid: {"at": at, "failed": failed} for nodeid, failed in sorted(self.observed.items())
         }
+
+
+@attrs.frozen
+class Outcome:
+    """A test or collector passed (or was skipped), or failed."""
+
+    nodeid: str
+    failed: bool
+
+    def apply(self, replay: Replay) -> None:
+        replay.see(self.nodeid, self.failed)
+
+
+@attrs.frozen
+class Collected:
+    """A collector collected fine: if it failed before, what it holds is now to run."""
+
+    nodeid: str
+    result: list[str]
+
+    def apply(self, replay: Replay) -> None:
+        if self.nodeid in replay.failing:
+            replay.see(self.nodeid, False)
+            for nodeid in self.result:
+                replay.see(nodeid, True)
+
+
+@attrs.frozen
+class WorkersCollected:
+    """Under xdist, the ids a worker collected (the controller sees no collection)."""
+
+    ids: frozenset[str]
+
+    def fixed_collectors(self, failing: Iterable[str]) -> list[str]:
+        """Failing collectors that have collected items now; they are no longer failing."""
+        return [
+            collector
+            for collector in sorted(failing)
+            if collector not in self.ids
+            and any(_is_inside(nodeid, collector) for nodeid in self.ids)
+        ]
+
+    def apply(self, replay: Replay) -> None:
+        for collector in self.fixed_collectors(replay.failing):
+            replay.see(collector, False)
 
 
 def _is_inside(nodeid: str, collector: str) -> bool:
     return nodeid.startswith((collector + "::", collector.rstrip("/") + "/"))
+
+
+def _strings(value: JSON) -> list[str]:
+    """The node ids of a ``cache/lastfailed`` mapping or a ``cache/nodeids`` list."""
+    if isinstance(value, dict | list):
+        return [item for item in value if isinstance(item, str)]
+    return []
 
 
 class XdistCollection:

@@ -2,18 +2,21 @@
 
 Start of a run: one batched read (`Cache.read_merged_many`) of every shared key.
 End of a run: this run's changes as its own parts (`Cache.write_part`), then compaction
-of keys whose parts passed the threshold. Every remote call runs in a worker thread with
-a deadline taken from one budget for the whole run; a call that fails or runs out of time
-turns the sync off for the rest of the run and is reported as one `SyncFailed`.
+of keys whose parts passed the threshold. A store on this machine is used from the pytest
+process; a remote one from the sync agent, a helper process (`cachekit_pytest.agent`).
+Either way every remote call has a deadline taken from one budget for the whole run; a
+call that fails or runs out of time turns the sync off for the rest of the run and is
+reported as one `SyncFailed`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 import time
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Generic, Protocol, TypeVar
 
 import attrs
@@ -35,9 +38,12 @@ from cachekit import (
 from cachekit.ci import Namespace, namespaced_cache
 from cachekit.codec import JSON
 from cachekit.errors import CacheError, InvalidURL, UnsupportedOperation
-from cachekit.layout import LASTFAILED_KEY, NODEIDS_KEY
-from cachekit.merge import still_failing
+from cachekit.layout import DURATIONS_KEY, LASTFAILED_KEY, NODEIDS_KEY
+from cachekit.merge import DURATIONS, still_failing
+from cachekit.stats import durations_from_value
+from cachekit.stores.registry import is_in_process
 from cachekit_pytest.options import SharedKey
+from cachekit_pytest.stats import RunRecord
 
 T = TypeVar("T")
 
@@ -195,14 +201,34 @@ def _strings(value: JSON) -> list[str]:
     return [item for item in value if isinstance(item, str)] if isinstance(value, list) else []
 
 
+class DurationsKey(_Shared[Any]):
+    """``stats/durations``, read for duration-balanced sharding as of its last compaction
+    (by ``cachekit compact`` or ``merge``, typically in a CI workflow's final job): every
+    shard of a run, and any re-run of one, then splits by the same durations, however
+    soon other shards write theirs. Its parts come from the runs' test statistics
+    (`cachekit.stats.run_parts`), never from the working copy."""
+
+    def local(self, merged: Any) -> JSON:
+        return durations_from_value(merged)  # type: ignore[return-value]
+
+    def part(self, start: JSON, end: JSON, now: float) -> JSON:
+        raise NotImplementedError("durations parts come from the run's test statistics")
+
+
+#: Read at start-up only when the run picks its shard of the tests by duration.
+DURATIONS_READ = SharedKey(DURATIONS_KEY, "durations")
+
+
 def shared_keys(extra: tuple[SharedKey, ...]) -> dict[str, Shared]:
-    """The built-in shared keys, then those the ini option lists."""
+    """The built-in shared keys, then those the ini option lists (and `DURATIONS_READ`)."""
     found: dict[str, Shared] = {
         LASTFAILED_KEY: LastFailedKey(LASTFAILED_KEY, LASTFAILED),
         NODEIDS_KEY: UnionKey(NODEIDS_KEY, NODEIDS),
     }
     for item in extra:
-        if item.strategy == "union":
+        if item == DURATIONS_READ:
+            found[item.key] = DurationsKey(item.key, DURATIONS)
+        elif item.strategy == "union":
             found[item.key] = UnionKey(item.key, SortedUnion())
         elif item.strategy == "mapping":
             found[item.key] = MappingKey(item.key, MappingUnion(LatestWins()))
@@ -215,35 +241,42 @@ def has_data(merged: Merged) -> bool:
     return merged.has_base or bool(merged.parts)
 
 
+@attrs.frozen
+class Found:
+    """What the start-up read found for one shared key, in pytest's shape."""
+
+    #: The merged value projected onto what pytest keeps (`Shared.local`): JSON, typed
+    #: Any so cattrs passes it through.
+    value: Any
+    has_base: bool
+    #: The ids of the parts joined into it, sorted.
+    parts: tuple[str, ...]
+
+    @property
+    def has_data(self) -> bool:
+        return self.has_base or bool(self.parts)
+
+
 # -- the remote store ---------------------------------------------------------------------
 
 
 class Remote:
-    """The shared keys in the store a URL names, every call within ``budget``.
+    """The shared keys in the store a URL names, with no time limit of its own.
 
     Keys live in the run's namespace (`cachekit.layout`, `cachekit.ci`): reads follow its
-    read chain (this ref, the base ref, the default branch), writes go under its own ref,
-    and an untrusted run (a fork's pull request) never writes.
+    read chain (this ref, the base ref, the default branch), writes go under its own ref.
+    Runs in the pytest process (`InProcessSync`) or in the sync agent (`cachekit_pytest.agent`).
     """
 
-    def __init__(self, url: str, *, namespace: Namespace, budget: Budget) -> None:
+    def __init__(self, url: str, *, namespace: Namespace, keys: Mapping[str, Shared]) -> None:
         self.url = url
         self.namespace = namespace
-        self.budget = budget
+        self.keys = dict(keys)
         self._cache: Cache | None = None
 
-    @property
-    def display(self) -> str:
-        return redact_url(self.url)
-
-    @property
-    def writable(self) -> bool:
-        return self.namespace.trusted
-
-    def _open(self) -> Cache:
-        """The namespace's cache. Opening a store makes no request, but it imports the
-        backend's libraries (botocore and friends take a second or more on a loaded
-        machine): that is not time the store costs, so it is spent outside the budget."""
+    def open(self) -> Cache:
+        """The namespace's cache. Opening makes no request, but it imports the backend's
+        libraries (botocore and friends take a second or more on a loaded machine)."""
         if self._cache is None:
             try:
                 store = open_store(self.url)
@@ -252,38 +285,124 @@ class Remote:
             self._cache = namespaced_cache(store, self.namespace)
         return self._cache
 
-    def read(self, keys: Mapping[str, Shared]) -> dict[str, Merged]:
+    def read(self) -> dict[str, Found]:
         """Every key's merged value: one listing and one batched fetch per namespace."""
-        strategies = {key: shared.strategy for key, shared in keys.items()}
-        cache = self._open()
-        return self.budget.run(
-            lambda: cache.read_merged_many(strategies), f"reading {self.display}"
-        )
+        strategies = {key: shared.strategy for key, shared in self.keys.items()}
+        as_compacted = [
+            key for key, shared in self.keys.items() if isinstance(shared, DurationsKey)
+        ]
+        merged = self.open().read_merged_many(strategies, bases_only=as_compacted)
+        return {
+            key: Found(self.keys[key].local(value.value), value.has_base, value.parts)
+            for key, value in merged.items()
+        }
 
     def write(
         self,
         parts: Mapping[str, JSON],
         *,
-        compact: Mapping[str, MergeStrategy[Any]],
+        compact: Iterable[str],
         min_parts: int,
+        stats: RunRecord | None = None,
     ) -> None:
-        """Write ``parts`` (key to value) as this run's part, then compact ``compact``."""
+        """Write ``parts`` (key to value) and the run's test statistics as this run's
+        part, then compact ``compact``."""
         part_id = self.namespace.new_part_id()
-        cache = self._open()
-
-        def work() -> None:
-            for key, value in parts.items():
-                cache.write_part(key, part_id, value)
-            for key, strategy in compact.items():
-                try:
-                    cache.compact(key, strategy, min_parts=min_parts)
-                except UnsupportedOperation:
-                    return  # the store has no compare-and-swap: parts stay, reads still merge
-
-        self.budget.run(work, f"writing to {self.display}")
+        cache = self.open()
+        if stats is not None:
+            parts = {**parts, **stats.parts(part_id)}
+        for key, value in parts.items():
+            cache.write_part(key, part_id, value)
+        for key in compact:
+            try:
+                cache.compact(key, self.keys[key].strategy, min_parts=min_parts)
+            except UnsupportedOperation:
+                return  # the store has no compare-and-swap: parts stay, reads still merge
 
     def close(self) -> None:
-        if self._cache is not None and self.budget.remaining > 0:
-            store = self._cache.store
+        if self._cache is not None:
+            self._cache.store.close()
+
+
+class Sync(Protocol):
+    """The shared cache as the provider uses it: every call within one `Budget`.
+
+    `start` begins the start-up read; `result` waits for it, so a run that needs the
+    values only at its end (no ``--lf``, ``--ff`` or ``--nf``) reads while it collects and
+    runs tests.
+    """
+
+    url: str
+    namespace: Namespace
+    budget: Budget
+
+    def start(self, *, read: bool) -> None: ...
+
+    def opened(self) -> None:
+        """Wait until the store is open; `InvalidBackend` if its URL cannot be opened."""
+
+    def result(self) -> dict[str, Found]: ...
+
+    def write(
+        self,
+        parts: Mapping[str, JSON],
+        *,
+        compact: Iterable[str],
+        min_parts: int,
+        stats: RunRecord | None = None,
+    ) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class InProcessSync:
+    """`Remote` in the pytest process, for stores on this machine (paths, ``memory://``)
+    and wherever ``CACHEKIT_IN_PROCESS=1`` asks for it."""
+
+    def __init__(
+        self, url: str, *, namespace: Namespace, keys: Mapping[str, Shared], budget: Budget
+    ):
+        self.url = url
+        self.namespace = namespace
+        self.budget = budget
+        self.remote = Remote(url, namespace=namespace, keys=keys)
+
+    def start(self, *, read: bool) -> None:
+        self.remote.open()  # outside the budget: importing libraries is not the store's cost
+
+    def opened(self) -> None:
+        self.remote.open()
+
+    def result(self) -> dict[str, Found]:
+        return self.budget.run(self.remote.read, f"reading {redact_url(self.url)}")
+
+    def write(
+        self,
+        parts: Mapping[str, JSON],
+        *,
+        compact: Iterable[str],
+        min_parts: int,
+        stats: RunRecord | None = None,
+    ) -> None:
+        self.budget.run(
+            lambda: self.remote.write(parts, compact=compact, min_parts=min_parts, stats=stats),
+            f"writing to {redact_url(self.url)}",
+        )
+
+    def close(self) -> None:
+        if self.budget.remaining > 0:
             with contextlib.suppress(SyncFailed, CacheError):
-                self.budget.run(store.close, "closing the store")
+                self.budget.run(self.remote.close, "closing the store")
+
+
+def open_sync(
+    url: str, *, namespace: Namespace, keys: tuple[SharedKey, ...], budget: Budget
+) -> Sync:
+    """In the pytest process for a store on this machine; in the sync agent for a remote
+    one, so that its client libraries (botocore: imports, threads, loggers, garbage)
+    never load into the test process and its start-up read overlaps the run."""
+    if is_in_process(url) or os.environ.get("CACHEKIT_IN_PROCESS", "") not in ("", "0"):
+        return InProcessSync(url, namespace=namespace, keys=shared_keys(keys), budget=budget)
+    from cachekit_pytest.agent import AgentSync  # noqa: PLC0415 (a cycle otherwise)
+
+    return AgentSync(url, namespace=namespace, keys=keys, budget=budget)

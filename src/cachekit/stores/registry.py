@@ -68,3 +68,16 @@ def _registered_factory(scheme: str) -> Callable[[str], CacheStore] | None:
         factory: Callable[[str], CacheStore] = point.load()
         return factory
     return None
+
+
+def is_in_process(url: str | os.PathLike[str]) -> bool:
+    """Whether the store a URL names lives on this machine and needs no client library:
+    a plain path, ``file://`` or ``memory://`` (when no third-party backend claims it)."""
+    text = os.fspath(url)
+    try:
+        scheme = _scheme(text)
+    except InvalidURL:
+        return False  # opening it reports the error
+    if scheme is None:
+        return True
+    return scheme in ("file", "memory") and _registered_factory(scheme) is None

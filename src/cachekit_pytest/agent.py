@@ -1,0 +1,340 @@
+"""The sync agent: a helper process that talks to a remote store for a pytest run.
+
+A remote store's client libraries are heavy for a test process: importing botocore
+takes most of a second, and its objects, threads and dozens of loggers then slow down
+pytest's garbage collection and log capture for the whole run. The agent keeps all of
+that in another process, where it also overlaps the start-up read with collection and
+the test run (the values are needed at the start only for ``--lf``, ``--ff`` and
+``--nf``). Nothing else changes: the agent runs the same `Remote` as the in-process
+path, and the pytest side spends the same `Budget` on waiting for it.
+
+The two processes exchange one JSON document per line (records below, through cattrs):
+the pytest side sends `Start`, then any `Write`, then `Close` (or just closes the pipe);
+the agent answers each with a `Reply`, and `Start` with two: once the store is open,
+then with the start-up read.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import functools
+import json
+import os
+import queue
+import subprocess
+import sys
+import threading
+import warnings
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import IO, Any, TypeVar
+
+import attrs
+import cattrs
+
+from cachekit.ci import Namespace
+from cachekit.codec import JSON
+from cachekit.errors import CacheKitWarning, CorruptValueWarning, StoreUnavailableWarning
+from cachekit.urls import redact_url
+from cachekit_pytest.options import SharedKey
+from cachekit_pytest.stats import RunRecord
+from cachekit_pytest.sync import Budget, Found, InvalidBackend, Remote, SyncFailed, shared_keys
+
+T = TypeVar("T")
+
+#: Longest wait for the agent to start and import the backend's libraries. Not charged to
+#: the budget (it is not the store's time), but bounded: a broken install must not hang.
+OPEN_TIMEOUT = 60.0
+#: Longest wait for the agent to exit once closed.
+EXIT_TIMEOUT = 5.0
+
+
+@attrs.frozen
+class Start:
+    url: str
+    namespace: Namespace
+    keys: tuple[SharedKey, ...]
+    #: False under ``--cache-clear``: open the store for the end of the run, read nothing.
+    read: bool
+
+
+@attrs.frozen
+class Write:
+    #: Key to JSON value, typed Any so cattrs passes it through.
+    parts: dict[str, Any]
+    compact: tuple[str, ...]
+    min_parts: int
+    stats: RunRecord | None = None
+
+
+@attrs.frozen
+class Request:
+    """Exactly one field is set."""
+
+    start: Start | None = None
+    write: Write | None = None
+    close: bool = False
+
+
+@attrs.frozen
+class RaisedWarning:
+    #: A `cachekit.errors` warning class name; anything else is a `CacheKitWarning`.
+    category: str
+    message: str
+
+
+@attrs.frozen
+class Reply:
+    ok: bool
+    error: str = ""
+    #: The URL cannot be opened: a configuration error, not a fault of the store.
+    invalid: bool = False
+    found: dict[str, Found] | None = None
+    warnings: tuple[RaisedWarning, ...] = ()
+
+
+_converter = cattrs.Converter(forbid_extra_keys=True)
+# Values typed Any are JSON already: pass them through rather than inspect every item
+# (a run's part holds an entry per test).
+_converter.register_unstructure_hook_func(lambda type_: type_ is Any, lambda value: value)
+
+
+def encode(record: Request | Reply) -> bytes:
+    document = _converter.unstructure(record)
+    return json.dumps(document, separators=(",", ":"), allow_nan=False).encode() + b"\n"
+
+
+def decode(line: bytes, kind: type[T]) -> T:
+    return _converter.structure(json.loads(line), kind)
+
+
+# -- the agent process ----------------------------------------------------------------
+
+
+def serve(requests: IO[bytes], replies: IO[bytes]) -> None:
+    """Answer requests until `Close` or the end of the pipe."""
+    remote: Remote | None = None
+
+    def answer(reply: Reply) -> None:
+        replies.write(encode(reply))
+        replies.flush()
+
+    for line in requests:
+        request = decode(line, Request)
+        if request.start is not None:
+            start = request.start
+            keys = shared_keys(start.keys)
+            remote = Remote(start.url, namespace=start.namespace, keys=keys)
+            opening = _attempt(remote.open)
+            answer(opening)
+            if opening.ok and start.read:
+                answer(_attempt(remote.read))
+        elif request.write is not None:
+            assert remote is not None, "Write before Start"
+            answer(_attempt(functools.partial(_write, remote, request.write)))
+        if request.close:
+            break
+    if remote is not None:
+        _attempt(remote.close)
+
+
+def _write(remote: Remote, write: Write) -> None:
+    remote.write(write.parts, compact=write.compact, min_parts=write.min_parts, stats=write.stats)
+
+
+def _attempt(call: Callable[[], object]) -> Reply:
+    """``call()`` as a `Reply`: its result if it read values, every cachekit warning it
+    raised, and any exception as a message."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", CacheKitWarning)
+        try:
+            result = call()
+        except InvalidBackend as error:
+            return Reply(ok=False, error=str(error), invalid=True)
+        except Exception as error:  # reported to the pytest side, which warns once
+            return Reply(ok=False, error=f"{type(error).__name__}: {error}")
+    raised = tuple(
+        RaisedWarning(type(w.message).__name__, str(w.message))
+        for w in caught
+        if isinstance(w.message, CacheKitWarning)
+    )
+    found = result if isinstance(result, dict) else None
+    return Reply(ok=True, found=found, warnings=raised)
+
+
+def main() -> None:
+    serve(sys.stdin.buffer, sys.stdout.buffer)
+    sys.stdout.flush()
+    # Nothing is left to do: skip the interpreter's teardown of botocore and friends,
+    # which the pytest side would otherwise wait for.
+    os._exit(0)
+
+
+# -- the pytest side ------------------------------------------------------------------
+
+
+class AgentSync:
+    """`cachekit_pytest.sync.Sync` through an agent process.
+
+    Replies are read by a thread into a queue; each wait takes its deadline from the
+    budget (`Budget.run`). An agent that runs out of time or dies is killed, and the run
+    goes on as the in-process path would after the same fault.
+    """
+
+    def __init__(
+        self, url: str, *, namespace: Namespace, keys: tuple[SharedKey, ...], budget: Budget
+    ) -> None:
+        self.url = url
+        self.namespace = namespace
+        self.budget = budget
+        self.keys = keys
+        self._process: subprocess.Popen[bytes] | None = None
+        self._replies: queue.Queue[Reply | None] = queue.Queue()
+        self._opened: Reply | None = None
+        self._read_requested = False
+        self._errors: collections.deque[str] = collections.deque(maxlen=20)
+
+    @property
+    def _display(self) -> str:
+        return redact_url(self.url)
+
+    def start(self, *, read: bool) -> None:
+        package_root = str(Path(__file__).resolve().parent.parent)
+        self._process = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                f"import sys; sys.path.insert(0, {package_root!r}); "
+                "from cachekit_pytest.agent import main; main()",
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        threading.Thread(
+            target=self._read_replies, args=(self._process.stdout,), daemon=True
+        ).start()
+        threading.Thread(
+            target=self._read_errors, args=(self._process.stderr,), daemon=True
+        ).start()
+        self._read_requested = read
+        self._send(Request(start=Start(self.url, self.namespace, self.keys, read)))
+
+    def _read_replies(self, stream: IO[bytes]) -> None:
+        try:
+            for line in stream:
+                self._replies.put(decode(line, Reply))
+        except Exception:  # garbage from the agent: treated as the agent dying
+            pass
+        self._replies.put(None)
+
+    def _read_errors(self, stream: IO[bytes]) -> None:
+        """Keep the end of what the agent printed: it explains an unexpected exit."""
+        for line in stream:
+            self._errors.append(line.decode(errors="replace").rstrip())
+
+    def _died(self, what: str) -> SyncFailed:
+        self.budget.remaining = 0.0
+        last = next((line for line in reversed(self._errors) if line.strip()), "")
+        return SyncFailed(
+            f"{what}: the sync agent exited unexpectedly" + (f" ({last})" if last else "")
+        )
+
+    def _send(self, request: Request) -> None:
+        assert self._process is not None
+        assert self._process.stdin is not None
+        try:
+            self._process.stdin.write(encode(request))
+            self._process.stdin.flush()
+        except OSError:
+            pass  # the agent died: the reply queue says so
+
+    def opened(self) -> None:
+        if self._opened is None:
+            self._opened = self._next(OPEN_TIMEOUT, "starting the sync agent")
+        if self._opened.invalid:
+            raise InvalidBackend(self._opened.error)
+        if not self._opened.ok:
+            self.budget.remaining = 0.0
+            raise SyncFailed(f"opening {self._display}: {self._opened.error}")
+
+    def result(self) -> dict[str, Found]:
+        assert self._read_requested, "the start-up read was not requested"
+        self.opened()
+        reply = self._wait(f"reading {self._display}")
+        return reply.found or {}
+
+    def write(
+        self,
+        parts: Mapping[str, JSON],
+        *,
+        compact: Iterable[str],
+        min_parts: int,
+        stats: RunRecord | None = None,
+    ) -> None:
+        self.opened()
+        self._send(Request(write=Write(dict(parts), tuple(compact), min_parts, stats)))
+        self._wait(f"writing to {self._display}")
+
+    def close(self) -> None:
+        process = self._process
+        if process is None:
+            return
+        self._send(Request(close=True))
+        if process.stdin is not None:
+            with contextlib.suppress(OSError):  # the agent is gone already
+                process.stdin.close()
+        try:
+            process.wait(min(EXIT_TIMEOUT, max(self.budget.remaining, 0.1)))
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+    def _wait(self, what: str) -> Reply:
+        """The next reply within the budget; `SyncFailed` if it failed or never came."""
+        try:
+            reply = self.budget.run(self._replies.get, what)
+        except SyncFailed:
+            self._kill()  # out of time: a hung agent must not outlive the run
+            raise
+        if reply is None:
+            self._kill()
+            raise self._died(what)
+        self._note_warnings(reply)
+        if not reply.ok:
+            self.budget.remaining = 0.0
+            raise SyncFailed(f"{what}: {reply.error}")
+        return reply
+
+    def _next(self, timeout: float, what: str) -> Reply:
+        """The next reply, not charged to the budget (only the start-up uses this)."""
+        try:
+            reply = self._replies.get(timeout=timeout)
+        except queue.Empty:
+            self._kill()
+            self.budget.remaining = 0.0
+            raise SyncFailed(f"{what}: no answer within {timeout:g} s") from None
+        if reply is None:
+            raise self._died(what)
+        self._note_warnings(reply)
+        return reply
+
+    def _note_warnings(self, reply: Reply) -> None:
+        for raised in reply.warnings:
+            category = _WARNINGS.get(raised.category, CacheKitWarning)
+            self.budget.warnings.append(category(raised.message))
+
+    def _kill(self) -> None:
+        if self._process is not None and self._process.poll() is None:
+            self._process.kill()
+
+
+_WARNINGS: dict[str, type[CacheKitWarning]] = {
+    category.__name__: category
+    for category in (CacheKitWarning, CorruptValueWarning, StoreUnavailableWarning)
+}
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,64 @@
+"""Duration-balanced sharding: ``--num-shards N --shard-id I`` runs one of N parts of
+the selected tests, of about equal run time by the durations earlier runs recorded.
+
+The split is `cachekit.sharding.split` (longest first onto the least loaded shard;
+unknown tests count at the average), computed by every shard alike from the same
+durations, so each selected test runs on exactly one shard. It applies last, to the
+tests that ``-k``, ``-m``, ``--deselect``, ``--lf`` and the rest selected, keeping their
+order (``--ff``, ``--nf``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator, Mapping
+
+import pytest
+
+from cachekit.sharding import split
+
+#: Where the xdist controller hands the durations to its workers.
+WORKERINPUT_KEY = "cachekit_durations"
+
+
+class ShardSelection:
+    """Registered after ``LFPlugin``: its wrapper then encloses ``LFPlugin``'s, and it
+    sees the tests after every other plugin chose them."""
+
+    def __init__(self, shard_id: int, num_shards: int, durations: Mapping[str, float]) -> None:
+        self.shard_id = shard_id
+        self.num_shards = num_shards
+        self.durations = durations
+        self.summary = ""
+
+    @pytest.hookimpl(wrapper=True, tryfirst=True)
+    def pytest_collection_modifyitems(
+        self, config: pytest.Config, items: list[pytest.Item]
+    ) -> Generator[None, None, None]:
+        yield
+        shards = split((item.nodeid for item in items), self.durations, self.num_shards)
+        mine = set(shards[self.shard_id])
+        keep = [item for item in items if item.nodeid in mine]
+        if len(keep) < len(items):
+            config.hook.pytest_deselected(items=[item for item in items if item.nodeid not in mine])
+            items[:] = keep
+        known = sum(1 for test_id in mine if test_id in self.durations)
+        planned = sum(self.durations.get(test_id, 0.0) for test_id in mine)
+        self.summary = (
+            f"cachekit: shard {self.shard_id} of {self.num_shards} (0-based): {len(mine)} "
+            f"test(s), {known} with a recorded duration ({planned:.1f} s recorded)"
+        )
+
+    def pytest_report_collectionfinish(self) -> str | None:
+        return self.summary or None
+
+
+class DurationsForWorkers:
+    """On the xdist controller: workers collect and split, so they get the durations."""
+
+    def __init__(self, durations: Mapping[str, float]) -> None:
+        self.durations = dict(durations)
+
+    def pytest_configure_node(self, node: object) -> None:
+        workerinput = getattr(node, "workerinput", None)
+        if isinstance(workerinput, dict):
+            workerinput[WORKERINPUT_KEY] = self.durations

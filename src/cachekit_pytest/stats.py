@@ -1,0 +1,117 @@
+"""Test statistics of a pytest run: per test, its outcome, duration and reruns.
+
+Recorded as the run's own parts of ``stats/runs`` and ``stats/durations``
+(`cachekit.stats.run_parts`), exactly as ``cachekit stats ingest`` records a JUnit XML
+report, so ``cachekit stats summary`` and duration-balanced sharding read both alike.
+The pytest process only tallies reports; the records are built where the parts are
+written (`RunRecord.parts`: in the sync agent for a remote store), off the test run's
+critical path.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+from _pytest.reports import TestReport
+
+from cachekit.codec import JSON
+from cachekit.junit import Outcome, TestCase
+from cachekit.stats import Run, run_parts
+
+#: failure > error > skipped > success, as for JUnit reports (DESIGN.md).
+_RANK: dict[Outcome, int] = {"passed": 0, "skipped": 1, "error": 2, "failed": 3}
+
+
+class TestStats:
+    """Registered on the process that receives every report (not on xdist workers)."""
+
+    __test__ = False  # not a pytest test class
+
+    def __init__(self) -> None:
+        #: node id -> [seconds, outcome, reruns, message], in the order tests reported.
+        self.tests: dict[str, list[Any]] = {}
+
+    def pytest_runtest_logreport(self, report: TestReport) -> None:
+        entry = self.tests.get(report.nodeid)
+        if entry is None:
+            entry = self.tests[report.nodeid] = [0.0, "passed", 0, ""]
+        entry[0] += report.duration
+        if str(report.outcome) == "rerun":  # pytest-rerunfailures: another attempt follows
+            entry[2] += 1
+            return
+        if report.passed:
+            return
+        outcome: Outcome
+        if report.skipped:
+            outcome = "skipped"
+        elif report.when == "call":
+            outcome = "failed"
+        else:
+            outcome = "error"
+        if _RANK[outcome] > _RANK[entry[1]]:
+            entry[1] = outcome
+            entry[3] = _message(report)
+
+    def record(self, *, at: float, run_id: str, label: str) -> RunRecord:
+        return RunRecord(at=at, run_id=run_id, label=label, tests=self.tests)
+
+
+@attrs.frozen
+class RunRecord:
+    """A run's tallies, as the pytest process hands them to whoever writes the parts."""
+
+    at: float
+    #: The CI run (`cachekit.ci.Namespace.run_id`) and the namespace, for people.
+    run_id: str
+    label: str
+    #: node id -> [seconds, outcome, reruns, message] (typed Any: passed through as JSON).
+    tests: dict[str, Any]
+
+    def cases(self) -> tuple[TestCase, ...]:
+        return tuple(
+            _case(nodeid, seconds, outcome, reruns, message)
+            for nodeid, (seconds, outcome, reruns, message) in self.tests.items()
+        )
+
+    def parts(self, part_id: str) -> dict[str, JSON]:
+        """The parts that record this run, by key, the run named by its part id."""
+        run = Run(
+            id=part_id,
+            at=self.at,
+            run_id=self.run_id,
+            source="pytest",
+            label=self.label,
+            cases=self.cases(),
+        )
+        return run_parts(run)
+
+
+def _case(nodeid: str, seconds: float, outcome: Outcome, reruns: int, message: str) -> TestCase:
+    """A `TestCase` whose `TestCase.test_id` is ``nodeid`` again (JUnit's naming:
+    ``file``, a dotted ``classname`` of module and classes, and ``name``)."""
+    head, _, parameters = nodeid.partition("[")
+    path, *classes, name = head.split("::")
+    name += f"[{parameters}" if parameters else ""
+    module = path[:-3].replace("/", ".") if path.endswith(".py") else ""
+    classname = ".".join(part for part in (module, *classes) if part)
+    return TestCase(
+        file=path,
+        classname=classname,
+        name=name,
+        outcome=outcome,
+        duration=round(seconds, 6),
+        reruns=reruns,
+        message=message,
+    )
+
+
+def _message(report: TestReport) -> str:
+    """The first line of why a test failed or was skipped, at most 200 characters."""
+    longrepr = report.longrepr
+    if isinstance(longrepr, tuple) and len(longrepr) == 3:  # a skip: (path, line, reason)
+        text = str(longrepr[2]).removeprefix("Skipped: ")
+    else:
+        crash = getattr(getattr(longrepr, "reprcrash", None), "message", None)
+        text = str(crash if crash is not None else longrepr or "")
+    return text.strip().split("\n", 1)[0][:200]

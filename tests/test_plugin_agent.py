@@ -1,0 +1,191 @@
+"""The sync agent: a remote store's libraries stay out of pytest, its start-up read runs
+alongside the session, and the result is the same as reading first, byte for byte."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+
+import pytest
+
+from cachekit import LASTFAILED, NODEIDS
+from cachekit.ci import Namespace
+from cachekit.merge import still_failing
+from cachekit_pytest.agent import RaisedWarning, Reply, Request, Start, Write, decode, encode
+from cachekit_pytest.options import SharedKey
+from cachekit_pytest.sync import Found
+from plugin_support import shared
+from servers import new_s3_bucket
+
+CONTROLLED = """
+import os, pytest
+
+FAIL = set(filter(None, os.environ.get("CK_FAIL", "").split(",")))
+
+@pytest.mark.parametrize("n", range(6))
+def test_t(n):
+    assert f"t{n}" not in FAIL
+"""
+
+
+def merged_state(url: str) -> tuple[dict[str, bool], list[str]]:
+    cache = shared(url)
+    lastfailed = still_failing(cache.read_merged("cache/lastfailed", LASTFAILED).value)
+    nodeids: list[str] = cache.read_merged("cache/nodeids", NODEIDS).value
+    return lastfailed, nodeids
+
+
+def working_copy(pytester: pytest.Pytester, cache_dir: str) -> dict[str, bytes]:
+    values = pytester.path / cache_dir / "v"
+    return {
+        str(path.relative_to(values)): path.read_bytes()
+        for path in sorted(values.rglob("*"))
+        if path.is_file()
+    }
+
+
+#: (what fails, the broken file's source, extra options, a new machine?) per run
+RUNS = [
+    ("t1,t4", "import not_a_module_xyz", (), False),
+    ("t4", "import not_a_module_xyz", ("-k", "not t[0]"), False),
+    ("t2", "def test_fixed(): pass", (), True),
+    ("", "def test_fixed(): pass", ("-k", "t2 or fixed"), False),
+    ("t0", "def test_fixed(): pass", (), True),
+]
+
+
+def test_reading_alongside_ends_as_reading_first(
+    pytester: pytest.Pytester, s3_endpoint: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The agent's read runs alongside the session and is folded into LFPlugin's and
+    NFPlugin's state at the end; the in-process path reads before they start. Every
+    run leaves the same working copy and the same merged values either way, through
+    failures moving, deselection, a collection error fixed, and new machines."""
+    alongside, first = new_s3_bucket(s3_endpoint), new_s3_bucket(s3_endpoint)
+    pytester.makepyfile(test_ctl=CONTROLLED)
+    for index, (failing, broken, options, new_machine) in enumerate(RUNS):
+        pytester.makepyfile(test_broken=broken)
+        monkeypatch.setenv("CK_FAIL", failing)
+        outcomes = []
+        for url, cache_dir, in_process in ((alongside, "a", ""), (first, "b", "1")):
+            if new_machine:
+                shutil.rmtree(pytester.path / cache_dir, ignore_errors=True)
+            monkeypatch.setenv("CACHEKIT_IN_PROCESS", in_process)
+            result = pytester.runpytest(
+                f"--cache-url={url}", "-o", f"cache_dir={cache_dir}", *options
+            )
+            outcomes.append(result.parseoutcomes())
+        assert outcomes[0] == outcomes[1], index
+        assert working_copy(pytester, "a") == working_copy(pytester, "b"), index
+        assert merged_state(alongside) == merged_state(first), index
+    lastfailed, _ = merged_state(alongside)
+    assert lastfailed == {"test_ctl.py::test_t[0]": True}
+
+
+def test_backend_libraries_stay_out_of_the_pytest_process(
+    pytester: pytest.Pytester, s3_url: str
+) -> None:
+    pytester.makepyfile(
+        """
+        import sys
+
+        def test_no_botocore_here():
+            assert not {"botocore", "s3fs", "aiobotocore"} & set(sys.modules)
+        """
+    )
+    result = pytester.runpytest_subprocess(f"--cache-url={s3_url}")
+    result.assert_outcomes(passed=1)
+    assert "Warning" not in result.stdout.str()
+    assert merged_state(s3_url)[1] == [
+        "test_backend_libraries_stay_out_of_the_pytest_process.py::test_no_botocore_here"
+    ]
+
+
+def test_conftest_and_fixture_reads_wait_for_the_shared_values(
+    pytester: pytest.Pytester, s3_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytester.makepyfile(test_ctl=CONTROLLED)
+    monkeypatch.setenv("CK_FAIL", "t3")
+    pytester.runpytest(f"--cache-url={s3_url}")
+    pytester.makepyfile(
+        test_reader="""
+        def test_reads(cache):
+            assert cache.get("cache/lastfailed", None) == {"test_ctl.py::test_t[3]": True}
+        """
+    )
+    (pytester.path / ".pytest_cache").rename(pytester.path / "elsewhere")  # a new machine
+    result = pytester.runpytest(f"--cache-url={s3_url}", "test_reader.py")
+    result.assert_outcomes(passed=1)
+
+
+def test_invalid_remote_url_is_a_usage_error_before_any_test_runs(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makepyfile("def test_a(): print('RAN')")
+    result = pytester.runpytest("-s", "--cache-url=nosuchproto://bucket/prefix")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*cachekit: *'nosuchproto' is not a known fsspec protocol*"])
+    assert "RAN" not in result.stdout.str()
+
+
+KILL_THE_AGENT = """
+import os, signal
+from pathlib import Path
+
+def test_kill_the_agent():
+    killed = []
+    for entry in Path("/proc").iterdir():
+        try:
+            stat = (entry / "stat").read_text()
+            command = (entry / "cmdline").read_bytes()
+        except (OSError, ValueError):
+            continue
+        parent = int(stat.rsplit(")", 1)[1].split()[1])
+        if parent == os.getpid() and b"cachekit_pytest.agent" in command:
+            os.kill(int(entry.name), signal.SIGKILL)
+            killed.append(entry.name)
+    assert killed
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds the agent in /proc")
+def test_agent_killed_mid_run_is_one_warning_and_writes_nothing(
+    pytester: pytest.Pytester, s3_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytester.makepyfile(test_ctl=CONTROLLED)
+    monkeypatch.setenv("CK_FAIL", "t5")
+    pytester.runpytest(f"--cache-url={s3_url}")
+    before = sorted(shared(s3_url).store.list())
+    pytester.makepyfile(test_kill=KILL_THE_AGENT)
+    result = pytester.runpytest(f"--cache-url={s3_url}", "-p", "no:randomly")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED  # t5 fails, as without a cache
+    result.assert_outcomes(passed=6, failed=1)
+    output = result.stdout.str()
+    assert output.count("StoreUnavailableWarning: cachekit") == 1, output
+    assert "the sync agent exited unexpectedly" in output
+    assert sorted(shared(s3_url).store.list()) == before
+
+
+def test_every_message_survives_the_pipe() -> None:
+    """Every record the two sides exchange survives the JSON round trip unchanged."""
+    requests = [
+        Request(
+            start=Start(
+                "s3://b/p", Namespace(ref="main", shard="1/2"), (SharedKey("a/b", "union"),), True
+            )
+        ),
+        Request(
+            write=Write(
+                {"cache/lastfailed": {"x": {"at": 1.5, "failed": True}}}, ("cache/nodeids",), 10
+            )
+        ),
+        Request(close=True),
+    ]
+    for request in requests:
+        assert decode(encode(request), Request) == request
+    reply = Reply(
+        ok=True,
+        found={"cache/nodeids": Found(["a", "b"], True, ("p1",))},
+        warnings=(RaisedWarning("CorruptValueWarning", "bad"),),
+    )
+    assert decode(encode(reply), Reply) == reply

@@ -1,0 +1,137 @@
+"""``--num-shards N --shard-id I``: one of N shards of the selected tests, balanced by
+the durations earlier runs recorded; every selected test runs on exactly one shard."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cachekit.sharding import split
+from cachekit.stats import load_durations
+from plugin_support import shared
+
+SLEEPY = """
+import os, time, pytest
+
+FAIL = set(filter(None, os.environ.get("CK_FAIL", "").split(",")))
+SECONDS = [0.6, 0.1, 0.1, 0.1, 0.1, 0.1, 0.05, 0.05]
+
+@pytest.mark.parametrize("n", range(8))
+def test_t(n):
+    time.sleep(SECONDS[n])
+    assert f"t{n}" not in FAIL
+"""
+
+_RAN = re.compile(r"(\S+::\S+) (?:PASSED|FAILED|ERROR)|(?:PASSED|FAILED|ERROR) (\S+::\S+)")
+
+
+def ran(result: pytest.RunResult) -> set[str]:
+    """The node ids a ``-v`` run reports as run (plain or xdist output)."""
+    found = set()
+    for line in result.stdout.lines:
+        match = _RAN.search(line)
+        if match:
+            found.add(match[1] or match[2])
+    return found
+
+
+def every_shard(pytester: pytest.Pytester, count: int, *args: str) -> list[set[str]]:
+    shards = []
+    for index in range(count):
+        result = pytester.runpytest(
+            "-v", "-p", "no:randomly", f"--num-shards={count}", f"--shard-id={index}", *args
+        )
+        assert result.ret in (
+            pytest.ExitCode.OK,
+            pytest.ExitCode.TESTS_FAILED,
+            pytest.ExitCode.NO_TESTS_COLLECTED,
+        )
+        shards.append(ran(result))
+    return shards
+
+
+def assert_partition(shards: list[set[str]], everything: set[str]) -> None:
+    assert set().union(*shards) == everything
+    assert sum(len(shard) for shard in shards) == len(everything)  # no test twice
+
+
+ALL = {f"test_sleepy.py::test_t[{n}]" for n in range(8)}
+
+
+def test_without_durations_shards_split_by_count(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_sleepy=SLEEPY.replace("time.sleep(SECONDS[n])", "pass"))
+    shards = every_shard(pytester, 3)
+    assert_partition(shards, ALL)
+    assert sorted(len(shard) for shard in shards) == [2, 3, 3]
+    assert every_shard(pytester, 3) == shards  # deterministic
+
+
+def compact(url: str, cwd: Path) -> None:
+    """What a CI workflow's final job does: fold every run's parts into the bases."""
+    subprocess.run([sys.executable, "-m", "cachekit", "compact", "--url", url], check=True, cwd=cwd)
+
+
+def test_recorded_durations_balance_the_shards(pytester: pytest.Pytester, remote_url: str) -> None:
+    pytester.makepyfile(test_sleepy=SLEEPY)
+    pytester.runpytest(f"--cache-url={remote_url}").assert_outcomes(passed=8)
+    compact(remote_url, pytester.path)
+    durations = load_durations(shared(remote_url))
+    assert set(durations) == ALL
+    expected = [set(shard) for shard in split(ALL, durations, 2)]
+    shards = every_shard(pytester, 2, f"--cache-url={remote_url}")
+    assert shards == expected
+    assert_partition(shards, ALL)
+    loads = sorted(sum(durations[test_id] for test_id in shard) for shard in shards)
+    assert loads[1] - loads[0] < 0.15, loads  # 0.6 s each, give or take the clock
+    # by count the split would be 4 and 4 tests; by time the 0.6 s test runs alone
+    assert sorted(len(shard) for shard in shards) == [1, 7]
+
+
+def test_shards_compose_with_last_failed(
+    pytester: pytest.Pytester, remote_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytester.makepyfile(test_sleepy=SLEEPY.replace("time.sleep(SECONDS[n])", "pass"))
+    monkeypatch.setenv("CK_FAIL", "t1,t4,t6")
+    pytester.runpytest(f"--cache-url={remote_url}").assert_outcomes(passed=5, failed=3)
+    shards = every_shard(pytester, 2, f"--cache-url={remote_url}", "--lf")
+    assert_partition(shards, {f"test_sleepy.py::test_t[{n}]" for n in (1, 4, 6)})
+
+
+def test_shards_compose_with_keyword_selection(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_sleepy=SLEEPY.replace("time.sleep(SECONDS[n])", "pass"))
+    shards = every_shard(pytester, 2, "-k", "not t[0] and not t[7]")
+    assert_partition(shards, ALL - {"test_sleepy.py::test_t[0]", "test_sleepy.py::test_t[7]"})
+
+
+def test_shards_under_xdist(pytester: pytest.Pytester, remote_url: str) -> None:
+    pytester.makepyfile(test_sleepy=SLEEPY)
+    pytester.runpytest(f"--cache-url={remote_url}").assert_outcomes(passed=8)
+    compact(remote_url, pytester.path)
+    expected = split(ALL, load_durations(shared(remote_url)), 2)
+    for index in range(2):
+        result = pytester.runpytest_subprocess(
+            "-v", "-n", "2", f"--cache-url={remote_url}", "--num-shards=2", f"--shard-id={index}"
+        )
+        assert ran(result) == set(expected[index])
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--shard-id=1"], "*--shard-id needs --num-shards*"),
+        (["--num-shards=2"], "*--num-shards needs --shard-id*"),
+        (["--num-shards=2", "--shard-id=2"], "*--shard-id 2 does not exist: shards are 0 to 1*"),
+        (["--num-shards=0", "--shard-id=0"], "*--num-shards*invalid*'0'*"),
+    ],
+)
+def test_bad_shard_options_are_usage_errors(
+    pytester: pytest.Pytester, args: list[str], message: str
+) -> None:
+    pytester.makepyfile("def test_a(): pass")
+    result = pytester.runpytest(*args)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([message])
