@@ -135,3 +135,15 @@ def test_bad_shard_options_are_usage_errors(
     result = pytester.runpytest(*args)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines([message])
+
+
+def test_shards_split_before_cached_passes_are_skipped(
+    pytester: pytest.Pytester, remote_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Shard 0 finishes and records its passes before shard 1 starts: shard 1 must still
+    split all eight tests (then skip what is cached in its own share), or tests that
+    shard 0's passes moved would run on neither shard."""
+    monkeypatch.setenv("CACHEKIT_SIGNING_KEY", "s" * 32)
+    pytester.makepyfile(test_sleepy=SLEEPY.replace("time.sleep(SECONDS[n])", "pass"))
+    shards = every_shard(pytester, 2, f"--cache-url={remote_url}", "--skip-passed")
+    assert_partition(shards, ALL)

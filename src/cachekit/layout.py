@@ -34,7 +34,7 @@ from __future__ import annotations
 from typing import Any
 
 from cachekit.keys import safe_segment
-from cachekit.merge import DURATIONS, LASTFAILED, NODEIDS, MappingUnion, MergeStrategy
+from cachekit.merge import DURATIONS, LASTFAILED, NODEIDS, LatestWins, MappingUnion, MergeStrategy
 
 #: The first segment of every namespace; bumped if the layout ever changes.
 LAYOUT_VERSION = "v1"
@@ -48,8 +48,14 @@ STATS_RUNS_KEY = "stats/runs"
 #: Latest duration per test id ``{test id: {"at": t, "value": seconds}}`` (`DURATIONS`).
 DURATIONS_KEY = "stats/durations"
 
+#: Tests that passed, for ``--skip-passed``: ``{test hash: {"at": t, "value": record}}``,
+#: keyed hashes and signed records only (see `cachekit_pytest.skip_store`).
+SKIP_PASSED_KEY = "skip/passed"
+
 #: Merge strategy of the stats runs: a union of reports keyed by report id.
 STATS_RUNS = MappingUnion()
+#: The latest record per test wins (`SKIP_PASSED_KEY`).
+SKIP_PASSED = MappingUnion(LatestWins())
 
 #: The pytest cache keys shared through the store, and how their parts are joined.
 #: Only these are shared; every other pytest key (``cache/stepwise``, ``d/...``) stays
@@ -64,6 +70,7 @@ STRATEGIES: dict[str, MergeStrategy[Any]] = {
     **PYTEST_SHARED_KEYS,
     STATS_RUNS_KEY: STATS_RUNS,
     DURATIONS_KEY: DURATIONS,
+    SKIP_PASSED_KEY: SKIP_PASSED,
 }
 
 #: Used for a namespace field that is empty.

@@ -19,6 +19,7 @@ PLUGIN_NAME = "cacheprovider"
 def pytest_addoption(parser: pytest.Parser, pluginmanager: pytest.PytestPluginManager) -> None:
     options.register(parser)
     take_over(pluginmanager)
+    pluginmanager.import_plugin("cachekit_pytest.skipping")  # --skip-passed
 
 
 def take_over(pluginmanager: pytest.PytestPluginManager) -> None:
