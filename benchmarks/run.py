@@ -1,5 +1,8 @@
 """Run every benchmark: the core's into ``results/core.md`` and ``core.json``, the pytest
-plugin's (`bench_plugin`) into ``results/plugin.md`` and ``plugin.json``.
+plugin's (`bench_plugin`) into ``results/plugin.md`` and ``plugin.json``, the test-file
+keys' (`bench_fingerprint`) into ``results/fingerprint.md`` and ``fingerprint.json``,
+``cachekit merge``'s (`bench_merge`) into ``results/merge.md`` and ``merge.json``,
+``--skip-passed``'s (`bench_skip`) into ``results/skip.md`` and ``skip.json``.
 
 Why one entry point: the committed result file must say exactly how it was produced, on
 what machine, and whether each target passed, so it is written by the same code that
@@ -7,9 +10,10 @@ measured, never assembled by hand. Local benchmarks run first, before the S3 ser
 the proxy exist, so those processes cannot disturb the microsecond timings.
 
 Run from the project root: ``.venv/bin/python -m benchmarks`` (or
-``.venv/bin/python benchmarks/run.py``); ``--only plugin`` (or ``local``, ``remote``;
-repeatable) runs just those. The plugin's benchmark runs last: it takes about six
-minutes of whole pytest runs. Exits non-zero when a target fails.
+``.venv/bin/python benchmarks/run.py``); ``--only plugin`` (or ``local``, ``remote``,
+``merge``, ``fingerprint``, ``skip``; repeatable) runs just those. The plugin's
+benchmark runs near the end: it takes about six minutes of whole pytest runs; the
+``--skip-passed`` one, after it, about two more. Exits non-zero when a target fails.
 """
 
 from __future__ import annotations
@@ -17,16 +21,24 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as a script: make ``benchmarks`` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks import bench_local, bench_plugin, bench_remote
+from benchmarks import (
+    bench_fingerprint,
+    bench_local,
+    bench_merge,
+    bench_plugin,
+    bench_remote,
+    bench_skip,
+)
 from benchmarks.harness import WORK_DIR, Report, machine_info, print_report, write_results
 
 COMMAND = ".venv/bin/python -m benchmarks"
-BENCHMARKS = ("local", "remote", "plugin")
+BENCHMARKS = ("local", "remote", "merge", "fingerprint", "plugin", "skip")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -71,6 +83,16 @@ def main(argv: list[str] | None = None) -> int:
                 "core", "cachekit core benchmarks", reports, machine, COMMAND + flags
             )
             print("wrote", *(str(path) for path in paths))
+    if "merge" in selected:
+        reports.append(_alone("merge", bench_merge.run, COMMAND + flags, write=not args.no_write))
+    if "fingerprint" in selected:
+        keys = bench_fingerprint.run()
+        print_report(keys)
+        reports.append(keys)
+        if not args.no_write:
+            machine = machine_info(WORK_DIR)
+            paths = write_results("fingerprint", keys.name, [keys], machine, COMMAND + flags)
+            print("wrote", *(str(path) for path in paths))
     if "plugin" in selected:
         plugin_started = time.perf_counter()
         plugin = bench_plugin.run(profile=args.profile)
@@ -81,10 +103,25 @@ def main(argv: list[str] | None = None) -> int:
         if not args.no_write:
             paths = write_results("plugin", plugin.name, [plugin], machine, COMMAND + flags)
             print("wrote", *(str(path) for path in paths))
+    if "skip" in selected:  # whole runs of the plugin benchmark's suite, about two minutes
+        reports.append(_alone("skip", bench_skip.run, COMMAND + flags, write=not args.no_write))
     for report in reports:
         for target in report.targets:
             print(f"{target.status:8} {target.name}")
     return 0 if all(report.passed for report in reports) else 1
+
+
+def _alone(stem: str, run: Callable[[], Report], command: str, *, write: bool) -> Report:
+    """Run one benchmark that has a result file of its own (``results/<stem>.*``)."""
+    started = time.perf_counter()
+    report = run()
+    print_report(report)
+    if write:
+        machine = machine_info(WORK_DIR)
+        machine["total_runtime"] = f"{time.perf_counter() - started:.0f} s"
+        paths = write_results(stem, report.name, [report], machine, command)
+        print("wrote", *(str(path) for path in paths))
+    return report
 
 
 if __name__ == "__main__":
