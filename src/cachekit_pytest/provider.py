@@ -16,7 +16,6 @@ the end result is the same, byte for byte.
 from __future__ import annotations
 
 import fnmatch
-import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pprint import pformat
@@ -34,6 +33,7 @@ from cachekit.ci import detect_namespace
 from cachekit.codec import JSON
 from cachekit.layout import DURATIONS_KEY, LASTFAILED_KEY, NODEIDS_KEY
 from cachekit_pytest.options import BUILTIN_SHARED_KEYS, Settings
+from cachekit_pytest.report import warn
 from cachekit_pytest.split import WORKERINPUT_KEY, DurationsForWorkers, ShardSelection
 from cachekit_pytest.stats import TestStats
 from cachekit_pytest.sync import (
@@ -387,26 +387,14 @@ class CacheProvider:
     def _warn_unavailable(self, config: pytest.Config, message: str) -> None:
         if not self._warned:  # one warning per run, however many calls failed
             self._warned = True
-            _warn(config, StoreUnavailableWarning(f"cachekit: {message}"))
+            warn(config, StoreUnavailableWarning(f"cachekit: {message}"))
 
     def _warn_corrupt(self, config: pytest.Config) -> None:
         if self.sync is not None and not self._warned_corrupt:
             warning = self.sync.budget.corrupt_summary()
             if warning is not None:  # one per run, for the first values found unreadable
                 self._warned_corrupt = True
-                _warn(config, warning)
-
-
-def _warn(config: pytest.Config, warning: Warning) -> None:
-    """A pytest warning; a plain line on stderr if the filters make warnings errors: the
-    cache never changes a run's outcome."""
-    try:
-        if not config.pluginmanager.is_blocked("warnings"):
-            config.issue_config_time_warning(warning, stacklevel=3)
-            return
-    except Exception:  # filterwarnings made it an error: fall back to a line
-        pass
-    sys.stderr.write(f"{type(warning).__name__}: {warning}\n")
+                warn(config, warning)
 
 
 def _glob_matches(key: str, glob: str) -> bool:

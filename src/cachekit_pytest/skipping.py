@@ -37,7 +37,6 @@ import enum
 import hashlib
 import json
 import os
-import sys
 import time
 from collections.abc import Callable, Collection, Generator, Iterable, Sequence
 from pathlib import Path
@@ -55,6 +54,7 @@ from cachekit.ci import Namespace, detect_namespace, namespaced_cache
 from cachekit.errors import InvalidURL
 from cachekit.fingerprint import Fingerprinter, KeyInputs, normalize_name
 from cachekit_pytest.options import Settings
+from cachekit_pytest.report import warn
 from cachekit_pytest.skip_store import (
     FileMatch,
     PassStore,
@@ -1281,13 +1281,5 @@ def _signing_key(shared: Settings, namespace: Namespace, directory: Path) -> byt
 
 
 def _warn(config: pytest.Config, message: str) -> None:
-    """A pytest warning; a plain line on stderr if the filters make warnings errors: the
-    cache never changes a run's outcome."""
-    warning = SkipPassedWarning(f"cachekit: skip-passed: {message}")
-    try:
-        if not config.pluginmanager.is_blocked("warnings"):
-            config.issue_config_time_warning(warning, stacklevel=3)
-            return
-    except Exception:  # filterwarnings made it an error: fall back to a line
-        pass
-    sys.stderr.write(f"{type(warning).__name__}: {warning}\n")
+    """One `SkipPassedWarning` (`cachekit_pytest.report.warn`)."""
+    warn(config, SkipPassedWarning(f"cachekit: skip-passed: {message}"), stacklevel=4)
