@@ -147,3 +147,11 @@ def test_shards_split_before_cached_passes_are_skipped(
     pytester.makepyfile(test_sleepy=SLEEPY.replace("time.sleep(SECONDS[n])", "pass"))
     shards = every_shard(pytester, 2, f"--cache-url={remote_url}", "--skip-passed")
     assert_partition(shards, ALL)
+
+
+def test_the_run_says_which_shard_it_is(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_sleepy=SLEEPY.replace("time.sleep(SECONDS[n])", "pass"))
+    result = pytester.runpytest("--collect-only", "-q", "--num-shards=4", "--shard-id=1")
+    result.stdout.fnmatch_lines(
+        ["cachekit: shard 1 of 4 (0-based): 2 test(s), 0 with a recorded duration*"]
+    )
