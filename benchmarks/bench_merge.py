@@ -80,9 +80,7 @@ from benchmarks.harness import (
     busy_warning,
     fmt_seconds,
     interleave,
-    machine_info,
-    print_report,
-    write_results,
+    run_alone,
 )
 from benchmarks.latency_proxy import ProxyProcess
 from cachekit import Cache, PrefixedStore, codec, layout, open_store
@@ -651,14 +649,9 @@ def main(argv: list[str] | None = None) -> int:
         result = baseline(args.endpoint_url, args.bucket, args.source, args.into.rstrip("/"))
         print(json.dumps(result))
         return 0
-    started = time.perf_counter()
-    report = run(rounds=args.rounds, jobs=args.jobs)
-    print_report(report)
-    if args.write:
-        machine = machine_info(WORK_DIR)
-        machine["total_runtime"] = f"{time.perf_counter() - started:.0f} s"
-        paths = write_results("merge", report.name, [report], machine, SCRIPT_COMMAND)
-        print("wrote", *paths)
+    report = run_alone(
+        "merge", lambda: run(rounds=args.rounds, jobs=args.jobs), SCRIPT_COMMAND, write=args.write
+    )
     return 0 if report.passed else 1
 
 

@@ -79,9 +79,7 @@ from benchmarks.harness import (
     Target,
     busy_warning,
     fmt_seconds,
-    machine_info,
-    print_report,
-    write_results,
+    run_alone,
 )
 from benchmarks.latency_proxy import ProxyProcess
 
@@ -791,14 +789,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", action="store_true", help="profile one run per variant")
     parser.add_argument("--write", action="store_true", help="also write results/plugin.md/.json")
     args = parser.parse_args(argv)
-    started = time.perf_counter()
-    report = run(rounds=args.rounds, profile=args.profile)
-    print_report(report)
-    if args.write:
-        machine = machine_info(WORK_DIR)
-        machine["total_runtime"] = f"{time.perf_counter() - started:.0f} s"
-        paths = write_results("plugin", report.name, [report], machine, SCRIPT_COMMAND)
-        print("wrote", *paths)
+    report = run_alone(
+        "plugin",
+        lambda: run(rounds=args.rounds, profile=args.profile),
+        SCRIPT_COMMAND,
+        write=args.write,
+    )
     return 0 if report.passed else 1
 
 

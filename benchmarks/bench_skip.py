@@ -70,9 +70,7 @@ from benchmarks.harness import (
     Target,
     busy_warning,
     fmt_seconds,
-    machine_info,
-    print_report,
-    write_results,
+    run_alone,
 )
 
 COMMAND = ".venv/bin/python -m benchmarks --only skip"
@@ -369,14 +367,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=5, help="timed rounds after the warm-up")
     parser.add_argument("--write", action="store_true", help="also write results/skip.md/.json")
     args = parser.parse_args(argv)
-    started = time.perf_counter()
-    report = run(rounds=args.rounds)
-    print_report(report)
-    if args.write:
-        machine = machine_info(WORK_DIR)
-        machine["total_runtime"] = f"{time.perf_counter() - started:.0f} s"
-        paths = write_results("skip", report.name, [report], machine, SCRIPT_COMMAND)
-        print("wrote", *paths)
+    report = run_alone("skip", lambda: run(rounds=args.rounds), SCRIPT_COMMAND, write=args.write)
     return 0 if report.passed else 1
 
 

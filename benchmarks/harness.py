@@ -409,3 +409,17 @@ def print_report(report: Report) -> None:
     """The same tables as the markdown file, on stdout, for a run by hand."""
     print(render_markdown(report.name, [report], {}, "").split("## Machine")[0].rstrip())
     print()
+
+
+def run_alone(stem: str, run: Callable[[], Report], command: str, *, write: bool) -> Report:
+    """Run one benchmark that has a result file of its own (``results/<stem>.*``), print
+    its report and, if ``write``, save it with the machine and the total runtime."""
+    started = time.perf_counter()
+    report = run()
+    print_report(report)
+    if write:
+        machine = machine_info(WORK_DIR)
+        machine["total_runtime"] = f"{time.perf_counter() - started:.0f} s"
+        paths = write_results(stem, report.name, [report], machine, command)
+        print("wrote", *(str(path) for path in paths))
+    return report

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as a script: make ``benchmarks`` importable
@@ -35,7 +34,14 @@ from benchmarks import (
     bench_remote,
     bench_skip,
 )
-from benchmarks.harness import WORK_DIR, Report, machine_info, print_report, write_results
+from benchmarks.harness import (
+    WORK_DIR,
+    Report,
+    machine_info,
+    print_report,
+    run_alone,
+    write_results,
+)
 
 COMMAND = ".venv/bin/python -m benchmarks"
 BENCHMARKS = ("local", "remote", "merge", "fingerprint", "plugin", "skip")
@@ -84,44 +90,29 @@ def main(argv: list[str] | None = None) -> int:
             )
             print("wrote", *(str(path) for path in paths))
     if "merge" in selected:
-        reports.append(_alone("merge", bench_merge.run, COMMAND + flags, write=not args.no_write))
+        reports.append(
+            run_alone("merge", bench_merge.run, COMMAND + flags, write=not args.no_write)
+        )
     if "fingerprint" in selected:
-        keys = bench_fingerprint.run()
-        print_report(keys)
-        reports.append(keys)
-        if not args.no_write:
-            machine = machine_info(WORK_DIR)
-            paths = write_results("fingerprint", keys.name, [keys], machine, COMMAND + flags)
-            print("wrote", *(str(path) for path in paths))
+        reports.append(
+            run_alone(
+                "fingerprint", bench_fingerprint.run, COMMAND + flags, write=not args.no_write
+            )
+        )
     if "plugin" in selected:
-        plugin_started = time.perf_counter()
-        plugin = bench_plugin.run(profile=args.profile)
-        print_report(plugin)
+        plugin = run_alone(
+            "plugin",
+            lambda: bench_plugin.run(profile=args.profile),
+            COMMAND + flags,
+            write=not args.no_write,
+        )
         reports.append(plugin)
-        machine = machine_info(WORK_DIR)
-        machine["total_runtime"] = f"{time.perf_counter() - plugin_started:.0f} s"
-        if not args.no_write:
-            paths = write_results("plugin", plugin.name, [plugin], machine, COMMAND + flags)
-            print("wrote", *(str(path) for path in paths))
     if "skip" in selected:  # whole runs of the plugin benchmark's suite, about two minutes
-        reports.append(_alone("skip", bench_skip.run, COMMAND + flags, write=not args.no_write))
+        reports.append(run_alone("skip", bench_skip.run, COMMAND + flags, write=not args.no_write))
     for report in reports:
         for target in report.targets:
             print(f"{target.status:8} {target.name}")
     return 0 if all(report.passed for report in reports) else 1
-
-
-def _alone(stem: str, run: Callable[[], Report], command: str, *, write: bool) -> Report:
-    """Run one benchmark that has a result file of its own (``results/<stem>.*``)."""
-    started = time.perf_counter()
-    report = run()
-    print_report(report)
-    if write:
-        machine = machine_info(WORK_DIR)
-        machine["total_runtime"] = f"{time.perf_counter() - started:.0f} s"
-        paths = write_results(stem, report.name, [report], machine, command)
-        print("wrote", *(str(path) for path in paths))
-    return report
 
 
 if __name__ == "__main__":
