@@ -21,7 +21,7 @@ from urllib.parse import parse_qsl, urlsplit
 import attrs
 import cattrs
 
-from cachekit import codec, layout
+from cachekit import codec, layout, stats_report
 from cachekit.cache import BASE, PARTS, Cache, Envelope, Merged, join_balanced, new_part_id
 from cachekit.ci import Namespace, detect_namespace, namespaced_cache
 from cachekit.codec import JSON
@@ -356,6 +356,35 @@ def _add_stats_commands(commands: Any) -> None:
     )
     _namespace_options(summary)
     summary.set_defaults(handler=cmd_stats_summary)
+
+    report = _command(
+        stats_commands,
+        "report",
+        "write an HTML page of plots over the stored runs",
+        "Write one self-contained HTML page (it loads nothing when viewed) with the "
+        "slowest tests, the duration per test file, the balance of each run's shards, and "
+        "failures and flaky tests over the recent CI runs of this namespace.",
+    )
+    report.add_argument(
+        "--html", required=True, type=Path, metavar="OUT", help="the HTML file to write"
+    )
+    report.add_argument(
+        "--top",
+        type=int,
+        default=stats_report.DEFAULT_TOP,
+        metavar="N",
+        help="bars per ranking and rows of the unstable tests "
+        f"(default {stats_report.DEFAULT_TOP})",
+    )
+    report.add_argument(
+        "--runs",
+        type=int,
+        default=stats_report.DEFAULT_RUNS,
+        metavar="N",
+        help=f"cover the N most recent CI runs (default {stats_report.DEFAULT_RUNS})",
+    )
+    _namespace_options(report)
+    report.set_defaults(handler=cmd_stats_report)
 
 
 def _command(
@@ -1076,6 +1105,46 @@ def cmd_stats_summary(args: argparse.Namespace, out: TextIO) -> int:
     _section(out, "failed", ((c.test_id, f"{c.outcome}: {c.message}") for c in summary.failed))
     _section(out, "flaky", ((c.test_id, f"{c.reruns} rerun(s)") for c in summary.flaky))
     _section(out, "slowest", ((c.test_id, f"{c.duration:.2f}s") for c in summary.slowest))
+    return EXIT_OK
+
+
+def cmd_stats_report(args: argparse.Namespace, out: TextIO) -> int:
+    if args.top < 1 or args.runs < 1:
+        raise UsageError("--top and --runs must be at least 1")
+    path: Path = args.html
+    if path.is_dir():
+        raise UsageError(f"--html {path} is a directory; name the file to write")
+    if not path.parent.is_dir():
+        raise UsageError(f"--html {path}: the directory {path.parent} does not exist")
+    store = _open(args)
+    namespace = _namespace(args)
+    runs = load_runs(_cache(store, args, namespace, chain=False))
+    report = stats_report.build_report(
+        runs, scope=namespace.describe(), top=args.top, max_runs=args.runs
+    )
+    stats_report.write_report(path, stats_report.render_html(report))
+    latest = report.outcomes[-1] if report.outcomes else None
+    if args.json:
+        _print_json(
+            out,
+            {
+                "path": str(path),
+                "prefix": _where(args, namespace),
+                "runs": len(report.runs),
+                "reports": report.reports,
+                "tests": report.tests,
+                "failed": latest.failed if latest else 0,
+                "flaky": latest.flaky if latest else 0,
+            },
+        )
+    elif latest is None:
+        out.write(f"wrote {path}\n  nothing recorded yet for {namespace.describe()}\n")
+    else:
+        out.write(
+            f"wrote {path}\n  {len(report.runs)} CI run(s), {report.reports} report(s), "
+            f"{report.tests} test(s); latest run {latest.run}: {latest.failed} failed, "
+            f"{latest.flaky} flaky\n"
+        )
     return EXIT_OK
 
 
