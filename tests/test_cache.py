@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 
@@ -175,6 +176,34 @@ def test_write_part_is_create_only(cache, store):
     with pytest.raises(PreconditionFailed):
         cache.write_part("cache/nodeids", "shard-1", ["b"])
     assert decode(store.get(key).data)["value"] == ["a"]
+
+
+class BarrierStore(CountingStore):
+    """Each put waits until ``parties`` puts are in flight: only concurrent writes pass."""
+
+    def __init__(self, store, parties: int) -> None:
+        super().__init__(store)
+        self.barrier = threading.Barrier(parties, timeout=10)
+
+    def put(self, key: str, data: bytes, *, if_absent: bool = False, if_version: str | None = None):
+        self.barrier.wait()
+        return super().put(key, data, if_absent=if_absent, if_version=if_version)
+
+
+def test_write_parts_writes_every_key_concurrently(store):
+    values = {"cache/lastfailed": {"t": True}, "cache/nodeids": ["t"], "stats/runs": {"r": 1}}
+    cache = Cache(BarrierStore(store, parties=len(values)))
+    written = cache.write_parts("run-1", values)
+    assert written == [f"{key}/@parts/run-1" for key in values]
+    plain = Cache(store)
+    assert plain.read_merged("cache/nodeids", NODEIDS).parts == ("run-1",)
+    assert [decode(store.get(key).data)["value"] for key in written] == list(values.values())
+
+
+def test_write_parts_raises_what_a_write_raised(cache):
+    cache.write_part("cache/nodeids", "run-1", ["a"])
+    with pytest.raises(PreconditionFailed):
+        cache.write_parts("run-1", {"cache/lastfailed": {}, "cache/nodeids": ["b"]})
 
 
 @pytest.mark.parametrize("part_id", ["a/b", "@x", "", "..", "a\\b"])

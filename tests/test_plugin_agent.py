@@ -166,6 +166,38 @@ def test_agent_killed_mid_run_is_one_warning_and_writes_nothing(
     assert sorted(shared(s3_url).store.list()) == before
 
 
+DELETE_THE_BUCKET = """
+import os, s3fs
+
+def test_delete_the_bucket():
+    fs = s3fs.S3FileSystem(endpoint_url=os.environ["CK_ENDPOINT"], skip_instance_cache=True)
+    fs.rm(os.environ["CK_BUCKET"], recursive=True)
+"""
+
+
+def test_a_failed_write_is_one_warning_in_the_summary(
+    pytester: pytest.Pytester, s3_endpoint: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The agent writes while pytest reports the run; when that write fails, the warning
+    is still part of the warnings summary, and the outcome is the tests' own."""
+    url = new_s3_bucket(s3_endpoint)
+    monkeypatch.setenv("CK_ENDPOINT", s3_endpoint)
+    monkeypatch.setenv("CK_BUCKET", url.removeprefix("s3://").split("/", 1)[0])
+    monkeypatch.setenv("CK_FAIL", "t2")
+    pytester.makepyfile(test_ctl=CONTROLLED, test_zz_delete=DELETE_THE_BUCKET)
+    result = pytester.runpytest(f"--cache-url={url}", "-p", "no:randomly")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.assert_outcomes(passed=6, failed=1)
+    output = result.stdout.str()
+    assert output.count("StoreUnavailableWarning: cachekit") == 1, output
+    summary = output.index("warnings summary")
+    assert (
+        summary
+        < output.index("could not write this run's results")
+        < output.rindex("1 failed, 6 passed")
+    )
+
+
 def test_every_message_survives_the_pipe() -> None:
     """Every record the two sides exchange survives the JSON round trip unchanged."""
     requests = [

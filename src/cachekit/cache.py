@@ -181,6 +181,19 @@ class Cache:
         self.store.put(part_key, self._encode(value), if_absent=create_only)
         return part_key
 
+    def write_parts(self, part_id: str, values: Mapping[str, JSON]) -> list[str]:
+        """`write_part` of one part id for several keys (what one run changed), the
+        writes concurrent: on a remote store each is a round trip.
+
+        Returns the store keys of the parts, in the order of ``values``.
+        """
+        if len(values) <= 1:
+            return [self.write_part(key, part_id, value) for key, value in values.items()]
+        with ThreadPoolExecutor(len(values), thread_name_prefix="cachekit-write") as pool:
+            return list(
+                pool.map(lambda item: self.write_part(item[0], part_id, item[1]), values.items())
+            )
+
     def parts(self, key: str) -> list[str]:
         """Store keys of the parts of ``key`` not yet compacted, sorted."""
         return self.store.list(_parts_prefix(key))

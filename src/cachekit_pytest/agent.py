@@ -193,6 +193,7 @@ class AgentSync:
         self._replies: queue.Queue[Reply | None] = queue.Queue()
         self._opened: Reply | None = None
         self._read_requested = False
+        self._writing = False
         self._errors: collections.deque[str] = collections.deque(maxlen=20)
 
     @property
@@ -273,9 +274,15 @@ class AgentSync:
         min_parts: int,
         stats: RunRecord | None = None,
     ) -> None:
+        """Send the run's parts to the agent; `written` waits until they are stored."""
         self.opened()
         self._send(Request(write=Write(dict(parts), tuple(compact), min_parts, stats)))
-        self._wait(f"writing to {self._display}")
+        self._writing = True
+
+    def written(self) -> None:
+        if self._writing:
+            self._writing = False
+            self._wait(f"writing to {self._display}")
 
     def close(self) -> None:
         process = self._process

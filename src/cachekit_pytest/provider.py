@@ -79,6 +79,8 @@ class CacheProvider:
         self.pending = False
         #: True once the start-up read failed: the run then never writes to the store.
         self.degraded = False
+        #: True while the end-of-run write goes on (`Sync.written` not yet called).
+        self.writing = False
         self.recorder: Recorder | None = None
         #: Per-test statistics, when the run records them (a trusted run with a backend).
         self.test_stats: TestStats | None = None
@@ -158,7 +160,14 @@ class CacheProvider:
         finally:
             self._write_out(config)
 
+    @pytest.hookimpl(trylast=True)
+    def pytest_terminal_summary(self, config: pytest.Config) -> None:
+        """The store is written while pytest reports the failures; wait for it here, where
+        a warning about it is still shown in the summary."""
+        self._finish_write(config)
+
     def pytest_unconfigure(self, config: pytest.Config) -> None:
+        self._finish_write(config)  # a session that ended without a terminal summary
         if self.sync is not None:
             self.sync.close()
 
@@ -287,19 +296,31 @@ class CacheProvider:
         if config.option.cacheshow or not self.sync.namespace.trusted:
             return
         try:
-            self._sync_out(config)
+            self.writing = self._sync_out(config)
         except Exception as error:  # SyncFailed, or anything else: never fail the run
             self._warn_unavailable(config, f"could not write this run's results: {error}")
         self._warn_corrupt(config)
 
-    def _sync_out(self, config: pytest.Config) -> None:
-        """Write what this run learnt as its own part of each shared key; compact."""
+    def _finish_write(self, config: pytest.Config) -> None:
+        if not self.writing:
+            return
+        assert self.sync is not None
+        self.writing = False
+        try:
+            self.sync.written()
+        except Exception as error:  # as in _write_out
+            self._warn_unavailable(config, f"could not write this run's results: {error}")
+        self._warn_corrupt(config)
+
+    def _sync_out(self, config: pytest.Config) -> bool:
+        """Write what this run learnt as its own part of each shared key, and compact;
+        returns whether a write began (`Sync.written` waits for it)."""
         assert self.sync is not None
         assert self.recorder is not None
         assert self.settings is not None
         assert config.cache is not None
         if hasattr(config, "workerinput"):
-            return
+            return False
         parts: dict[str, JSON] = {}
         replayed = self.recorder.replay(_strings(self.start[LASTFAILED_KEY]))
         observed = replayed.observations(self.run_start)
@@ -330,8 +351,10 @@ class CacheProvider:
             stats = self.test_stats.record(
                 at=self.run_start, run_id=namespace.run_id, label=namespace.describe()
             )
-        if parts or compact or stats:
-            self.sync.write(parts, compact=compact, min_parts=threshold, stats=stats)
+        if not (parts or compact or stats):
+            return False
+        self.sync.write(parts, compact=compact, min_parts=threshold, stats=stats)
+        return True
 
     def _split(self, config: pytest.Config, settings: Settings) -> None:
         """Run one shard of the selected tests, balanced by recorded durations."""

@@ -311,8 +311,7 @@ class Remote:
         cache = self.open()
         if stats is not None:
             parts = {**parts, **stats.parts(part_id)}
-        for key, value in parts.items():
-            cache.write_part(key, part_id, value)
+        cache.write_parts(part_id, parts)
         for key in compact:
             try:
                 cache.compact(key, self.keys[key].strategy, min_parts=min_parts)
@@ -329,7 +328,8 @@ class Sync(Protocol):
 
     `start` begins the start-up read; `result` waits for it, so a run that needs the
     values only at its end (no ``--lf``, ``--ff`` or ``--nf``) reads while it collects and
-    runs tests.
+    runs tests. Likewise `write` may only begin the write, and `written` wait for it:
+    the store is written while pytest reports the run.
     """
 
     url: str
@@ -351,6 +351,9 @@ class Sync(Protocol):
         min_parts: int,
         stats: RunRecord | None = None,
     ) -> None: ...
+
+    def written(self) -> None:
+        """Wait until what `write` began is stored; `SyncFailed` if that failed."""
 
     def close(self) -> None: ...
 
@@ -388,6 +391,9 @@ class InProcessSync:
             lambda: self.remote.write(parts, compact=compact, min_parts=min_parts, stats=stats),
             f"writing to {redact_url(self.url)}",
         )
+
+    def written(self) -> None:
+        """`write` is done when it returns: a store on this machine takes no time."""
 
     def close(self) -> None:
         if self.budget.remaining > 0:
