@@ -177,11 +177,12 @@ def latest_per_test(runs: Iterable[Run]) -> list[TestCase]:
     """The most recent case of every test seen in any run, sorted by test id."""
     latest: dict[str, tuple[tuple[float, str], TestCase]] = {}
     for run in runs:
+        order = (run.at, run.id)
         for case in run.cases:
-            order = (run.at, run.id)
-            seen = latest.get(case.test_id)
+            test_id = case.test_id  # built from three fields each time it is asked for
+            seen = latest.get(test_id)
             if seen is None or order >= seen[0]:
-                latest[case.test_id] = (order, case)
+                latest[test_id] = (order, case)
     return [case for _test_id, (_order, case) in sorted(latest.items())]
 
 
