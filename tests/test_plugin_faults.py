@@ -28,6 +28,7 @@ from cachekit import (
     StoreUnavailable,
     open_store,
 )
+from cachekit.budget import Budget
 from cachekit.ci import detect_namespace, namespaced_store
 from cachekit.merge import still_failing
 
@@ -94,16 +95,16 @@ SLACK = 30.0
 def spent(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     """Seconds each remote call of the runs in this test took, measured around the call."""
     durations: list[float] = []
-    original = cachekit_pytest.sync.Budget.run
+    original = Budget.run
 
-    def timed(self: cachekit_pytest.sync.Budget, function: Any, what: str) -> Any:
+    def timed(self: Budget, function: Any, what: str) -> Any:
         started = time.monotonic()
         try:
             return original(self, function, what)
         finally:
             durations.append(time.monotonic() - started)
 
-    monkeypatch.setattr(cachekit_pytest.sync.Budget, "run", timed)
+    monkeypatch.setattr(Budget, "run", timed)
     return durations
 
 

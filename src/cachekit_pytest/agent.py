@@ -33,13 +33,14 @@ from typing import IO, Any, TypeVar
 import attrs
 import cattrs
 
+from cachekit.budget import Budget
 from cachekit.ci import Namespace
 from cachekit.codec import JSON
 from cachekit.errors import CacheKitWarning, CorruptValueWarning, StoreUnavailableWarning
 from cachekit.urls import redact_url
 from cachekit_pytest.options import SharedKey
 from cachekit_pytest.stats import RunRecord
-from cachekit_pytest.sync import Budget, Found, InvalidBackend, Remote, SyncFailed, shared_keys
+from cachekit_pytest.sync import Found, InvalidBackend, Remote, SyncFailed, shared_keys
 
 T = TypeVar("T")
 

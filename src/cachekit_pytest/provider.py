@@ -29,6 +29,7 @@ from _pytest.cacheprovider import Cache, LFPlugin, NFPlugin
 from _pytest.reports import CollectReport, TestReport
 
 from cachekit import StoreUnavailableWarning, redact_url
+from cachekit.budget import Budget
 from cachekit.ci import detect_namespace
 from cachekit.codec import JSON
 from cachekit.layout import DURATIONS_KEY, LASTFAILED_KEY, NODEIDS_KEY
@@ -38,7 +39,6 @@ from cachekit_pytest.split import WORKERINPUT_KEY, DurationsForWorkers, ShardSel
 from cachekit_pytest.stats import TestStats
 from cachekit_pytest.sync import (
     DURATIONS_READ,
-    Budget,
     Found,
     InProcessSync,
     InvalidBackend,

@@ -23,7 +23,7 @@ file without importing it), under the same key, with the number of its tests::
 
 Records are read once per run and written once, as this run's own part (create-only),
 through `cachekit.Cache` in the run's namespace (`cachekit.ci.namespaced_cache`), every
-call within a time budget (`cachekit_pytest.sync.Budget`).
+call within a time budget (`cachekit.budget.Budget`).
 """
 
 from __future__ import annotations
@@ -45,11 +45,11 @@ import attrs
 import cattrs
 
 from cachekit import Cache, Merged
+from cachekit.budget import Budget
 from cachekit.ci import Namespace
 from cachekit.codec import JSON
 from cachekit.errors import UnsupportedOperation
 from cachekit.layout import SKIP_PASSED, SKIP_PASSED_KEY
-from cachekit_pytest.sync import Budget
 
 #: Bumped if what is hashed or signed ever changes: older records then stop matching.
 SCHEME = "cachekit-skip-passed-1"

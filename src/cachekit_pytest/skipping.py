@@ -50,6 +50,7 @@ from _pytest.reports import TestReport
 
 import cachekit
 from cachekit import CacheKitWarning, LocalStore, open_store, redact_url
+from cachekit.budget import Budget
 from cachekit.ci import Namespace, detect_namespace, namespaced_cache
 from cachekit.errors import InvalidURL
 from cachekit.fingerprint import Fingerprinter, KeyInputs, normalize_name
@@ -66,7 +67,7 @@ from cachekit_pytest.skip_store import (
     sign_passes,
     signing_key_from_text,
 )
-from cachekit_pytest.sync import Budget, SyncFailed
+from cachekit_pytest.sync import SyncFailed
 
 ENV_SWITCH = "CACHEKIT_SKIP_PASSED"
 ENV_SALT = "CACHEKIT_SKIP_PASSED_SALT"

@@ -13,10 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-import threading
-import time
-import warnings
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, Generic, Protocol, TypeVar
 
 import attrs
@@ -25,8 +22,6 @@ from cachekit import (
     LASTFAILED,
     NODEIDS,
     Cache,
-    CacheKitWarning,
-    CorruptValueWarning,
     LatestWins,
     MappingUnion,
     Merged,
@@ -35,6 +30,7 @@ from cachekit import (
     open_store,
     redact_url,
 )
+from cachekit.budget import Budget, BudgetCallFailed
 from cachekit.ci import Namespace, namespaced_cache
 from cachekit.codec import JSON
 from cachekit.errors import CacheError, InvalidURL, UnsupportedOperation
@@ -48,70 +44,12 @@ from cachekit_pytest.stats import RunRecord
 T = TypeVar("T")
 
 
-class SyncFailed(Exception):
-    """A remote call failed or ran past the budget; the message says which and why."""
+#: A remote call failed or ran past the budget; the message says which and why.
+SyncFailed = BudgetCallFailed
 
 
 class InvalidBackend(Exception):
     """The store URL cannot be opened (a configuration error, not a fault)."""
-
-
-class Budget:
-    """Seconds the shared cache may still cost this run, spent by `run`."""
-
-    def __init__(self, seconds: float) -> None:
-        self.remaining = seconds
-        #: cachekit warnings (corrupt values) raised by remote calls, in order.
-        self.warnings: list[CacheKitWarning] = []
-
-    def run(self, function: Callable[[], T], what: str) -> T:
-        """``function()`` in a worker thread; `SyncFailed` if it fails or runs out of time.
-
-        A call past its deadline is abandoned (the thread is a daemon and its result is
-        dropped), so a hung server costs no more than the budget.
-        """
-        if self.remaining <= 0:
-            raise SyncFailed(f"{what}: no time left of the budget")
-        outcome: list[Any] = []
-
-        def target() -> None:
-            try:
-                outcome.append((True, function()))
-            except BaseException as error:  # reported by the caller
-                outcome.append((False, error))
-
-        started = time.monotonic()
-        thread = threading.Thread(target=target, name="cachekit-sync", daemon=True)
-        # Warnings from the worker go through the process-wide filters: catch them here,
-        # in the main thread, while it waits, so the worker never touches that state.
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", CacheKitWarning)
-            thread.start()
-            thread.join(self.remaining)
-        self.remaining = max(0.0, self.remaining - (time.monotonic() - started))
-        self.warnings.extend(w.message for w in caught if isinstance(w.message, CacheKitWarning))
-        if not outcome:
-            self.remaining = 0.0
-            raise SyncFailed(f"{what}: no answer within the time budget")
-        succeeded, value = outcome[0]
-        if succeeded:
-            return value  # type: ignore[no-any-return]
-        self.remaining = 0.0
-        raise SyncFailed(f"{what}: {type(value).__name__}: {value}") from value
-
-    def corrupt_summary(self) -> CorruptValueWarning | None:
-        """One warning for every corrupt or foreign value met, or None."""
-        corrupt = [
-            str(w).removeprefix("cachekit: ")
-            for w in self.warnings
-            if isinstance(w, CorruptValueWarning)
-        ]
-        if not corrupt:
-            return None
-        shown = "; ".join(corrupt[:3])
-        if len(corrupt) > 3:
-            shown += f"; and {len(corrupt) - 3} more"
-        return CorruptValueWarning(f"cachekit: ignored {len(corrupt)} unreadable value(s): {shown}")
 
 
 # -- how each shared key is stored, merged and projected onto pytest's shape ------------

@@ -1,0 +1,97 @@
+"""A time budget for the store calls of one run of a tool (a pytest or unittest run).
+
+A cache must never cost a run more than it saves: every call to the store is spent from
+one budget of seconds, and a call that fails or runs past it turns into one
+`BudgetCallFailed`, after which the caller leaves the store alone and runs as with an
+empty cache.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+from cachekit.errors import CacheKitWarning, CorruptValueWarning
+
+T = TypeVar("T")
+
+
+class BudgetCallFailed(Exception):
+    """A store call failed or ran past the budget; the message says which and why."""
+
+
+class Budget:
+    """Seconds the store may still cost this run, spent by `run` and `run_all`."""
+
+    def __init__(self, seconds: float) -> None:
+        self.remaining = seconds
+        #: cachekit warnings (corrupt values) raised by the calls, in order.
+        self.warnings: list[CacheKitWarning] = []
+
+    def run(self, function: Callable[[], T], what: str) -> T:
+        """``function()`` in a worker thread; `BudgetCallFailed` if it fails or runs out
+        of time. ``what`` names the call in the message."""
+        return self.run_all([function], what)[0]
+
+    def run_all(self, calls: Sequence[Callable[[], T]], what: str) -> list[T]:
+        """Each call's result, the calls run side by side; `BudgetCallFailed` if one
+        raises or they run out of time.
+
+        Each runs in a daemon thread of its own, abandoned past the deadline: a hung
+        server costs no more than the budget, and nothing waits for it at exit (as the
+        workers of a `concurrent.futures` pool would be waited for).
+        """
+        if self.remaining <= 0:
+            raise BudgetCallFailed(f"{what}: no time left of the budget")
+        outcomes: list[list[tuple[bool, Any]]] = [[] for _ in calls]
+        threads = [
+            threading.Thread(target=_capture, args=(call, outcome), daemon=True)
+            for call, outcome in zip(calls, outcomes, strict=True)
+        ]
+        started = time.monotonic()
+        deadline = started + self.remaining
+        # Warnings from the workers go through the process-wide filters: catch them here,
+        # in the main thread, while it waits, so no worker touches that state.
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", CacheKitWarning)
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(max(0.0, deadline - time.monotonic()))
+        self.remaining = max(0.0, self.remaining - (time.monotonic() - started))
+        self.warnings += [w.message for w in caught if isinstance(w.message, CacheKitWarning)]
+        results: list[T] = []
+        for outcome in outcomes:
+            if not outcome:
+                self.remaining = 0.0
+                raise BudgetCallFailed(f"{what}: no answer within the time budget")
+            succeeded, value = outcome[0]
+            if not succeeded:
+                self.remaining = 0.0
+                raise BudgetCallFailed(f"{what}: {type(value).__name__}: {value}") from value
+            results.append(value)
+        return results
+
+    def corrupt_summary(self) -> CorruptValueWarning | None:
+        """One warning for every corrupt or foreign value met, or None."""
+        corrupt = [
+            str(w).removeprefix("cachekit: ")
+            for w in self.warnings
+            if isinstance(w, CorruptValueWarning)
+        ]
+        if not corrupt:
+            return None
+        shown = "; ".join(corrupt[:3])
+        if len(corrupt) > 3:
+            shown += f"; and {len(corrupt) - 3} more"
+        return CorruptValueWarning(f"cachekit: ignored {len(corrupt)} unreadable value(s): {shown}")
+
+
+def _capture(call: Callable[[], Any], outcome: list[tuple[bool, Any]]) -> None:
+    try:
+        outcome.append((True, call()))
+    except BaseException as error:  # reported by `Budget.run_all`
+        outcome.append((False, error))
