@@ -11,6 +11,7 @@ A store shared by CI holds one *namespace* per (repository, ref, job, config)::
         cache/nodeids/@base | @parts/<part id>       NODEIDS: sorted union of test ids
         stats/runs/@base | @parts/<part id>          one part per ingested report
         stats/durations/@base | @parts/<part id>     DURATIONS: latest duration per test
+        unittest/lastfailed/@base | @parts/<id>      LASTFAILED, for cachekit.unittest
 
 - Every segment of the prefix is user-controlled text passed through
   `cachekit.keys.safe_segment`: a branch ``feature/x`` becomes ``feature-x-<hash>``, so
@@ -48,6 +49,10 @@ STATS_RUNS_KEY = "stats/runs"
 #: Latest duration per test id ``{test id: {"at": t, "value": seconds}}`` (`DURATIONS`).
 DURATIONS_KEY = "stats/durations"
 
+#: ``python -m cachekit.unittest``'s failures: per test id (``pkg.mod.Class.test``), module
+#: or class, the last outcome, stored like `LASTFAILED_KEY` (see `cachekit.unittest`).
+UNITTEST_LASTFAILED_KEY = "unittest/lastfailed"
+
 #: Tests that passed, for ``--skip-passed``: ``{test hash: {"at": t, "value": record}}``,
 #: keyed hashes and signed records only (see `cachekit_pytest.skip_store`).
 SKIP_PASSED_KEY = "skip/passed"
@@ -71,6 +76,7 @@ STRATEGIES: dict[str, MergeStrategy[Any]] = {
     STATS_RUNS_KEY: STATS_RUNS,
     DURATIONS_KEY: DURATIONS,
     SKIP_PASSED_KEY: SKIP_PASSED,
+    UNITTEST_LASTFAILED_KEY: LASTFAILED,
 }
 
 #: Used for a namespace field that is empty.
