@@ -90,8 +90,12 @@ def typecheck(session: nox.Session) -> None:
 
 @nox.session
 def docs(session: nox.Session) -> None:
-    """Build the documentation site; any warning fails the build."""
-    session.install("-e", ".", "mkdocs")
+    """Build the documentation site; any warning fails the build. The API reference is
+    read from the docstrings in src/ (mkdocstrings); the pages' examples run as tests in
+    the `tests` session (tests/test_docs_examples.py)."""
+    session.install(
+        "-e", ".", "mkdocs>=1.6", "mkdocstrings[python]>=0.29", "pymdown-extensions>=10"
+    )
     session.run("mkdocs", "build", "--strict", "--site-dir", str(ROOT / "build" / "site"))
 
 

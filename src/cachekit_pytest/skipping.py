@@ -27,7 +27,7 @@ Off by default, and then nothing here touches the disk or the store. When on:
 
 Records live in the store ``--cache-url`` names, or without one in a `cachekit.LocalStore`
 under the cache directory (``.pytest_cache/d/cachekit-skip-passed``). See
-``docs/skip-passed.md`` for the security model.
+``docs/security.md`` for the security model.
 """
 
 from __future__ import annotations
