@@ -1556,3 +1556,20 @@ def test_verify_mode_reports_a_file_with_tests_its_record_does_not_count(
             "2 test(s) collected now",
         ]
     )
+
+
+def test_without_the_option_its_modules_are_never_imported(pytester: pytest.Pytester) -> None:
+    """A run without --skip-passed pays nothing for it: not even importing its code."""
+    pytester.makepyfile(
+        """
+        import sys
+
+        def test_not_loaded():
+            loaded = {"cachekit_pytest.skipping", "cachekit_pytest.skip_store"}
+            assert not loaded & set(sys.modules)
+            assert "cachekit.fingerprint" not in sys.modules
+        """
+    )
+    pytester.runpytest_subprocess().assert_outcomes(passed=1)
+    result = pytester.runpytest_subprocess("--skip-passed", "-p", "no:randomly")
+    result.assert_outcomes(failed=1)  # and with it, they are

@@ -8,8 +8,10 @@ environment variables.
 
 from __future__ import annotations
 
+import enum
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import TypeVar
 
 import attrs
@@ -259,3 +261,135 @@ def _shared_keys(lines: list[str]) -> tuple[SharedKey, ...]:
             raise pytest.UsageError("cachekit: cache/stepwise is per machine, never shared")
         found.setdefault(key, SharedKey(key, strategy))
     return tuple(found.values())
+
+
+# -- --skip-passed (the work is in `cachekit_pytest.skipping`, imported only when it is on)
+
+ENV_SWITCH = "CACHEKIT_SKIP_PASSED"
+ENV_SALT = "CACHEKIT_SKIP_PASSED_SALT"
+
+
+class Mode(enum.Enum):
+    OFF = "off"
+    ON = "on"
+    VERIFY = "verify"
+
+
+_MODE_WORDS = {
+    "1": Mode.ON,
+    "true": Mode.ON,
+    "yes": Mode.ON,
+    "on": Mode.ON,
+    "0": Mode.OFF,
+    "false": Mode.OFF,
+    "no": Mode.OFF,
+    "off": Mode.OFF,
+    "verify": Mode.VERIFY,
+}
+
+
+def _mode(text: str, origin: str) -> Mode:
+    mode = _MODE_WORDS.get(text.strip().lower())
+    if mode is None:
+        words = ", ".join(sorted(_MODE_WORDS))
+        raise pytest.UsageError(f"cachekit: {origin}: expected one of {words}, got {text!r}")
+    return mode
+
+
+@attrs.frozen
+class SkipSettings:
+    """What ``--skip-passed`` is asked to do: command line, then environment, then ini."""
+
+    mode: Mode
+    env_vars: tuple[str, ...]
+    data_globs: tuple[str, ...]
+    lock_file: Path | None
+    salt: str
+
+    @classmethod
+    def from_config(cls, config: pytest.Config) -> SkipSettings:
+        if config.getoption("cachekit_skip_passed_verify"):
+            mode = Mode.VERIFY
+        elif config.getoption("cachekit_skip_passed") is not None:
+            mode = Mode(config.getoption("cachekit_skip_passed"))
+        elif os.environ.get(ENV_SWITCH, "").strip():
+            mode = _mode(os.environ[ENV_SWITCH], ENV_SWITCH)
+        else:
+            mode = _mode(str(config.getini("skip_passed") or "off"), "skip_passed")
+        lock_file = str(config.getini("skip_passed_lock_file") or "").strip()
+        data_globs = _names(config.getini("skip_passed_data"))
+        for pattern in data_globs:
+            if Path(pattern).is_absolute():
+                raise pytest.UsageError(
+                    f"cachekit: skip_passed_data: {pattern!r} must be relative to the root "
+                    "directory"
+                )
+        salt = os.environ.get(ENV_SALT) or str(config.getini("skip_passed_salt") or "")
+        return cls(
+            mode=mode,
+            env_vars=_names(config.getini("skip_passed_env")),
+            data_globs=data_globs,
+            lock_file=Path(lock_file) if lock_file else None,
+            salt=salt,
+        )
+
+
+def _names(lines: Iterable[str]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(line.strip() for line in lines if line.strip()))
+
+
+def register_skip_passed(parser: pytest.Parser) -> None:
+    group = parser.getgroup("cachekit")
+    group.addoption(
+        "--skip-passed",
+        dest="cachekit_skip_passed",
+        action="store_const",
+        const=Mode.ON.value,
+        default=None,
+        help="Skip tests that passed before on exactly the same code, environment and "
+        "data (records signed with CACHEKIT_SIGNING_KEY). "
+        "Also CACHEKIT_SKIP_PASSED=1 and the skip_passed ini option.",
+    )
+    group.addoption(
+        "--no-skip-passed",
+        dest="cachekit_skip_passed",
+        action="store_const",
+        const=Mode.OFF.value,
+        help="Run every test even if CACHEKIT_SKIP_PASSED or skip_passed say otherwise.",
+    )
+    group.addoption(
+        "--skip-passed-verify",
+        dest="cachekit_skip_passed_verify",
+        action="store_true",
+        default=False,
+        help="Run every test and report each one --skip-passed would have skipped that "
+        "failed (false skips). Also CACHEKIT_SKIP_PASSED=verify.",
+    )
+    parser.addini(
+        "skip_passed", "Skip tests that passed on the same code: off, on or verify", default="off"
+    )
+    parser.addini(
+        "skip_passed_env",
+        "Environment variables whose values enter --skip-passed's keys, one a line",
+        type="linelist",
+        default=[],
+    )
+    parser.addini(
+        "skip_passed_data",
+        "Globs (relative to the root directory) of data files whose contents enter "
+        "--skip-passed's keys, one a line",
+        type="linelist",
+        default=[],
+    )
+    parser.addini(
+        "skip_passed_lock_file",
+        "A lock file (relative to the root directory) whose bytes stand for the installed "
+        "distributions in --skip-passed's keys",
+        default="",
+    )
+    parser.addini(
+        "skip_passed_salt",
+        "Salt of --skip-passed's keys and hashes; change it to start afresh. "
+        f"{ENV_SALT} wins over it",
+        default="",
+    )

@@ -18,8 +18,18 @@ PLUGIN_NAME = "cacheprovider"
 
 def pytest_addoption(parser: pytest.Parser, pluginmanager: pytest.PytestPluginManager) -> None:
     options.register(parser)
+    options.register_skip_passed(parser)
     take_over(pluginmanager)
-    pluginmanager.import_plugin("cachekit_pytest.skipping")  # --skip-passed
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """``--skip-passed``: its module (fingerprints, signatures, its store) is imported only
+    when the feature is on, so that without it no test run pays for loading it."""
+    settings = options.SkipSettings.from_config(config)
+    if settings.mode is not options.Mode.OFF:
+        from cachekit_pytest import skipping  # noqa: PLC0415 (see above)
+
+        skipping.configure(config, settings)
 
 
 def take_over(pluginmanager: pytest.PytestPluginManager) -> None:
