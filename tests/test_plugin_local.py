@@ -289,3 +289,24 @@ def test_invalid_shared_keys(pytester: pytest.Pytester, tmp_path: Path) -> None:
         result = pytester.runpytest(f"--cache-url={tmp_path / 'remote'}")
         assert result.ret == pytest.ExitCode.USAGE_ERROR, line
         result.stderr.fnmatch_lines([message])
+
+
+LOGGERS = """
+import json, logging, pathlib
+
+def test_record_loggers():
+    names = sorted(logging.root.manager.loggerDict)
+    pathlib.Path("loggers.json").write_text(json.dumps(names))
+"""
+
+
+def test_the_plugin_adds_no_logger(pytester: pytest.Pytester) -> None:
+    """pytest's log capture walks every logger on each phase of every test (``setLevel``
+    clears each one's cache): a logger the plugin brought would slow every run."""
+    pytester.makepyfile(LOGGERS)
+    seen = []
+    for disable in (("-p", "no:cachekit"), ()):
+        pytester.runpytest_subprocess(*disable).assert_outcomes(passed=1)
+        seen.append(json.loads((pytester.path / "loggers.json").read_text()))
+    without, with_plugin = seen
+    assert with_plugin == without

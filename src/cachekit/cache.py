@@ -18,8 +18,7 @@ import secrets
 import time
 import warnings
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
 import cattrs
@@ -36,6 +35,9 @@ from cachekit.errors import (
 from cachekit.keys import safe_segment, validate_key
 from cachekit.merge import MergeStrategy
 from cachekit.stores.base import CacheStore, Entry
+
+if TYPE_CHECKING:
+    from concurrent.futures import ThreadPoolExecutor
 
 T = TypeVar("T")
 
@@ -69,6 +71,15 @@ class Merged:
 
 
 _converter = cattrs.Converter(forbid_extra_keys=True)
+
+
+def _thread_pool(workers: int, name: str) -> ThreadPoolExecutor:
+    """A pool for concurrent store calls. `concurrent.futures` is imported here, not at
+    the top: importing it creates a logger, and pytest's log capture walks every logger
+    on each phase of each test, so a logger the plugin brings costs every pytest run."""
+    from concurrent.futures import ThreadPoolExecutor  # noqa: PLC0415 (see above)
+
+    return ThreadPoolExecutor(workers, thread_name_prefix=name)
 
 
 def join_balanced(strategy: MergeStrategy[T], values: Sequence[T]) -> T:
@@ -189,7 +200,7 @@ class Cache:
         """
         if len(values) <= 1:
             return [self.write_part(key, part_id, value) for key, value in values.items()]
-        with ThreadPoolExecutor(len(values), thread_name_prefix="cachekit-write") as pool:
+        with _thread_pool(len(values), "cachekit-write") as pool:
             return list(
                 pool.map(lambda item: self.write_part(item[0], part_id, item[1]), values.items())
             )
@@ -234,7 +245,7 @@ class Cache:
         bases_only = frozenset(bases_only)
         if len(self.read_chain) == 1:
             return self._read_merged_from(self.store, strategies, prefix, listed, bases_only)
-        with ThreadPoolExecutor(len(self.read_chain), thread_name_prefix="cachekit-read") as pool:
+        with _thread_pool(len(self.read_chain), "cachekit-read") as pool:
             reads = list(
                 pool.map(
                     lambda s: self._read_merged_from(s, strategies, prefix, None, bases_only),
