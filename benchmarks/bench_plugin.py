@@ -28,10 +28,14 @@ own machine, its own ``cache_dir``), with compaction at its default threshold (1
 parts), so the timed runs read and merge real parts, write their own, and the first
 timed round's run brings ``cache/lastfailed`` to 10 parts and compacts it.
 
-Timing: one warm-up round, then ``--rounds`` rounds (default 7) that run the four
-variants in turn, rotating which goes first. The ratios reported are the per-round
-paired ratios A1/B, C/B and A2/B: their median and their min-max. Each process's wall
-time, CPU time and peak RSS come from ``os.wait4``.
+Timing: one warm-up run of each variant, then ``--rounds`` rounds (default 7). A round
+runs each of A1, C and A2 right next to a run of B (a pair), the pairs' order rotating
+from round to round and B going first in every other round. The ratios reported are the
+pairs' ratios A1/B, C/B and A2/B: their median and their min-max. Pairs, not rounds:
+this benchmark's machine drifts by up to 15% over tens of seconds (C/B, which has no
+cachekit code at all, ranged 0.79-1.14 when each round ran the four variants once and
+paired them by round), and a B run next to each variant sees the same drift. Each
+process's wall time, CPU time and peak RSS come from ``os.wait4``.
 
 Run alone: ``python benchmarks/bench_plugin.py`` (``--write`` saves
 ``results/plugin.md`` and ``plugin.json``, ``--profile`` writes
@@ -109,6 +113,8 @@ SUITE_VERSION = "1"
 
 BASE_ARGS = ("-m", "pytest", "-q", "-p", "no:randomly", "-p", "no:hypothesispytest")
 ORDER = ("A1", "B", "C", "A2")
+#: The variants timed against B, each in a pair with a B run next to it.
+PAIRED = ("A1", "C", "A2")
 LABELS = {
     "A1": "plugin, local default",
     "B": "built-in cache",
@@ -318,7 +324,12 @@ def check_full_run(run: Run) -> None:
 class Timings:
     """All rounds: the runs of each variant, in round order."""
 
+    #: Every timed run of each variant (B: one per pair).
     runs: dict[str, list[Run]] = field(default_factory=lambda: {key: [] for key in ORDER})
+    #: Per variant of `PAIRED`: (its run, the B run next to it), in round order.
+    pairs: dict[str, list[tuple[Run, Run]]] = field(
+        default_factory=lambda: {key: [] for key in PAIRED}
+    )
     orders: list[list[str]] = field(default_factory=list)
     warm_up: list[Run] = field(default_factory=list)
     populate: list[Run] = field(default_factory=list)
@@ -327,14 +338,14 @@ class Timings:
     store_after: dict[str, int] = field(default_factory=dict)
 
     def comparison(self, variant: str) -> Comparison:
-        """``variant`` against the built-in cache, paired by round (wall seconds)."""
+        """``variant`` against the built-in cache, by pairs (wall seconds)."""
         return Comparison(
             f"{variant}/B",
             LABELS[variant],
             LABELS["B"],
             1,
-            [run.seconds for run in self.runs[variant]],
-            [run.seconds for run in self.runs["B"]],
+            [run.seconds for run, _ in self.pairs[variant]],
+            [b.seconds for _, b in self.pairs[variant]],
         )
 
     def cpu_comparison(self, variant: str) -> Comparison:
@@ -343,8 +354,8 @@ class Timings:
             LABELS[variant],
             LABELS["B"],
             1,
-            [run.cpu_seconds for run in self.runs[variant]],
-            [run.cpu_seconds for run in self.runs["B"]],
+            [run.cpu_seconds for run, _ in self.pairs[variant]],
+            [b.cpu_seconds for _, b in self.pairs[variant]],
         )
 
     @property
@@ -430,21 +441,28 @@ def _measure(rounds: int, *, profile: bool, env: dict[str, str], logs: Path) -> 
             timings.store_before = _store_state(client, prefix)
 
             s3_url = bench.proxied_url("plugin")
-            for round_number in range(-1, rounds):  # round -1 is the warm-up
-                shift = round_number % len(ORDER)
-                order = list(ORDER[shift:] + ORDER[:shift])
-                title = "warm-up" if round_number < 0 else f"round {round_number + 1}"
+            for variant in ORDER:
+                log = logs / f"warm-up-{variant}.log"
+                timings.warm_up.append(_timed_run(variant, s3_url, env, log, bench))
+            print(
+                "  warm-up: " + ", ".join(f"{r.variant} {r.seconds:.2f} s" for r in timings.warm_up)
+            )
+            for round_number in range(rounds):
+                order = _round_order(round_number)
                 done = []
-                for variant in order:
-                    log = logs / f"{title.replace(' ', '')}-{variant}.log"
+                for position, variant in enumerate(order):
+                    log = logs / f"round{round_number + 1}-{position}-{variant}.log"
                     done.append(_timed_run(variant, s3_url, env, log, bench))
-                if round_number < 0:
-                    timings.warm_up += done
-                else:
-                    timings.orders.append(order)
-                    for one in done:
-                        timings.runs[one.variant].append(one)
-                print(f"  {title}: " + ", ".join(f"{r.variant} {r.seconds:.2f} s" for r in done))
+                timings.orders.append(order)
+                for first, second in zip(done[::2], done[1::2], strict=True):
+                    run, b = (second, first) if first.variant == "B" else (first, second)
+                    timings.pairs[run.variant].append((run, b))
+                for one in done:
+                    timings.runs[one.variant].append(one)
+                print(
+                    f"  round {round_number + 1}: "
+                    + ", ".join(f"{r.variant} {r.seconds:.2f} s" for r in done)
+                )
             timings.store_after = _store_state(client, prefix)
             if profile:
                 try:
@@ -454,6 +472,15 @@ def _measure(rounds: int, *, profile: bool, env: dict[str, str], logs: Path) -> 
         finally:
             proxy.stop()
     return timings
+
+
+def _round_order(round_number: int) -> list[str]:
+    """The runs of a round: a pair (variant, B) per variant of `PAIRED`, rotating which
+    pair goes first, and B first in every other round."""
+    shift = round_number % len(PAIRED)
+    variants = PAIRED[shift:] + PAIRED[:shift]
+    b_first = round_number % 2 == 1
+    return [name for v in variants for name in (("B", v) if b_first else (v, "B"))]
 
 
 def _timed_run(variant: str, s3_url: str, env: dict[str, str], log: Path, bench: Bench) -> Run:
@@ -578,8 +605,8 @@ def _add_sections(report: Report, timings: Timings, rounds: int) -> None:
         f"{TOTAL_FAILING} failing deterministically; one-line test bodies.",
         "Each row is a whole `python -m pytest` process in the suite's directory, timed "
         "from spawn to exit; CPU (user+system) and peak RSS from `os.wait4`. Ratios are "
-        "per round, paired with that round's built-in run; the variants' order rotates "
-        "each round.",
+        "per pair: each run of A1, C and A2 with the built-in (B) run right next to it; "
+        "the pairs' order rotates each round and B goes first in every other round.",
         "Every variant with a cache keeps its own `cache_dir`, warm from its previous run "
         "(a second run of unchanged code).",
         f"No cache at all (C) / built-in (B): median {c_over_b:.3f}, i.e. the built-in "
@@ -587,13 +614,15 @@ def _add_sections(report: Report, timings: Timings, rounds: int) -> None:
         f"{(REFERENCE_BUILTIN_OVER_NONE - 1) * 100:.1f}%).",
     ]
     for index, order in enumerate(timings.orders):
-        by_variant = {variant: timings.runs[variant][index] for variant in ORDER}
-        b = by_variant["B"].seconds
+        pairs = {variant: timings.pairs[variant][index] for variant in PAIRED}
         data["rounds"].append(
             {
                 "order": order,
-                "seconds": {variant: run.seconds for variant, run in by_variant.items()},
-                "ratios": {f"{v}/B": by_variant[v].seconds / b for v in ("A1", "C", "A2")},
+                "seconds": {
+                    variant: {"run": run.seconds, "B": b.seconds}
+                    for variant, (run, b) in pairs.items()
+                },
+                "ratios": {f"{v}/B": run.seconds / b.seconds for v, (run, b) in pairs.items()},
             }
         )
     data["warm_up"] = [run.as_dict() for run in timings.warm_up]
@@ -601,8 +630,8 @@ def _add_sections(report: Report, timings: Timings, rounds: int) -> None:
     report.sections.append(summary)
 
     per_round = Section(
-        "Per round (wall time; order as run)",
-        ["round", "order", "A1", "B", "C", "A2", "A1/B", "C/B", "A2/B"],
+        "Per round (wall time of each pair, variant / B; order as run)",
+        ["round", "order", "A1 / B", "C / B", "A2 / B", "A1/B", "C/B", "A2/B"],
     )
     for index, entry in enumerate(data["rounds"]):
         seconds = entry["seconds"]
@@ -611,8 +640,8 @@ def _add_sections(report: Report, timings: Timings, rounds: int) -> None:
             [
                 str(index + 1),
                 " ".join(entry["order"]),
-                *(f"{seconds[v]:.2f} s" for v in ORDER),
-                *(f"{ratios_of_round[f'{v}/B']:.3f}" for v in ("A1", "C", "A2")),
+                *(f"{seconds[v]['run']:.2f} / {seconds[v]['B']:.2f} s" for v in PAIRED),
+                *(f"{ratios_of_round[f'{v}/B']:.3f}" for v in PAIRED),
             ]
         )
     report.sections.append(per_round)
@@ -753,10 +782,10 @@ def probe(label):
     print(f"  {label}: {loggers} loggers, {each * 1e6:.2f} us per enter+exit, "
           f"{each * 120000:.2f} s per 20,000 tests (120,000 enter+exit)")
 probe("pytest alone")
-import cachekit_pytest.plugin
-probe("with cachekit_pytest.plugin imported (A1)")
+import cachekit_pytest.plugin, cachekit_pytest.agent
+probe("with the plugin and the sync agent's client imported (A1, and A2's pytest process)")
 import s3fs, cachekit.stores.fsspec
-probe("with s3fs and cachekit.stores.fsspec imported (A2)")
+probe("with s3fs imported too (what the sync agent keeps out of the pytest process)")
 """
 
 
