@@ -15,6 +15,7 @@ from servers import (
     azurite_connection_string,
     gcs_endpoint,
     gcs_url,
+    hanging_endpoint,
     s3_endpoint,
     s3_url,
     use_fake_cloud_credentials,
@@ -47,6 +48,7 @@ __all__ = [
     "azurite_connection_string",
     "gcs_endpoint",
     "gcs_url",
+    "hanging_endpoint",
     "s3_endpoint",
     "s3_url",
 ]

@@ -18,6 +18,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator, MutableMapping
@@ -276,3 +277,31 @@ def gcs_url(gcs_endpoint: str) -> str:
     ).mkdir(bucket)
     query = urlencode({"endpoint_url": gcs_endpoint, "token": "anon", "project": "cachekit"})
     return f"gs://{bucket}/cache?{query}"
+
+
+@pytest.fixture
+def hanging_endpoint() -> Iterator[str]:
+    """``http://127.0.0.1:PORT`` of a server that accepts connections and never answers."""
+    server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    server.bind((LOOPBACK, 0))
+    server.listen(64)
+    accepted: list[socket.socket] = []
+    stop = threading.Event()
+
+    def serve() -> None:
+        server.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                connection, _ = server.accept()
+            except OSError:
+                continue
+            accepted.append(connection)  # held open, never read from or answered
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield f"http://{LOOPBACK}:{server.getsockname()[1]}"
+    stop.set()
+    thread.join()
+    for connection in accepted:
+        connection.close()
+    server.close()

@@ -6,11 +6,9 @@ as with an empty cache, keeps its exit code, and overwrites nothing in the store
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import closing
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -31,6 +29,7 @@ from cachekit import (
 from cachekit.budget import Budget
 from cachekit.ci import detect_namespace, namespaced_store
 from cachekit.merge import still_failing
+from servers import free_port
 
 TESTS = """
 def test_pass():
@@ -39,41 +38,6 @@ def test_pass():
 def test_fail():
     assert 0
 """
-
-
-def closed_port() -> int:
-    with closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
-
-
-@pytest.fixture
-def hanging_endpoint() -> Iterator[str]:
-    """``http://127.0.0.1:PORT`` of a server that accepts connections and never answers."""
-    server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    server.bind(("127.0.0.1", 0))
-    server.listen(64)
-    accepted: list[socket.socket] = []
-    stop = threading.Event()
-
-    def serve() -> None:
-        server.settimeout(0.1)
-        while not stop.is_set():
-            try:
-                connection, _ = server.accept()
-            except OSError:
-                continue
-            accepted.append(connection)  # held open, never read from or answered
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.getsockname()[1]}"
-    stop.set()
-    thread.join()
-    for connection in accepted:
-        connection.close()
-    server.close()
 
 
 def s3_url_at(endpoint: str) -> str:
@@ -127,7 +91,7 @@ def assert_one_unavailable_warning(result: pytest.RunResult) -> None:
 def test_dead_endpoint(pytester: pytest.Pytester, spent: list[float]) -> None:
     pytester.makepyfile(TESTS)
     baseline, base_time = run_timed(pytester)
-    url = s3_url_at(f"http://127.0.0.1:{closed_port()}")
+    url = s3_url_at(f"http://127.0.0.1:{free_port()}")
     result, elapsed = run_timed(pytester, f"--cache-url={url}", "--cache-timeout=2")
     assert result.ret == baseline.ret == pytest.ExitCode.TESTS_FAILED
     result.assert_outcomes(passed=1, failed=1)
@@ -172,7 +136,7 @@ def test_warning_as_error_never_changes_the_exit_code(
 ) -> None:
     pytester.makepyfile("def test_ok(): pass")
     pytester.makeini("[pytest]\nfilterwarnings = error\n")
-    url = s3_url_at(f"http://127.0.0.1:{closed_port()}")
+    url = s3_url_at(f"http://127.0.0.1:{free_port()}")
     result = pytester.runpytest(f"--cache-url={url}", "--cache-timeout=1")
     assert result.ret == pytest.ExitCode.OK
     result.stderr.fnmatch_lines(["StoreUnavailableWarning: cachekit: could not read*"])

@@ -10,14 +10,11 @@ from __future__ import annotations
 import io
 import os
 import re
-import socket
 import subprocess
 import sys
-import threading
 import time
 import unittest
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import closing
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from urllib.parse import urlencode
 
@@ -35,6 +32,7 @@ from cachekit.unittest import (
     id_of,
     prioritize_failures,
 )
+from servers import free_port
 
 #: A test module whose tests fail when their id is listed in ``CK_FAIL``.
 MODULE = """\
@@ -439,46 +437,11 @@ def test_read_only_run_records_nothing(project: Path, store: str) -> None:
     assert LocalStore(store).list() == []
 
 
-def closed_port() -> int:
-    with closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
-
-
-@pytest.fixture
-def hanging_endpoint() -> Iterator[str]:
-    """``http://127.0.0.1:PORT`` of a server that accepts connections and never answers."""
-    server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    server.bind(("127.0.0.1", 0))
-    server.listen(64)
-    accepted: list[socket.socket] = []
-    stop = threading.Event()
-
-    def serve() -> None:
-        server.settimeout(0.1)
-        while not stop.is_set():
-            try:
-                connection, _ = server.accept()
-            except OSError:
-                continue
-            accepted.append(connection)  # held open, never answered
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.getsockname()[1]}"
-    stop.set()
-    thread.join()
-    for connection in accepted:
-        connection.close()
-    server.close()
-
-
 SECRET = "hunter2-do-not-print"
 
 
 def dead_s3(tmp_path: Path) -> str:
-    endpoint = f"http://127.0.0.1:{closed_port()}"
+    endpoint = f"http://127.0.0.1:{free_port()}"
     return "s3://ck-bucket/cache?" + urlencode(
         {"endpoint_url": endpoint, "key": "AKIAEXAMPLE", "secret": SECRET}
     )
