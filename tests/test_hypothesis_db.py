@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 
 from cachekit import StoreUnavailableWarning, open_store
 from cachekit.hypothesis import CacheStoreExampleDatabase, example_database
-from test_plugin_faults import closed_port, s3_url_at
+from servers import free_port
+from test_plugin_faults import s3_url_at
 
 
 @pytest.fixture(params=["dir", "s3"])
@@ -92,7 +93,7 @@ def test_a_read_only_store_saves_nothing_and_warns_nothing(tmp_path: Path) -> No
 
 
 def test_a_down_store_never_fails_a_hypothesis_run() -> None:
-    url = s3_url_at(f"http://127.0.0.1:{closed_port()}")
+    url = s3_url_at(f"http://127.0.0.1:{free_port()}")
     db = example_database(url)
     calls = 0
 
