@@ -40,7 +40,14 @@ from cachekit.errors import CacheKitWarning, CorruptValueWarning, StoreUnavailab
 from cachekit.urls import redact_url
 from cachekit_pytest.options import SharedKey
 from cachekit_pytest.stats import RunRecord
-from cachekit_pytest.sync import Found, InvalidBackend, Remote, SyncFailed, shared_keys
+from cachekit_pytest.sync import (
+    Found,
+    InvalidBackend,
+    Observations,
+    Remote,
+    SyncFailed,
+    shared_keys,
+)
 
 T = TypeVar("T")
 
@@ -66,6 +73,7 @@ class Write:
     parts: dict[str, Any]
     compact: tuple[str, ...]
     min_parts: int
+    observed: Observations | None = None
     stats: RunRecord | None = None
 
 
@@ -141,7 +149,13 @@ def serve(requests: IO[bytes], replies: IO[bytes]) -> None:
 
 
 def _write(remote: Remote, write: Write) -> None:
-    remote.write(write.parts, compact=write.compact, min_parts=write.min_parts, stats=write.stats)
+    remote.write(
+        write.parts,
+        observed=write.observed,
+        compact=write.compact,
+        min_parts=write.min_parts,
+        stats=write.stats,
+    )
 
 
 def _attempt(call: Callable[[], object]) -> Reply:
@@ -274,10 +288,12 @@ class AgentSync:
         compact: Iterable[str],
         min_parts: int,
         stats: RunRecord | None = None,
+        observed: Observations | None = None,
     ) -> None:
         """Send the run's parts to the agent; `written` waits until they are stored."""
         self.opened()
-        self._send(Request(write=Write(dict(parts), tuple(compact), min_parts, stats)))
+        write = Write(dict(parts), tuple(compact), min_parts, observed, stats)
+        self._send(Request(write=write))
         self._writing = True
 
     def written(self) -> None:

@@ -42,6 +42,7 @@ from cachekit_pytest.sync import (
     Found,
     InProcessSync,
     InvalidBackend,
+    Observations,
     Shared,
     Sync,
     SyncFailed,
@@ -111,8 +112,6 @@ class CacheProvider:
             self._split(config, self.settings)
         if self.recorder is not None:
             config.pluginmanager.register(self.recorder, "cachekit-recorder")
-            if self.test_stats is not None:
-                config.pluginmanager.register(self.test_stats, "cachekit-stats")
             if config.pluginmanager.hasplugin("xdist"):
                 config.pluginmanager.register(XdistCollection(self, config), "cachekit-xdist")
 
@@ -195,9 +194,9 @@ class CacheProvider:
         except InvalidBackend as error:
             raise pytest.UsageError(f"cachekit: {error}") from None
         self.start = {key: config.cache.get(key, None) for key in self.shared}
-        self.recorder = Recorder()
         if settings.stats and namespace.trusted:
             self.test_stats = TestStats()
+        self.recorder = Recorder(self.test_stats)
         if reading:
             self.pending = True
             if self._needs_values_now(config):
@@ -323,9 +322,7 @@ class CacheProvider:
             return False
         parts: dict[str, JSON] = {}
         replayed = self.recorder.replay(_strings(self.start[LASTFAILED_KEY]))
-        observed = replayed.observations(self.run_start)
-        if observed:
-            parts[LASTFAILED_KEY] = observed
+        observed = replayed.observations(self.run_start) if replayed.observed else None
         if not config.getoption("collectonly"):
             nfplugin = config.pluginmanager.get_plugin("nfplugin")
             if isinstance(nfplugin, NFPlugin):
@@ -340,20 +337,21 @@ class CacheProvider:
                 if value is not None:
                     parts[key] = value
         threshold = self.settings.compact_threshold
+        adds_part = {*parts, *([LASTFAILED_KEY] if observed else [])}
         compact = [
             key
             for key, found in self.found.items()
-            if len(found.parts) + (key in parts) >= threshold
+            if len(found.parts) + (key in adds_part) >= threshold
         ]
         stats = None
-        if self.test_stats is not None and self.test_stats.tests:
+        if self.test_stats is not None and self.test_stats.seconds:
             namespace = self.sync.namespace
             stats = self.test_stats.record(
                 at=self.run_start, run_id=namespace.run_id, label=namespace.describe()
             )
-        if not (parts or compact or stats):
+        if not (parts or observed or compact or stats):
             return False
-        self.sync.write(parts, compact=compact, min_parts=threshold, stats=stats)
+        self.sync.write(parts, observed=observed, compact=compact, min_parts=threshold, stats=stats)
         return True
 
     def _split(self, config: pytest.Config, settings: Settings) -> None:
@@ -461,23 +459,33 @@ class Recorder:
     Mirrors ``LFPlugin``'s bookkeeping exactly, so the merged value a later run reads
     agrees with what pytest alone would have written on one machine. Keeping events
     rather than a running state lets the start value arrive late (`CacheProvider`).
+    Its report hook also feeds the run's `TestStats`: one hook per report instead of two.
     """
 
-    def __init__(self) -> None:
-        self.events: list[Outcome | Collected | WorkersCollected] = []
+    def __init__(self, stats: TestStats | None = None) -> None:
+        #: A bare node id is the most common event by far: that test passed (or was
+        #: skipped). Kept as the report's own string, it costs no object of its own.
+        self.events: list[str | Failed | Collected | WorkersCollected] = []
+        self.stats = stats
         self._last: tuple[tuple[tuple[str, ...], int], Replay] | None = None
 
     def pytest_runtest_logreport(self, report: TestReport) -> None:
-        if (report.when == "call" and report.passed) or report.skipped:
-            self.events.append(Outcome(report.nodeid, False))
-        elif report.failed:
-            self.events.append(Outcome(report.nodeid, True))
+        outcome = report.outcome  # once: ``report.passed`` and friends are properties
+        if outcome == "passed":
+            if report.when == "call":
+                self.events.append(report.nodeid)
+        elif outcome == "skipped":
+            self.events.append(report.nodeid)
+        elif outcome == "failed":
+            self.events.append(Failed(report.nodeid))
+        if self.stats is not None:
+            self.stats.tally(report)
 
     def pytest_collectreport(self, report: CollectReport) -> None:
         if report.outcome in ("passed", "skipped"):
             self.events.append(Collected(report.nodeid, [item.nodeid for item in report.result]))
         else:
-            self.events.append(Outcome(report.nodeid, True))
+            self.events.append(Failed(report.nodeid))
 
     def workers_collected(self, ids: Sequence[str]) -> WorkersCollected:
         event = WorkersCollected(frozenset(ids))
@@ -491,7 +499,10 @@ class Recorder:
         if self._last is None or self._last[0] != key:
             replay = Replay(dict.fromkeys(key[0], True), {})
             for event in self.events:
-                event.apply(replay)
+                if isinstance(event, str):
+                    replay.see(event, False)
+                else:
+                    event.apply(replay)
             self._last = (key, replay)
         return self._last[1]
 
@@ -510,22 +521,21 @@ class Replay:
         else:
             self.failing.pop(nodeid, None)
 
-    def observations(self, at: float) -> dict[str, JSON]:
-        """The run's ``cache/lastfailed`` part (`cachekit.merge.LASTFAILED`)."""
-        return {
-            nodeid: {"at": at, "failed": failed} for nodeid, failed in sorted(self.observed.items())
-        }
+    def observations(self, at: float) -> Observations:
+        """The run's ``cache/lastfailed`` part, in short."""
+        failed = [nodeid for nodeid, failed in self.observed.items() if failed]
+        passed = [nodeid for nodeid, failed in self.observed.items() if not failed]
+        return Observations(at, failed=failed, passed=passed)
 
 
 @attrs.frozen
-class Outcome:
-    """A test or collector passed (or was skipped), or failed."""
+class Failed:
+    """A test or collector failed."""
 
     nodeid: str
-    failed: bool
 
     def apply(self, replay: Replay) -> None:
-        replay.see(self.nodeid, self.failed)
+        replay.see(self.nodeid, True)
 
 
 @attrs.frozen

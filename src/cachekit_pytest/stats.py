@@ -24,23 +24,29 @@ _RANK: dict[Outcome, int] = {"passed": 0, "skipped": 1, "error": 2, "failed": 3}
 
 
 class TestStats:
-    """Registered on the process that receives every report (not on xdist workers)."""
+    """Tallies of the reports the process receives (not on xdist workers). Called by
+    `cachekit_pytest.provider.Recorder`'s hook rather than from a hook of its own: that
+    saves pluggy a call per report, and most reports (passed) only add a duration."""
 
     __test__ = False  # not a pytest test class
 
     def __init__(self) -> None:
-        #: node id -> [seconds, outcome, reruns, message], in the order tests reported.
-        self.tests: dict[str, list[Any]] = {}
+        #: node id -> seconds of its setup, call and teardown, in the order tests reported.
+        self.seconds: dict[str, float] = {}
+        #: node id -> [outcome, reruns, message], for tests that did not simply pass.
+        self.unusual: dict[str, list[Any]] = {}
 
-    def pytest_runtest_logreport(self, report: TestReport) -> None:
-        entry = self.tests.get(report.nodeid)
-        if entry is None:
-            entry = self.tests[report.nodeid] = [0.0, "passed", 0, ""]
-        entry[0] += report.duration
-        if str(report.outcome) == "rerun":  # pytest-rerunfailures: another attempt follows
-            entry[2] += 1
+    def tally(self, report: TestReport) -> None:
+        nodeid = report.nodeid
+        seconds = self.seconds
+        seconds[nodeid] = seconds.get(nodeid, 0.0) + report.duration
+        if report.outcome == "passed":
             return
-        if report.passed:
+        entry = self.unusual.get(nodeid)
+        if entry is None:
+            entry = self.unusual[nodeid] = ["passed", 0, ""]
+        if str(report.outcome) == "rerun":  # pytest-rerunfailures: another attempt follows
+            entry[1] += 1
             return
         outcome: Outcome
         if report.skipped:
@@ -49,12 +55,20 @@ class TestStats:
             outcome = "failed"
         else:
             outcome = "error"
-        if _RANK[outcome] > _RANK[entry[1]]:
-            entry[1] = outcome
-            entry[3] = _message(report)
+        if _RANK[outcome] > _RANK[entry[0]]:
+            entry[0] = outcome
+            entry[2] = _message(report)
 
     def record(self, *, at: float, run_id: str, label: str) -> RunRecord:
-        return RunRecord(at=at, run_id=run_id, label=label, tests=self.tests)
+        return RunRecord(
+            at=at,
+            run_id=run_id,
+            label=label,
+            # Whole microseconds, the precision recorded: integers are a third of the
+            # work of floats to send to the sync agent as JSON.
+            microseconds={nodeid: round(value * 1e6) for nodeid, value in self.seconds.items()},
+            unusual=self.unusual,
+        )
 
 
 @attrs.frozen
@@ -65,13 +79,17 @@ class RunRecord:
     #: The CI run (`cachekit.ci.Namespace.run_id`) and the namespace, for people.
     run_id: str
     label: str
-    #: node id -> [seconds, outcome, reruns, message] (typed Any: passed through as JSON).
-    tests: dict[str, Any]
+    #: node id -> duration in whole microseconds, for every test that reported.
+    microseconds: dict[str, int]
+    #: node id -> [outcome, reruns, message] where not [passed, 0, ""] (typed Any: passed
+    #: through as JSON).
+    unusual: dict[str, Any]
 
     def cases(self) -> tuple[TestCase, ...]:
+        passed = ("passed", 0, "")
         return tuple(
-            _case(nodeid, seconds, outcome, reruns, message)
-            for nodeid, (seconds, outcome, reruns, message) in self.tests.items()
+            _case(nodeid, microseconds / 1e6, *self.unusual.get(nodeid, passed))
+            for nodeid, microseconds in self.microseconds.items()
         )
 
     def parts(self, part_id: str) -> dict[str, JSON]:
@@ -100,7 +118,7 @@ def _case(nodeid: str, seconds: float, outcome: Outcome, reruns: int, message: s
         classname=classname,
         name=name,
         outcome=outcome,
-        duration=round(seconds, 6),
+        duration=seconds,
         reruns=reruns,
         message=message,
     )

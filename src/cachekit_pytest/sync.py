@@ -80,13 +80,30 @@ class _Shared(Generic[S]):
 
 
 class LastFailedKey(_Shared[Any]):
-    """``cache/lastfailed``: parts are per-test observations, see `Recorder`."""
+    """``cache/lastfailed``: parts are per-test observations (`Observations`)."""
 
     def local(self, merged: Any) -> JSON:
         return still_failing(merged)  # type: ignore[return-value]
 
     def part(self, start: JSON, end: JSON, now: float) -> JSON:
         raise NotImplementedError("lastfailed parts come from the run's observations")
+
+
+@attrs.frozen
+class Observations:
+    """What a run saw of each test and collector, as the pytest process hands it over:
+    two lists of node ids are a fraction of the work of the part itself to send to the
+    sync agent."""
+
+    at: float
+    failed: list[str]
+    passed: list[str]
+
+    def part(self) -> dict[str, JSON]:
+        """The run's ``cache/lastfailed`` part (`cachekit.merge.LASTFAILED`)."""
+        seen = [(nodeid, True) for nodeid in self.failed]
+        seen += [(nodeid, False) for nodeid in self.passed]
+        return {nodeid: {"at": self.at, "failed": failed} for nodeid, failed in sorted(seen)}
 
 
 class UnionKey(_Shared[Any]):
@@ -239,16 +256,20 @@ class Remote:
         self,
         parts: Mapping[str, JSON],
         *,
+        observed: Observations | None = None,
         compact: Iterable[str],
         min_parts: int,
         stats: RunRecord | None = None,
     ) -> None:
-        """Write ``parts`` (key to value) and the run's test statistics as this run's
-        part, then compact ``compact``."""
+        """Write ``parts`` (key to value), the run's observations and its test statistics
+        as this run's part, then compact ``compact``."""
         part_id = self.namespace.new_part_id()
         cache = self.open()
+        parts = dict(parts)
+        if observed is not None:
+            parts[LASTFAILED_KEY] = observed.part()
         if stats is not None:
-            parts = {**parts, **stats.parts(part_id)}
+            parts.update(stats.parts(part_id))
         cache.write_parts(part_id, parts)
         for key in compact:
             try:
@@ -285,6 +306,7 @@ class Sync(Protocol):
         self,
         parts: Mapping[str, JSON],
         *,
+        observed: Observations | None = None,
         compact: Iterable[str],
         min_parts: int,
         stats: RunRecord | None = None,
@@ -321,12 +343,15 @@ class InProcessSync:
         self,
         parts: Mapping[str, JSON],
         *,
+        observed: Observations | None = None,
         compact: Iterable[str],
         min_parts: int,
         stats: RunRecord | None = None,
     ) -> None:
         self.budget.run(
-            lambda: self.remote.write(parts, compact=compact, min_parts=min_parts, stats=stats),
+            lambda: self.remote.write(
+                parts, observed=observed, compact=compact, min_parts=min_parts, stats=stats
+            ),
             f"writing to {redact_url(self.url)}",
         )
 
