@@ -210,6 +210,8 @@ class AgentSync:
         self._read_requested = False
         self._writing = False
         self._errors: collections.deque[str] = collections.deque(maxlen=20)
+        #: Set when the agent's output ends, which it does as it exits.
+        self._output_ended = threading.Event()
 
     @property
     def _display(self) -> str:
@@ -244,6 +246,7 @@ class AgentSync:
         except Exception:  # garbage from the agent: treated as the agent dying
             pass
         self._replies.put(None)
+        self._output_ended.set()
 
     def _read_errors(self, stream: IO[bytes]) -> None:
         """Keep the end of what the agent printed: it explains an unexpected exit."""
@@ -285,10 +288,10 @@ class AgentSync:
         self,
         parts: Mapping[str, JSON],
         *,
+        observed: Observations | None = None,
         compact: Iterable[str],
         min_parts: int,
         stats: RunRecord | None = None,
-        observed: Observations | None = None,
     ) -> None:
         """Send the run's parts to the agent; `written` waits until they are stored."""
         self.opened()
@@ -309,8 +312,14 @@ class AgentSync:
         if process.stdin is not None:
             with contextlib.suppress(OSError):  # the agent is gone already
                 process.stdin.close()
+        # Wait for the end of its output, then for the process: `Popen.wait` with a timeout
+        # polls, with sleeps that double up to 50 ms, and would keep the run 15 to 30 ms
+        # longer than the agent's exit.
+        timeout = min(EXIT_TIMEOUT, max(self.budget.remaining, 0.1))
         try:
-            process.wait(min(EXIT_TIMEOUT, max(self.budget.remaining, 0.1)))
+            if not self._output_ended.wait(timeout):
+                raise subprocess.TimeoutExpired(process.args, timeout)
+            process.wait(timeout)
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
