@@ -28,7 +28,7 @@ own machine, its own ``cache_dir``), with compaction at its default threshold (1
 parts), so the timed runs read and merge real parts, write their own, and the first
 timed round's run brings ``cache/lastfailed`` to 10 parts and compacts it.
 
-Timing: one warm-up run of each variant, then ``--rounds`` rounds (default 7). A round
+Timing: one warm-up run of each variant, then ``--rounds`` rounds (default 11). A round
 runs each of A1, C and A2 right next to a run of B (a pair), the pairs' order rotating
 from round to round and B going first in every other round. The ratios reported are the
 pairs' ratios A1/B, C/B and A2/B: their median and their min-max. Pairs, not rounds:
@@ -57,7 +57,7 @@ import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -90,6 +90,8 @@ from benchmarks.latency_proxy import ProxyProcess
 COMMAND = ".venv/bin/python -m benchmarks --only plugin"
 SCRIPT_COMMAND = ".venv/bin/python benchmarks/bench_plugin.py --write"
 
+#: The confidence of the interval reported for each median ratio.
+INTERVAL_CONFIDENCE = 0.9
 LOCAL_LIMIT = 1.02
 S3_LIMIT = 1.05
 #: The built-in cache's cost over no cache at all, as the issue measured it.
@@ -305,6 +307,10 @@ def run_pytest(
     return run
 
 
+def _ordinal(number: int) -> str:
+    return {1: "1st", 2: "2nd", 3: "3rd"}.get(number, f"{number}th")
+
+
 def _singular(kind: str) -> str:
     return kind if kind in ("passed", "failed", "skipped") else kind.rstrip("s")
 
@@ -364,7 +370,7 @@ class Timings:
         return self.populate + self.warm_up + timed
 
 
-def run(*, rounds: int = 7, profile: bool = False) -> Report:
+def run(*, rounds: int = 11, profile: bool = False) -> Report:
     """Generate the suite, start the store, fill it, time the rounds, report."""
     started = time.perf_counter()
     os.environ.update(FAKE_AWS_ENV)
@@ -552,6 +558,7 @@ def _add_sections(report: Report, timings: Timings, rounds: int) -> None:
             "median wall",
             "wall min-max",
             "vs built-in: median ratio",
+            f"the median's {INTERVAL_CONFIDENCE:.0%} interval",
             "ratio min-max",
             "median CPU",
             "CPU ratio (median)",
@@ -565,12 +572,15 @@ def _add_sections(report: Report, timings: Timings, rounds: int) -> None:
         rss = [run.max_rss_kib / 1024 for run in runs]
         cpu = [run.cpu_seconds for run in runs]
         if variant == "B":
-            ratio_text = range_text = cpu_ratio = "1 (baseline)"
+            ratio_text = interval_text = range_text = cpu_ratio = "1 (baseline)"
             ratios: list[float] = [1.0] * len(runs)
+            interval = None
         else:
             comparison = timings.comparison(variant)
             ratios = comparison.ratios
             ratio_text = f"{comparison.median_ratio:.3f}"
+            interval = comparison.median_ratio_interval(INTERVAL_CONFIDENCE)
+            interval_text = f"{interval.low:.3f}-{interval.high:.3f}"
             range_text = f"{min(ratios):.3f}-{max(ratios):.3f}"
             cpu_ratio = f"{timings.cpu_comparison(variant).median_ratio:.3f}"
         summary.rows.append(
@@ -580,6 +590,7 @@ def _add_sections(report: Report, timings: Timings, rounds: int) -> None:
                 fmt_seconds(statistics.median(walls)),
                 f"{min(walls):.2f}-{max(walls):.2f} s",
                 ratio_text,
+                interval_text,
                 range_text,
                 fmt_seconds(statistics.median(cpu)),
                 cpu_ratio,
@@ -592,6 +603,7 @@ def _add_sections(report: Report, timings: Timings, rounds: int) -> None:
             "median_seconds": statistics.median(walls),
             "median_cpu_seconds": statistics.median(cpu),
             "median_ratio_vs_builtin": statistics.median(ratios),
+            "median_ratio_interval": None if interval is None else asdict(interval),
             "ratio_min": min(ratios),
             "ratio_max": max(ratios),
             "median_max_rss_mib": statistics.median(rss),
@@ -599,6 +611,8 @@ def _add_sections(report: Report, timings: Timings, rounds: int) -> None:
             "runs": [run.as_dict() for run in runs],
         }
     c_over_b = timings.comparison("C").median_ratio
+    some_interval = timings.comparison("A2").median_ratio_interval(INTERVAL_CONFIDENCE)
+    rank, coverage = some_interval.rank, some_interval.coverage
     summary.notes += [
         f"Suite: {FILES} files in 10 directories, {TOTAL_TESTS:,} tests ({min(FILE_SIZES)}-"
         f"{max(FILE_SIZES)} per file), 40% of the tests of every other file parametrized, "
@@ -609,6 +623,10 @@ def _add_sections(report: Report, timings: Timings, rounds: int) -> None:
         "the pairs' order rotates each round and B goes first in every other round.",
         "Every variant with a cache keeps its own `cache_dir`, warm from its previous run "
         "(a second run of unchanged code).",
+        f"Interval: where the true median ratio lies with at least "
+        f"{INTERVAL_CONFIDENCE:.0%} confidence, from the pairs alone (distribution-free: "
+        f"the {_ordinal(rank)} smallest and largest of {rounds} pair ratios; "
+        f"{coverage:.1%} coverage). A noisy machine widens it.",
         f"No cache at all (C) / built-in (B): median {c_over_b:.3f}, i.e. the built-in "
         f"cache costs {(1 / c_over_b - 1) * 100:.1f}% over none (the issue measured about "
         f"{(REFERENCE_BUILTIN_OVER_NONE - 1) * 100:.1f}%).",
@@ -814,7 +832,7 @@ def _own_seconds(table: dict[Any, Any]) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=7, help="timed rounds after the warm-up")
+    parser.add_argument("--rounds", type=int, default=11, help="timed rounds after the warm-up")
     parser.add_argument("--profile", action="store_true", help="profile one run per variant")
     parser.add_argument("--write", action="store_true", help="also write results/plugin.md/.json")
     args = parser.parse_args(argv)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import gc
 import json
+import math
 import os
 import platform
 import statistics
@@ -97,6 +98,10 @@ class Comparison:
     def ratio_of_medians(self) -> float:
         return self.a_median / self.b_median
 
+    def median_ratio_interval(self, confidence: float = 0.9) -> MedianInterval:
+        """Where the true median ratio lies, from the pairs alone (`median_interval`)."""
+        return median_interval(self.ratios, confidence)
+
     def summary(self) -> dict[str, Any]:
         ratios = sorted(self.ratios)
         return {
@@ -149,6 +154,38 @@ def interleave(
             comparison.a_seconds.append(first_seconds if a_first else second_seconds)
             comparison.b_seconds.append(second_seconds if a_first else first_seconds)
     return comparison
+
+
+@dataclass(frozen=True)
+class MedianInterval:
+    low: float
+    high: float
+    #: The chance that the interval holds the true median (at least ``confidence``,
+    #: unless there are too few samples: then the whole range, and less).
+    coverage: float
+    #: Its ends are the ``rank``-th smallest and largest samples (1 = min and max).
+    rank: int
+
+
+def median_interval(samples: Sequence[float], confidence: float = 0.9) -> MedianInterval:
+    """A distribution-free confidence interval for the median of independent samples:
+    the order statistics ``x(k)`` and ``x(n+1-k)`` for the largest ``k`` that keeps the
+    chance of the median falling outside, ``2 P(Binomial(n, 1/2) < k)``, within
+    ``1 - confidence``. A noisy machine shows as a wide interval instead of a lucky
+    median."""
+    ordered = sorted(samples)
+    n = len(ordered)
+    if n == 0:
+        return MedianInterval(math.nan, math.nan, 0.0, 0)
+
+    def outside(rank: int) -> float:
+        """The chance that the median lies outside ``[x(rank), x(n+1-rank)]``."""
+        return 2 * sum(math.comb(n, below) for below in range(rank)) / (1 << n)
+
+    rank = 1
+    while 2 * (rank + 1) <= n + 1 and outside(rank + 1) <= 1 - confidence:
+        rank += 1
+    return MedianInterval(ordered[rank - 1], ordered[n - rank], 1 - outside(rank), rank)
 
 
 def _quantile(ordered: Sequence[float], q: float) -> float:
