@@ -1,4 +1,4 @@
-"""Test-file keys (`cachekit.fingerprint`) on a generated 2,000-module project.
+"""Test-file keys (`cachekit.skip.fingerprint`) on a generated 2,000-module project.
 
 Why: the pytest plugin computes a key for every test file before it can skip anything,
 on every run. A warm run (unchanged code, the analysis cache file from the previous
@@ -65,7 +65,7 @@ from benchmarks.harness import (
     print_report,
     write_results,
 )
-from cachekit.fingerprint import Fingerprinter, KeyInputs
+from cachekit.skip.fingerprint import Fingerprinter, KeyInputs
 
 PACKAGES = 20
 SUBPACKAGES = 10
@@ -214,7 +214,7 @@ def closure_sizes(root: Path, tests: list[Path]) -> list[int]:
 _CHILD = """
 import json, sys, time
 from pathlib import Path
-from cachekit.fingerprint import Fingerprinter, KeyInputs
+from cachekit.skip.fingerprint import Fingerprinter, KeyInputs
 root, cache_file, tests = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3:]
 start = time.perf_counter()
 fingerprinter = Fingerprinter(KeyInputs(root=root), cache_file=cache_file)

@@ -14,9 +14,9 @@ Workload: 256 shards of one CI run, spread over ``--jobs`` job namespaces (defau
 64 shards per namespace, as cachekit's layout puts the shards of one job and config in one
 namespace; ``--jobs 256`` gives each shard a namespace of its own). Each shard holds ~390
 tests of its own, 100,000 distinct node ids in all, and writes what the pytest plugin and
-``cachekit stats ingest`` write, with the real writers (`cachekit.ci.Namespace` part ids,
+``cachekit stats ingest`` write, with the real writers (`cachekit.ci.namespace.Namespace` part ids,
 `cachekit.Cache.write_part`): a ``cache/lastfailed`` part (an observation per test it ran,
-`cachekit.merge.observe_outcomes`, ~0.3% failing), a ``cache/nodeids`` part and a
+`cachekit.values.merge.observe_outcomes`, ~0.3% failing), a ``cache/nodeids`` part and a
 ``stats/durations`` part. That is 768 objects, written straight to moto's server (not
 through the proxy).
 
@@ -27,7 +27,7 @@ spawn to exit, with CPU and peak RSS from ``os.wait4``, each into a fresh destin
   s3://...?endpoint_url=<proxy> --from <ref prefix>/ --into <destination> --json``;
 - B, the PyTorch approach: ``python benchmarks/bench_merge.py baseline ...``: boto3
   lists the prefix, then GETs every object one after another, decodes it with
-  `cachekit.codec`, joins it with the same strategies (`cachekit.layout.STRATEGIES`) and
+  `cachekit.values.codec`, joins it with the same strategies (`cachekit.ci.layout.STRATEGIES`) and
   uploads the result, one part per key.
 
 Timing: `harness.interleave` (one warm-up round, then ``--rounds`` rounds, default 5,
@@ -83,10 +83,12 @@ from benchmarks.harness import (
     run_alone,
 )
 from benchmarks.latency_proxy import ProxyProcess
-from cachekit import Cache, PrefixedStore, codec, layout, open_store
-from cachekit.cache import BASE, PARTS, new_part_id
-from cachekit.ci import Namespace
-from cachekit.merge import join_all, observe_outcomes, still_failing
+from cachekit import Cache, PrefixedStore, open_store
+from cachekit.ci import layout
+from cachekit.ci.namespace import Namespace
+from cachekit.values import codec
+from cachekit.values.cache import BASE, PARTS, new_part_id
+from cachekit.values.merge import join_all, observe_outcomes, still_failing
 
 SHARDS = 256
 TESTS = 100_000
@@ -571,8 +573,8 @@ def _section(timings: Timings, expected: dict[str, Any], jobs: int, rounds: int)
         "A: `" + " ".join(timings.commands["A"]) + "`.",
         "B: `"
         + " ".join(timings.commands["B"])
-        + "`: boto3 list, then one GET per object in turn, `cachekit.codec.decode`, join "
-        "with `cachekit.layout.STRATEGIES`, one PUT per key.",
+        + "`: boto3 list, then one GET per object in turn, `cachekit.values.codec.decode`, join "
+        "with `cachekit.ci.layout.STRATEGIES`, one PUT per key.",
         "Wall time is from spawn to exit (start-up and imports included); CPU and peak RSS "
         "of the process from `os.wait4`; requests as counted by the proxy; server and "
         "proxy CPU from /proc; other work: the CPU the rest of the machine used during "

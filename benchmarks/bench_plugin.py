@@ -800,7 +800,7 @@ def probe(label):
     print(f"  {label}: {loggers} loggers, {each * 1e6:.2f} us per enter+exit, "
           f"{each * 120000:.2f} s per 20,000 tests (120,000 enter+exit)")
 probe("pytest alone")
-import cachekit_pytest.plugin, cachekit_pytest.agent
+import cachekit_pytest.plugin, cachekit_pytest.sync.agent
 probe("with the plugin and the sync agent's client imported (A1, and A2's pytest process)")
 import s3fs, cachekit.stores.fsspec
 probe("with s3fs imported too (what the sync agent keeps out of the pytest process)")

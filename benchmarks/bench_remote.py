@@ -9,7 +9,7 @@ checks both promises where they matter: against a real S3 server (moto's, in its
 process) behind `latency_proxy` adding 50 ms per request, as a CI runner sees a bucket.
 
 Workload: 256 parts (32 runs x 8 shards), each a 2,000-entry ``lastfailed`` value built
-with `cachekit.merge.observe_outcomes`. The 16,000 test ids are spread over the shards of
+with `cachekit.values.merge.observe_outcomes`. The 16,000 test ids are spread over the shards of
 a run, and the split drifts from run to run (as duration-balanced sharding does), so
 parts of different runs overlap partially; a few tests fail for good, a block breaks and
 is fixed later, and some flake.
@@ -64,9 +64,10 @@ from benchmarks.harness import (
     write_results,
 )
 from benchmarks.latency_proxy import LOOPBACK, ProxyProcess
-from cachekit import Cache, CacheStore, MemoryStore, Merged, codec, open_store
-from cachekit.cache import BASE, PARTS
-from cachekit.merge import LASTFAILED, observe_outcomes, still_failing
+from cachekit import Cache, CacheStore, MemoryStore, Merged, open_store
+from cachekit.values import codec
+from cachekit.values.cache import BASE, PARTS
+from cachekit.values.merge import LASTFAILED, observe_outcomes, still_failing
 
 #: Static fake credentials, and no probing of cloud metadata addresses, ever.
 FAKE_AWS_ENV = {

@@ -10,7 +10,7 @@ process:
 - and is at least 5x faster than the full run (F, the plugin loaded, skipping off):
   median per-round ratio F/S >= 5.
 
-The time spent computing the test files' keys (`cachekit.fingerprint`) is reported on its
+The time spent computing the test files' keys (`cachekit.skip.fingerprint`) is reported on its
 own, from the line every skipping run prints ("N test file(s) keyed in X s, M test(s)
 checked in Y s; ... K whole file(s) not collected"): cold (the first run, no analysis
 cache) and warm (the timed runs); the time spent checking the signed records (of the

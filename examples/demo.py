@@ -25,9 +25,9 @@ from pathlib import Path
 import attrs
 
 from cachekit import open_store
-from cachekit.ci import detect_namespace, namespaced_cache
-from cachekit.layout import LASTFAILED_KEY, NODEIDS_KEY, PYTEST_SHARED_KEYS
-from cachekit.merge import still_failing
+from cachekit.ci.layout import LASTFAILED_KEY, NODEIDS_KEY, PYTEST_SHARED_KEYS
+from cachekit.ci.namespace import detect_namespace, namespaced_cache
+from cachekit.values.merge import still_failing
 
 #: The demo's project: per area of the shop, its behaviours (one test each) and how long
 #: each test sleeps. Four slow tests, ten instant ones.

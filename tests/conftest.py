@@ -70,11 +70,11 @@ def _import_what_inner_runs_would_import_first() -> None:
     import gcsfs  # noqa: PLC0415
     import s3fs  # noqa: PLC0415
 
-    import cachekit.stores._azure  # noqa: PLC0415
-    import cachekit.stores._gcs  # noqa: PLC0415
-    import cachekit.stores._generic  # noqa: PLC0415
-    import cachekit.stores._s3  # noqa: PLC0415
     import cachekit.stores.fsspec  # noqa: PLC0415
+    import cachekit.stores.fsspec.azure  # noqa: PLC0415
+    import cachekit.stores.fsspec.gcs  # noqa: PLC0415
+    import cachekit.stores.fsspec.generic  # noqa: PLC0415
+    import cachekit.stores.fsspec.s3  # noqa: PLC0415
 
     del multiprocessing, adlfs, gcsfs, s3fs, cachekit
 

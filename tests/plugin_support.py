@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from cachekit import Cache, open_store
-from cachekit.ci import detect_namespace, namespaced_cache
+from cachekit.ci.namespace import detect_namespace, namespaced_cache
 
 
 def shared(url: str) -> Cache:

@@ -19,9 +19,9 @@ from cachekit import (
     ReadOnlyStore,
     new_part_id,
 )
-from cachekit.codec import decode
 from cachekit.errors import InvalidKey, PreconditionFailed, UnsupportedOperation
-from cachekit.merge import LASTFAILED, NODEIDS, MappingUnion, Maximum, observe_outcomes
+from cachekit.values.codec import decode
+from cachekit.values.merge import LASTFAILED, NODEIDS, MappingUnion, Maximum, observe_outcomes
 
 
 class CountingStore:

@@ -10,16 +10,16 @@ import attrs
 import pytest
 
 from cachekit import LASTFAILED, MemoryStore, UnsupportedOperation
-from cachekit.ci import (
+from cachekit.ci.layout import LASTFAILED_KEY, namespace_prefix
+from cachekit.ci.namespace import (
     Namespace,
     detect_namespace,
     namespaced_cache,
     namespaced_store,
     normalize_git_url,
 )
-from cachekit.keys import validate_key
-from cachekit.layout import LASTFAILED_KEY, namespace_prefix
-from cachekit.merge import observe_outcomes, still_failing
+from cachekit.stores.keys import validate_key
+from cachekit.values.merge import observe_outcomes, still_failing
 
 # -- recorded environments ------------------------------------------------------------
 

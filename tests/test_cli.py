@@ -16,9 +16,7 @@ from typing import Any
 import pytest
 
 from cachekit import Cache, PrefixedStore, open_store
-from cachekit.ci import Namespace
-from cachekit.cli import main
-from cachekit.layout import (
+from cachekit.ci.layout import (
     DURATIONS_KEY,
     LASTFAILED_KEY,
     NODEIDS_KEY,
@@ -26,7 +24,9 @@ from cachekit.layout import (
     namespace_prefix,
     ref_prefix,
 )
-from cachekit.merge import LASTFAILED, join_all, observe_outcomes, still_failing
+from cachekit.ci.namespace import Namespace
+from cachekit.cli.app import main
+from cachekit.values.merge import LASTFAILED, join_all, observe_outcomes, still_failing
 
 DATA = Path(__file__).parent / "data" / "junit"
 NS = ["--repository", "acme/app", "--job", "test"]
@@ -69,7 +69,7 @@ def cachekit(
 def cli(
     *args: str, cwd: Path, env: dict[str, str] | None = None, stdin: str | None = None
 ) -> subprocess.CompletedProcess[str]:
-    """`cachekit.cli.main` in this process (what the console script calls), with the same
+    """`cachekit.cli.app.main` in this process (what the console script calls), with the same
     environment, working directory and standard streams a subprocess would have; much
     faster than a subprocess for the store tests."""
     saved_env, saved_cwd, saved_stdin = dict(os.environ), os.getcwd(), sys.stdin
@@ -199,7 +199,7 @@ def test_errors_are_one_redacted_line(tmp_path: Path, url: str) -> None:
 def test_missing_extra_is_explained(tmp_path: Path) -> None:
     code = (
         "import sys; sys.modules['s3fs'] = None\n"
-        "from cachekit.cli import main\n"
+        "from cachekit.cli.app import main\n"
         "raise SystemExit(main(['show', '--url', 's3://bucket/x']))\n"
     )
     result = subprocess.run(

@@ -14,10 +14,18 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import cachekit
-from cachekit import Cache, LocalStore, MemoryStore, codec
-from cachekit.codec import DEFAULT_COMPRESS_ABOVE, FORMAT_VERSION, MAGIC, Codec, decode, encode
+from cachekit import Cache, LocalStore, MemoryStore
 from cachekit.errors import CorruptData
-from cachekit.merge import NODEIDS
+from cachekit.values import codec
+from cachekit.values.codec import (
+    DEFAULT_COMPRESS_ABOVE,
+    FORMAT_VERSION,
+    MAGIC,
+    Codec,
+    decode,
+    encode,
+)
+from cachekit.values.merge import NODEIDS
 
 HEADER = struct.Struct(">2sBBI")
 

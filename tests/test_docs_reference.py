@@ -21,15 +21,15 @@ from types import ModuleType
 
 import pytest
 
-from cachekit import ci
-from cachekit.cli import build_parser
+from cachekit.ci import namespace as ci
+from cachekit.cli.app import build_parser
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 REFERENCE = REPOSITORY / "docs" / "reference"
 SOURCE = REPOSITORY / "src"
 PUBLIC_PACKAGES = ("cachekit", "cachekit.stores", "cachekit.testing", "cachekit.hypothesis")
 #: Modules documented whole (their names are not all in an ``__all__``).
-WHOLE_MODULES = ("cachekit.merge", "cachekit.fingerprint", "cachekit.stats")
+WHOLE_MODULES = ("cachekit.values.merge", "cachekit.skip.fingerprint", "cachekit.stats.runs")
 
 _HELP_OPTION = re.compile(r"^  (?:-\w, )?(--[a-z][\w-]*)", re.MULTILINE)
 _HELP_INI_KEY = re.compile(r"^  ([a-z_][\w]*) \((\w+)\):", re.MULTILINE)

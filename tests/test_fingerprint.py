@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 
-from cachekit import fingerprint
-from cachekit.fingerprint import (
+from cachekit.skip import fingerprint
+from cachekit.skip.fingerprint import (
     CACHE_FORMAT,
     Fingerprinter,
     KeyInputs,
@@ -719,10 +719,10 @@ def test_a_stale_entry_is_read_again(project: Path, tmp_path: Path) -> None:
     "content",
     [
         b"\x00\xff not json",
-        b'{"format": "cachekit.fingerprint", "version": 1',  # torn
+        b'{"format": "cachekit.skip.fingerprint", "version": 1',  # torn
         b"[1, 2, 3]",
         b'{"format": "someone.else", "version": 1, "files": {}}',
-        b'{"format": "cachekit.fingerprint", "version": 99, "parser": "x", "files": {}}',
+        b'{"format": "cachekit.skip.fingerprint", "version": 99, "parser": "x", "files": {}}',
         json.dumps(
             {
                 "format": CACHE_FORMAT,

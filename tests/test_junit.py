@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from cachekit.errors import CacheError
-from cachekit.junit import (
+from cachekit.stats.junit import (
     JUnitError,
     TestCase,
     element_value,

@@ -14,9 +14,10 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from cachekit import Cache, MemoryStore, codec
+from cachekit import Cache, MemoryStore
 from cachekit.errors import CorruptData
-from cachekit.merge import (
+from cachekit.values import codec
+from cachekit.values.merge import (
     DURATIONS,
     LASTFAILED,
     NODEIDS,

@@ -9,11 +9,11 @@ import sys
 import pytest
 
 from cachekit import LASTFAILED, NODEIDS
-from cachekit.ci import Namespace
-from cachekit.merge import still_failing
-from cachekit_pytest.agent import RaisedWarning, Reply, Request, Start, Write, decode, encode
+from cachekit.ci.namespace import Namespace
+from cachekit.values.merge import still_failing
 from cachekit_pytest.options import SharedKey
-from cachekit_pytest.sync import Found
+from cachekit_pytest.sync.agent import RaisedWarning, Reply, Request, Start, Write, decode, encode
+from cachekit_pytest.sync.remote import Found
 from plugin_support import shared
 from servers import new_s3_bucket
 
@@ -141,7 +141,7 @@ def test_kill_the_agent():
         except (OSError, ValueError):
             continue
         parent = int(stat.rsplit(")", 1)[1].split()[1])
-        if parent == os.getpid() and b"cachekit_pytest.agent" in command:
+        if parent == os.getpid() and b"cachekit_pytest.sync.agent" in command:
             os.kill(int(entry.name), signal.SIGKILL)
             killed.append(entry.name)
     assert killed

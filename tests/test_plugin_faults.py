@@ -15,7 +15,7 @@ from urllib.parse import urlencode
 
 import pytest
 
-import cachekit_pytest.sync
+import cachekit_pytest.sync.remote
 from cachekit import (
     LASTFAILED,
     Cache,
@@ -27,8 +27,8 @@ from cachekit import (
     open_store,
 )
 from cachekit.budget import Budget
-from cachekit.ci import detect_namespace, namespaced_store
-from cachekit.merge import still_failing
+from cachekit.ci.namespace import detect_namespace, namespaced_store
+from cachekit.values.merge import still_failing
 from servers import free_port
 
 TESTS = """
@@ -196,7 +196,7 @@ class FaultyStore:
 @pytest.fixture
 def faulty(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[FaultyStore]:
     store = FaultyStore(open_store(tmp_path / "remote"))
-    monkeypatch.setattr(cachekit_pytest.sync, "open_store", lambda url: store)
+    monkeypatch.setattr(cachekit_pytest.sync.remote, "open_store", lambda url: store)
     yield store
     store.release.set()
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-import cachekit_pytest.sync
+import cachekit_pytest.sync.remote
 from cachekit import (
     LASTFAILED,
     NODEIDS,
@@ -25,7 +25,7 @@ from cachekit import (
     Entry,
     open_store,
 )
-from cachekit.merge import still_failing
+from cachekit.values.merge import still_failing
 from plugin_support import shared
 
 
@@ -490,7 +490,7 @@ class CountingStore:
 @pytest.fixture
 def counting(monkeypatch: pytest.MonkeyPatch, remote_url: str) -> CountingStore:
     counter = CountingStore(open_store(remote_url))
-    monkeypatch.setattr(cachekit_pytest.sync, "open_store", lambda url: counter)
+    monkeypatch.setattr(cachekit_pytest.sync.remote, "open_store", lambda url: counter)
     monkeypatch.setenv("CACHEKIT_IN_PROCESS", "1")  # the agent would not see this store
     return counter
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from cachekit.sharding import split
-from cachekit.stats import load_durations
+from cachekit.stats.runs import load_durations
+from cachekit.stats.sharding import split
 from plugin_support import shared
 
 SLEEPY = """

@@ -9,9 +9,9 @@ import sys
 
 import pytest
 
-from cachekit import layout
-from cachekit.junit import TestCase
-from cachekit.stats import latest_run, load_durations, load_runs
+from cachekit.ci import layout
+from cachekit.stats.junit import TestCase
+from cachekit.stats.runs import latest_run, load_durations, load_runs
 from plugin_support import shared
 
 SUITE = """

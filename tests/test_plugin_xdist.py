@@ -11,7 +11,7 @@ import pytest
 import xdist  # noqa: F401 (a test dependency: if it is missing these tests fail, never skip)
 
 from cachekit import LASTFAILED, NODEIDS
-from cachekit.merge import still_failing
+from cachekit.values.merge import still_failing
 from plugin_support import shared
 
 TESTS = """

@@ -32,10 +32,10 @@ from cachekit import (
     new_part_id,
     open_store,
 )
-from cachekit.codec import decode
 from cachekit.errors import CacheError, CorruptData, InvalidKey, PreconditionFailed
-from cachekit.merge import NODEIDS
 from cachekit.stores.local import TEMP_PREFIX
+from cachekit.values.codec import decode
+from cachekit.values.merge import NODEIDS
 
 SPAWN = multiprocessing.get_context("spawn")
 #: Longest a group of child processes may take before the test fails (not hangs).

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cachekit.sharding import (
+from cachekit.stats.sharding import (
     DEFAULT_DURATION,
     estimate,
     makespan,

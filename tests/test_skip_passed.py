@@ -22,11 +22,12 @@ from typing import Any
 
 import pytest
 
-import cachekit.fingerprint
-from cachekit import Cache, CacheStore, LocalStore, cli, codec, open_store
-from cachekit.ci import detect_namespace, namespaced_cache
-from cachekit.layout import SKIP_PASSED, SKIP_PASSED_KEY
-from cachekit_pytest.skipping import CACHE_DIR_NAME, ENV_SIGNING_KEY
+import cachekit.skip.fingerprint
+from cachekit import Cache, CacheStore, LocalStore, cli, open_store
+from cachekit.ci.layout import SKIP_PASSED, SKIP_PASSED_KEY
+from cachekit.ci.namespace import detect_namespace, namespaced_cache
+from cachekit.values import codec
+from cachekit_pytest.skip.run import CACHE_DIR_NAME, ENV_SIGNING_KEY
 
 SIGNING_KEY = "test-signing-key-" + "0123456789abcdef" * 2
 OTHER_KEY = "another-signing-key-" + "fedcba9876543210" * 2
@@ -724,7 +725,7 @@ def test_interpreter_version_change_reruns_everything_simulated(
     """Simulated: only this Python is installed, so the fingerprint is shown another
     ``sys.version_info``; the key must change with it."""
     sample.run("--skip-passed")
-    monkeypatch.setattr(cachekit.fingerprint, "sys", _OtherInterpreter())
+    monkeypatch.setattr(cachekit.skip.fingerprint, "sys", _OtherInterpreter())
     sample.run("--skip-passed")
     assert sample.ran == EVERY_TEST
     sample.run("--skip-passed")
@@ -1565,9 +1566,9 @@ def test_without_the_option_its_modules_are_never_imported(pytester: pytest.Pyte
         import sys
 
         def test_not_loaded():
-            loaded = {"cachekit_pytest.skipping", "cachekit_pytest.skip_store"}
+            loaded = {"cachekit_pytest.skip.run", "cachekit.skip.records"}
             assert not loaded & set(sys.modules)
-            assert "cachekit.fingerprint" not in sys.modules
+            assert "cachekit.skip.fingerprint" not in sys.modules
         """
     )
     pytester.runpytest_subprocess().assert_outcomes(passed=1)

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from cachekit import Cache, CorruptValueWarning, MemoryStore
-from cachekit.junit import TestCase, parse_junit_file
-from cachekit.layout import DURATIONS_KEY, STATS_RUNS, STATS_RUNS_KEY
-from cachekit.stats import (
+from cachekit.ci.layout import DURATIONS_KEY, STATS_RUNS, STATS_RUNS_KEY
+from cachekit.stats.junit import TestCase, parse_junit_file
+from cachekit.stats.runs import (
     Run,
     Totals,
     durations,

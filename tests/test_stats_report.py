@@ -18,10 +18,9 @@ import attrs
 import pytest
 
 from cachekit import open_store
-from cachekit.ci import Namespace, detect_namespace, namespaced_cache
-from cachekit.junit import TestCase
-from cachekit.stats import Run, load_runs, record_runs
-from cachekit.stats_report import (
+from cachekit.ci.namespace import Namespace, detect_namespace, namespaced_cache
+from cachekit.stats.junit import TestCase
+from cachekit.stats.report import (
     UNSHARDED,
     build_report,
     group_ci_runs,
@@ -29,6 +28,7 @@ from cachekit.stats_report import (
     shard_balance,
     shard_of,
 )
+from cachekit.stats.runs import Run, load_runs, record_runs
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [

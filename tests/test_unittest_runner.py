@@ -20,8 +20,8 @@ from urllib.parse import urlencode
 
 import pytest
 
-from cachekit.ci import detect_namespace
-from cachekit.layout import UNITTEST_LASTFAILED_KEY
+from cachekit.ci.layout import UNITTEST_LASTFAILED_KEY
+from cachekit.ci.namespace import detect_namespace
 from cachekit.stores import LocalStore
 from cachekit.unittest import (
     COMPACT_THRESHOLD,

@@ -1,6 +1,5 @@
 """cachekit: a test cache on any storage, merged correctly across CI shards and runs."""
 
-from cachekit.cache import Cache, Envelope, Merged, new_part_id
 from cachekit.errors import (
     CacheError,
     CacheKitWarning,
@@ -12,18 +11,6 @@ from cachekit.errors import (
     StoreUnavailable,
     StoreUnavailableWarning,
     UnsupportedOperation,
-)
-from cachekit.merge import (
-    DURATIONS,
-    LASTFAILED,
-    NODEIDS,
-    CanonicalMax,
-    LatestWins,
-    MappingUnion,
-    Maximum,
-    MergeStrategy,
-    Outcome,
-    SortedUnion,
 )
 from cachekit.stores import (
     CacheStore,
@@ -37,6 +24,19 @@ from cachekit.stores import (
     open_store,
 )
 from cachekit.urls import redact_url
+from cachekit.values.cache import Cache, Envelope, Merged, new_part_id
+from cachekit.values.merge import (
+    DURATIONS,
+    LASTFAILED,
+    NODEIDS,
+    CanonicalMax,
+    LatestWins,
+    MappingUnion,
+    Maximum,
+    MergeStrategy,
+    Outcome,
+    SortedUnion,
+)
 
 __version__ = "0.1.0"
 

@@ -1,5 +1,5 @@
 """``python -m cachekit``: the ``cachekit`` command."""
 
-from cachekit.cli import main
+from cachekit.cli.app import main
 
 raise SystemExit(main())

@@ -36,8 +36,8 @@ from typing import TYPE_CHECKING
 from hypothesis.database import ExampleDatabase
 
 from cachekit.errors import CacheError, PreconditionFailed, StoreUnavailableWarning
-from cachekit.keys import validate_prefix
 from cachekit.stores import CacheStore, open_store
+from cachekit.stores.keys import validate_prefix
 
 if TYPE_CHECKING:
     import os

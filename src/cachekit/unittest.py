@@ -6,10 +6,10 @@
 runs what ``python -m unittest`` runs with the same arguments, with the same output and
 exit code, and records what each test did in a store (by default the directory
 ``.cachekit/unittest``). ``--ff`` runs the tests that failed last time first, ``--lf``
-only those. "Last time" is every shard and run of the CI namespace (`cachekit.ci`): each
+only those. "Last time" is every shard and run of the CI namespace (`cachekit.ci.namespace`): each
 run writes what it observed as its own immutable part of
-`cachekit.layout.UNITTEST_LASTFAILED_KEY`, and reads join the parts with
-`cachekit.merge.LASTFAILED`, as the pytest plugin does for ``cache/lastfailed``: a test
+`cachekit.ci.layout.UNITTEST_LASTFAILED_KEY`, and reads join the parts with
+`cachekit.values.merge.LASTFAILED`, as the pytest plugin does for ``cache/lastfailed``: a test
 fixed on one shard drops out everywhere; a failure stays until a later run passes it.
 
 Ids are unittest's ``test.id()`` (``pkg.mod.Class.test_method``). What fails outside a test
@@ -44,19 +44,19 @@ from urllib.parse import parse_qsl, urlsplit
 import attrs
 
 from cachekit.budget import Budget, BudgetCallFailed
-from cachekit.cache import Cache, join_balanced
-from cachekit.ci import Namespace, detect_namespace, namespaced_cache
-from cachekit.codec import JSON
+from cachekit.ci.layout import UNITTEST_LASTFAILED_KEY
+from cachekit.ci.namespace import Namespace, detect_namespace, namespaced_cache
 from cachekit.errors import (
     InvalidURL,
     StoreUnavailableWarning,
     UnsupportedOperation,
 )
-from cachekit.layout import UNITTEST_LASTFAILED_KEY
-from cachekit.merge import LASTFAILED, observe_outcomes, still_failing
 from cachekit.stores.base import CacheStore
 from cachekit.stores.registry import open_store
 from cachekit.urls import REDACTED, redact_url
+from cachekit.values.cache import Cache, join_balanced
+from cachekit.values.codec import JSON
+from cachekit.values.merge import LASTFAILED, observe_outcomes, still_failing
 
 __all__ = [
     "DEFAULT_TIMEOUT",
@@ -155,7 +155,7 @@ class Observations:
         return sorted(name for name, failed in self.outcomes.items() if not failed)
 
     def part(self, at: float) -> dict[str, JSON]:
-        """This run's part of the shared failures (`cachekit.merge.observe_outcomes`)."""
+        """This run's part of the shared failures (`cachekit.values.merge.observe_outcomes`)."""
         return observe_outcomes(failed=self.failed, passed=self.passed, at=at)
 
 
@@ -299,7 +299,7 @@ class SharedFailures:
     every shard and run (`failed`), recorded as one immutable part per run (`record`).
 
     ``url`` defaults to ``CACHEKIT_URL``, then `DEFAULT_URL`; the namespace and shard come
-    from `cachekit.ci.detect_namespace` (``CACHEKIT_SHARD`` and friends). Opening a URL
+    from `cachekit.ci.namespace.detect_namespace` (``CACHEKIT_SHARD`` and friends). Opening a URL
     that names no store raises `cachekit.InvalidURL`. Past that, nothing raises because
     the store failed: the first failure is reported to ``warn`` (default: one line on
     stderr) and the object then acts as an empty cache that records nothing. Every call

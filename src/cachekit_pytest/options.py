@@ -17,9 +17,9 @@ from typing import TypeVar
 import attrs
 import pytest
 
+from cachekit.ci.layout import LASTFAILED_KEY, NODEIDS_KEY
 from cachekit.errors import InvalidKey
-from cachekit.keys import validate_key
-from cachekit.layout import LASTFAILED_KEY, NODEIDS_KEY
+from cachekit.stores.keys import validate_key
 
 T = TypeVar("T")
 
@@ -123,7 +123,7 @@ class Settings:
     timeout: float
     shared_keys: tuple[SharedKey, ...]
     compact_threshold: int
-    #: Whether runs record test statistics (`cachekit_pytest.stats`).
+    #: Whether runs record test statistics (`cachekit_pytest.recording`).
     stats: bool = True
     #: Duration-balanced sharding: run shard ``shard_id`` (0-based) of ``num_shards``.
     shard_id: int = 0
@@ -263,7 +263,7 @@ def _shared_keys(lines: list[str]) -> tuple[SharedKey, ...]:
     return tuple(found.values())
 
 
-# -- --skip-passed (the work is in `cachekit_pytest.skipping`, imported only when it is on)
+# -- --skip-passed (the work is in `cachekit_pytest.skip.run`, imported only when it is on)
 
 ENV_SWITCH = "CACHEKIT_SKIP_PASSED"
 ENV_SALT = "CACHEKIT_SKIP_PASSED_SALT"

@@ -27,7 +27,7 @@ def pytest_configure(config: pytest.Config) -> None:
     when the feature is on, so that without it no test run pays for loading it."""
     settings = options.SkipSettings.from_config(config)
     if settings.mode is not options.Mode.OFF:
-        from cachekit_pytest import skipping  # noqa: PLC0415 (see above)
+        from cachekit_pytest.skip import run as skipping  # noqa: PLC0415 (see above)
 
         skipping.configure(config, settings)
 

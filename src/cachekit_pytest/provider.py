@@ -30,14 +30,14 @@ from _pytest.reports import CollectReport, TestReport
 
 from cachekit import StoreUnavailableWarning, redact_url
 from cachekit.budget import Budget
-from cachekit.ci import detect_namespace
-from cachekit.codec import JSON
-from cachekit.layout import DURATIONS_KEY, LASTFAILED_KEY, NODEIDS_KEY
+from cachekit.ci.layout import DURATIONS_KEY, LASTFAILED_KEY, NODEIDS_KEY
+from cachekit.ci.namespace import detect_namespace
+from cachekit.values.codec import JSON
 from cachekit_pytest.options import BUILTIN_SHARED_KEYS, Settings
+from cachekit_pytest.recording import TestStats
 from cachekit_pytest.report import warn
 from cachekit_pytest.split import WORKERINPUT_KEY, DurationsForWorkers, ShardSelection
-from cachekit_pytest.stats import TestStats
-from cachekit_pytest.sync import (
+from cachekit_pytest.sync.remote import (
     DURATIONS_READ,
     Found,
     InProcessSync,

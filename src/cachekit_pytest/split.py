@@ -1,7 +1,7 @@
 """Duration-balanced sharding: ``--num-shards N --shard-id I`` runs one of N parts of
 the selected tests, of about equal run time by the durations earlier runs recorded.
 
-The split is `cachekit.sharding.split` (longest first onto the least loaded shard;
+The split is `cachekit.stats.sharding.split` (longest first onto the least loaded shard;
 unknown tests count at the average), computed by every shard alike from the same
 durations, so each selected test runs on exactly one shard. It applies last, to the
 tests that ``-k``, ``-m``, ``--deselect``, ``--lf`` and the rest selected, keeping their
@@ -14,7 +14,7 @@ from collections.abc import Generator, Mapping
 
 import pytest
 
-from cachekit.sharding import split
+from cachekit.stats.sharding import split
 
 #: Where the xdist controller hands the durations to its workers.
 WORKERINPUT_KEY = "cachekit_durations"

@@ -30,8 +30,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from cachekit.errors import InvalidKey, PreconditionFailed, StoreUnavailable
-from cachekit.keys import validate_key, validate_prefix
 from cachekit.stores.base import Capabilities, Entry
+from cachekit.stores.keys import validate_key, validate_prefix
 
 #: Temporary files start with this; listings skip them and keys may not use it.
 TEMP_PREFIX = ".ck-tmp-"

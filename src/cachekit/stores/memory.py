@@ -8,8 +8,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import ClassVar
 
 from cachekit.errors import PreconditionFailed
-from cachekit.keys import validate_key, validate_prefix
 from cachekit.stores.base import Capabilities, Entry
+from cachekit.stores.keys import validate_key, validate_prefix
 
 
 class MemoryStore:

@@ -11,8 +11,8 @@ from collections.abc import Iterable, Mapping, Sequence
 import attrs
 
 from cachekit.errors import UnsupportedOperation
-from cachekit.keys import validate_key, validate_prefix
 from cachekit.stores.base import CacheStore, Capabilities, Entry
+from cachekit.stores.keys import validate_key, validate_prefix
 
 
 class ReadOnlyStore:

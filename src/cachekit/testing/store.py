@@ -16,15 +16,15 @@ from contextlib import contextmanager
 
 import pytest
 
-from cachekit.cache import Cache, new_part_id
 from cachekit.errors import (
     CorruptValueWarning,
     InvalidKey,
     PreconditionFailed,
     UnsupportedOperation,
 )
-from cachekit.merge import LASTFAILED, NODEIDS, observe_outcomes, still_failing
 from cachekit.stores.base import CacheStore
+from cachekit.values.cache import Cache, new_part_id
+from cachekit.values.merge import LASTFAILED, NODEIDS, observe_outcomes, still_failing
 
 #: Keys every store must refuse: each would escape the root or is ambiguous.
 BAD_KEYS = [

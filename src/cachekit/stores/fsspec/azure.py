@@ -19,8 +19,8 @@ from azure.core.exceptions import (
 )
 
 from cachekit.errors import PreconditionFailed
-from cachekit.stores._backend import AsyncBackend, gather_bounded
 from cachekit.stores.base import Entry
+from cachekit.stores.fsspec.backend import AsyncBackend, gather_bounded
 
 
 def _error_code(error: Exception) -> str:

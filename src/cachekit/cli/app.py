@@ -21,15 +21,12 @@ from urllib.parse import parse_qsl, urlsplit
 import attrs
 import cattrs
 
-from cachekit import codec, layout, stats_report
-from cachekit.cache import BASE, PARTS, Cache, Envelope, Merged, join_balanced, new_part_id
-from cachekit.ci import Namespace, detect_namespace, namespaced_cache
-from cachekit.codec import JSON
+from cachekit.ci import layout
+from cachekit.ci.namespace import Namespace, detect_namespace, namespaced_cache
 from cachekit.errors import CacheError, CorruptData
-from cachekit.junit import JUnitError, parse_junit_file
-from cachekit.merge import LASTFAILED, NODEIDS, join_all, observe_outcomes, still_failing
-from cachekit.sharding import parse_shard, select
-from cachekit.stats import (
+from cachekit.stats import report as stats_report
+from cachekit.stats.junit import JUnitError, parse_junit_file
+from cachekit.stats.runs import (
     latest_per_test,
     latest_run,
     load_durations,
@@ -39,10 +36,15 @@ from cachekit.stats import (
     summarize,
     summary_to_json,
 )
+from cachekit.stats.sharding import parse_shard, select
 from cachekit.stores.base import CacheStore, Entry
 from cachekit.stores.registry import open_store
 from cachekit.stores.wrappers import PrefixedStore, ReadOnlyStore
 from cachekit.urls import redact_url
+from cachekit.values import codec
+from cachekit.values.cache import BASE, PARTS, Cache, Envelope, Merged, join_balanced, new_part_id
+from cachekit.values.codec import JSON
+from cachekit.values.merge import LASTFAILED, NODEIDS, join_all, observe_outcomes, still_failing
 
 
 def _pytest_support_files() -> dict[str, bytes]:

@@ -23,8 +23,6 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import attrs
 import cattrs
 
-from cachekit import codec
-from cachekit.codec import JSON
 from cachekit.errors import (
     CorruptData,
     CorruptValueWarning,
@@ -32,9 +30,11 @@ from cachekit.errors import (
     PreconditionFailed,
     UnsupportedOperation,
 )
-from cachekit.keys import safe_segment, validate_key
-from cachekit.merge import MergeStrategy
 from cachekit.stores.base import CacheStore, Entry
+from cachekit.stores.keys import safe_segment, validate_key
+from cachekit.values import codec
+from cachekit.values.codec import JSON
+from cachekit.values.merge import MergeStrategy
 
 if TYPE_CHECKING:
     from concurrent.futures import ThreadPoolExecutor
@@ -83,7 +83,7 @@ def _thread_pool(workers: int, name: str) -> ThreadPoolExecutor:
 
 
 def join_balanced(strategy: MergeStrategy[T], values: Sequence[T]) -> T:
-    """`cachekit.merge.join_all`, joined pairwise in a balanced tree; the same value.
+    """`cachekit.values.merge.join_all`, joined pairwise in a balanced tree; the same value.
 
     Joins are associative and commutative, so the grouping does not change the result,
     but it changes the cost: folding n parts one by one into a growing value copies (and

@@ -3,7 +3,7 @@
 Each ingested report is one immutable part of `layout.STATS_RUNS_KEY`, a mapping
 ``{report id: Run}``, so shards ingest concurrently without losing anything; a second
 part of `layout.DURATIONS_KEY` records the latest duration per test for
-duration-balanced sharding (`cachekit.sharding`) without reading whole reports.
+duration-balanced sharding (`cachekit.stats.sharding`) without reading whole reports.
 
 Records are attrs classes (un)structured by cattrs; a stored run of the wrong shape is
 skipped with a `CorruptValueWarning`.
@@ -19,12 +19,12 @@ from typing import Any
 import attrs
 import cattrs
 
-from cachekit import layout
-from cachekit.cache import Cache, new_part_id
-from cachekit.codec import JSON
+from cachekit.ci import layout
 from cachekit.errors import CorruptValueWarning
-from cachekit.junit import Report, TestCase
-from cachekit.merge import DURATIONS
+from cachekit.stats.junit import Report, TestCase
+from cachekit.values.cache import Cache, new_part_id
+from cachekit.values.codec import JSON
+from cachekit.values.merge import DURATIONS
 
 _converter = cattrs.Converter()
 # Stored runs leave default-valued fields out (no reruns, no message): a run of a large
@@ -44,7 +44,7 @@ class Run:
     run_id: str
     #: The report's file name, for people.
     source: str
-    #: The namespace description (`cachekit.ci.Namespace.describe`), for people.
+    #: The namespace description (`cachekit.ci.namespace.Namespace.describe`), for people.
     label: str
     cases: tuple[TestCase, ...]
 
@@ -139,7 +139,7 @@ def runs_from_value(value: Mapping[str, Any]) -> list[Run]:
 
 
 def load_durations(cache: Cache) -> dict[str, float]:
-    """The latest recorded duration per test id (for `cachekit.sharding`)."""
+    """The latest recorded duration per test id (for `cachekit.stats.sharding`)."""
     return durations_from_value(cache.read_merged(layout.DURATIONS_KEY, DURATIONS).value)
 
 

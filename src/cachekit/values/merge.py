@@ -13,8 +13,8 @@ import math
 from collections.abc import Iterable, Mapping
 from typing import Any, Protocol, TypeVar
 
-from cachekit.codec import JSON
 from cachekit.errors import CorruptData
+from cachekit.values.codec import JSON
 
 T = TypeVar("T")
 

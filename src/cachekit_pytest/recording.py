@@ -1,7 +1,7 @@
 """Test statistics of a pytest run: per test, its outcome, duration and reruns.
 
 Recorded as the run's own parts of ``stats/runs`` and ``stats/durations``
-(`cachekit.stats.run_parts`), exactly as ``cachekit stats ingest`` records a JUnit XML
+(`cachekit.stats.runs.run_parts`), exactly as ``cachekit stats ingest`` records a JUnit XML
 report, so ``cachekit stats summary`` and duration-balanced sharding read both alike.
 The pytest process only tallies reports; the records are built where the parts are
 written (`RunRecord.parts`: in the sync agent for a remote store), off the test run's
@@ -15,9 +15,9 @@ from typing import Any
 import attrs
 from _pytest.reports import TestReport
 
-from cachekit.codec import JSON
-from cachekit.junit import Outcome, TestCase
-from cachekit.stats import Run, run_parts
+from cachekit.stats.junit import Outcome, TestCase
+from cachekit.stats.runs import Run, run_parts
+from cachekit.values.codec import JSON
 
 #: failure > error > skipped > success, as for JUnit reports (DESIGN.md).
 _RANK: dict[Outcome, int] = {"passed": 0, "skipped": 1, "error": 2, "failed": 3}
@@ -76,7 +76,7 @@ class RunRecord:
     """A run's tallies, as the pytest process hands them to whoever writes the parts."""
 
     at: float
-    #: The CI run (`cachekit.ci.Namespace.run_id`) and the namespace, for people.
+    #: The CI run (`cachekit.ci.namespace.Namespace.run_id`) and the namespace, for people.
     run_id: str
     label: str
     #: node id -> duration in whole microseconds, for every test that reported.

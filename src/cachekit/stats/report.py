@@ -1,6 +1,6 @@
 """``cachekit stats report``: one self-contained HTML page of plots over the stored runs.
 
-The data comes first, in plain typed records computed from `cachekit.stats.Run`s
+The data comes first, in plain typed records computed from `cachekit.stats.runs.Run`s
 (`build_report`); rendering is a separate step (`render_html`) that turns them into one
 HTML file with inline CSS and inline SVG drawn here. The page loads nothing at view time
 (no scripts, fonts, images or styles from anywhere), and a Content-Security-Policy says
@@ -22,8 +22,8 @@ from pathlib import Path
 
 import attrs
 
-from cachekit.junit import Outcome, TestCase
-from cachekit.stats import Run, latest_per_test
+from cachekit.stats.junit import Outcome, TestCase
+from cachekit.stats.runs import Run, latest_per_test
 
 #: How many CI runs the history and shard plots cover by default.
 DEFAULT_RUNS = 30
@@ -33,7 +33,7 @@ DEFAULT_TOP = 20
 #: many bars it draws (older runs are left out first; the latest run always shows).
 SHARD_RUNS = 6
 SHARD_BARS = 64
-#: The shard name inside `cachekit.ci.Namespace.describe` (what `Run.label` holds):
+#: The shard name inside `cachekit.ci.namespace.Namespace.describe` (what `Run.label` holds):
 #: ``github: acme/app ref main job test shard 2/4 run 81-1, read-write``.
 _SHARD_IN_LABEL = re.compile(r" shard (.+?)(?: run |, read-|$)")
 #: A shard whose reports do not name one (a run that was not split).
@@ -141,7 +141,7 @@ class UnstableTest:
 class StatsReport:
     """Everything the page shows. Runs and plots are in chronological order."""
 
-    #: Which namespace the runs come from (`cachekit.ci.Namespace.describe`).
+    #: Which namespace the runs come from (`cachekit.ci.namespace.Namespace.describe`).
     scope: str
     generated_at: float
     #: The CI runs covered (the most recent ones) and how many reports they hold.

@@ -4,7 +4,7 @@ Off by default, and then nothing here touches the disk or the store. When on:
 
 1. Where tests are collected (the pytest process, or each xdist worker), after every
    other plugin has selected items (``--lf``, ``-k``, shards: ``trylast``), each test
-   file gets its key (`cachekit.fingerprint.Fingerprinter.file_key`) and each test a
+   file gets its key (`cachekit.skip.fingerprint.Fingerprinter.file_key`) and each test a
    `Decision`: a test may be skipped when a valid signed record says it passed with that
    very key, and it did not fail last time (pytest's ``cache/lastfailed``). Such tests
    are taken out of the run, like a deselection: pytest's per-test protocol costs as much
@@ -50,12 +50,10 @@ from _pytest.reports import TestReport
 import cachekit
 from cachekit import CacheKitWarning, LocalStore, open_store, redact_url
 from cachekit.budget import Budget
-from cachekit.ci import Namespace, detect_namespace, namespaced_cache
+from cachekit.ci.namespace import Namespace, detect_namespace, namespaced_cache
 from cachekit.errors import InvalidURL
-from cachekit.fingerprint import Fingerprinter, KeyInputs, normalize_name
-from cachekit_pytest.options import Mode, Settings, SkipSettings
-from cachekit_pytest.report import warn
-from cachekit_pytest.skip_store import (
+from cachekit.skip.fingerprint import Fingerprinter, KeyInputs, normalize_name
+from cachekit.skip.records import (
     FileMatch,
     PassStore,
     Secrets,
@@ -66,7 +64,9 @@ from cachekit_pytest.skip_store import (
     sign_passes,
     signing_key_from_text,
 )
-from cachekit_pytest.sync import SyncFailed
+from cachekit_pytest.options import Mode, Settings, SkipSettings
+from cachekit_pytest.report import warn
+from cachekit_pytest.sync.remote import SyncFailed
 
 ENV_SIGNING_KEY = "CACHEKIT_SIGNING_KEY"
 #: Under the cache directory (``config.cache.mkdir``): the local store, the generated

@@ -1,6 +1,6 @@
 """Signed records of tests that passed, and where they are kept.
 
-What the store sees, per test (``skip/passed``, merged with `cachekit.layout.SKIP_PASSED`,
+What the store sees, per test (``skip/passed``, merged with `cachekit.ci.layout.SKIP_PASSED`,
 the latest record per test winning)::
 
     {test hash: {"at": seconds, "value": {"key": key hash, "run": label, "sig": signature}}}
@@ -22,7 +22,7 @@ file without importing it), under the same key, with the number of its tests::
 - The run label says which CI run (provider, run id, shard) recorded the pass: no names.
 
 Records are read once per run and written once, as this run's own part (create-only),
-through `cachekit.Cache` in the run's namespace (`cachekit.ci.namespaced_cache`), every
+through `cachekit.Cache` in the run's namespace (`cachekit.ci.namespace.namespaced_cache`), every
 call within a time budget (`cachekit.budget.Budget`).
 """
 
@@ -46,10 +46,10 @@ import cattrs
 
 from cachekit import Cache, Merged
 from cachekit.budget import Budget
-from cachekit.ci import Namespace
-from cachekit.codec import JSON
+from cachekit.ci.layout import SKIP_PASSED, SKIP_PASSED_KEY
+from cachekit.ci.namespace import Namespace
 from cachekit.errors import UnsupportedOperation
-from cachekit.layout import SKIP_PASSED, SKIP_PASSED_KEY
+from cachekit.values.codec import JSON
 
 #: Bumped if what is hashed or signed ever changes: older records then stop matching.
 SCHEME = "cachekit-skip-passed-1"
@@ -82,7 +82,7 @@ class PassRecord:
     The fields' shapes are checked, so the signed message (their lines) is unambiguous.
     """
 
-    #: Keyed hash of the test file's key (`cachekit.fingerprint.Fingerprinter.file_key`).
+    #: Keyed hash of the test file's key (`cachekit.skip.fingerprint.Fingerprinter.file_key`).
     key: str = attrs.field(validator=attrs.validators.matches_re(_HEX_HASH))
     #: Which run recorded the pass (`run_label`).
     run: str = attrs.field(validator=attrs.validators.matches_re(_RUN_LABEL))

@@ -12,8 +12,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from cachekit.errors import CacheError, StoreUnavailable, UnsupportedOperation
-from cachekit.stores._backend import describe_error
 from cachekit.stores.base import Capabilities, Entry
+from cachekit.stores.fsspec.backend import describe_error
 from cachekit.urls import redact_url
 
 

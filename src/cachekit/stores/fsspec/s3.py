@@ -14,8 +14,8 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from cachekit.errors import PreconditionFailed, UnsupportedOperation
-from cachekit.stores._backend import AsyncBackend, describe_error
 from cachekit.stores.base import Capabilities, Entry
+from cachekit.stores.fsspec.backend import AsyncBackend, describe_error
 
 #: Error codes of a lost conditional write: 412, and 409 for a concurrent conditional put.
 _PRECONDITION_CODES = frozenset({"PreconditionFailed", "ConditionalRequestConflict"})

@@ -48,7 +48,7 @@ import cattrs
 #: Part of every key: bump it when what a key covers or how it is computed changes.
 KEY_FORMAT = 1
 #: Identifies cachekit's analysis cache files (a foreign JSON file is ignored).
-CACHE_FORMAT = "cachekit.fingerprint"
+CACHE_FORMAT = "cachekit.skip.fingerprint"
 CACHE_VERSION = 1
 #: What a file's recorded imports depend on besides its bytes: what parses (and so what
 #: counts as a syntax error) differs between Python versions.

@@ -14,28 +14,35 @@ A store shared by CI holds one *namespace* per (repository, ref, job, config)::
         unittest/lastfailed/@base | @parts/<id>      LASTFAILED, for cachekit.unittest
 
 - Every segment of the prefix is user-controlled text passed through
-  `cachekit.keys.safe_segment`: a branch ``feature/x`` becomes ``feature-x-<hash>``, so
+  `cachekit.stores.keys.safe_segment`: a branch ``feature/x`` becomes ``feature-x-<hash>``, so
   no name can add segments, climb out of the prefix or collide with another name.
 - Shards of one job and config share the namespace: each shard and run writes its own
   immutable part (its id carries `part_label`), and readers join all parts (DESIGN.md,
   "Writing without lost updates"). A later shard split therefore sees every test.
 - A run reads its own ref, then the base ref, then the default branch, through one
-  `cachekit.LayeredStore` of `cachekit.PrefixedStore` layers (see `cachekit.ci`). Parts
+  `cachekit.LayeredStore` of `cachekit.PrefixedStore` layers (see `cachekit.ci.namespace`). Parts
   of every layer are joined; a ``@base`` in a nearer layer hides the ``@base`` of a
   farther one. Writes go to the run's own ref only.
 - The keys inside a namespace are pytest's own cache keys for what pytest shares
   (``cache/lastfailed``, ``cache/nodeids``) and ``stats/...`` for test statistics.
   ``cache/lastfailed`` is stored as observations ``{nodeid: {"at": t, "failed": bool}}``
-  (`cachekit.merge.observe_outcomes`), and projected back to pytest's ``{nodeid: true}``
-  with `cachekit.merge.still_failing`.
+  (`cachekit.values.merge.observe_outcomes`), and projected back to pytest's ``{nodeid: true}``
+  with `cachekit.values.merge.still_failing`.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from cachekit.keys import safe_segment
-from cachekit.merge import DURATIONS, LASTFAILED, NODEIDS, LatestWins, MappingUnion, MergeStrategy
+from cachekit.stores.keys import safe_segment
+from cachekit.values.merge import (
+    DURATIONS,
+    LASTFAILED,
+    NODEIDS,
+    LatestWins,
+    MappingUnion,
+    MergeStrategy,
+)
 
 #: The first segment of every namespace; bumped if the layout ever changes.
 LAYOUT_VERSION = "v1"
@@ -44,7 +51,7 @@ LAYOUT_VERSION = "v1"
 LASTFAILED_KEY = "cache/lastfailed"
 #: pytest's ``cache/nodeids``: every test id seen (`NODEIDS`).
 NODEIDS_KEY = "cache/nodeids"
-#: Ingested test reports: ``{report id: run record}`` (see `cachekit.stats`).
+#: Ingested test reports: ``{report id: run record}`` (see `cachekit.stats.runs`).
 STATS_RUNS_KEY = "stats/runs"
 #: Latest duration per test id ``{test id: {"at": t, "value": seconds}}`` (`DURATIONS`).
 DURATIONS_KEY = "stats/durations"
@@ -54,7 +61,7 @@ DURATIONS_KEY = "stats/durations"
 UNITTEST_LASTFAILED_KEY = "unittest/lastfailed"
 
 #: Tests that passed, for ``--skip-passed``: ``{test hash: {"at": t, "value": record}}``,
-#: keyed hashes and signed records only (see `cachekit_pytest.skip_store`).
+#: keyed hashes and signed records only (see `cachekit.skip.records`).
 SKIP_PASSED_KEY = "skip/passed"
 
 #: Merge strategy of the stats runs: a union of reports keyed by report id.

@@ -17,9 +17,9 @@ import fsspec
 from fsspec.config import apply_config
 
 from cachekit.errors import InvalidKey, InvalidURL, StoreUnavailable
-from cachekit.keys import validate_key, validate_prefix
-from cachekit.stores._backend import MAX_CONCURRENCY, Backend
 from cachekit.stores.base import Capabilities, Entry
+from cachekit.stores.fsspec.backend import MAX_CONCURRENCY, Backend
+from cachekit.stores.keys import validate_key, validate_prefix
 from cachekit.urls import redact_url
 
 #: The pip extra that brings each cloud protocol's filesystem.
@@ -34,11 +34,11 @@ _EXTRAS = {
 }
 #: Backend class per extra, as "module:class", imported only when used.
 _BACKENDS = {
-    "s3": "cachekit.stores._s3:S3Backend",
-    "gcs": "cachekit.stores._gcs:GcsBackend",
-    "azure": "cachekit.stores._azure:AzureBackend",
+    "s3": "cachekit.stores.fsspec.s3:S3Backend",
+    "gcs": "cachekit.stores.fsspec.gcs:GcsBackend",
+    "azure": "cachekit.stores.fsspec.azure:AzureBackend",
 }
-_GENERIC_BACKEND = "cachekit.stores._generic:GenericBackend"
+_GENERIC_BACKEND = "cachekit.stores.fsspec.generic:GenericBackend"
 #: Options cachekit sets unless the URL or fsspec's configuration sets them: a cache
 #: that cannot be reached should fail within seconds, not after a minute of retries; and
 #: the connection pool is as large as ``get_many`` is concurrent (botocore's default of 10

@@ -18,8 +18,8 @@ from urllib.parse import quote
 import aiohttp
 
 from cachekit.errors import PreconditionFailed
-from cachekit.stores._backend import AsyncBackend, gather_bounded
 from cachekit.stores.base import Entry
+from cachekit.stores.fsspec.backend import AsyncBackend, gather_bounded
 
 #: Statuses worth one more try after a short pause: throttling and server trouble.
 _RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})

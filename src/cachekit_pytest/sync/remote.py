@@ -3,7 +3,7 @@
 Start of a run: one batched read (`Cache.read_merged_many`) of every shared key.
 End of a run: this run's changes as its own parts (`Cache.write_part`), then compaction
 of keys whose parts passed the threshold. A store on this machine is used from the pytest
-process; a remote one from the sync agent, a helper process (`cachekit_pytest.agent`).
+process; a remote one from the sync agent, a helper process (`cachekit_pytest.sync.agent`).
 Either way every remote call has a deadline taken from one budget for the whole run; a
 call that fails or runs out of time turns the sync off for the rest of the run and is
 reported as one `SyncFailed`.
@@ -31,15 +31,15 @@ from cachekit import (
     redact_url,
 )
 from cachekit.budget import Budget, BudgetCallFailed
-from cachekit.ci import Namespace, namespaced_cache
-from cachekit.codec import JSON
+from cachekit.ci.layout import DURATIONS_KEY, LASTFAILED_KEY, NODEIDS_KEY
+from cachekit.ci.namespace import Namespace, namespaced_cache
 from cachekit.errors import CacheError, InvalidURL, UnsupportedOperation
-from cachekit.layout import DURATIONS_KEY, LASTFAILED_KEY, NODEIDS_KEY
-from cachekit.merge import DURATIONS, still_failing
-from cachekit.stats import durations_from_value
+from cachekit.stats.runs import durations_from_value
 from cachekit.stores.registry import is_in_process
+from cachekit.values.codec import JSON
+from cachekit.values.merge import DURATIONS, still_failing
 from cachekit_pytest.options import SharedKey
-from cachekit_pytest.stats import RunRecord
+from cachekit_pytest.recording import RunRecord
 
 T = TypeVar("T")
 
@@ -100,7 +100,7 @@ class Observations:
     passed: list[str]
 
     def part(self) -> dict[str, JSON]:
-        """The run's ``cache/lastfailed`` part (`cachekit.merge.LASTFAILED`)."""
+        """The run's ``cache/lastfailed`` part (`cachekit.values.merge.LASTFAILED`)."""
         seen = [(nodeid, True) for nodeid in self.failed]
         seen += [(nodeid, False) for nodeid in self.passed]
         return {nodeid: {"at": self.at, "failed": failed} for nodeid, failed in sorted(seen)}
@@ -161,7 +161,7 @@ class DurationsKey(_Shared[Any]):
     (by ``cachekit compact`` or ``merge``, typically in a CI workflow's final job): every
     shard of a run, and any re-run of one, then splits by the same durations, however
     soon other shards write theirs. Its parts come from the runs' test statistics
-    (`cachekit.stats.run_parts`), never from the working copy."""
+    (`cachekit.stats.runs.run_parts`), never from the working copy."""
 
     def local(self, merged: Any) -> JSON:
         return durations_from_value(merged)  # type: ignore[return-value]
@@ -218,9 +218,10 @@ class Found:
 class Remote:
     """The shared keys in the store a URL names, with no time limit of its own.
 
-    Keys live in the run's namespace (`cachekit.layout`, `cachekit.ci`): reads follow its
-    read chain (this ref, the base ref, the default branch), writes go under its own ref.
-    Runs in the pytest process (`InProcessSync`) or in the sync agent (`cachekit_pytest.agent`).
+    Keys live in the run's namespace (`cachekit.ci.layout`, `cachekit.ci.namespace`):
+    reads follow its read chain (this ref, the base ref, the default branch), writes go
+    under its own ref. Runs in the pytest process (`InProcessSync`) or in the sync agent
+    (`cachekit_pytest.sync.agent`).
     """
 
     def __init__(self, url: str, *, namespace: Namespace, keys: Mapping[str, Shared]) -> None:
@@ -372,6 +373,6 @@ def open_sync(
     never load into the test process and its start-up read overlaps the run."""
     if is_in_process(url) or os.environ.get("CACHEKIT_IN_PROCESS", "") not in ("", "0"):
         return InProcessSync(url, namespace=namespace, keys=shared_keys(keys), budget=budget)
-    from cachekit_pytest.agent import AgentSync  # noqa: PLC0415 (a cycle otherwise)
+    from cachekit_pytest.sync.agent import AgentSync  # noqa: PLC0415 (a cycle otherwise)
 
     return AgentSync(url, namespace=namespace, keys=keys, budget=budget)

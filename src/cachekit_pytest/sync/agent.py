@@ -34,13 +34,13 @@ import attrs
 import cattrs
 
 from cachekit.budget import Budget
-from cachekit.ci import Namespace
-from cachekit.codec import JSON
+from cachekit.ci.namespace import Namespace
 from cachekit.errors import CacheKitWarning, CorruptValueWarning, StoreUnavailableWarning
 from cachekit.urls import redact_url
+from cachekit.values.codec import JSON
 from cachekit_pytest.options import SharedKey
-from cachekit_pytest.stats import RunRecord
-from cachekit_pytest.sync import (
+from cachekit_pytest.recording import RunRecord
+from cachekit_pytest.sync.remote import (
     Found,
     InvalidBackend,
     Observations,
@@ -190,7 +190,7 @@ def main() -> None:
 
 
 class AgentSync:
-    """`cachekit_pytest.sync.Sync` through an agent process.
+    """`cachekit_pytest.sync.remote.Sync` through an agent process.
 
     Replies are read by a thread into a queue; each wait takes its deadline from the
     budget (`Budget.run`). An agent that runs out of time or dies is killed, and the run
@@ -218,13 +218,13 @@ class AgentSync:
         return redact_url(self.url)
 
     def start(self, *, read: bool) -> None:
-        package_root = str(Path(__file__).resolve().parent.parent)
+        package_root = str(Path(__file__).resolve().parents[2])
         self._process = subprocess.Popen(
             [
                 sys.executable,
                 "-c",
                 f"import sys; sys.path.insert(0, {package_root!r}); "
-                "from cachekit_pytest.agent import main; main()",
+                "from cachekit_pytest.sync.agent import main; main()",
             ],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,

@@ -1,7 +1,7 @@
 """Namespaces, read chains and trust, detected from the CI environment.
 
 A `Namespace` says where a run reads and writes: its repository, ref, job and config
-(the key prefix, see `cachekit.layout`), the refs it reads after its own (base ref, then
+(the key prefix, see `cachekit.ci.layout`), the refs it reads after its own (base ref, then
 the default branch), its shard and run id (in the ids of the parts it writes) and
 whether it may write at all.
 
@@ -27,10 +27,10 @@ from urllib.parse import urlsplit
 
 import attrs
 
-from cachekit import layout
-from cachekit.cache import Cache, new_part_id
+from cachekit.ci import layout
 from cachekit.stores.base import CacheStore
 from cachekit.stores.wrappers import LayeredStore, PrefixedStore, ReadOnlyStore
+from cachekit.values.cache import Cache, new_part_id
 
 #: ``CACHEKIT_<NAME>`` overrides the field of that name.
 ENV_PREFIX = "CACHEKIT_"

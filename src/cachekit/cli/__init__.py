@@ -1,0 +1,5 @@
+"""The ``cachekit`` command."""
+
+from cachekit.cli.app import main
+
+__all__ = ["main"]
