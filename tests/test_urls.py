@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from cachekit import redact_url
+from cachekit.urls import REDACTED, redact_text
 
 
 @pytest.mark.parametrize(
@@ -26,3 +27,26 @@ from cachekit import redact_url
 def test_credentials_never_survive_redaction(url: str, printed: str) -> None:
     assert redact_url(url) == printed
     assert "hunter2" not in redact_url(url)
+
+
+@pytest.mark.parametrize(
+    ("text", "url"),
+    [
+        # s3fs takes the user info for part of the bucket name and quotes it.
+        ("Invalid bucket name 'AKIAUSER:hunter2@bucket'", "s3://AKIAUSER:hunter2@bucket/x"),
+        ("GET s3://AKIAUSER:hunter2@bucket/x failed", "s3://AKIAUSER:hunter2@bucket/x"),
+        ("password hunter2 rejected", "https://user:hunter2@host/x"),
+        ("token hunter2 expired", "https://hunter2@host/x"),
+        ("bad key hunter2", "az://c/p?account_name=dev&account_key=hunter2"),
+        ("proxy http://someone:hunter2@10.0.0.1:3128 refused", ""),
+    ],
+)
+def test_error_texts_lose_every_secret_of_the_url(text: str, url: str) -> None:
+    shown = redact_text(text, url)
+    assert "hunter2" not in shown
+    assert REDACTED in shown
+
+
+def test_redaction_leaves_a_text_without_secrets_alone() -> None:
+    text = "bucket 'b' not found at s3://b/p?endpoint_url=http://127.0.0.1:9"
+    assert redact_text(text, "s3://b/p?endpoint_url=http://127.0.0.1:9") == text

@@ -8,6 +8,7 @@ empty cache.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 import warnings
@@ -60,7 +61,9 @@ class Budget:
             for thread in threads:
                 thread.start()
             for thread in threads:
-                thread.join(max(0.0, deadline - time.monotonic()))
+                # An unlimited budget (math.inf) waits as long as the calls take.
+                left = deadline - time.monotonic()
+                thread.join(None if math.isinf(left) else max(0.0, left))
         self.remaining = max(0.0, self.remaining - (time.monotonic() - started))
         self.warnings += [w.message for w in caught if isinstance(w.message, CacheKitWarning)]
         results: list[T] = []
