@@ -24,10 +24,10 @@ from cachekit.stats.report import (
     UNSHARDED,
     build_report,
     group_ci_runs,
-    render_html,
     shard_balance,
     shard_of,
 )
+from cachekit.stats.report_html import render_html
 from cachekit.stats.runs import Run, load_runs, record_runs
 
 CHROMIUM = Path("/usr/bin/chromium")

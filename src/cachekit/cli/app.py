@@ -25,6 +25,7 @@ from cachekit.ci import layout
 from cachekit.ci.namespace import Namespace, detect_namespace, namespaced_cache
 from cachekit.errors import CacheError, CorruptData
 from cachekit.stats import report as stats_report
+from cachekit.stats import report_html
 from cachekit.stats.junit import JUnitError, parse_junit_file
 from cachekit.stats.runs import (
     latest_per_test,
@@ -1124,7 +1125,7 @@ def cmd_stats_report(args: argparse.Namespace, out: TextIO) -> int:
     report = stats_report.build_report(
         runs, scope=namespace.describe(), top=args.top, max_runs=args.runs
     )
-    stats_report.write_report(path, stats_report.render_html(report))
+    report_html.write_report(path, report_html.render_html(report))
     latest = report.outcomes[-1] if report.outcomes else None
     if args.json:
         _print_json(
