@@ -193,7 +193,7 @@ def group_ci_runs(runs: Iterable[Run]) -> list[CIRun]:
     for key, reports in groups.items():
         reports.sort(key=lambda report: (report.at, report.id))
         first = reports[0]
-        name = first.run_id or _when(first.at)
+        name = first.run_id or format_utc(first.at)
         ci_runs.append(CIRun(key=key, name=name, at=first.at, reports=tuple(reports)))
     return sorted(ci_runs, key=lambda ci_run: (ci_run.at, ci_run.key))
 
@@ -320,5 +320,7 @@ def _natural(text: str) -> tuple[tuple[int, str], ...]:
     )
 
 
-def _when(at: float) -> str:
+def format_utc(at: float) -> str:
+    """A time as the page shows it, and names a CI run without a run id: to the minute,
+    in UTC (CI runners and readers are in any time zone)."""
     return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(at))

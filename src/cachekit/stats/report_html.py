@@ -18,7 +18,7 @@ from pathlib import Path
 
 import attrs
 
-from cachekit.stats.report import RunOutcomes, StatsReport, UnstableTest, _when
+from cachekit.stats.report import RunOutcomes, StatsReport, UnstableTest, format_utc
 
 # -- writing --------------------------------------------------------------------------
 
@@ -121,7 +121,7 @@ def render_html(report: StatsReport) -> str:
         "<main>",
         f"<h1>{_e(title)}</h1>",
         f'<p class="meta">{_e(report.scope) + " · " if report.scope else ""}'
-        f"generated {_e(_when(report.generated_at))}</p>",
+        f"generated {_e(format_utc(report.generated_at))}</p>",
     ]
     if report.empty:
         parts.append(
@@ -156,7 +156,7 @@ def _cards(report: StatsReport) -> str:
         for kind, value, text in items
     )
     first, last = report.runs[0], report.runs[-1]
-    span = f"from {_when(first.at)} to {_when(last.at)}" if len(report.runs) > 1 else ""
+    span = f"from {format_utc(first.at)} to {format_utc(last.at)}" if len(report.runs) > 1 else ""
     return f'<div class="cards">{cards}</div><p class="note">{_e(span)}</p>'
 
 
@@ -383,7 +383,7 @@ def _history_svg(history: Sequence[RunOutcomes]) -> str:
     for index, run in enumerate(history):
         center = left + step * (index + 0.5)
         tooltip = (
-            f"run {run.run} ({_when(run.at)})\n{run.failed} failed, {run.flaky} flaky, "
+            f"run {run.run} ({format_utc(run.at)})\n{run.failed} failed, {run.flaky} flaky, "
             f"{run.passed} passed, {run.skipped} skipped"
         )
         stack_top = float(top_y + top_height)
