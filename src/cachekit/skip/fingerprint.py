@@ -27,42 +27,50 @@ new one per test session. It is not thread-safe.
 
 from __future__ import annotations
 
-import ast
 import hashlib
-import importlib.metadata
 import json
 import os
 import platform
-import re
 import stat
 import sys
 import tempfile
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import attrs
 import cattrs
 
+from cachekit.skip.analysis import (
+    CACHE_FORMAT,
+    CACHE_VERSION,
+    PARSER,
+    RACY_NANOSECONDS,
+    FileRecord,
+    _CacheFile,
+    _converter,
+)
+from cachekit.skip.closure import _DIR, _FILE, _LINK, _basedir, _bits, _Graph, _is_under, _unique
+from cachekit.skip.distributions import installed_distributions, normalize_name
+from cachekit.skip.imports import import_specs
+
+__all__ = [
+    "CACHE_FORMAT",
+    "CACHE_VERSION",
+    "KEY_FORMAT",
+    "PARSER",
+    "RACY_NANOSECONDS",
+    "FileRecord",
+    "Fingerprinter",
+    "KeyInputs",
+    "import_specs",
+    "installed_distributions",
+    "normalize_name",
+]
+
 #: Part of every key: bump it when what a key covers or how it is computed changes.
 KEY_FORMAT = 1
-#: Identifies cachekit's analysis cache files (a foreign JSON file is ignored).
-CACHE_FORMAT = "cachekit.skip.fingerprint"
-CACHE_VERSION = 1
-#: What a file's recorded imports depend on besides its bytes: what parses (and so what
-#: counts as a syntax error) differs between Python versions.
-PARSER = f"{sys.implementation.name}-{sys.version_info[0]}.{sys.version_info[1]}"
-#: A file modified this recently may change again within its timestamp's resolution
-#: without its stat changing (the "racy git" problem): its analysis is used for this
-#: session but not written to the cache file.
-RACY_NANOSECONDS = 2_000_000_000
-
-_FILE, _DIR, _LINK = 1, 2, 4
-_DIST_INFO_NAME = re.compile(r"([^-]+)-([^-]+)\.dist-info", re.IGNORECASE)
-_DYNAMIC_IMPORT_HINTS = (b"__import__", b"import_module")
-
-_converter = cattrs.Converter()
 
 
 @attrs.frozen
@@ -84,164 +92,6 @@ class KeyInputs:
     #: Extra import roots (relative paths are to ``root``). Files under them count as
     #: project files even outside ``root``.
     search_paths: tuple[Path, ...] = ()
-
-
-@attrs.frozen
-class FileRecord:
-    """What one file contributes, valid while its stat says it is unchanged."""
-
-    mtime_ns: int
-    size: int
-    ino: int
-    #: sha256 of the content, hex.
-    digest: str
-    #: Imported module names: ``"a.b.c"`` absolute, ``".x"``/``"..pkg.z"`` relative to
-    #: the file's directory. Empty when the file does not parse; None when the file
-    #: was only hashed (a data file).
-    imports: tuple[str, ...] | None
-
-
-@attrs.frozen
-class _CacheFile:
-    format: str
-    version: int
-    parser: str
-    files: dict[str, FileRecord]
-
-
-# -- static import analysis -----------------------------------------------------------
-
-
-def import_specs(source: bytes) -> tuple[str, ...]:
-    """The modules ``source`` imports, sorted, without running it.
-
-    ``import a.b`` gives ``"a.b"`` (its parent packages count when it is resolved);
-    ``from a.b import c`` gives ``"a.b.c"`` (``c`` may be a submodule or a name in
-    ``a/b/__init__.py``: resolving stops at the last module that exists);
-    ``from ..p import z`` gives ``"..p.z"``, resolved from the file's directory.
-    ``__import__("m")`` and ``importlib.import_module("m")`` with a string literal count
-    too. Source that does not parse imports nothing as far as keys go: its own hash still
-    counts, and a test that imports it fails, so it is never skipped.
-    """
-    if b"import" not in source:
-        return ()
-    try:
-        tree = ast.parse(source)
-    except (SyntaxError, ValueError, UnicodeDecodeError, RecursionError, MemoryError):
-        return ()
-    found: set[str] = set()
-    dynamic = any(hint in source for hint in _DYNAMIC_IMPORT_HINTS)
-    nodes: Iterable[ast.AST] = ast.walk(tree) if dynamic else _statements(tree.body)
-    for node in nodes:
-        if isinstance(node, ast.Import):
-            found.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            base = "." * node.level + (node.module or "")
-            for alias in node.names:
-                if alias.name == "*":
-                    found.add(base)
-                else:
-                    found.add(f"{base}.{alias.name}" if node.module else base + alias.name)
-        elif isinstance(node, ast.Call):
-            name = _literal_import_call(node)
-            if name:
-                found.add(name)
-    found.discard("")
-    return tuple(sorted(found))
-
-
-#: The statements that hold other statements (``try``/``match`` ones in handlers and
-#: cases); imports can only be statements.
-_COMPOUND = tuple(
-    getattr(ast, name)
-    for name in (
-        "FunctionDef", "AsyncFunctionDef", "ClassDef", "If", "For", "AsyncFor", "While",
-        "With", "AsyncWith", "Try", "TryStar", "Match",
-    )
-    if hasattr(ast, name)
-)  # fmt: skip
-_IMPORTS = (ast.Import, ast.ImportFrom)
-
-
-def _statements(body: Sequence[ast.stmt]) -> Iterator[ast.stmt]:
-    """Every import statement, nested ones included (function bodies, ``if``,
-    ``try``...). Cheaper than `ast.walk`, which visits every expression."""
-    stack = list(body)
-    while stack:
-        statement = stack.pop()
-        if isinstance(statement, _IMPORTS):
-            yield statement
-        elif isinstance(statement, _COMPOUND):
-            for field in ("body", "orelse", "finalbody"):
-                stack.extend(getattr(statement, field, ()))
-            for child in getattr(statement, "handlers", ()):
-                stack.extend(child.body)
-            for child in getattr(statement, "cases", ()):
-                stack.extend(child.body)
-
-
-def _literal_import_call(node: ast.Call) -> str | None:
-    """The module of ``__import__("m")`` / ``importlib.import_module("m")``, else None."""
-    function = node.func
-    if isinstance(function, ast.Name):
-        called = function.id
-    elif isinstance(function, ast.Attribute):
-        called = function.attr
-    else:
-        return None
-    if called not in ("__import__", "import_module") or not node.args:
-        return None
-    argument = node.args[0]
-    if isinstance(argument, ast.Constant) and isinstance(argument.value, str):
-        return argument.value.strip()
-    return None
-
-
-# -- installed distributions ----------------------------------------------------------
-
-
-def installed_distributions(paths: Iterable[str] | None = None) -> list[tuple[str, str]]:
-    """``(normalized name, version)`` of every distribution on ``paths`` (default
-    ``sys.path``), sorted, duplicates once.
-
-    Why not `importlib.metadata.distributions` alone: it parses every ``METADATA``
-    file, tens of milliseconds for a hundred distributions, on every run. A wheel's
-    ``.dist-info`` directory is named ``{name}-{version}`` (neither part may contain a
-    ``-``), so the name gives both; anything else (egg-info, zipped entries, odd names)
-    is read through `importlib.metadata` as before.
-    """
-    found: set[tuple[str, str]] = set()
-    for entry in sys.path if paths is None else paths:
-        directory = entry or "."
-        try:
-            names = os.listdir(directory)
-        except OSError:
-            if os.path.isfile(directory):  # a zip file on sys.path
-                for distribution in importlib.metadata.distributions(path=[directory]):
-                    _add_distribution(found, distribution)
-            continue
-        for name in names:
-            lowered = name.lower()
-            if not lowered.endswith((".dist-info", ".egg-info")):
-                continue
-            match = _DIST_INFO_NAME.fullmatch(name)
-            if match:
-                found.add((normalize_name(match[1]), match[2]))
-            else:
-                distribution = importlib.metadata.PathDistribution(Path(directory, name))
-                _add_distribution(found, distribution)
-    return sorted(found)
-
-
-def _add_distribution(found: set[tuple[str, str]], distribution: Any) -> None:
-    name = distribution.metadata["Name"] if distribution.metadata else None
-    if name:
-        found.add((normalize_name(name), str(distribution.version)))
-
-
-def normalize_name(name: str) -> str:
-    """A distribution name as the package index compares them (PEP 503)."""
-    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 # -- the fingerprinter ----------------------------------------------------------------
@@ -744,117 +594,3 @@ class Fingerprinter:
         ):
             return {}
         return document.files
-
-
-class _Graph:
-    """The import graph under the shared import roots, with closures memoized.
-
-    Closures are bit masks over the fingerprinter's node numbers: strongly connected
-    components (import cycles) share one, and a component's closure is its members'
-    bits or'ed with its successors' closures, found by Tarjan's algorithm (iterative,
-    so deep import chains do not hit the recursion limit).
-    """
-
-    def __init__(self, owner: Fingerprinter) -> None:
-        self._owner = owner
-        self._edges: dict[int, tuple[int, ...]] = {}
-        self._masks: dict[int, int] = {}
-        #: The nodes (a mask) whose absolute imports start with each top-level name.
-        self.heads: dict[str, int] = {}
-
-    def successors(self, node: int) -> tuple[int, ...]:
-        edges = self._edges.get(node)
-        if edges is None:
-            owner = self._owner
-            heads = self.heads
-            bit = 1 << node
-            found = set(owner._root_free_edges(node))
-            for spec in owner._imports(node):
-                if not spec.startswith("."):
-                    found.update(owner._in_import_roots(spec))
-                    head = spec.partition(".")[0]
-                    heads[head] = heads.get(head, 0) | bit
-            found.discard(node)
-            edges = self._edges[node] = tuple(found)
-        return edges
-
-    def closure_mask(self, start: int) -> int:
-        masks = self._masks
-        if start in masks:
-            return masks[start]
-        index: dict[int, int] = {start: 0}
-        low: dict[int, int] = {start: 0}
-        stack = [start]
-        on_stack = {start}
-        work = [(start, iter(self.successors(start)))]
-        while work:
-            node, successors = work[-1]
-            for successor in successors:
-                if successor in masks:
-                    continue  # a finished component
-                if successor not in index:
-                    index[successor] = low[successor] = len(index)
-                    stack.append(successor)
-                    on_stack.add(successor)
-                    work.append((successor, iter(self.successors(successor))))
-                    break
-                if successor in on_stack:
-                    low[node] = min(low[node], index[successor])
-            else:
-                work.pop()
-                if work:
-                    parent = work[-1][0]
-                    low[parent] = min(low[parent], low[node])
-                if low[node] == index[node]:
-                    members = []
-                    while True:
-                        member = stack.pop()
-                        on_stack.discard(member)
-                        members.append(member)
-                        if member == node:
-                            break
-                    mask = 0
-                    for member in members:
-                        mask |= 1 << member
-                    inside = set(members)
-                    for member in members:
-                        for successor in self.successors(member):
-                            if successor not in inside:
-                                mask |= masks[successor]
-                    for member in members:
-                        masks[member] = mask
-        return masks[start]
-
-
-_BYTE_BITS = [tuple(bit for bit in range(8) if value >> bit & 1) for value in range(256)]
-
-
-def _bits(mask: int) -> list[int]:
-    """The positions of the set bits of ``mask``, ascending (a byte at a time: closures
-    of thousands of files are enumerated once per test file)."""
-    positions: list[int] = []
-    for index, value in enumerate(mask.to_bytes((mask.bit_length() + 7) // 8, "little")):
-        if value:
-            base = index * 8
-            positions += [base + bit for bit in _BYTE_BITS[value]]
-    return positions
-
-
-def _basedir(owner: Fingerprinter, real: str) -> str:
-    """pytest's "prepend" import rule: the first directory upward from the file that has
-    no ``__init__.py`` goes on ``sys.path``."""
-    directory = os.path.dirname(real)
-    while owner._listing(directory).get("__init__.py", 0) & _FILE:
-        parent = os.path.dirname(directory)
-        if parent == directory:
-            break
-        directory = parent
-    return directory
-
-
-def _is_under(path: str, base: str) -> bool:
-    return path.startswith(base.rstrip(os.sep) + os.sep)
-
-
-def _unique(items: Iterable[str]) -> list[str]:
-    return list(dict.fromkeys(items))

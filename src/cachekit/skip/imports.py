@@ -1,0 +1,99 @@
+"""What a Python file imports, read from its source without running it.
+
+Why static analysis: importing project code to learn its imports would run it (and its
+side effects) before pytest does. The ``ast`` of each file gives its imports, including
+those inside functions and ``if TYPE_CHECKING:`` blocks (counting too much only costs
+a rerun; counting too little skips a test that should have run).
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterable, Iterator, Sequence
+
+_DYNAMIC_IMPORT_HINTS = (b"__import__", b"import_module")
+
+
+def import_specs(source: bytes) -> tuple[str, ...]:
+    """The modules ``source`` imports, sorted, without running it.
+
+    ``import a.b`` gives ``"a.b"`` (its parent packages count when it is resolved);
+    ``from a.b import c`` gives ``"a.b.c"`` (``c`` may be a submodule or a name in
+    ``a/b/__init__.py``: resolving stops at the last module that exists);
+    ``from ..p import z`` gives ``"..p.z"``, resolved from the file's directory.
+    ``__import__("m")`` and ``importlib.import_module("m")`` with a string literal count
+    too. Source that does not parse imports nothing as far as keys go: its own hash still
+    counts, and a test that imports it fails, so it is never skipped.
+    """
+    if b"import" not in source:
+        return ()
+    try:
+        tree = ast.parse(source)
+    except (SyntaxError, ValueError, UnicodeDecodeError, RecursionError, MemoryError):
+        return ()
+    found: set[str] = set()
+    dynamic = any(hint in source for hint in _DYNAMIC_IMPORT_HINTS)
+    nodes: Iterable[ast.AST] = ast.walk(tree) if dynamic else _statements(tree.body)
+    for node in nodes:
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = "." * node.level + (node.module or "")
+            for alias in node.names:
+                if alias.name == "*":
+                    found.add(base)
+                else:
+                    found.add(f"{base}.{alias.name}" if node.module else base + alias.name)
+        elif isinstance(node, ast.Call):
+            name = _literal_import_call(node)
+            if name:
+                found.add(name)
+    found.discard("")
+    return tuple(sorted(found))
+
+
+#: The statements that hold other statements (``try``/``match`` ones in handlers and
+#: cases); imports can only be statements.
+_COMPOUND = tuple(
+    getattr(ast, name)
+    for name in (
+        "FunctionDef", "AsyncFunctionDef", "ClassDef", "If", "For", "AsyncFor", "While",
+        "With", "AsyncWith", "Try", "TryStar", "Match",
+    )
+    if hasattr(ast, name)
+)  # fmt: skip
+_IMPORTS = (ast.Import, ast.ImportFrom)
+
+
+def _statements(body: Sequence[ast.stmt]) -> Iterator[ast.stmt]:
+    """Every import statement, nested ones included (function bodies, ``if``,
+    ``try``...). Cheaper than `ast.walk`, which visits every expression."""
+    stack = list(body)
+    while stack:
+        statement = stack.pop()
+        if isinstance(statement, _IMPORTS):
+            yield statement
+        elif isinstance(statement, _COMPOUND):
+            for field in ("body", "orelse", "finalbody"):
+                stack.extend(getattr(statement, field, ()))
+            for child in getattr(statement, "handlers", ()):
+                stack.extend(child.body)
+            for child in getattr(statement, "cases", ()):
+                stack.extend(child.body)
+
+
+def _literal_import_call(node: ast.Call) -> str | None:
+    """The module of ``__import__("m")`` / ``importlib.import_module("m")``, else None."""
+    function = node.func
+    if isinstance(function, ast.Name):
+        called = function.id
+    elif isinstance(function, ast.Attribute):
+        called = function.attr
+    else:
+        return None
+    if called not in ("__import__", "import_module") or not node.args:
+        return None
+    argument = node.args[0]
+    if isinstance(argument, ast.Constant) and isinstance(argument.value, str):
+        return argument.value.strip()
+    return None
