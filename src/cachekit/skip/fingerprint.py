@@ -35,7 +35,7 @@ import stat
 import sys
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +51,7 @@ from cachekit.skip.analysis import (
     _CacheFile,
     _converter,
 )
-from cachekit.skip.closure import _DIR, _FILE, _LINK, _basedir, _bits, _Graph, _is_under, _unique
+from cachekit.skip.closure import ImportResolver, is_under
 from cachekit.skip.distributions import installed_distributions, normalize_name
 from cachekit.skip.imports import import_specs
 
@@ -112,26 +112,20 @@ class Fingerprinter:
         self._search_paths = [os.path.realpath(root_path / path) for path in inputs.search_paths]
         #: Where project files may live: the root, then search paths outside it.
         self._bases = [self._root] + [
-            path for path in self._search_paths if not _is_under(path, self._root)
+            path for path in self._search_paths if not is_under(path, self._root)
         ]
         self._prefixes = tuple(base.rstrip(os.sep) + os.sep for base in self._bases)
-        self._roots = tuple(_unique(self._default_roots() + self._search_paths))
         self._hints: dict[str, FileRecord] = self._load_cache()
         self._records: dict[str, FileRecord] = {}
         self._racy: set[str] = set()
         self._dirty = False
-        self._listings: dict[str, dict[str, int]] = {}
-        self._real_dirs: dict[str, str] = {}
-        self._ids: dict[str, int] = {}
-        self._paths: list[str] = []
         self._lines: dict[int, str] = {}
-        self._absolute: dict[tuple[str, str], tuple[int, ...]] = {}
-        self._relative: dict[tuple[str, str], tuple[int, ...]] = {}
-        self._inits: dict[str, int | None] = {}
-        self._in_roots: dict[str, tuple[int, ...]] = {}
-        self._local_edges: dict[int, tuple[int, ...]] = {}
-        self._top_names: dict[str, frozenset[str]] = {}
-        self._graph = _Graph(self)
+        self._resolver = ImportResolver(
+            root=self._root,
+            search_paths=self._search_paths,
+            prefixes=self._prefixes,
+            imports_of=self._imports_of,
+        )
         self._environment: dict[str, Any] | None = None
         self._environment_key: str | None = None
 
@@ -179,12 +173,12 @@ class Fingerprinter:
         (pytest's "prepend" rule: the first directory upward without ``__init__.py``).
         """
         real = self._project_file(path)
-        return sorted(Path(self._paths[node]) for node in _bits(self._closure_mask([real])))
+        return sorted(Path(self._resolver.path(node)) for node in self._resolver.closure([real]))
 
     @property
     def roots(self) -> tuple[str, ...]:
         """The import roots every file shares (real paths, in priority order)."""
-        return self._roots
+        return self._resolver.roots
 
     def save(self) -> None:
         """Write the per-file analysis to ``cache_file`` (atomically), if one was given
@@ -258,32 +252,11 @@ class Fingerprinter:
                 raise ValueError(f"a data glob must be relative to the root: {pattern!r}")
             for match in root.glob(pattern):
                 real = os.path.realpath(match)
-                if _is_under(real, self._root) and os.path.isfile(real):
+                if is_under(real, self._root) and os.path.isfile(real):
                     found[self._label(real)] = self._record(real, parse=False).digest
         return [[label, digest] for label, digest in sorted(found.items())]
 
     # -- roots and paths --------------------------------------------------------------
-
-    def _default_roots(self) -> list[str]:
-        """The root, ``root/src`` and the ``sys.path`` entries under the root, except the
-        interpreter's own (a virtualenv inside the project is not project code)."""
-        prefixes = {
-            os.path.realpath(prefix)
-            for prefix in (sys.prefix, sys.exec_prefix, sys.base_prefix)
-            if prefix
-        }
-        inside = [prefix for prefix in prefixes if _is_under(prefix, self._root)]
-        roots = [self._root, os.path.join(self._root, "src")]
-        for entry in sys.path:
-            real = os.path.realpath(entry or ".")
-            if real == self._root or not _is_under(real, self._root):
-                continue
-            if any(real == prefix or _is_under(real, prefix) for prefix in inside):
-                continue
-            if os.path.basename(real) in ("site-packages", "dist-packages"):
-                continue
-            roots.append(real)
-        return [root for root in roots if os.path.isdir(root)]
 
     def _project_file(self, path: Path) -> str:
         real = os.path.realpath(path)
@@ -299,222 +272,24 @@ class Fingerprinter:
         if real.startswith(self._prefixes[0]):
             return real[len(self._prefixes[0]) :].replace(os.sep, "/")
         for index, base in enumerate(self._search_paths):
-            if _is_under(real, base):
+            if is_under(real, base):
                 relative = os.path.relpath(real, base).replace(os.sep, "/")
                 return f"<search_paths[{index}]>/{relative}"
         raise ValueError(f"not a project file: {real}")  # pragma: no cover
 
     def _conftests(self, real: str) -> list[str]:
         """``conftest.py`` files from the root down to ``real``'s directory."""
-        if not _is_under(real, self._root):
+        if not is_under(real, self._root):
             return []
         directory = self._root
         found = []
         parts = os.path.relpath(os.path.dirname(real), self._root).split(os.sep)
         for part in [""] + [part for part in parts if part not in ("", ".")]:
             directory = os.path.join(directory, part) if part else directory
-            flags = self._listing(directory).get("conftest.py", 0)
-            if flags & _FILE:
-                conftest = self._project_real(directory, "conftest.py", flags)
-                if conftest is not None:
-                    found.append(conftest)
+            conftest = self._resolver.listed_project_file(directory, "conftest.py")
+            if conftest is not None:
+                found.append(conftest)
         return found
-
-    def _listing(self, directory: str) -> dict[str, int]:
-        listing = self._listings.get(directory)
-        if listing is None:
-            listing = {}
-            try:
-                with os.scandir(directory) as entries:
-                    for entry in entries:
-                        try:
-                            flags = (
-                                (_FILE if entry.is_file() else 0)
-                                | (_DIR if entry.is_dir() else 0)
-                                | (_LINK if entry.is_symlink() else 0)
-                            )
-                        except OSError:
-                            continue
-                        listing[entry.name] = flags
-            except OSError:
-                pass
-            self._listings[directory] = listing
-        return listing
-
-    def _real_dir(self, directory: str) -> str:
-        real = self._real_dirs.get(directory)
-        if real is None:
-            real = self._real_dirs[directory] = os.path.realpath(directory)
-        return real
-
-    def _project_real(self, directory: str, name: str, flags: int) -> str | None:
-        """The real path of ``directory/name`` if it is a project file (symlinks leading
-        out of the project are not followed), else None."""
-        if flags & _LINK:
-            real = os.path.realpath(os.path.join(directory, name))
-        else:
-            real = os.path.join(self._real_dir(directory), name)
-        return real if real.startswith(self._prefixes) else None
-
-    def _found(self, directory: str, name: str, flags: int) -> int | None:
-        """The node of ``directory/name`` if it is a project file."""
-        real = self._project_real(directory, name, flags)
-        return None if real is None else self._node(real)
-
-    def _node(self, real: str) -> int:
-        node = self._ids.get(real)
-        if node is None:
-            node = self._ids[real] = len(self._paths)
-            self._paths.append(real)
-        return node
-
-    # -- import resolution ------------------------------------------------------------
-
-    def _chain(self, directory: str, parts: Sequence[str], found: list[int]) -> None:
-        """Append the files importing ``parts`` from ``directory`` runs: each package's
-        ``__init__.py`` and the final module, as far as they exist (a regular package
-        wins over a module of the same name, which wins over a namespace package)."""
-        for part in parts:
-            listing = self._listing(directory)
-            flags = listing.get(part, 0)
-            if flags & _DIR:
-                package = os.path.join(directory, part)
-                if self._listing(package).get("__init__.py", 0) & _FILE:
-                    node = self._package_init(package)
-                    if node is not None:
-                        found.append(node)
-                    directory = package
-                    continue
-            module = listing.get(part + ".py", 0)
-            if module & _FILE:
-                node = self._found(directory, part + ".py", module)
-                if node is not None:
-                    found.append(node)
-                return
-            if not flags & _DIR:
-                return
-            directory = os.path.join(directory, part)  # a namespace package
-
-    def _resolve_absolute(self, root: str, name: str) -> tuple[int, ...]:
-        key = (root, name)
-        nodes = self._absolute.get(key)
-        if nodes is None:
-            found: list[int] = []
-            self._chain(root, name.split("."), found)
-            nodes = self._absolute[key] = tuple(found)
-        return nodes
-
-    def _root_free_edges(self, node: int) -> tuple[int, ...]:
-        """What ``node`` depends on whatever the import roots: its package's
-        ``__init__.py`` (Python runs it first) and its relative imports."""
-        edges = self._local_edges.get(node)
-        if edges is not None:
-            return edges
-        directory, name = os.path.split(self._paths[node])
-        init = self._package_init(
-            os.path.dirname(directory) if name == "__init__.py" else directory
-        )
-        found = set() if init is None else {init}
-        for spec in self._imports(node):
-            if spec.startswith("."):
-                found.update(self._resolve_relative(directory, spec))
-        found.discard(node)
-        edges = self._local_edges[node] = tuple(found)
-        return edges
-
-    def _package_init(self, directory: str) -> int | None:
-        """The node of ``directory/__init__.py``, if that is a project file."""
-        if directory in self._inits:
-            return self._inits[directory]
-        flags = self._listing(directory).get("__init__.py", 0)
-        node = self._found(directory, "__init__.py", flags) if flags & _FILE else None
-        self._inits[directory] = node
-        return node
-
-    def _resolve_relative(self, directory: str, spec: str) -> tuple[int, ...]:
-        """``from ..a import b`` in ``directory``: the package's ``__init__.py`` and the
-        chain below it."""
-        key = (directory, spec)
-        nodes = self._relative.get(key)
-        if nodes is None:
-            level = len(spec) - len(spec.lstrip("."))
-            base = directory
-            for _ in range(level - 1):
-                base = os.path.dirname(base)
-            init = self._package_init(base)
-            found = [] if init is None else [init]
-            rest = spec[level:]
-            if rest:
-                self._chain(base, rest.split("."), found)
-            nodes = self._relative[key] = tuple(found)
-        return nodes
-
-    def _imports(self, node: int) -> tuple[str, ...]:
-        imports = self._record(self._paths[node], parse=True).imports
-        assert imports is not None
-        return imports
-
-    def _in_import_roots(self, name: str) -> tuple[int, ...]:
-        """The files importing absolute ``name`` runs, under any of the shared roots."""
-        nodes = self._in_roots.get(name)
-        if nodes is None:
-            found: set[int] = set()
-            for root in self._roots:
-                found.update(self._resolve_absolute(root, name))
-            nodes = self._in_roots[name] = tuple(found)
-        return nodes
-
-    def _tops(self, root: str) -> frozenset[str]:
-        """The top-level names importable from ``root``."""
-        names = self._top_names.get(root)
-        if names is None:
-            listing = self._listing(root)
-            names = self._top_names[root] = frozenset(
-                name.removesuffix(".py")
-                for name, flags in listing.items()
-                if flags & _DIR or (flags & _FILE and name.endswith(".py"))
-            )
-        return names
-
-    def _closure_mask(self, entries: Sequence[str]) -> int:
-        """The closure of ``entries`` (real paths) as a bit mask over nodes.
-
-        Each entry's base directory (pytest's "prepend" rule) is an import root for it.
-        Rather than a graph per set of roots, the closure in the shared graph is
-        extended: a file in it whose absolute imports name something importable from an
-        extra root gains those edges, and their closures join, until nothing new comes
-        (usually at once: base directories seldom hold what project modules import).
-        """
-        graph = self._graph
-        mask = 0
-        for entry in entries:
-            mask |= graph.closure_mask(self._node(entry))
-        extras = [
-            basedir
-            for basedir in _unique(_basedir(self, entry) for entry in entries)
-            if basedir not in self._roots
-        ]
-        if not extras:
-            return mask
-        tops = frozenset().union(*(self._tops(root) for root in extras))
-        followed: set[int] = set()
-        while True:
-            affected = 0
-            for name in tops:
-                affected |= graph.heads.get(name, 0) & mask
-            grown = mask
-            for node in _bits(affected):
-                if node in followed:
-                    continue
-                followed.add(node)
-                for spec in self._imports(node):
-                    if spec.partition(".")[0] in tops and not spec.startswith("."):
-                        for root in extras:
-                            for target in self._resolve_absolute(root, spec):
-                                grown |= graph.closure_mask(target)
-            if grown == mask:
-                return mask
-            mask = grown
 
     # -- per-file analysis ------------------------------------------------------------
 
@@ -552,10 +327,15 @@ class Fingerprinter:
             self._racy.add(path)
         return record
 
+    def _imports_of(self, path: str) -> tuple[str, ...]:
+        imports = self._record(path, parse=True).imports
+        assert imports is not None
+        return imports
+
     def _line(self, node: int) -> str:
         line = self._lines.get(node)
         if line is None:
-            path = self._paths[node]
+            path = self._resolver.path(node)
             digest = self._record(path, parse=False).digest
             line = self._lines[node] = f"{self._label(path)}\0{digest}"
         return line
@@ -565,7 +345,7 @@ class Fingerprinter:
         lines = self._lines
         members = [
             lines[node] if node in lines else self._line(node)
-            for node in _bits(self._closure_mask([path, *conftests]))
+            for node in self._resolver.closure([path, *conftests])
         ]
         members.sort()
         return members
