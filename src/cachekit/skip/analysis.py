@@ -3,10 +3,19 @@ keeps it between processes, valid while the file's stat is unchanged."""
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
 
 import attrs
 import cattrs
+
+from cachekit.skip.imports import import_specs
 
 #: Identifies cachekit's analysis cache files (a foreign JSON file is ignored).
 CACHE_FORMAT = "cachekit.skip.fingerprint"
@@ -43,3 +52,114 @@ class _CacheFile:
     version: int
     parser: str
     files: dict[str, FileRecord]
+
+
+class FileAnalyses:
+    """Each file's record for one session: from memory, else from the cache file while
+    the file's stat still matches, else by reading the file again.
+
+    Files are read through ``read`` only (the `Fingerprinter.read` hook).
+    """
+
+    def __init__(self, cache_file: Path | None, *, read: Callable[[str], bytes]) -> None:
+        self.cache_file = cache_file
+        self._read = read
+        self._hints: dict[str, FileRecord] = self._load_cache()
+        self._records: dict[str, FileRecord] = {}
+        self._racy: set[str] = set()
+        self._dirty = False
+
+    def record(self, path: str, *, parse: bool) -> FileRecord:
+        """``path``'s record (a real path); ``parse`` also wants its imports."""
+        record = self._records.get(path)
+        if record is not None and (record.imports is not None or not parse):
+            return record
+        try:
+            status = os.stat(path)
+            signature = (status.st_mtime_ns, status.st_size, status.st_ino)
+            hint = self._hints.get(path) if record is None else None
+            if (
+                hint is not None
+                and (hint.mtime_ns, hint.size, hint.ino) == signature
+                and (hint.imports is not None or not parse)
+            ):
+                self._records[path] = hint
+                return hint
+            data = self._read(path)
+        except OSError as error:
+            # Vanished or unreadable since it was listed: a key unlike any readable
+            # content, never written to the cache file.
+            record = FileRecord(-1, -1, -1, f"unreadable: {error.strerror}", ())
+            self._records[path] = record
+            self._racy.add(path)
+            return record
+        record = FileRecord(
+            *signature,
+            digest=hashlib.sha256(data).hexdigest(),
+            imports=import_specs(data) if parse else None,
+        )
+        self._records[path] = record
+        self._dirty = True
+        if abs(time.time_ns() - status.st_mtime_ns) < RACY_NANOSECONDS:
+            self._racy.add(path)
+        return record
+
+    def imports(self, path: str) -> tuple[str, ...]:
+        """The modules ``path`` imports (`cachekit.skip.imports.import_specs`)."""
+        imports = self.record(path, parse=True).imports
+        assert imports is not None
+        return imports
+
+    def save(self) -> None:
+        """Write the records to ``cache_file`` (atomically), if one was given and anything
+        new was read."""
+        if self.cache_file is None or not self._dirty:
+            return
+        files = {
+            path: record
+            for path, record in self._hints.items()
+            if path not in self._records and os.path.exists(path)
+        }
+        files.update(
+            (path, record) for path, record in self._records.items() if path not in self._racy
+        )
+        document = _CacheFile(CACHE_FORMAT, CACHE_VERSION, PARSER, dict(sorted(files.items())))
+        data = json.dumps(_converter.unstructure(document), separators=(",", ":"))
+        directory = self.cache_file.parent
+        directory.mkdir(parents=True, exist_ok=True)
+        # No fsync: a torn or stale file is detected (or caught by the stat check) and
+        # costs a re-read, never a wrong key.
+        handle, temp = tempfile.mkstemp(prefix=f".{self.cache_file.name}.", dir=directory)
+        try:
+            with os.fdopen(handle, "w", encoding="utf-8") as file:
+                file.write(data)
+            os.replace(temp, self.cache_file)
+        except BaseException:
+            Path(temp).unlink(missing_ok=True)
+            raise
+        self._dirty = False
+
+    def _load_cache(self) -> dict[str, FileRecord]:
+        """The cache file's records, or nothing if it is missing, corrupt or foreign."""
+        if self.cache_file is None:
+            return {}
+        try:
+            data = json.loads(self.cache_file.read_bytes())
+            if not (
+                isinstance(data, dict)
+                and data.get("format") == CACHE_FORMAT
+                and data.get("version") == CACHE_VERSION
+                and data.get("parser") == PARSER
+            ):
+                return {}
+            document = _converter.structure(data, _CacheFile)
+        except (
+            OSError,
+            ValueError,
+            TypeError,
+            KeyError,
+            RecursionError,
+            cattrs.BaseValidationError,
+        ):
+            return {}
+        return document.files

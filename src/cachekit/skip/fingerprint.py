@@ -33,23 +33,19 @@ import os
 import platform
 import stat
 import sys
-import tempfile
-import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import attrs
-import cattrs
 
 from cachekit.skip.analysis import (
     CACHE_FORMAT,
     CACHE_VERSION,
     PARSER,
     RACY_NANOSECONDS,
+    FileAnalyses,
     FileRecord,
-    _CacheFile,
-    _converter,
 )
 from cachekit.skip.closure import ImportResolver, is_under
 from cachekit.skip.distributions import installed_distributions, normalize_name
@@ -115,16 +111,15 @@ class Fingerprinter:
             path for path in self._search_paths if not is_under(path, self._root)
         ]
         self._prefixes = tuple(base.rstrip(os.sep) + os.sep for base in self._bases)
-        self._hints: dict[str, FileRecord] = self._load_cache()
-        self._records: dict[str, FileRecord] = {}
-        self._racy: set[str] = set()
-        self._dirty = False
+        # `read` is looked up at each call: a hook that subclasses and tests replace.
+        reader = lambda path: self.read(path)  # noqa: E731, PLW0108
+        self._analyses = FileAnalyses(cache_file, read=reader)
         self._lines: dict[int, str] = {}
         self._resolver = ImportResolver(
             root=self._root,
             search_paths=self._search_paths,
             prefixes=self._prefixes,
-            imports_of=self._imports_of,
+            imports_of=self._analyses.imports,
         )
         self._environment: dict[str, Any] | None = None
         self._environment_key: str | None = None
@@ -183,31 +178,7 @@ class Fingerprinter:
     def save(self) -> None:
         """Write the per-file analysis to ``cache_file`` (atomically), if one was given
         and anything new was read."""
-        if self.cache_file is None or not self._dirty:
-            return
-        files = {
-            path: record
-            for path, record in self._hints.items()
-            if path not in self._records and os.path.exists(path)
-        }
-        files.update(
-            (path, record) for path, record in self._records.items() if path not in self._racy
-        )
-        document = _CacheFile(CACHE_FORMAT, CACHE_VERSION, PARSER, dict(sorted(files.items())))
-        data = json.dumps(_converter.unstructure(document), separators=(",", ":"))
-        directory = self.cache_file.parent
-        directory.mkdir(parents=True, exist_ok=True)
-        # No fsync: a torn or stale file is detected (or caught by the stat check) and
-        # costs a re-read, never a wrong key.
-        handle, temp = tempfile.mkstemp(prefix=f".{self.cache_file.name}.", dir=directory)
-        try:
-            with os.fdopen(handle, "w", encoding="utf-8") as file:
-                file.write(data)
-            os.replace(temp, self.cache_file)
-        except BaseException:
-            Path(temp).unlink(missing_ok=True)
-            raise
-        self._dirty = False
+        self._analyses.save()
 
     def read(self, path: str) -> bytes:
         """Read one file's bytes: the one place files are read (a hook for tests and
@@ -253,7 +224,7 @@ class Fingerprinter:
             for match in root.glob(pattern):
                 real = os.path.realpath(match)
                 if is_under(real, self._root) and os.path.isfile(real):
-                    found[self._label(real)] = self._record(real, parse=False).digest
+                    found[self._label(real)] = self._analyses.record(real, parse=False).digest
         return [[label, digest] for label, digest in sorted(found.items())]
 
     # -- roots and paths --------------------------------------------------------------
@@ -291,52 +262,13 @@ class Fingerprinter:
                 found.append(conftest)
         return found
 
-    # -- per-file analysis ------------------------------------------------------------
-
-    def _record(self, path: str, *, parse: bool) -> FileRecord:
-        record = self._records.get(path)
-        if record is not None and (record.imports is not None or not parse):
-            return record
-        try:
-            status = os.stat(path)
-            signature = (status.st_mtime_ns, status.st_size, status.st_ino)
-            hint = self._hints.get(path) if record is None else None
-            if (
-                hint is not None
-                and (hint.mtime_ns, hint.size, hint.ino) == signature
-                and (hint.imports is not None or not parse)
-            ):
-                self._records[path] = hint
-                return hint
-            data = self.read(path)
-        except OSError as error:
-            # Vanished or unreadable since it was listed: a key unlike any readable
-            # content, never written to the cache file.
-            record = FileRecord(-1, -1, -1, f"unreadable: {error.strerror}", ())
-            self._records[path] = record
-            self._racy.add(path)
-            return record
-        record = FileRecord(
-            *signature,
-            digest=hashlib.sha256(data).hexdigest(),
-            imports=import_specs(data) if parse else None,
-        )
-        self._records[path] = record
-        self._dirty = True
-        if abs(time.time_ns() - status.st_mtime_ns) < RACY_NANOSECONDS:
-            self._racy.add(path)
-        return record
-
-    def _imports_of(self, path: str) -> tuple[str, ...]:
-        imports = self._record(path, parse=True).imports
-        assert imports is not None
-        return imports
+    # -- members of a key -------------------------------------------------------------
 
     def _line(self, node: int) -> str:
         line = self._lines.get(node)
         if line is None:
             path = self._resolver.path(node)
-            digest = self._record(path, parse=False).digest
+            digest = self._analyses.record(path, parse=False).digest
             line = self._lines[node] = f"{self._label(path)}\0{digest}"
         return line
 
@@ -349,28 +281,3 @@ class Fingerprinter:
         ]
         members.sort()
         return members
-
-    def _load_cache(self) -> dict[str, FileRecord]:
-        """The cache file's records, or nothing if it is missing, corrupt or foreign."""
-        if self.cache_file is None:
-            return {}
-        try:
-            data = json.loads(self.cache_file.read_bytes())
-            if not (
-                isinstance(data, dict)
-                and data.get("format") == CACHE_FORMAT
-                and data.get("version") == CACHE_VERSION
-                and data.get("parser") == PARSER
-            ):
-                return {}
-            document = _converter.structure(data, _CacheFile)
-        except (
-            OSError,
-            ValueError,
-            TypeError,
-            KeyError,
-            RecursionError,
-            cattrs.BaseValidationError,
-        ):
-            return {}
-        return document.files
