@@ -7,7 +7,6 @@ import hashlib
 import json
 import os
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -15,6 +14,7 @@ from pathlib import Path
 import attrs
 import cattrs
 
+from cachekit.files import write_atomically
 from cachekit.skip.imports import import_specs
 
 #: Identifies cachekit's analysis cache files (a foreign JSON file is ignored).
@@ -125,18 +125,10 @@ class FileAnalyses:
         )
         document = _CacheFile(CACHE_FORMAT, CACHE_VERSION, PARSER, dict(sorted(files.items())))
         data = json.dumps(_converter.unstructure(document), separators=(",", ":"))
-        directory = self.cache_file.parent
-        directory.mkdir(parents=True, exist_ok=True)
-        # No fsync: a torn or stale file is detected (or caught by the stat check) and
+        self.cache_file.parent.mkdir(parents=True, exist_ok=True)
+        # Not durable: a torn or stale file is detected (or caught by the stat check) and
         # costs a re-read, never a wrong key.
-        handle, temp = tempfile.mkstemp(prefix=f".{self.cache_file.name}.", dir=directory)
-        try:
-            with os.fdopen(handle, "w", encoding="utf-8") as file:
-                file.write(data)
-            os.replace(temp, self.cache_file)
-        except BaseException:
-            Path(temp).unlink(missing_ok=True)
-            raise
+        write_atomically(self.cache_file, data.encode("utf-8"), durable=False)
         self._dirty = False
 
     def _load_cache(self) -> dict[str, FileRecord]:
