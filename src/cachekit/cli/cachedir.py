@@ -1,0 +1,182 @@
+"""``cachekit pull`` and ``push``: pytest's ``.pytest_cache`` in and out of the store."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any, TextIO
+
+from cachekit.ci import layout
+from cachekit.cli.command import (
+    EXIT_OK,
+    _cache,
+    _command,
+    _namespace,
+    _namespace_options,
+    _open,
+    _where,
+)
+from cachekit.cli.output import _note, _print_json
+from cachekit.errors import CacheError
+from cachekit.values.codec import JSON
+from cachekit.values.merge import LASTFAILED, NODEIDS, observe_outcomes, still_failing
+
+
+def _pytest_support_files() -> dict[str, bytes]:
+    try:  # pytest >= 9
+        from _pytest.cacheprovider import CACHEDIR_FILES  # noqa: PLC0415
+
+        return dict(CACHEDIR_FILES)
+    except ImportError:  # pytest 8 spells out the same three files
+        from _pytest import cacheprovider  # noqa: PLC0415
+
+        return {
+            "README.md": cacheprovider.README_CONTENT.encode(),  # type: ignore[attr-defined]
+            ".gitignore": b"# Created by pytest automatically.\n*\n",
+            "CACHEDIR.TAG": cacheprovider.CACHEDIR_TAG_CONTENT,  # type: ignore[attr-defined]
+        }
+
+
+#: Where ``pull`` records what it wrote, so ``push`` can tell what this run changed.
+PULLED_KEY = "cachekit/pulled"
+#: What pytest writes beside its values when it creates a cache directory, taken from
+#: pytest itself so a pulled ``.pytest_cache`` is what pytest would have made.
+_PYTEST_SUPPORT_FILES: dict[str, bytes] = _pytest_support_files()
+
+
+def add_commands(commands: Any) -> None:
+
+    pull = _command(
+        commands,
+        "pull",
+        "fill a local .pytest_cache from the store",
+        "Write the merged cache/lastfailed and cache/nodeids of this run's read chain "
+        "(own ref, base ref, default branch) into pytest's cache directory, in pytest's "
+        "own layout, so plain 'pytest --lf' sees them. Local values are replaced.",
+    )
+    _cache_dir_option(pull)
+    _namespace_options(pull)
+    pull.set_defaults(handler=cmd_pull)
+
+    push = _command(
+        commands,
+        "push",
+        "share a local .pytest_cache through the store",
+        "Write what this run changed in pytest's cache directory (new failures, fixed "
+        "tests, test ids) as a new part under this run's namespace. Read-only runs (forks) "
+        "push nothing and exit 0.",
+    )
+    _cache_dir_option(push)
+    _namespace_options(push)
+    push.set_defaults(handler=cmd_push)
+
+
+def _cache_dir_option(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=Path(".pytest_cache"),
+        help="pytest's cache directory (default: .pytest_cache)",
+    )
+
+
+# -- pull and push --------------------------------------------------------------------
+
+
+def _value_path(cache_dir: Path, key: str) -> Path:
+    return cache_dir / "v" / key
+
+
+def _read_local(cache_dir: Path, key: str, default: Any) -> Any:
+    path = _value_path(cache_dir, key)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return default
+    try:
+        return json.loads(text)
+    except ValueError as error:
+        raise CacheError(f"{path} is not valid JSON: {error}") from None
+
+
+def _write_local(cache_dir: Path, key: str, value: Any) -> None:
+    if not cache_dir.is_dir():
+        cache_dir.mkdir(parents=True)
+        for name, content in _PYTEST_SUPPORT_FILES.items():
+            (cache_dir / name).write_bytes(content)
+    path = _value_path(cache_dir, key)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(path.name + ".cachekit-tmp")
+    # The bytes pytest's Cache.set writes.
+    temporary.write_text(json.dumps(value, ensure_ascii=False, indent=2), encoding="utf-8")
+    os.replace(temporary, path)
+
+
+def cmd_pull(args: argparse.Namespace, out: TextIO) -> int:
+    store = _open(args)
+    namespace = _namespace(args)
+    cache = _cache(store, args, namespace)
+    merged = cache.read_merged_many(
+        {layout.LASTFAILED_KEY: LASTFAILED, layout.NODEIDS_KEY: NODEIDS}
+    )
+    failing = still_failing(merged[layout.LASTFAILED_KEY].value)
+    nodeids: list[str] = merged[layout.NODEIDS_KEY].value
+    _write_local(args.cache_dir, layout.LASTFAILED_KEY, failing)
+    _write_local(args.cache_dir, layout.NODEIDS_KEY, nodeids)
+    _write_local(args.cache_dir, PULLED_KEY, {"lastfailed": sorted(failing), "at": time.time()})
+    result = {
+        "namespace": namespace.describe(),
+        "prefix": _where(args, namespace),
+        "failing": len(failing),
+        "nodeids": len(nodeids),
+        "cache_dir": str(args.cache_dir),
+    }
+    if args.json:
+        _print_json(out, result)
+    else:
+        out.write(
+            f"pulled {len(failing)} failing test(s) and {len(nodeids)} test id(s) "
+            f"into {args.cache_dir}\n  {namespace.describe()}\n"
+        )
+    return EXIT_OK
+
+
+def cmd_push(args: argparse.Namespace, out: TextIO) -> int:
+    namespace = _namespace(args)
+    if not namespace.trusted:
+        _note(f"read-only run, nothing pushed: {namespace.untrusted_reason}")
+        if args.json:
+            _print_json(out, {"pushed": False, "reason": namespace.untrusted_reason})
+        return EXIT_OK
+    store = _open(args)
+    local_failed = _read_local(args.cache_dir, layout.LASTFAILED_KEY, {})
+    local_nodeids = _read_local(args.cache_dir, layout.NODEIDS_KEY, [])
+    pulled = _read_local(args.cache_dir, PULLED_KEY, {}).get("lastfailed", [])
+    if not isinstance(local_failed, dict) or not isinstance(local_nodeids, list):
+        raise CacheError(f"{args.cache_dir} does not hold pytest's cache/lastfailed or nodeids")
+    failed = set(local_failed)
+    before = set(pulled)
+    # New failures ran and failed; failures that disappeared ran and passed. Failures
+    # carried over from the pull say nothing about this run and are not re-asserted, so
+    # they cannot hide a pass another shard recorded meanwhile.
+    observed = observe_outcomes(failed=failed - before, passed=before - failed, at=time.time())
+    cache = _cache(store, args, namespace, chain=False)
+    part_id = namespace.new_part_id()
+    written = []
+    if observed:
+        written.append(cache.write_part(layout.LASTFAILED_KEY, part_id, observed))
+    nodeids: list[JSON] = []
+    nodeids.extend(sorted({str(nodeid) for nodeid in local_nodeids}))
+    if nodeids:
+        written.append(cache.write_part(layout.NODEIDS_KEY, part_id, nodeids))
+    if args.json:
+        _print_json(out, {"pushed": True, "prefix": _where(args, namespace), "written": written})
+    else:
+        out.write(
+            f"pushed {len(failed - before)} new failure(s), {len(before - failed)} fix(es) and "
+            f"{len(nodeids)} test id(s)\n  {namespace.describe()}\n"
+        )
+    return EXIT_OK

@@ -1,0 +1,111 @@
+"""``cachekit namespace`` and ``shard``: the run's CI namespace."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from typing import Any, TextIO
+
+import attrs
+
+from cachekit.ci import layout
+from cachekit.ci.namespace import Namespace
+from cachekit.cli.command import (
+    EXIT_OK,
+    UsageError,
+    _cache,
+    _command,
+    _namespace,
+    _namespace_options,
+    _open,
+)
+from cachekit.cli.output import _print_json
+from cachekit.stats.runs import (
+    load_durations,
+)
+from cachekit.stats.sharding import parse_shard, select
+
+
+def add_commands(commands: Any) -> None:
+    shard = _command(
+        commands,
+        "shard",
+        "print the test ids of one duration-balanced shard",
+        "Read test ids (one per line) from standard input and print those of shard "
+        "INDEX/COUNT (1-based), balanced by the recorded durations of this namespace. Every shard "
+        "computes the same split.",
+    )
+    shard.add_argument("which", metavar="INDEX/COUNT", help="the shard to print, such as 2/4")
+    _namespace_options(shard)
+    shard.set_defaults(handler=cmd_shard)
+
+    namespace = _command(
+        commands,
+        "namespace",
+        "print the namespace detected for this run",
+        "Print where this run reads and writes: its description, key prefix, the prefix "
+        "of its ref (every job and config) and its read chain. --get prints one field, "
+        'for scripts: cachekit compact --prefix "$(cachekit namespace --get ref_prefix)"',
+        url=False,
+    )
+    namespace.add_argument(
+        "--get",
+        choices=sorted(_NAMESPACE_FIELDS),
+        metavar="FIELD",
+        help=f"print only this field ({', '.join(sorted(_NAMESPACE_FIELDS))})",
+    )
+    _namespace_options(namespace)
+    namespace.set_defaults(handler=cmd_namespace)
+
+
+# -- namespace ------------------------------------------------------------------------
+
+_NAMESPACE_FIELDS: dict[str, Callable[[Namespace], str]] = {
+    "describe": lambda ns: ns.describe(),
+    "prefix": lambda ns: ns.prefix,
+    "ref_prefix": lambda ns: layout.ref_prefix(ns.repository, ns.ref),
+    "trusted": lambda ns: "true" if ns.trusted else "false",
+    "read_prefixes": lambda ns: " ".join(ns.read_prefixes),
+}
+
+
+def cmd_namespace(args: argparse.Namespace, out: TextIO) -> int:
+    namespace = _namespace(args)
+    if args.get:
+        out.write(f"{_NAMESPACE_FIELDS[args.get](namespace)}\n")
+        return EXIT_OK
+    data = {
+        **attrs.asdict(namespace),
+        "description": namespace.describe(),
+        "prefix": namespace.prefix,
+        "ref_prefix": layout.ref_prefix(namespace.repository, namespace.ref),
+        "read_prefixes": list(namespace.read_prefixes),
+    }
+    if args.json:
+        _print_json(out, data)
+    else:
+        out.write(f"{namespace.describe()}\n")
+        out.write(f"writes under: {namespace.prefix}\n")
+        out.write(f"reads from:   {', '.join(namespace.read_prefixes)}\n")
+    return EXIT_OK
+
+
+# -- shard ----------------------------------------------------------------------------
+
+
+def cmd_shard(args: argparse.Namespace, out: TextIO) -> int:
+    try:
+        index, count = parse_shard(args.which)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    store = _open(args)
+    namespace = _namespace(args)
+    durations = load_durations(_cache(store, args, namespace))
+    test_ids = [line.strip() for line in sys.stdin if line.strip()]
+    chosen = select(test_ids, durations, index, count)
+    if args.json:
+        _print_json(out, {"shard": f"{index}/{count}", "tests": chosen})
+    else:
+        out.writelines(f"{test_id}\n" for test_id in chosen)
+    return EXIT_OK

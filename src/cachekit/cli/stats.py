@@ -1,0 +1,245 @@
+"""``cachekit stats ingest``, ``summary`` and ``report``: test statistics."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any, TextIO
+
+from cachekit.cli.command import (
+    EXIT_OK,
+    UsageError,
+    _cache,
+    _command,
+    _namespace,
+    _namespace_options,
+    _open,
+    _where,
+)
+from cachekit.cli.output import Progress, _note, _print_json, _table
+from cachekit.stats import report as stats_report
+from cachekit.stats import report_html
+from cachekit.stats.junit import parse_junit_file
+from cachekit.stats.runs import (
+    latest_per_test,
+    latest_run,
+    load_runs,
+    make_run,
+    record_runs,
+    summarize,
+    summary_to_json,
+)
+
+
+def _add_stats_commands(commands: Any) -> None:
+    stats = commands.add_parser(
+        "stats",
+        help="test statistics from JUnit XML reports",
+        description="Ingest JUnit XML reports and summarize them.",
+    )
+    stats_commands = stats.add_subparsers(title="commands", metavar="COMMAND")
+    stats.set_defaults(handler=None, help_parser=stats)
+    ingest = _command(
+        stats_commands,
+        "ingest",
+        "store JUnit XML reports",
+        "Parse each report (pytest, unittest-xml-reporting, PyTorch, Surefire...) and store "
+        "one part per report under this run's namespace. If any report is malformed, "
+        "nothing is written. Read-only runs store nothing and exit 0.",
+    )
+    ingest.add_argument("reports", nargs="+", metavar="REPORT.xml", help="JUnit XML files")
+    _namespace_options(ingest)
+    ingest.set_defaults(handler=cmd_stats_ingest)
+
+    summary = _command(
+        stats_commands,
+        "summary",
+        "summarize stored reports",
+        "Totals per file and class, failed, flaky and slowest tests. By default the "
+        "latest run (all its shards) of this namespace.",
+    )
+    which = summary.add_mutually_exclusive_group()
+    which.add_argument("--run", metavar="RUN_ID", help="summarize this run id")
+    which.add_argument(
+        "--all-runs",
+        action="store_true",
+        help="summarize the latest result of every test seen in any run",
+    )
+    summary.add_argument(
+        "--top", type=int, default=10, metavar="N", help="how many slowest tests (default 10)"
+    )
+    _namespace_options(summary)
+    summary.set_defaults(handler=cmd_stats_summary)
+
+    report = _command(
+        stats_commands,
+        "report",
+        "write an HTML page of plots over the stored runs",
+        "Write one self-contained HTML page (it loads nothing when viewed) with the "
+        "slowest tests, the duration per test file, the balance of each run's shards, and "
+        "failures and flaky tests over the recent CI runs of this namespace.",
+    )
+    report.add_argument(
+        "--html", required=True, type=Path, metavar="OUT", help="the HTML file to write"
+    )
+    report.add_argument(
+        "--top",
+        type=int,
+        default=stats_report.DEFAULT_TOP,
+        metavar="N",
+        help="bars per ranking and rows of the unstable tests "
+        f"(default {stats_report.DEFAULT_TOP})",
+    )
+    report.add_argument(
+        "--runs",
+        type=int,
+        default=stats_report.DEFAULT_RUNS,
+        metavar="N",
+        help=f"cover the N most recent CI runs (default {stats_report.DEFAULT_RUNS})",
+    )
+    _namespace_options(report)
+    report.set_defaults(handler=cmd_stats_report)
+
+
+def cmd_stats_ingest(args: argparse.Namespace, out: TextIO) -> int:
+    namespace = _namespace(args)
+    progress = Progress("parsing", len(args.reports))
+    reports = []
+    for done, path in enumerate(args.reports, 1):
+        reports.append(parse_junit_file(path))  # any error: nothing is written
+        progress.step(done)
+    progress.close()
+    if not namespace.trusted:
+        _note(f"read-only run, nothing ingested: {namespace.untrusted_reason}")
+        if args.json:
+            _print_json(out, {"ingested": 0, "reason": namespace.untrusted_reason})
+        return EXIT_OK
+    store = _open(args)
+    cache = _cache(store, args, namespace, chain=False)
+    runs = [
+        make_run(report, run_id=namespace.run_id, label=namespace.describe()) for report in reports
+    ]
+    record_runs(cache, runs)
+    cases = [case for run in runs for case in run.cases]
+    failed = sum(1 for case in cases if case.failed)
+    if args.json:
+        _print_json(
+            out,
+            {
+                "ingested": len(runs),
+                "reports": [run.id for run in runs],
+                "tests": len(cases),
+                "failed": failed,
+                "prefix": _where(args, namespace),
+            },
+        )
+    else:
+        out.write(
+            f"ingested {len(runs)} report(s): {len(cases)} test(s), {failed} failed\n"
+            f"  {namespace.describe()}\n"
+        )
+    return EXIT_OK
+
+
+def cmd_stats_summary(args: argparse.Namespace, out: TextIO) -> int:
+    store = _open(args)
+    namespace = _namespace(args)
+    runs = load_runs(_cache(store, args, namespace, chain=False))
+    if args.all_runs:
+        cases = latest_per_test(runs)
+        scope = f"latest result of each test over {len(runs)} report(s)"
+    else:
+        cases = latest_run(runs, args.run)
+        run_id = args.run if args.run is not None else (runs[-1].run_id if runs else "")
+        scope = f"run {run_id or '(no id)'}" if runs else "no reports"
+    summary = summarize(cases, slowest=max(0, args.top))
+    if args.json:
+        _print_json(
+            out,
+            {
+                "namespace": namespace.describe(),
+                "prefix": _where(args, namespace),
+                "scope": scope,
+                **summary_to_json(summary),
+            },
+        )
+        return EXIT_OK
+    out.write(f"{namespace.describe()}\n{scope}\n\n")
+    if not cases:
+        out.write("no test results stored yet (run 'cachekit stats ingest' first)\n")
+        return EXIT_OK
+    header = ("TESTS", "FAILURES", "ERRORS", "SKIPPED", "SUCCESSES", "TIME")
+
+    def counts(name: str, totals: Any) -> tuple[object, ...]:
+        return (
+            name,
+            totals.tests,
+            totals.failures,
+            totals.errors,
+            totals.skipped,
+            totals.successes,
+            f"{totals.time:.2f}s",
+        )
+
+    _table(
+        out,
+        ("FILE", *header),
+        [
+            *(counts(name, totals) for name, totals in summary.files.items()),
+            counts("total", summary.totals),
+        ],
+    )
+    out.write("\n")
+    _table(out, ("CLASS", *header), (counts(n, t) for n, t in summary.classes.items()))
+    _section(out, "failed", ((c.test_id, f"{c.outcome}: {c.message}") for c in summary.failed))
+    _section(out, "flaky", ((c.test_id, f"{c.reruns} rerun(s)") for c in summary.flaky))
+    _section(out, "slowest", ((c.test_id, f"{c.duration:.2f}s") for c in summary.slowest))
+    return EXIT_OK
+
+
+def cmd_stats_report(args: argparse.Namespace, out: TextIO) -> int:
+    if args.top < 1 or args.runs < 1:
+        raise UsageError("--top and --runs must be at least 1")
+    path: Path = args.html
+    if path.is_dir():
+        raise UsageError(f"--html {path} is a directory; name the file to write")
+    if not path.parent.is_dir():
+        raise UsageError(f"--html {path}: the directory {path.parent} does not exist")
+    store = _open(args)
+    namespace = _namespace(args)
+    runs = load_runs(_cache(store, args, namespace, chain=False))
+    report = stats_report.build_report(
+        runs, scope=namespace.describe(), top=args.top, max_runs=args.runs
+    )
+    report_html.write_report(path, report_html.render_html(report))
+    latest = report.outcomes[-1] if report.outcomes else None
+    if args.json:
+        _print_json(
+            out,
+            {
+                "path": str(path),
+                "prefix": _where(args, namespace),
+                "runs": len(report.runs),
+                "reports": report.reports,
+                "tests": report.tests,
+                "failed": latest.failed if latest else 0,
+                "flaky": latest.flaky if latest else 0,
+            },
+        )
+    elif latest is None:
+        out.write(f"wrote {path}\n  nothing recorded yet for {namespace.describe()}\n")
+    else:
+        out.write(
+            f"wrote {path}\n  {len(report.runs)} CI run(s), {report.reports} report(s), "
+            f"{report.tests} test(s); latest run {latest.run}: {latest.failed} failed, "
+            f"{latest.flaky} flaky\n"
+        )
+    return EXIT_OK
+
+
+def _section(out: TextIO, title: str, lines: Iterable[tuple[str, str]]) -> None:
+    items = list(lines)
+    out.write(f"\n{title} ({len(items)}):\n")
+    for test_id, detail in items:
+        out.write(f"  {test_id}  {detail}\n")
