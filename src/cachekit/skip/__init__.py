@@ -1,2 +1,3 @@
 """Skipping tests that already passed on the same code: keys of test files
-(`fingerprint`) and signed, private pass records (`records`)."""
+(`fingerprint`, built from `imports`, `closure`, `analysis` and `distributions`) and
+signed, private pass records (`records`)."""

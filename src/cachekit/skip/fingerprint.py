@@ -23,6 +23,11 @@ matches, otherwise the file is read again; a corrupt or foreign cache file is ig
 
 A `Fingerprinter` is a snapshot: each file is looked at once per instance, so create a
 new one per test session. It is not thread-safe.
+
+The parts live beside this module: `cachekit.skip.imports` (a file's imports from its
+source), `cachekit.skip.closure` (imports resolved to project files, and closures),
+`cachekit.skip.analysis` (per-file records and their cache file) and
+`cachekit.skip.distributions`. The names importers use are all importable from here.
 """
 
 from __future__ import annotations
