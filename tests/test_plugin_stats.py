@@ -11,7 +11,8 @@ import pytest
 
 from cachekit.ci import layout
 from cachekit.stats.junit import TestCase
-from cachekit.stats.runs import latest_run, load_durations, load_runs
+from cachekit.stats.runs import latest_run, load_durations, load_runs, runs_from_value
+from cachekit_pytest.recording import TestStats
 from plugin_support import shared
 
 SUITE = """
@@ -131,6 +132,14 @@ def test_each_run_is_its_own_part(pytester: pytest.Pytester, remote_url: str) ->
     assert all(run.source == "pytest" for run in runs)
     parts = [key for key in shared(remote_url).store.list() if "/stats/runs/@parts/" in f"/{key}"]
     assert len(parts) == 2
+
+
+def test_the_record_keeps_the_shard_that_wrote_it() -> None:
+    record = TestStats().record(at=1.0, run_id="81", label="shard 2/4 run 81", shard="2/4")
+    stored = record.parts("part-1")[layout.STATS_RUNS_KEY]
+    assert isinstance(stored, dict)
+    (run,) = runs_from_value(stored)
+    assert (run.id, run.run_id, run.shard) == ("part-1", "81", "2/4")
 
 
 @pytest.mark.parametrize(

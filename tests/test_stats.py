@@ -102,6 +102,19 @@ def test_runs_round_trip_through_parts() -> None:
     }
 
 
+def test_the_shard_is_stored_and_records_without_one_still_load() -> None:
+    cache = Cache(MemoryStore())
+    report = parse_junit_file(DATA / "pytest_xunit2.xml")
+    sharded = make_run(report, run_id="77", label="local", shard="2/4", at=1000.0)
+    unsharded = make_run(report, run_id="77", label="local", at=1001.0)
+    record_runs(cache, [sharded, unsharded])
+    assert [run.shard for run in load_runs(cache)] == ["2/4", ""]
+    # An unsharded run stores no shard at all: what it stored before the field existed.
+    stored = cache.read_merged(STATS_RUNS_KEY, STATS_RUNS).value
+    assert stored[sharded.id]["shard"] == "2/4"
+    assert "shard" not in stored[unsharded.id]
+
+
 def test_one_part_per_report_and_concurrent_ingest_loses_nothing() -> None:
     cache = Cache(MemoryStore())
     runs = [

@@ -226,21 +226,30 @@ def test_reports_without_a_run_id_or_shard_stand_alone() -> None:
     assert [b.shards[0].seconds for b in shard_balance(ci_runs)] == [2.0, 2.0]
 
 
-def test_the_shard_is_read_from_the_label_the_namespace_writes() -> None:
-    label = detect_namespace({}, ref="main", shard="10/12", run_id="81-1").describe()
-    run = Run(id="r", at=0.0, run_id="81-1", source="pytest", label=label, cases=())
+def test_the_shard_is_the_one_the_namespace_recorded() -> None:
+    namespace = detect_namespace({}, ref="main", shard="10/12", run_id="81-1")
+    run = Run(
+        id="r",
+        at=0.0,
+        run_id="81-1",
+        source="pytest",
+        label=namespace.describe(),
+        cases=(),
+        shard=namespace.shard,
+    )
     assert shard_of(run) == "10/12"
-    labels = [f"shard {shard}" for shard in ("10/12", "2/12", "1/12")]
+    shards = ("10/12", "2/12", "1/12")
     runs = [
         Run(
             id=f"r{n}",
             at=0.0,
             run_id="7",
             source="",
-            label=f"local: a ref b {text}, read-write",
+            label=f"local: a ref b shard {shard}, read-write",
             cases=(),
+            shard=shard,
         )
-        for n, text in enumerate(labels)
+        for n, shard in enumerate(shards)
     ]
     (balance,) = shard_balance(group_ci_runs(runs))
     assert [shard.shard for shard in balance.shards] == ["1/12", "2/12", "10/12"]
@@ -256,6 +265,7 @@ def test_the_shard_plot_keeps_to_the_most_recent_runs_it_can_draw() -> None:
             source="pytest",
             label=f"local: a ref main shard {shard}/40 run run{run}, read-write",
             cases=(case,),
+            shard=f"{shard}/40",
         )
         for run in range(5)
         for shard in range(1, 41 - 10 * (run == 4))
@@ -398,6 +408,7 @@ def test_every_text_from_the_store_is_escaped() -> None:
         source=hostile,
         label=f"local: x ref {hostile} shard {SCRIPT}, read-write",
         cases=(case, flaky),
+        shard=SCRIPT,
     )
     text = render_html(build_report([run], scope=hostile))
     page = parse_page(text)
@@ -423,7 +434,13 @@ def test_records_written_like_stats_ingest_are_reported(tmp_path: Path) -> None:
     )
     namespace = the_namespace(shard="1/1", run_id="77")
     run = Run(
-        id="r", at=5.0, run_id="77", source="report.xml", label=namespace.describe(), cases=cases
+        id="r",
+        at=5.0,
+        run_id="77",
+        source="report.xml",
+        label=namespace.describe(),
+        cases=cases,
+        shard=namespace.shard,
     )
     record_runs(namespaced_cache(open_store(str(tmp_path)), namespace), [run])
     report = build_report(stored_runs(tmp_path), top=2)

@@ -59,11 +59,12 @@ class TestStats:
             entry[0] = outcome
             entry[2] = _message(report)
 
-    def record(self, *, at: float, run_id: str, label: str) -> RunRecord:
+    def record(self, *, at: float, run_id: str, label: str, shard: str = "") -> RunRecord:
         return RunRecord(
             at=at,
             run_id=run_id,
             label=label,
+            shard=shard,
             # Whole microseconds, the precision recorded: integers are a third of the
             # work of floats to send to the sync agent as JSON.
             microseconds={nodeid: round(value * 1e6) for nodeid, value in self.seconds.items()},
@@ -79,6 +80,8 @@ class RunRecord:
     #: The CI run (`cachekit.ci.namespace.Namespace.run_id`) and the namespace, for people.
     run_id: str
     label: str
+    #: Which shard of the CI run this is (`cachekit.ci.namespace.Namespace.shard`).
+    shard: str
     #: node id -> duration in whole microseconds, for every test that reported.
     microseconds: dict[str, int]
     #: node id -> [outcome, reruns, message] where not [passed, 0, ""] (typed Any: passed
@@ -101,6 +104,7 @@ class RunRecord:
             source="pytest",
             label=self.label,
             cases=self.cases(),
+            shard=self.shard,
         )
         return run_parts(run)
 

@@ -24,9 +24,6 @@ DEFAULT_TOP = 20
 #: many bars it draws (older runs are left out first; the latest run always shows).
 SHARD_RUNS = 6
 SHARD_BARS = 64
-#: The shard name inside `cachekit.ci.namespace.Namespace.describe` (what `Run.label` holds):
-#: ``github: acme/app ref main job test shard 2/4 run 81-1, read-write``.
-_SHARD_IN_LABEL = re.compile(r" shard (.+?)(?: run |, read-|$)")
 #: A shard whose reports do not name one (a run that was not split).
 UNSHARDED = "unsharded"
 
@@ -218,9 +215,8 @@ def duration_by_file(cases: Iterable[TestCase]) -> list[FileTime]:
 
 
 def shard_of(report: Run) -> str:
-    """The shard a report came from, as its label names it (`UNSHARDED` if none)."""
-    found = _SHARD_IN_LABEL.search(report.label)
-    return found.group(1).strip() if found else UNSHARDED
+    """The shard a report came from, as it was recorded (`UNSHARDED` if none)."""
+    return report.shard or UNSHARDED
 
 
 def shard_balance(ci_runs: Iterable[CIRun]) -> list[ShardBalance]:

@@ -47,6 +47,10 @@ class Run:
     #: The namespace description (`cachekit.ci.namespace.Namespace.describe`), for people.
     label: str
     cases: tuple[TestCase, ...]
+    #: Which shard of the CI run wrote it, such as ``2/4`` ("" when the run was not
+    #: split). A field of its own, not parsed out of ``label``: that text is for people.
+    #: Records stored before it existed load with "".
+    shard: str = ""
 
 
 @attrs.frozen
@@ -82,7 +86,14 @@ class Summary:
 # -- storing --------------------------------------------------------------------------
 
 
-def make_run(report: Report, *, run_id: str = "", label: str = "", at: float | None = None) -> Run:
+def make_run(
+    report: Report,
+    *,
+    run_id: str = "",
+    label: str = "",
+    shard: str = "",
+    at: float | None = None,
+) -> Run:
     """A `Run` for a parsed report, with a fresh unique id."""
     return Run(
         id=new_part_id(f"run-{run_id}" if run_id else "report"),
@@ -91,6 +102,7 @@ def make_run(report: Report, *, run_id: str = "", label: str = "", at: float | N
         source=report.source,
         label=label,
         cases=report.cases,
+        shard=shard,
     )
 
 
