@@ -15,12 +15,12 @@ from typing import Any
 import attrs
 from _pytest.reports import TestReport
 
-from cachekit.stats.junit import Outcome, TestCase
+from cachekit.stats.junit import CaseOutcome, TestCase
 from cachekit.stats.runs import Run, run_parts
 from cachekit.values.codec import JSON
 
 #: failure > error > skipped > success, as for JUnit reports (DESIGN.md).
-_RANK: dict[Outcome, int] = {"passed": 0, "skipped": 1, "error": 2, "failed": 3}
+_RANK: dict[CaseOutcome, int] = {"passed": 0, "skipped": 1, "error": 2, "failed": 3}
 
 
 class TestStats:
@@ -48,7 +48,7 @@ class TestStats:
         if str(report.outcome) == "rerun":  # pytest-rerunfailures: another attempt follows
             entry[1] += 1
             return
-        outcome: Outcome
+        outcome: CaseOutcome
         if report.skipped:
             outcome = "skipped"
         elif report.when == "call":
@@ -109,7 +109,7 @@ class RunRecord:
         return run_parts(run)
 
 
-def _case(nodeid: str, seconds: float, outcome: Outcome, reruns: int, message: str) -> TestCase:
+def _case(nodeid: str, seconds: float, outcome: CaseOutcome, reruns: int, message: str) -> TestCase:
     """A `TestCase` whose `TestCase.test_id` is ``nodeid`` again (JUnit's naming:
     ``file``, a dotted ``classname`` of module and classes, and ``name``)."""
     head, _, parameters = nodeid.partition("[")

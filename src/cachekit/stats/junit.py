@@ -32,9 +32,11 @@ import attrs
 
 from cachekit.errors import CacheError
 
-Outcome = Literal["passed", "failed", "error", "skipped"]
+#: What became of one test case (not `cachekit.values.merge.Outcome`, the merge of
+#: pytest's last-failed observations).
+CaseOutcome = Literal["passed", "failed", "error", "skipped"]
 #: Worst first: a case with several of these children counts as the first present.
-_PRECEDENCE: tuple[tuple[str, Outcome], ...] = (
+_PRECEDENCE: tuple[tuple[str, CaseOutcome], ...] = (
     ("failure", "failed"),
     ("error", "error"),
     ("skipped", "skipped"),
@@ -66,7 +68,7 @@ class TestCase:
     file: str
     classname: str
     name: str
-    outcome: Outcome
+    outcome: CaseOutcome
     #: Seconds; 0.0 when the report does not say.
     duration: float = 0.0
     #: How many rerun or flaky attempts the report records before the final outcome.
@@ -185,7 +187,7 @@ def _case(element: ET.Element, source: str, lines: dict[ET.Element, int]) -> Tes
     attributes = element.attrib
     classname = attributes.get("classname", "")
     file = attributes.get("file", "").replace("\\", "/").removeprefix("./")
-    outcome: Outcome = "passed"
+    outcome: CaseOutcome = "passed"
     message = ""
     for tag, candidate in _PRECEDENCE:
         if tag in value:

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 
 import attrs
 
-from cachekit.stats.junit import Outcome, TestCase
+from cachekit.stats.junit import CaseOutcome, TestCase
 from cachekit.stats.runs import Run, latest_per_test
 
 #: How many CI runs the history and shard plots cover by default.
@@ -57,7 +57,7 @@ class TestTime:
 
     test_id: str
     seconds: float
-    outcome: Outcome
+    outcome: CaseOutcome
 
 
 @attrs.frozen
