@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import html
 import math
-import os
-import secrets
 from collections.abc import Sequence
 from pathlib import Path
 
 import attrs
 
+from cachekit.files import write_atomically
 from cachekit.stats.report import RunOutcomes, StatsReport, UnstableTest, format_utc
 
 # -- writing --------------------------------------------------------------------------
@@ -26,16 +25,7 @@ from cachekit.stats.report import RunOutcomes, StatsReport, UnstableTest, format
 def write_report(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` atomically: a reader sees the old page or the new one,
     never half of one."""
-    temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    try:
-        with open(temporary, "x", encoding="utf-8") as file:
-            file.write(text)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
+    write_atomically(path, text.encode("utf-8"))
 
 
 # -- rendering ------------------------------------------------------------------------
