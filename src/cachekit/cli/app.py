@@ -134,7 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     store.add_commands(commands)
     cachedir.add_commands(commands)
     ci.add_commands(commands)
-    stats._add_stats_commands(commands)
+    stats.add_commands(commands)
     return parser
 
 

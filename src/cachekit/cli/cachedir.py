@@ -13,13 +13,13 @@ from cachekit.ci import layout
 from cachekit.cli.command import (
     EXIT_OK,
     _cache,
-    _command,
     _namespace,
-    _namespace_options,
     _open,
     _where,
+    add_command,
+    add_namespace_options,
 )
-from cachekit.cli.output import _note, _print_json
+from cachekit.cli.output import note, print_json
 from cachekit.errors import CacheError
 from cachekit.values.codec import JSON
 from cachekit.values.merge import LASTFAILED, NODEIDS, observe_outcomes, still_failing
@@ -49,7 +49,7 @@ _PYTEST_SUPPORT_FILES: dict[str, bytes] = _pytest_support_files()
 
 def add_commands(commands: Any) -> None:
 
-    pull = _command(
+    pull = add_command(
         commands,
         "pull",
         "fill a local .pytest_cache from the store",
@@ -58,10 +58,10 @@ def add_commands(commands: Any) -> None:
         "own layout, so plain 'pytest --lf' sees them. Local values are replaced.",
     )
     _cache_dir_option(pull)
-    _namespace_options(pull)
+    add_namespace_options(pull)
     pull.set_defaults(handler=cmd_pull)
 
-    push = _command(
+    push = add_command(
         commands,
         "push",
         "share a local .pytest_cache through the store",
@@ -70,7 +70,7 @@ def add_commands(commands: Any) -> None:
         "push nothing and exit 0.",
     )
     _cache_dir_option(push)
-    _namespace_options(push)
+    add_namespace_options(push)
     push.set_defaults(handler=cmd_push)
 
 
@@ -135,7 +135,7 @@ def cmd_pull(args: argparse.Namespace, out: TextIO) -> int:
         "cache_dir": str(args.cache_dir),
     }
     if args.json:
-        _print_json(out, result)
+        print_json(out, result)
     else:
         out.write(
             f"pulled {len(failing)} failing test(s) and {len(nodeids)} test id(s) "
@@ -147,9 +147,9 @@ def cmd_pull(args: argparse.Namespace, out: TextIO) -> int:
 def cmd_push(args: argparse.Namespace, out: TextIO) -> int:
     namespace = _namespace(args)
     if not namespace.trusted:
-        _note(f"read-only run, nothing pushed: {namespace.untrusted_reason}")
+        note(f"read-only run, nothing pushed: {namespace.untrusted_reason}")
         if args.json:
-            _print_json(out, {"pushed": False, "reason": namespace.untrusted_reason})
+            print_json(out, {"pushed": False, "reason": namespace.untrusted_reason})
         return EXIT_OK
     store = _open(args)
     local_failed = _read_local(args.cache_dir, layout.LASTFAILED_KEY, {})
@@ -173,7 +173,7 @@ def cmd_push(args: argparse.Namespace, out: TextIO) -> int:
     if nodeids:
         written.append(cache.write_part(layout.NODEIDS_KEY, part_id, nodeids))
     if args.json:
-        _print_json(out, {"pushed": True, "prefix": _where(args, namespace), "written": written})
+        print_json(out, {"pushed": True, "prefix": _where(args, namespace), "written": written})
     else:
         out.write(
             f"pushed {len(failed - before)} new failure(s), {len(before - failed)} fix(es) and "

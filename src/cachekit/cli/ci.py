@@ -15,12 +15,12 @@ from cachekit.cli.command import (
     EXIT_OK,
     UsageError,
     _cache,
-    _command,
     _namespace,
-    _namespace_options,
     _open,
+    add_command,
+    add_namespace_options,
 )
-from cachekit.cli.output import _print_json
+from cachekit.cli.output import print_json
 from cachekit.stats.runs import (
     load_durations,
 )
@@ -28,7 +28,7 @@ from cachekit.stats.sharding import parse_shard, select
 
 
 def add_commands(commands: Any) -> None:
-    shard = _command(
+    shard = add_command(
         commands,
         "shard",
         "print the test ids of one duration-balanced shard",
@@ -37,10 +37,10 @@ def add_commands(commands: Any) -> None:
         "computes the same split.",
     )
     shard.add_argument("which", metavar="INDEX/COUNT", help="the shard to print, such as 2/4")
-    _namespace_options(shard)
+    add_namespace_options(shard)
     shard.set_defaults(handler=cmd_shard)
 
-    namespace = _command(
+    namespace = add_command(
         commands,
         "namespace",
         "print the namespace detected for this run",
@@ -55,7 +55,7 @@ def add_commands(commands: Any) -> None:
         metavar="FIELD",
         help=f"print only this field ({', '.join(sorted(_NAMESPACE_FIELDS))})",
     )
-    _namespace_options(namespace)
+    add_namespace_options(namespace)
     namespace.set_defaults(handler=cmd_namespace)
 
 
@@ -83,7 +83,7 @@ def cmd_namespace(args: argparse.Namespace, out: TextIO) -> int:
         "read_prefixes": list(namespace.read_prefixes),
     }
     if args.json:
-        _print_json(out, data)
+        print_json(out, data)
     else:
         out.write(f"{namespace.describe()}\n")
         out.write(f"writes under: {namespace.prefix}\n")
@@ -105,7 +105,7 @@ def cmd_shard(args: argparse.Namespace, out: TextIO) -> int:
     test_ids = [line.strip() for line in sys.stdin if line.strip()]
     chosen = select(test_ids, durations, index, count)
     if args.json:
-        _print_json(out, {"shard": f"{index}/{count}", "tests": chosen})
+        print_json(out, {"shard": f"{index}/{count}", "tests": chosen})
     else:
         out.writelines(f"{test_id}\n" for test_id in chosen)
     return EXIT_OK

@@ -26,7 +26,7 @@ class UsageError(Exception):
     """A usage problem found after parsing (exit code 2)."""
 
 
-def _command(
+def add_command(
     commands: Any, name: str, summary: str, description: str, *, url: bool = True
 ) -> argparse.ArgumentParser:
     command: argparse.ArgumentParser = commands.add_parser(
@@ -50,7 +50,7 @@ def _command(
     return command
 
 
-def _namespace_options(command: argparse.ArgumentParser) -> None:
+def add_namespace_options(command: argparse.ArgumentParser) -> None:
     group = command.add_argument_group(
         "namespace",
         "Detected from the CI environment (GitHub Actions, GitLab CI, Buildkite, CircleCI, "

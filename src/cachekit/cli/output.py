@@ -8,12 +8,12 @@ from collections.abc import Iterable, Sequence
 from typing import Any, TextIO
 
 
-def _print_json(out: TextIO, value: Any) -> None:
+def print_json(out: TextIO, value: Any) -> None:
     json.dump(value, out, indent=2, sort_keys=True, ensure_ascii=False)
     out.write("\n")
 
 
-def _note(message: str) -> None:
+def note(message: str) -> None:
     print(f"cachekit: {message}", file=sys.stderr)
 
 
@@ -36,7 +36,7 @@ class Progress:
             sys.stderr.flush()
 
 
-def _table(out: TextIO, header: Sequence[str], rows: Iterable[Sequence[object]]) -> None:
+def print_table(out: TextIO, header: Sequence[str], rows: Iterable[Sequence[object]]) -> None:
     text_rows = [[str(cell) for cell in row] for row in rows]
     widths = [len(title) for title in header]
     for row in text_rows:
@@ -46,7 +46,7 @@ def _table(out: TextIO, header: Sequence[str], rows: Iterable[Sequence[object]])
         out.write("\n")
 
 
-def _age(seconds: float | None) -> str:
+def format_age(seconds: float | None) -> str:
     if seconds is None:
         return "-"
     seconds = max(0.0, seconds)
@@ -56,7 +56,7 @@ def _age(seconds: float | None) -> str:
     return f"{seconds:.0f}s"
 
 
-def _size(size: int) -> str:
+def format_size(size: int) -> str:
     value = float(size)
     for unit in ("B", "KiB", "MiB"):
         if value < 1024:

@@ -11,13 +11,13 @@ from cachekit.cli.command import (
     EXIT_OK,
     UsageError,
     _cache,
-    _command,
     _namespace,
-    _namespace_options,
     _open,
     _where,
+    add_command,
+    add_namespace_options,
 )
-from cachekit.cli.output import Progress, _note, _print_json, _table
+from cachekit.cli.output import Progress, note, print_json, print_table
 from cachekit.stats import report as stats_report
 from cachekit.stats import report_html
 from cachekit.stats.junit import parse_junit_file
@@ -32,7 +32,7 @@ from cachekit.stats.runs import (
 )
 
 
-def _add_stats_commands(commands: Any) -> None:
+def add_commands(commands: Any) -> None:
     stats = commands.add_parser(
         "stats",
         help="test statistics from JUnit XML reports",
@@ -40,7 +40,7 @@ def _add_stats_commands(commands: Any) -> None:
     )
     stats_commands = stats.add_subparsers(title="commands", metavar="COMMAND")
     stats.set_defaults(handler=None, help_parser=stats)
-    ingest = _command(
+    ingest = add_command(
         stats_commands,
         "ingest",
         "store JUnit XML reports",
@@ -49,10 +49,10 @@ def _add_stats_commands(commands: Any) -> None:
         "nothing is written. Read-only runs store nothing and exit 0.",
     )
     ingest.add_argument("reports", nargs="+", metavar="REPORT.xml", help="JUnit XML files")
-    _namespace_options(ingest)
+    add_namespace_options(ingest)
     ingest.set_defaults(handler=cmd_stats_ingest)
 
-    summary = _command(
+    summary = add_command(
         stats_commands,
         "summary",
         "summarize stored reports",
@@ -69,10 +69,10 @@ def _add_stats_commands(commands: Any) -> None:
     summary.add_argument(
         "--top", type=int, default=10, metavar="N", help="how many slowest tests (default 10)"
     )
-    _namespace_options(summary)
+    add_namespace_options(summary)
     summary.set_defaults(handler=cmd_stats_summary)
 
-    report = _command(
+    report = add_command(
         stats_commands,
         "report",
         "write an HTML page of plots over the stored runs",
@@ -98,7 +98,7 @@ def _add_stats_commands(commands: Any) -> None:
         metavar="N",
         help=f"cover the N most recent CI runs (default {stats_report.DEFAULT_RUNS})",
     )
-    _namespace_options(report)
+    add_namespace_options(report)
     report.set_defaults(handler=cmd_stats_report)
 
 
@@ -111,9 +111,9 @@ def cmd_stats_ingest(args: argparse.Namespace, out: TextIO) -> int:
         progress.step(done)
     progress.close()
     if not namespace.trusted:
-        _note(f"read-only run, nothing ingested: {namespace.untrusted_reason}")
+        note(f"read-only run, nothing ingested: {namespace.untrusted_reason}")
         if args.json:
-            _print_json(out, {"ingested": 0, "reason": namespace.untrusted_reason})
+            print_json(out, {"ingested": 0, "reason": namespace.untrusted_reason})
         return EXIT_OK
     store = _open(args)
     cache = _cache(store, args, namespace, chain=False)
@@ -124,7 +124,7 @@ def cmd_stats_ingest(args: argparse.Namespace, out: TextIO) -> int:
     cases = [case for run in runs for case in run.cases]
     failed = sum(1 for case in cases if case.failed)
     if args.json:
-        _print_json(
+        print_json(
             out,
             {
                 "ingested": len(runs),
@@ -155,7 +155,7 @@ def cmd_stats_summary(args: argparse.Namespace, out: TextIO) -> int:
         scope = f"run {run_id or '(no id)'}" if runs else "no reports"
     summary = summarize(cases, slowest=max(0, args.top))
     if args.json:
-        _print_json(
+        print_json(
             out,
             {
                 "namespace": namespace.describe(),
@@ -182,7 +182,7 @@ def cmd_stats_summary(args: argparse.Namespace, out: TextIO) -> int:
             f"{totals.time:.2f}s",
         )
 
-    _table(
+    print_table(
         out,
         ("FILE", *header),
         [
@@ -191,7 +191,7 @@ def cmd_stats_summary(args: argparse.Namespace, out: TextIO) -> int:
         ],
     )
     out.write("\n")
-    _table(out, ("CLASS", *header), (counts(n, t) for n, t in summary.classes.items()))
+    print_table(out, ("CLASS", *header), (counts(n, t) for n, t in summary.classes.items()))
     _section(out, "failed", ((c.test_id, f"{c.outcome}: {c.message}") for c in summary.failed))
     _section(out, "flaky", ((c.test_id, f"{c.reruns} rerun(s)") for c in summary.flaky))
     _section(out, "slowest", ((c.test_id, f"{c.duration:.2f}s") for c in summary.slowest))
@@ -215,7 +215,7 @@ def cmd_stats_report(args: argparse.Namespace, out: TextIO) -> int:
     report_html.write_report(path, report_html.render_html(report))
     latest = report.outcomes[-1] if report.outcomes else None
     if args.json:
-        _print_json(
+        print_json(
             out,
             {
                 "path": str(path),

@@ -13,8 +13,8 @@ import attrs
 import cattrs
 
 from cachekit.ci import layout
-from cachekit.cli.command import EXIT_OK, _command, _open
-from cachekit.cli.output import Progress, _age, _print_json, _size, _table
+from cachekit.cli.command import EXIT_OK, _open, add_command
+from cachekit.cli.output import Progress, format_age, format_size, print_json, print_table
 from cachekit.errors import CacheError, CorruptData
 from cachekit.stores.base import CacheStore, Entry
 from cachekit.values import codec
@@ -26,7 +26,7 @@ _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
 
 def add_commands(commands: Any) -> None:
-    show = _command(
+    show = add_command(
         commands,
         "show",
         "list keys, parts, sizes, ages and merged values",
@@ -39,7 +39,7 @@ def add_commands(commands: Any) -> None:
     )
     show.set_defaults(handler=cmd_show)
 
-    merge = _command(
+    merge = add_command(
         commands,
         "merge",
         "fold the data of several namespaces into one",
@@ -59,7 +59,7 @@ def add_commands(commands: Any) -> None:
     merge.add_argument("--compact", action="store_true", help="compact the destination afterwards")
     merge.set_defaults(handler=cmd_merge)
 
-    compact = _command(
+    compact = add_command(
         commands,
         "compact",
         "fold parts into their base, so reads stay cheap",
@@ -76,7 +76,7 @@ def add_commands(commands: Any) -> None:
     )
     compact.set_defaults(handler=cmd_compact)
 
-    gc = _command(
+    gc = add_command(
         commands,
         "gc",
         "delete values older than a duration",
@@ -218,12 +218,12 @@ def cmd_show(args: argparse.Namespace, out: TextIO) -> int:
         {"key": key, "size": len(fetched[key].data) if key in fetched else None} for key in raw
     ]
     if args.json:
-        _print_json(out, {"keys": rows, "raw": raw_rows})
+        print_json(out, {"keys": rows, "raw": raw_rows})
         return EXIT_OK
     if not rows and not raw_rows:
         out.write(f"no keys under {args.prefix or 'the store root'!r}\n")
         return EXIT_OK
-    _table(
+    print_table(
         out,
         ("KEY", "BASE", "PARTS", "SIZE", "AGE", "VALUE"),
         (
@@ -231,8 +231,8 @@ def cmd_show(args: argparse.Namespace, out: TextIO) -> int:
                 row["key"],
                 "yes" if row["base"] else "no",
                 len(row["parts"]),
-                _size(row["size"]),
-                _age(now - row["written_at"] if row["written_at"] is not None else None),
+                format_size(row["size"]),
+                format_age(now - row["written_at"] if row["written_at"] is not None else None),
                 _brief(row["key"], row["value"]),
             )
             for row in rows
@@ -246,7 +246,7 @@ def cmd_show(args: argparse.Namespace, out: TextIO) -> int:
     if args.values:
         for row in rows:
             out.write(f"\n{row['key']}:\n")
-            _print_json(out, row["value"])
+            print_json(out, row["value"])
     return EXIT_OK
 
 
@@ -318,7 +318,7 @@ def cmd_merge(args: argparse.Namespace, out: TextIO) -> int:
             compacted[tail] = cache.compact(destination, strategy)
     progress.close()
     if args.json:
-        _print_json(
+        print_json(
             out, {"into": into, "sources": sources, "written": written, "compacted": compacted}
         )
     else:
@@ -352,7 +352,7 @@ def cmd_compact(args: argparse.Namespace, out: TextIO) -> int:
         progress.step(done)
     progress.close()
     if args.json:
-        _print_json(out, {"compacted": folded, "skipped_unknown": skipped})
+        print_json(out, {"compacted": folded, "skipped_unknown": skipped})
         return EXIT_OK
     for name, count in folded.items():
         out.write(f"{name}: folded {count} part(s)\n")
@@ -394,7 +394,7 @@ def cmd_gc(args: argparse.Namespace, out: TextIO) -> int:
             progress.step(min(start + 256, len(old)))
         progress.close()
     if args.json:
-        _print_json(out, {"deleted": old, "dry_run": args.dry_run})
+        print_json(out, {"deleted": old, "dry_run": args.dry_run})
     else:
         verb = "would delete" if args.dry_run else "deleted"
         for old_key in old:
