@@ -20,6 +20,7 @@ from cachekit import (
     new_part_id,
 )
 from cachekit.errors import InvalidKey, PreconditionFailed, UnsupportedOperation
+from cachekit.values.cache import INVENTORY_BATCH, RawObject
 from cachekit.values.codec import decode
 from cachekit.values.merge import LASTFAILED, NODEIDS, MappingUnion, Maximum, observe_outcomes
 
@@ -360,6 +361,121 @@ def test_compact_refuses_before_touching_the_store(store):
     with pytest.raises(UnsupportedOperation):
         Cache(counting).compact("nodeids", NODEIDS)
     assert sum(counting.calls.values()) == 0
+
+
+# -- inventory ------------------------------------------------------------------------------
+
+
+def test_inventory_finds_bases_parts_unreadable_and_foreign_objects(store):
+    cache = Cache(store, writer="tests", clock=lambda: 1000.0)
+    cache.set("a/cache/nodeids", ["x"])
+    stamped = new_part_id("run-7-shard-2of4")
+    cache.write_part("a/cache/nodeids", stamped, ["y"])
+    cache.write_part("b/lastfailed", "handmade", {"t": True})
+    store.put("b/lastfailed/@parts/broken", b"not a cachekit value")
+    store.put("notes/readme", b"hello")
+    store.put("a/cache/nodeids/@parts/p/nested", b"too deep to be a part")
+
+    inventory = cache.inventory()
+
+    assert [key.name for key in inventory.keys] == ["a/cache/nodeids", "b/lastfailed"]
+    nodeids, lastfailed = inventory.keys
+    base = nodeids.base
+    assert base is not None
+    assert (base.key, base.part_id, base.label) == ("a/cache/nodeids/@base", "", "")
+    assert base.envelope is not None
+    assert (base.envelope.value, base.envelope.writer, base.written_at) == (["x"], "tests", 1000.0)
+    assert base.size == len(store.get(base.key).data)
+    [part] = nodeids.parts
+    assert (part.part_id, part.label) == (stamped, "run-7-shard-2of4")
+    assert part.written_at == 1000.0  # read: the envelope's time, not the id's
+    assert not part.unreadable
+    assert nodeids.size == base.size + part.size
+    assert lastfailed.base is None
+    broken, handmade = lastfailed.parts
+    assert broken.part_id == "broken"
+    assert broken.unreadable
+    assert (broken.envelope, broken.written_at, broken.size) == (None, None, 20)
+    assert handmade.envelope is not None
+    assert handmade.envelope.value == {"t": True}
+    assert (handmade.label, handmade.written_at) == ("", 1000.0)
+    assert sorted(inventory.raw, key=lambda raw: raw.key) == [
+        RawObject("a/cache/nodeids/@parts/p/nested", 21),
+        RawObject("notes/readme", 5),
+    ]
+    assert inventory.listed == tuple(store.list())
+
+
+def test_inventory_under_a_prefix(store):
+    cache = Cache(store)
+    cache.set("ns1/cache/nodeids", [])
+    cache.set("ns2/cache/nodeids", [])
+    store.put("ns2/other", b"?")
+    inventory = cache.inventory("ns1/")
+    assert [key.name for key in inventory.keys] == ["ns1/cache/nodeids"]
+    assert (inventory.prefix, inventory.raw) == ("ns1/", ())
+
+
+def test_inventory_dates_parts_by_their_id_without_reading_them(store):
+    counting = CountingStore(store)
+    cache = Cache(counting, clock=lambda: 1000.0)
+    stamped = "00000002000000000000-shard-1of2-0123abcd"
+    cache.write_part("k", stamped, 1)
+    cache.write_part("k", "00000003000000000000-old", 2)  # a stamp, but no label
+    cache.write_part("k", "unstamped", 3)
+    cache.set("k", 0)
+    counting.calls.clear()
+
+    listing_only = cache.inventory(fetch="none")
+    assert counting.calls == Counter(list=1)
+    [key] = listing_only.keys
+    assert key.base is not None
+    assert (key.base.written_at, key.base.size, key.base.envelope) == (None, None, None)
+    dates = {part.part_id: (part.written_at, part.label, part.size) for part in key.parts}
+    assert dates == {
+        stamped: (2000.0, "shard-1of2", None),
+        "00000003000000000000-old": (3000.0, "", None),
+        "unstamped": (None, "", None),
+    }
+
+    counting.fetched.clear()
+    undated = cache.inventory(fetch="undated")
+    assert counting.fetched == [["k/@base", "k/@parts/unstamped"]]
+    [key] = undated.keys
+    assert key.base is not None
+    assert key.base.written_at == 1000.0
+    assert {part.part_id: part.written_at for part in key.parts} == {
+        stamped: 2000.0,
+        "00000003000000000000-old": 3000.0,
+        "unstamped": 1000.0,
+    }
+
+
+def test_inventory_fetches_in_batches_and_reports_progress(store):
+    counting = CountingStore(store)
+    cache = Cache(counting)
+    cache.write_parts("p", {f"k{index:03d}": index for index in range(INVENTORY_BATCH + 44)})
+    counting.fetched.clear()
+    progress: list[tuple[int, int]] = []
+    inventory = cache.inventory(progress=lambda done, total: progress.append((done, total)))
+    assert [len(batch) for batch in counting.fetched] == [INVENTORY_BATCH, 44]
+    assert progress == [(INVENTORY_BATCH, INVENTORY_BATCH + 44), (INVENTORY_BATCH + 44,) * 2]
+    assert all(key.parts[0].envelope is not None for key in inventory.keys)
+
+
+class ForgetfulStore(CountingStore):
+    """Loses one object between the listing and the fetch (a concurrent compaction)."""
+
+    def get_many(self, keys: Sequence[str]) -> Mapping[str, Entry]:
+        return {k: v for k, v in super().get_many(keys).items() if not k.endswith("/gone")}
+
+
+def test_inventory_of_an_object_gone_since_the_listing(store):
+    cache = Cache(ForgetfulStore(store))
+    cache.write_part("k", "gone", 1)
+    [key] = cache.inventory().keys
+    [part] = key.parts
+    assert (part.size, part.envelope, part.unreadable) == (None, None, False)
 
 
 # -- keys -----------------------------------------------------------------------------------

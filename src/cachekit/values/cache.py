@@ -8,7 +8,8 @@ A logical key has a *base* object and any number of immutable *parts*::
 Shards and runs never rewrite a shared object: each writes its own part (create-only),
 and `read_merged` joins the base with every part. `compact` folds the parts into the base
 with compare-and-swap and then retires them, so a read stays one listing and a few
-fetches however long the history.
+fetches however long the history. `Cache.inventory` says what a prefix of the store
+holds in these terms, for tools that look after a store (``cachekit show``, ``gc``).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import secrets
 import time
 import warnings
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import attrs
 import cattrs
@@ -46,6 +47,9 @@ PARTS = "@parts"
 _RESERVED_MARK = "@"
 #: How many times a read is retried when compaction retired a part it had listed.
 _READ_ATTEMPTS = 3
+#: Objects per `CacheStore.get_many` call of `Cache.inventory`: enough to keep a remote
+#: store's connections busy, few enough to show progress on a large store.
+INVENTORY_BATCH = 256
 
 
 @attrs.frozen
@@ -68,6 +72,77 @@ class Merged:
     #: Whether a base existed, and the ids of the parts joined into it, sorted.
     has_base: bool
     parts: tuple[str, ...]
+
+
+#: What `Cache.inventory` reads: nothing (the listing says which keys and parts there
+#: are), only the objects the listing cannot date (``"undated"``: bases, and parts whose
+#: id has no time stamp), or everything (sizes, values, and which objects are unreadable).
+Fetch = Literal["none", "undated", "all"]
+
+
+@attrs.frozen
+class StoredObject:
+    """The base or one part of a logical key, as `Cache.inventory` found it."""
+
+    #: The store key.
+    key: str
+    #: The part id; "" for the base.
+    part_id: str = ""
+    #: The writer's label in the part id (a run and shard, see `new_part_id`); "" for the
+    #: base and for a part id without one.
+    label: str = ""
+    #: When it was written: the envelope's ``written_at`` if it was read, else the time
+    #: stamp of its part id; None when neither is known.
+    written_at: float | None = None
+    #: Its size in bytes, if it was read (None also when it was gone by then).
+    size: int | None = None
+    #: What it holds, if it was read and is a cachekit value.
+    envelope: Envelope | None = None
+    #: It was read and is not a cachekit value (corrupt, or foreign bytes).
+    unreadable: bool = False
+
+
+@attrs.frozen
+class StoredKey:
+    """A logical key of a `Cache` and the objects that hold it."""
+
+    name: str
+    base: StoredObject | None
+    #: Its parts not yet compacted, in listing order.
+    parts: tuple[StoredObject, ...]
+
+    @property
+    def objects(self) -> tuple[StoredObject, ...]:
+        """The base (if any), then the parts."""
+        return ((self.base,) if self.base is not None else ()) + self.parts
+
+    @property
+    def size(self) -> int:
+        """Bytes of the objects that were read."""
+        return sum(stored.size for stored in self.objects if stored.size is not None)
+
+
+@attrs.frozen
+class RawObject:
+    """An object that is no base or part of any key: cachekit did not write it."""
+
+    key: str
+    #: Its size in bytes, if it was read.
+    size: int | None = None
+
+
+@attrs.frozen
+class Inventory:
+    """What `Cache.inventory` found under a prefix of the store."""
+
+    prefix: str
+    #: The logical keys, sorted by name.
+    keys: tuple[StoredKey, ...]
+    #: The objects cachekit did not write, in listing order.
+    raw: tuple[RawObject, ...]
+    #: The listing it was made from: `Cache.read_merged_many` takes it as ``listed`` to
+    #: read the keys without listing again.
+    listed: tuple[str, ...]
 
 
 _converter = cattrs.Converter(forbid_extra_keys=True)
@@ -109,6 +184,22 @@ def new_part_id(label: str = "") -> str:
     stamp = f"{time.time_ns():020d}"
     suffix = secrets.token_hex(4)
     return f"{stamp}-{safe_segment(label)}-{suffix}" if label else f"{stamp}-{suffix}"
+
+
+_STAMP_DIGITS = 20
+_SUFFIX_HEX_DIGITS = 8
+
+
+def _parse_part_id(part_id: str) -> tuple[float | None, str]:
+    """What a part id says about its writing: the time (seconds) in its leading
+    nanosecond stamp, and the writer's label; (None, "") for what `new_part_id` did not
+    make. An id that starts with a stamp but lacks the random suffix has no label."""
+    stamp, _, rest = part_id.partition("-")
+    if len(stamp) != _STAMP_DIGITS or not stamp.isdigit():
+        return None, ""
+    label, _, suffix = rest.rpartition("-")
+    is_suffix = len(suffix) == _SUFFIX_HEX_DIGITS and all(c in "0123456789abcdef" for c in suffix)
+    return int(stamp) / 1e9, label if is_suffix else ""
 
 
 class Cache:
@@ -312,6 +403,72 @@ class Cache:
         self.store.delete_many(present)
         return len(present)
 
+    # -- looking after a store -------------------------------------------------------------
+
+    def inventory(
+        self,
+        prefix: str = "",
+        *,
+        fetch: Fetch = "all",
+        progress: Callable[[int, int], None] | None = None,
+    ) -> Inventory:
+        """The logical keys under ``prefix`` of this cache's own store (not its read
+        chain), with their bases and parts, and the raw objects cachekit did not write.
+
+        One listing, then the objects ``fetch`` asks for in batches of `INVENTORY_BATCH`
+        (``progress(done, total)`` after each). Objects that do not decode are marked
+        unreadable, without a warning: finding them is the point.
+        """
+        listed = self.store.list(prefix)
+        bases: dict[str, str] = {}  # logical key -> store key of its base
+        parts: dict[str, list[tuple[str, str]]] = {}  # logical key -> (store key, part id)
+        raw: list[str] = []
+        for store_key in listed:
+            split = _split_store_key(store_key)
+            if split is None:
+                raw.append(store_key)
+            elif split[1]:
+                parts.setdefault(split[0], []).append((store_key, split[1]))
+            else:
+                bases[split[0]] = store_key
+        if fetch == "all":
+            wanted = listed
+        elif fetch == "undated":
+            wanted = [*bases.values()] + [
+                store_key
+                for key_parts in parts.values()
+                for store_key, part_id in key_parts
+                if _parse_part_id(part_id)[0] is None
+            ]
+        else:
+            wanted = []
+        fetched = self._fetch_in_batches(wanted, progress)
+        keys = tuple(
+            StoredKey(
+                name,
+                _stored_object(bases[name], "", fetched) if name in bases else None,
+                tuple(
+                    _stored_object(store_key, part_id, fetched)
+                    for store_key, part_id in parts.get(name, [])
+                ),
+            )
+            for name in sorted(bases.keys() | parts.keys())
+        )
+        raw_objects = tuple(
+            RawObject(key, len(fetched[key].data) if key in fetched else None) for key in raw
+        )
+        return Inventory(prefix, keys, raw_objects, tuple(listed))
+
+    def _fetch_in_batches(
+        self, keys: Sequence[str], progress: Callable[[int, int], None] | None
+    ) -> dict[str, Entry]:
+        fetched: dict[str, Entry] = {}
+        for start in range(0, len(keys), INVENTORY_BATCH):
+            fetched.update(self.store.get_many(keys[start : start + INVENTORY_BATCH]))
+            if progress is not None:
+                progress(min(start + INVENTORY_BATCH, len(keys)), len(keys))
+        return fetched
+
     # -- internals --------------------------------------------------------------------------
 
     def _join(
@@ -405,15 +562,36 @@ def _stored_keys_by_name(listed: Iterable[str]) -> dict[str, list[str]]:
     """The listed bases and parts (all a read needs to fetch) by the key they belong to,
     in listing order: one pass over the listing, however many keys are read from it."""
     stored: dict[str, list[str]] = {}
-    base_suffix, parts_marker = f"/{BASE}", f"/{PARTS}/"
     for listed_key in listed:
-        if listed_key.endswith(base_suffix):
-            stored.setdefault(listed_key[: -len(base_suffix)], []).append(listed_key)
-        # A part is one segment right under ``<key>/@parts/``: the last such marker.
-        name, marker, part_id = listed_key.rpartition(parts_marker)
-        if marker and "/" not in part_id:
-            stored.setdefault(name, []).append(listed_key)
+        split = _split_store_key(listed_key)
+        if split is not None:
+            stored.setdefault(split[0], []).append(listed_key)
     return stored
+
+
+def _split_store_key(store_key: str) -> tuple[str, str] | None:
+    """(logical key, part id) of a part, (logical key, "") of a base, None for a key
+    that is neither."""
+    name, marker, last = store_key.rpartition("/")
+    if marker and last == BASE:
+        return name, ""
+    # A part is one segment right under ``<key>/@parts/``: the last such marker.
+    name, marker, part_id = store_key.rpartition(f"/{PARTS}/")
+    if marker and part_id and "/" not in part_id:
+        return name, part_id
+    return None
+
+
+def _stored_object(store_key: str, part_id: str, fetched: Mapping[str, Entry]) -> StoredObject:
+    stamped_at, label = _parse_part_id(part_id) if part_id else (None, "")
+    entry = fetched.get(store_key)
+    if entry is None:
+        return StoredObject(store_key, part_id, label, stamped_at)
+    try:
+        envelope = _structure_envelope(codec.decode(entry.data))
+    except CorruptData:
+        return StoredObject(store_key, part_id, label, stamped_at, len(entry.data), None, True)
+    return StoredObject(store_key, part_id, label, envelope.written_at, len(entry.data), envelope)
 
 
 def _common_directory(keys: Iterable[str]) -> str:
