@@ -18,20 +18,27 @@ def note(message: str) -> None:
 
 
 class Progress:
-    """``label i/n`` on one line of stderr, only when stderr is a terminal."""
+    """``label i/n`` on one line of stderr, only when stderr is a terminal and there is
+    more than one step."""
 
-    def __init__(self, label: str, total: int) -> None:
+    def __init__(self, label: str, total: int = 0) -> None:
         self.label = label
         self.total = total
-        self.enabled = total > 1 and sys.stderr.isatty()
+        self._terminal = sys.stderr.isatty()
+        self._shown = False
 
-    def step(self, done: int) -> None:
-        if self.enabled:
+    def step(self, done: int, total: int | None = None) -> None:
+        """``done`` steps of ``total``, or of the total given before (`Cache.inventory`
+        reports both: it knows the total only once it has listed)."""
+        if total is not None:
+            self.total = total
+        if self._terminal and self.total > 1:
             sys.stderr.write(f"\r{self.label} {done}/{self.total}")
             sys.stderr.flush()
+            self._shown = True
 
     def close(self) -> None:
-        if self.enabled:
+        if self._shown:
             sys.stderr.write("\r" + " " * (len(self.label) + 24) + "\r")
             sys.stderr.flush()
 

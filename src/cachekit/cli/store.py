@@ -6,22 +6,15 @@ import argparse
 import json
 import re
 import time
-from collections.abc import Iterable, Sequence
 from typing import Any, TextIO
-
-import attrs
-import cattrs
 
 from cachekit.ci import layout
 from cachekit.cli.command import EXIT_OK, _open, add_command
 from cachekit.cli.output import Progress, format_age, format_size, print_json, print_table
 from cachekit.errors import CacheError, CorruptData
-from cachekit.stores.base import CacheStore, Entry
-from cachekit.values import codec
-from cachekit.values.cache import BASE, PARTS, Cache, Envelope, Merged, join_balanced, new_part_id
+from cachekit.values.cache import Cache, Inventory, Merged, StoredKey, join_balanced, new_part_id
 from cachekit.values.merge import join_all, still_failing
 
-_envelopes = cattrs.Converter(forbid_extra_keys=True)
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
 
@@ -123,100 +116,17 @@ def parse_duration(text: str) -> float:
     return seconds
 
 
-@attrs.define
-class _Key:
-    """A logical `Cache` key as found in a listing."""
-
-    name: str
-    base: str | None = None
-    parts: list[str] = attrs.Factory(list)
-
-    @property
-    def store_keys(self) -> list[str]:
-        return ([self.base] if self.base else []) + self.parts
-
-
-def _group(keys: Iterable[str]) -> tuple[dict[str, _Key], list[str]]:
-    """Logical keys (with base and parts) and the raw keys cachekit did not write."""
-    logical: dict[str, _Key] = {}
-    raw: list[str] = []
-    for key in keys:
-        if key.endswith("/" + BASE):
-            name = key[: -len(BASE) - 1]
-            logical.setdefault(name, _Key(name)).base = key
-            continue
-        name, marker, part = key.rpartition(f"/{PARTS}/")
-        if marker and part and "/" not in part:
-            logical.setdefault(name, _Key(name)).parts.append(key)
-        else:
-            raw.append(key)
-    return dict(sorted(logical.items())), raw
-
-
-def _envelope(entry: Entry | None) -> Envelope | None:
-    if entry is None:
-        return None
-    try:
-        return _envelopes.structure(codec.decode(entry.data), Envelope)
-    except (CorruptData, cattrs.BaseValidationError, TypeError, ValueError):
-        return None
-
-
-def _fetch(store: CacheStore, keys: Sequence[str], label: str) -> dict[str, Entry]:
-    """``get_many`` in batches, with progress on a terminal."""
-    fetched: dict[str, Entry] = {}
-    progress = Progress(label, len(keys))
-    batch = 256
-    for start in range(0, len(keys), batch):
-        fetched.update(store.get_many(keys[start : start + batch]))
-        progress.step(min(start + batch, len(keys)))
-    progress.close()
-    return fetched
-
-
 # -- show -----------------------------------------------------------------------------
 
 
 def cmd_show(args: argparse.Namespace, out: TextIO) -> int:
     store = _open(args)
-    listed = store.list(args.prefix)
-    logical, raw = _group(listed)
-    fetched = _fetch(store, listed, "reading")
+    progress = Progress("reading")
+    inventory = Cache(store).inventory(args.prefix, progress=progress.step)
+    progress.close()
     now = time.time()
-    rows: list[dict[str, Any]] = []
-    for name, key in logical.items():
-        envelopes = {k: _envelope(fetched.get(k)) for k in key.store_keys}
-        written = [e.written_at for e in envelopes.values() if e is not None]
-        strategy = layout.strategy_for(name)
-        value: Any
-        if strategy is not None:
-            checked = []
-            for envelope in envelopes.values():
-                if envelope is None:
-                    continue
-                try:
-                    checked.append(strategy.check(envelope.value))
-                except CorruptData:
-                    continue
-            value = join_all(strategy, checked)
-        else:
-            base = envelopes.get(key.base) if key.base else None
-            value = base.value if base is not None else None
-        rows.append(
-            {
-                "key": name,
-                "base": key.base is not None,
-                "parts": [k.rpartition("/")[2] for k in key.parts],
-                "size": sum(len(fetched[k].data) for k in key.store_keys if k in fetched),
-                "written_at": max(written) if written else None,
-                "unreadable": sorted(k for k, e in envelopes.items() if e is None),
-                "merge": type(strategy).__name__ if strategy is not None else None,
-                "value": value,
-            }
-        )
-    raw_rows = [
-        {"key": key, "size": len(fetched[key].data) if key in fetched else None} for key in raw
-    ]
+    rows = [_show_row(key) for key in inventory.keys]
+    raw_rows = [{"key": raw.key, "size": raw.size} for raw in inventory.raw]
     if args.json:
         print_json(out, {"keys": rows, "raw": raw_rows})
         return EXIT_OK
@@ -250,6 +160,35 @@ def cmd_show(args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_OK
 
 
+def _show_row(key: StoredKey) -> dict[str, Any]:
+    """What ``show`` says of a logical key; its value is merged as a read would, or the
+    base's value for a key of no known merge strategy."""
+    envelopes = [stored.envelope for stored in key.objects if stored.envelope is not None]
+    strategy = layout.strategy_for(key.name)
+    value: Any
+    if strategy is not None:
+        checked = []
+        for envelope in envelopes:
+            try:
+                checked.append(strategy.check(envelope.value))
+            except CorruptData:
+                continue
+        value = join_all(strategy, checked)
+    else:
+        base = key.base.envelope if key.base is not None else None
+        value = base.value if base is not None else None
+    return {
+        "key": key.name,
+        "base": key.base is not None,
+        "parts": [part.part_id for part in key.parts],
+        "size": key.size,
+        "written_at": max((envelope.written_at for envelope in envelopes), default=None),
+        "unreadable": sorted(stored.key for stored in key.objects if stored.unreadable),
+        "merge": type(strategy).__name__ if strategy is not None else None,
+        "value": value,
+    }
+
+
 def _brief(key: str, value: Any) -> str:
     """A one-line description of a merged value."""
     tail = "/".join(key.split("/")[-2:])
@@ -268,14 +207,13 @@ def _brief(key: str, value: Any) -> str:
 # -- merge, compact, gc ---------------------------------------------------------------
 
 
-def _namespaces_under(listed: Iterable[str]) -> list[str]:
-    """Namespace prefixes in a listing: those holding a key of `layout.STRATEGIES`."""
-    logical, _raw = _group(listed)
+def _namespaces_in(inventory: Inventory) -> list[str]:
+    """The namespace prefixes holding a key of `layout.STRATEGIES`."""
     found = set()
-    for name in logical:
+    for key in inventory.keys:
         for tail in layout.STRATEGIES:
-            if name == tail or name.endswith("/" + tail):
-                found.add(name[: -len(tail)].rstrip("/"))
+            if key.name == tail or key.name.endswith("/" + tail):
+                found.add(key.name[: -len(tail)].rstrip("/"))
     return sorted(found)
 
 
@@ -289,8 +227,8 @@ def cmd_merge(args: argparse.Namespace, out: TextIO) -> int:
     # fetch, one round trip after another, per namespace and key.
     reads: dict[str, Merged] = {}
     for prefix in args.sources:
-        listed = store.list(prefix)
-        found = _namespaces_under(listed)
+        inventory = cache.inventory(prefix, fetch="none")
+        found = _namespaces_in(inventory)
         if not found:
             raise CacheError(f"no cachekit namespace under {prefix!r}")
         new = [ns for ns in found if ns not in sources]
@@ -301,7 +239,9 @@ def cmd_merge(args: argparse.Namespace, out: TextIO) -> int:
             for tail, strategy in layout.STRATEGIES.items()
         }
         if strategies:
-            reads.update(cache.read_merged_many(strategies, list_prefix=prefix, listed=listed))
+            reads.update(
+                cache.read_merged_many(strategies, list_prefix=prefix, listed=inventory.listed)
+            )
     written: dict[str, str] = {}
     compacted: dict[str, int] = {}
     part_id = new_part_id("merge")
@@ -338,10 +278,10 @@ def _join_key(namespace: str, tail: str) -> str:
 def cmd_compact(args: argparse.Namespace, out: TextIO) -> int:
     store = _open(args)
     cache = Cache(store, writer="cachekit compact")
-    logical, _raw = _group(store.list(args.prefix))
+    inventory = cache.inventory(args.prefix, fetch="none")
     folded: dict[str, int] = {}
     skipped: list[str] = []
-    candidates = [key for key in logical.values() if key.parts]
+    candidates = [key for key in inventory.keys if key.parts]
     progress = Progress("compacting", len(candidates))
     for done, key in enumerate(candidates, 1):
         strategy = layout.strategy_for(key.name)
@@ -363,30 +303,18 @@ def cmd_compact(args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_OK
 
 
-def _part_time(part_key: str) -> float | None:
-    """When a part was written, from its id (``new_part_id`` starts with nanoseconds)."""
-    stamp = part_key.rpartition("/")[2].split("-", 1)[0]
-    return int(stamp) / 1e9 if len(stamp) == 20 and stamp.isdigit() else None
-
-
 def cmd_gc(args: argparse.Namespace, out: TextIO) -> int:
     store = _open(args)
     cutoff = time.time() - args.older_than
-    logical, _raw = _group(store.list(args.prefix))
-    written_at: dict[str, float | None] = {}
-    unknown: list[str] = []
-    for key in logical.values():
-        for part in key.parts:
-            written_at[part] = _part_time(part)
-            if written_at[part] is None:
-                unknown.append(part)
-        if key.base:
-            unknown.append(key.base)
-    fetched = _fetch(store, unknown, "reading")
-    for store_key in unknown:
-        envelope = _envelope(fetched.get(store_key))
-        written_at[store_key] = envelope.written_at if envelope is not None else None
-    old = sorted(k for k, at in written_at.items() if at is not None and at < cutoff)
+    progress = Progress("reading")
+    inventory = Cache(store).inventory(args.prefix, fetch="undated", progress=progress.step)
+    progress.close()
+    old = sorted(
+        stored.key
+        for key in inventory.keys
+        for stored in key.objects
+        if stored.written_at is not None and stored.written_at < cutoff
+    )
     if not args.dry_run:
         progress = Progress("deleting", len(old))
         for start in range(0, len(old), 256):
