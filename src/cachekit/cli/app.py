@@ -9,17 +9,23 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import sys
-from collections.abc import Callable, Sequence
-from typing import TextIO
-from urllib.parse import parse_qsl, urlsplit
+from collections.abc import Sequence
 
 from cachekit.cli import cachedir, ci, stats, store
-from cachekit.cli.command import EPILOG, EXIT_ERROR, EXIT_OK, EXIT_USAGE, UsageError
+from cachekit.cli.command import (
+    EPILOG,
+    EXIT_ERROR,
+    EXIT_OK,
+    EXIT_USAGE,
+    CommandGroup,
+    Handler,
+    Invocation,
+    UsageError,
+)
 from cachekit.errors import CacheError
 from cachekit.stats.junit import JUnitError
-from cachekit.urls import redact_url
+from cachekit.urls import redact_text
 
 DESCRIPTION = """\
 cachekit keeps pytest's cache (and test statistics) in a shared store, such as a
@@ -47,11 +53,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "handler", None):
         getattr(args, "help_parser", parser).print_help(sys.stderr)
         return EXIT_USAGE
+    url: str = getattr(args, "url", None) or ""
     try:
-        handler: Callable[[argparse.Namespace, TextIO], int] = args.handler
-        return handler(args, sys.stdout)
+        handler: Handler = args.handler
+        return handler(Invocation(args, sys.stdout))
     except UsageError as error:
-        print(f"cachekit: usage error: {_redact(str(error), args)}", file=sys.stderr)
+        print(f"cachekit: usage error: {redact_text(str(error), url)}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("cachekit: interrupted", file=sys.stderr)
@@ -62,14 +69,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as error:
         if getattr(args, "debug", False):
             raise
-        print(f"cachekit: error: {_describe_error(error, args)}", file=sys.stderr)
+        print(f"cachekit: error: {_describe_error(error, url)}", file=sys.stderr)
         return EXIT_ERROR
 
 
-def _describe_error(error: Exception, args: argparse.Namespace) -> str:
+def _describe_error(error: Exception, url: str) -> str:
+    """One line saying what went wrong and, where it can, what to do, without the
+    credentials of the store's URL (or of any other URL it quotes)."""
     text = str(error) or type(error).__name__
     if isinstance(error, ImportError):
-        url = getattr(args, "url", "") or ""
         scheme = url.split("://", 1)[0] if "://" in url else ""
         extra = {"s3": "s3", "gs": "gcs", "gcs": "gcs", "az": "azure", "abfs": "azure"}.get(
             scheme, "all"
@@ -82,40 +90,10 @@ def _describe_error(error: Exception, args: argparse.Namespace) -> str:
             " (configure the storage credentials the usual way for this provider, such as "
             "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY for s3://)"
         )
-    url = getattr(args, "url", None)
     if url and not isinstance(error, JUnitError):
         text = f"{url}: {text}"
     text = " ".join(text.split())  # one line
-    return _redact(text, args)
-
-
-def _redact(text: str, args: argparse.Namespace) -> str:
-    """``text`` without the credentials of the store URL (or of any other URL)."""
-    url = getattr(args, "url", None)
-    if url and "***" in redact_url(url):
-        text = text.replace(url, redact_url(url))
-        try:
-            parts = urlsplit(url)
-            secrets = [parts.netloc.rpartition("@")[0], parts.password, parts.username]
-        except ValueError:
-            secrets = []
-        for secret in secrets:
-            if secret:
-                text = text.replace(secret, "***")
-        for _name, value in parse_qsl(_query(url)):
-            if value and value in text and value != redact_url(url):
-                secret_names = redact_url(f"x://h/?{_name}={value}")
-                if "***" in secret_names:
-                    text = text.replace(value, "***")
-    # Credentials in any other URL, with or without its scheme.
-    return re.sub(r"(?<![\w.-])[^\s/@'\"]+:[^\s/@'\"]*@", "***@", text)
-
-
-def _query(url: str) -> str:
-    try:
-        return urlsplit(url).query
-    except ValueError:
-        return ""
+    return redact_text(text, url)
 
 
 # -- argument parsing -----------------------------------------------------------------
@@ -129,8 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=_version())
-    commands = parser.add_subparsers(title="commands", metavar="COMMAND")
-
+    commands = CommandGroup(parser.add_subparsers(title="commands", metavar="COMMAND"))
     store.add_commands(commands)
     cachedir.add_commands(commands)
     ci.add_commands(commands)

@@ -7,19 +7,10 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 from cachekit.ci import layout
-from cachekit.cli.command import (
-    EXIT_OK,
-    _cache,
-    _namespace,
-    _open,
-    _where,
-    add_command,
-    add_namespace_options,
-)
-from cachekit.cli.output import note, print_json
+from cachekit.cli.command import EXIT_OK, CommandGroup, Invocation
 from cachekit.errors import CacheError
 from cachekit.values.codec import JSON
 from cachekit.values.merge import LASTFAILED, NODEIDS, observe_outcomes, still_failing
@@ -47,31 +38,28 @@ PULLED_KEY = "cachekit/pulled"
 _PYTEST_SUPPORT_FILES: dict[str, bytes] = _pytest_support_files()
 
 
-def add_commands(commands: Any) -> None:
-
-    pull = add_command(
-        commands,
+def add_commands(commands: CommandGroup) -> None:
+    pull = commands.add(
         "pull",
         "fill a local .pytest_cache from the store",
         "Write the merged cache/lastfailed and cache/nodeids of this run's read chain "
         "(own ref, base ref, default branch) into pytest's cache directory, in pytest's "
         "own layout, so plain 'pytest --lf' sees them. Local values are replaced.",
+        cmd_pull,
     )
     _cache_dir_option(pull)
-    add_namespace_options(pull)
-    pull.set_defaults(handler=cmd_pull)
+    commands.add_namespace_options(pull)
 
-    push = add_command(
-        commands,
+    push = commands.add(
         "push",
         "share a local .pytest_cache through the store",
         "Write what this run changed in pytest's cache directory (new failures, fixed "
         "tests, test ids) as a new part under this run's namespace. Read-only runs (forks) "
         "push nothing and exit 0.",
+        cmd_push,
     )
     _cache_dir_option(push)
-    add_namespace_options(push)
-    push.set_defaults(handler=cmd_push)
+    commands.add_namespace_options(push)
 
 
 def _cache_dir_option(command: argparse.ArgumentParser) -> None:
@@ -115,10 +103,11 @@ def _write_local(cache_dir: Path, key: str, value: Any) -> None:
     os.replace(temporary, path)
 
 
-def cmd_pull(args: argparse.Namespace, out: TextIO) -> int:
-    store = _open(args)
-    namespace = _namespace(args)
-    cache = _cache(store, args, namespace)
+def cmd_pull(invocation: Invocation) -> int:
+    args, out = invocation.args, invocation.out
+    session = invocation.session()
+    namespace = session.namespace
+    cache = invocation.cache(session)
     merged = cache.read_merged_many(
         {layout.LASTFAILED_KEY: LASTFAILED, layout.NODEIDS_KEY: NODEIDS}
     )
@@ -129,13 +118,13 @@ def cmd_pull(args: argparse.Namespace, out: TextIO) -> int:
     _write_local(args.cache_dir, PULLED_KEY, {"lastfailed": sorted(failing), "at": time.time()})
     result = {
         "namespace": namespace.describe(),
-        "prefix": _where(args, namespace),
+        "prefix": invocation.prefix(session),
         "failing": len(failing),
         "nodeids": len(nodeids),
         "cache_dir": str(args.cache_dir),
     }
     if args.json:
-        print_json(out, result)
+        invocation.print_json(result)
     else:
         out.write(
             f"pulled {len(failing)} failing test(s) and {len(nodeids)} test id(s) "
@@ -144,14 +133,15 @@ def cmd_pull(args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_OK
 
 
-def cmd_push(args: argparse.Namespace, out: TextIO) -> int:
-    namespace = _namespace(args)
+def cmd_push(invocation: Invocation) -> int:
+    args, out = invocation.args, invocation.out
+    namespace = invocation.namespace()
     if not namespace.trusted:
-        note(f"read-only run, nothing pushed: {namespace.untrusted_reason}")
+        invocation.note(f"read-only run, nothing pushed: {namespace.untrusted_reason}")
         if args.json:
-            print_json(out, {"pushed": False, "reason": namespace.untrusted_reason})
+            invocation.print_json({"pushed": False, "reason": namespace.untrusted_reason})
         return EXIT_OK
-    store = _open(args)
+    session = invocation.session(namespace)
     local_failed = _read_local(args.cache_dir, layout.LASTFAILED_KEY, {})
     local_nodeids = _read_local(args.cache_dir, layout.NODEIDS_KEY, [])
     pulled = _read_local(args.cache_dir, PULLED_KEY, {}).get("lastfailed", [])
@@ -163,7 +153,7 @@ def cmd_push(args: argparse.Namespace, out: TextIO) -> int:
     # carried over from the pull say nothing about this run and are not re-asserted, so
     # they cannot hide a pass another shard recorded meanwhile.
     observed = observe_outcomes(failed=failed - before, passed=before - failed, at=time.time())
-    cache = _cache(store, args, namespace, chain=False)
+    cache = invocation.cache(session, read_chain=False)
     part_id = namespace.new_part_id()
     written = []
     if observed:
@@ -173,7 +163,9 @@ def cmd_push(args: argparse.Namespace, out: TextIO) -> int:
     if nodeids:
         written.append(cache.write_part(layout.NODEIDS_KEY, part_id, nodeids))
     if args.json:
-        print_json(out, {"pushed": True, "prefix": _where(args, namespace), "written": written})
+        invocation.print_json(
+            {"pushed": True, "prefix": invocation.prefix(session), "written": written}
+        )
     else:
         out.write(
             f"pushed {len(failed - before)} new failure(s), {len(before - failed)} fix(es) and "

@@ -2,51 +2,37 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Callable
-from typing import Any, TextIO
 
 import attrs
 
 from cachekit.ci import layout
 from cachekit.ci.namespace import Namespace
-from cachekit.cli.command import (
-    EXIT_OK,
-    UsageError,
-    _cache,
-    _namespace,
-    _open,
-    add_command,
-    add_namespace_options,
-)
-from cachekit.cli.output import print_json
-from cachekit.stats.runs import (
-    load_durations,
-)
+from cachekit.cli.command import EXIT_OK, CommandGroup, Invocation, UsageError
+from cachekit.stats.runs import load_durations
 from cachekit.stats.sharding import parse_shard, select
 
 
-def add_commands(commands: Any) -> None:
-    shard = add_command(
-        commands,
+def add_commands(commands: CommandGroup) -> None:
+    shard = commands.add(
         "shard",
         "print the test ids of one duration-balanced shard",
         "Read test ids (one per line) from standard input and print those of shard "
         "INDEX/COUNT (1-based), balanced by the recorded durations of this namespace. Every shard "
         "computes the same split.",
+        cmd_shard,
     )
     shard.add_argument("which", metavar="INDEX/COUNT", help="the shard to print, such as 2/4")
-    add_namespace_options(shard)
-    shard.set_defaults(handler=cmd_shard)
+    commands.add_namespace_options(shard)
 
-    namespace = add_command(
-        commands,
+    namespace = commands.add(
         "namespace",
         "print the namespace detected for this run",
         "Print where this run reads and writes: its description, key prefix, the prefix "
         "of its ref (every job and config) and its read chain. --get prints one field, "
         'for scripts: cachekit compact --prefix "$(cachekit namespace --get ref_prefix)"',
+        cmd_namespace,
         url=False,
     )
     namespace.add_argument(
@@ -55,8 +41,7 @@ def add_commands(commands: Any) -> None:
         metavar="FIELD",
         help=f"print only this field ({', '.join(sorted(_NAMESPACE_FIELDS))})",
     )
-    add_namespace_options(namespace)
-    namespace.set_defaults(handler=cmd_namespace)
+    commands.add_namespace_options(namespace)
 
 
 # -- namespace ------------------------------------------------------------------------
@@ -70,8 +55,9 @@ _NAMESPACE_FIELDS: dict[str, Callable[[Namespace], str]] = {
 }
 
 
-def cmd_namespace(args: argparse.Namespace, out: TextIO) -> int:
-    namespace = _namespace(args)
+def cmd_namespace(invocation: Invocation) -> int:
+    args, out = invocation.args, invocation.out
+    namespace = invocation.namespace()
     if args.get:
         out.write(f"{_NAMESPACE_FIELDS[args.get](namespace)}\n")
         return EXIT_OK
@@ -83,7 +69,7 @@ def cmd_namespace(args: argparse.Namespace, out: TextIO) -> int:
         "read_prefixes": list(namespace.read_prefixes),
     }
     if args.json:
-        print_json(out, data)
+        invocation.print_json(data)
     else:
         out.write(f"{namespace.describe()}\n")
         out.write(f"writes under: {namespace.prefix}\n")
@@ -94,18 +80,18 @@ def cmd_namespace(args: argparse.Namespace, out: TextIO) -> int:
 # -- shard ----------------------------------------------------------------------------
 
 
-def cmd_shard(args: argparse.Namespace, out: TextIO) -> int:
+def cmd_shard(invocation: Invocation) -> int:
+    args, out = invocation.args, invocation.out
     try:
         index, count = parse_shard(args.which)
     except ValueError as error:
         raise UsageError(str(error)) from None
-    store = _open(args)
-    namespace = _namespace(args)
-    durations = load_durations(_cache(store, args, namespace))
+    session = invocation.session()
+    durations = load_durations(invocation.cache(session))
     test_ids = [line.strip() for line in sys.stdin if line.strip()]
     chosen = select(test_ids, durations, index, count)
     if args.json:
-        print_json(out, {"shard": f"{index}/{count}", "tests": chosen})
+        invocation.print_json({"shard": f"{index}/{count}", "tests": chosen})
     else:
         out.writelines(f"{test_id}\n" for test_id in chosen)
     return EXIT_OK

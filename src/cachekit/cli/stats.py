@@ -2,22 +2,12 @@
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, TextIO
 
-from cachekit.cli.command import (
-    EXIT_OK,
-    UsageError,
-    _cache,
-    _namespace,
-    _open,
-    _where,
-    add_command,
-    add_namespace_options,
-)
-from cachekit.cli.output import Progress, note, print_json, print_table
+from cachekit.cli.command import EXIT_OK, CommandGroup, Invocation, UsageError
+from cachekit.cli.output import Progress, print_table
 from cachekit.stats import report as stats_report
 from cachekit.stats import report_html
 from cachekit.stats.junit import parse_junit_file
@@ -32,32 +22,29 @@ from cachekit.stats.runs import (
 )
 
 
-def add_commands(commands: Any) -> None:
-    stats = commands.add_parser(
+def add_commands(commands: CommandGroup) -> None:
+    stats_commands = commands.add_group(
         "stats",
-        help="test statistics from JUnit XML reports",
-        description="Ingest JUnit XML reports and summarize them.",
+        "test statistics from JUnit XML reports",
+        "Ingest JUnit XML reports and summarize them.",
     )
-    stats_commands = stats.add_subparsers(title="commands", metavar="COMMAND")
-    stats.set_defaults(handler=None, help_parser=stats)
-    ingest = add_command(
-        stats_commands,
+    ingest = stats_commands.add(
         "ingest",
         "store JUnit XML reports",
         "Parse each report (pytest, unittest-xml-reporting, PyTorch, Surefire...) and store "
         "one part per report under this run's namespace. If any report is malformed, "
         "nothing is written. Read-only runs store nothing and exit 0.",
+        cmd_stats_ingest,
     )
     ingest.add_argument("reports", nargs="+", metavar="REPORT.xml", help="JUnit XML files")
-    add_namespace_options(ingest)
-    ingest.set_defaults(handler=cmd_stats_ingest)
+    stats_commands.add_namespace_options(ingest)
 
-    summary = add_command(
-        stats_commands,
+    summary = stats_commands.add(
         "summary",
         "summarize stored reports",
         "Totals per file and class, failed, flaky and slowest tests. By default the "
         "latest run (all its shards) of this namespace.",
+        cmd_stats_summary,
     )
     which = summary.add_mutually_exclusive_group()
     which.add_argument("--run", metavar="RUN_ID", help="summarize this run id")
@@ -69,16 +56,15 @@ def add_commands(commands: Any) -> None:
     summary.add_argument(
         "--top", type=int, default=10, metavar="N", help="how many slowest tests (default 10)"
     )
-    add_namespace_options(summary)
-    summary.set_defaults(handler=cmd_stats_summary)
+    stats_commands.add_namespace_options(summary)
 
-    report = add_command(
-        stats_commands,
+    report = stats_commands.add(
         "report",
         "write an HTML page of plots over the stored runs",
         "Write one self-contained HTML page (it loads nothing when viewed) with the "
         "slowest tests, the duration per test file, the balance of each run's shards, and "
         "failures and flaky tests over the recent CI runs of this namespace.",
+        cmd_stats_report,
     )
     report.add_argument(
         "--html", required=True, type=Path, metavar="OUT", help="the HTML file to write"
@@ -98,12 +84,12 @@ def add_commands(commands: Any) -> None:
         metavar="N",
         help=f"cover the N most recent CI runs (default {stats_report.DEFAULT_RUNS})",
     )
-    add_namespace_options(report)
-    report.set_defaults(handler=cmd_stats_report)
+    stats_commands.add_namespace_options(report)
 
 
-def cmd_stats_ingest(args: argparse.Namespace, out: TextIO) -> int:
-    namespace = _namespace(args)
+def cmd_stats_ingest(invocation: Invocation) -> int:
+    args, out = invocation.args, invocation.out
+    namespace = invocation.namespace()
     progress = Progress("parsing", len(args.reports))
     reports = []
     for done, path in enumerate(args.reports, 1):
@@ -111,12 +97,12 @@ def cmd_stats_ingest(args: argparse.Namespace, out: TextIO) -> int:
         progress.step(done)
     progress.close()
     if not namespace.trusted:
-        note(f"read-only run, nothing ingested: {namespace.untrusted_reason}")
+        invocation.note(f"read-only run, nothing ingested: {namespace.untrusted_reason}")
         if args.json:
-            print_json(out, {"ingested": 0, "reason": namespace.untrusted_reason})
+            invocation.print_json({"ingested": 0, "reason": namespace.untrusted_reason})
         return EXIT_OK
-    store = _open(args)
-    cache = _cache(store, args, namespace, chain=False)
+    session = invocation.session(namespace)
+    cache = invocation.cache(session, read_chain=False)
     runs = [
         make_run(report, run_id=namespace.run_id, label=namespace.describe()) for report in reports
     ]
@@ -124,14 +110,13 @@ def cmd_stats_ingest(args: argparse.Namespace, out: TextIO) -> int:
     cases = [case for run in runs for case in run.cases]
     failed = sum(1 for case in cases if case.failed)
     if args.json:
-        print_json(
-            out,
+        invocation.print_json(
             {
                 "ingested": len(runs),
                 "reports": [run.id for run in runs],
                 "tests": len(cases),
                 "failed": failed,
-                "prefix": _where(args, namespace),
+                "prefix": invocation.prefix(session),
             },
         )
     else:
@@ -142,10 +127,11 @@ def cmd_stats_ingest(args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_OK
 
 
-def cmd_stats_summary(args: argparse.Namespace, out: TextIO) -> int:
-    store = _open(args)
-    namespace = _namespace(args)
-    runs = load_runs(_cache(store, args, namespace, chain=False))
+def cmd_stats_summary(invocation: Invocation) -> int:
+    args, out = invocation.args, invocation.out
+    session = invocation.session()
+    namespace = session.namespace
+    runs = load_runs(invocation.cache(session, read_chain=False))
     if args.all_runs:
         cases = latest_per_test(runs)
         scope = f"latest result of each test over {len(runs)} report(s)"
@@ -155,11 +141,10 @@ def cmd_stats_summary(args: argparse.Namespace, out: TextIO) -> int:
         scope = f"run {run_id or '(no id)'}" if runs else "no reports"
     summary = summarize(cases, slowest=max(0, args.top))
     if args.json:
-        print_json(
-            out,
+        invocation.print_json(
             {
                 "namespace": namespace.describe(),
-                "prefix": _where(args, namespace),
+                "prefix": invocation.prefix(session),
                 "scope": scope,
                 **summary_to_json(summary),
             },
@@ -198,7 +183,8 @@ def cmd_stats_summary(args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_OK
 
 
-def cmd_stats_report(args: argparse.Namespace, out: TextIO) -> int:
+def cmd_stats_report(invocation: Invocation) -> int:
+    args, out = invocation.args, invocation.out
     if args.top < 1 or args.runs < 1:
         raise UsageError("--top and --runs must be at least 1")
     path: Path = args.html
@@ -206,20 +192,19 @@ def cmd_stats_report(args: argparse.Namespace, out: TextIO) -> int:
         raise UsageError(f"--html {path} is a directory; name the file to write")
     if not path.parent.is_dir():
         raise UsageError(f"--html {path}: the directory {path.parent} does not exist")
-    store = _open(args)
-    namespace = _namespace(args)
-    runs = load_runs(_cache(store, args, namespace, chain=False))
+    session = invocation.session()
+    namespace = session.namespace
+    runs = load_runs(invocation.cache(session, read_chain=False))
     report = stats_report.build_report(
         runs, scope=namespace.describe(), top=args.top, max_runs=args.runs
     )
     report_html.write_report(path, report_html.render_html(report))
     latest = report.outcomes[-1] if report.outcomes else None
     if args.json:
-        print_json(
-            out,
+        invocation.print_json(
             {
                 "path": str(path),
-                "prefix": _where(args, namespace),
+                "prefix": invocation.prefix(session),
                 "runs": len(report.runs),
                 "reports": report.reports,
                 "tests": report.tests,

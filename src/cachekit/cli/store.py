@@ -6,11 +6,11 @@ import argparse
 import json
 import re
 import time
-from typing import Any, TextIO
+from typing import Any
 
 from cachekit.ci import layout
-from cachekit.cli.command import EXIT_OK, _open, add_command
-from cachekit.cli.output import Progress, format_age, format_size, print_json, print_table
+from cachekit.cli.command import EXIT_OK, CommandGroup, Invocation
+from cachekit.cli.output import Progress, format_age, format_size, print_table
 from cachekit.errors import CacheError, CorruptData
 from cachekit.values.cache import Cache, Inventory, Merged, StoredKey, join_balanced, new_part_id
 from cachekit.values.merge import join_all, still_failing
@@ -18,27 +18,26 @@ from cachekit.values.merge import join_all, still_failing
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
 
-def add_commands(commands: Any) -> None:
-    show = add_command(
-        commands,
+def add_commands(commands: CommandGroup) -> None:
+    show = commands.add(
         "show",
         "list keys, parts, sizes, ages and merged values",
         "Show what a store holds: each logical key with its base and parts, their total "
         "size, the age of the newest write, and the merged value.",
+        cmd_show,
     )
     _prefix_option(show)
     show.add_argument(
         "--values", action="store_true", help="print every merged value in full (JSON)"
     )
-    show.set_defaults(handler=cmd_show)
 
-    merge = add_command(
-        commands,
+    merge = commands.add(
         "merge",
         "fold the data of several namespaces into one",
         "Join every namespace found under each --from prefix (for example every shard and "
         "config of a pull request) and write the result as one part into --into, for the "
         "next run to read. Joins are order-independent, so merging twice is harmless.",
+        cmd_merge,
     )
     merge.add_argument(
         "--from",
@@ -50,14 +49,13 @@ def add_commands(commands: Any) -> None:
     )
     merge.add_argument("--into", required=True, metavar="PREFIX", help="the namespace to write")
     merge.add_argument("--compact", action="store_true", help="compact the destination afterwards")
-    merge.set_defaults(handler=cmd_merge)
 
-    compact = add_command(
-        commands,
+    compact = commands.add(
         "compact",
         "fold parts into their base, so reads stay cheap",
         "Fold the parts of every known key under --prefix into its base "
         "(compare-and-swap, safe while other jobs write) and delete the folded parts.",
+        cmd_compact,
     )
     _prefix_option(compact)
     compact.add_argument(
@@ -67,14 +65,13 @@ def add_commands(commands: Any) -> None:
         metavar="N",
         help="only compact keys with at least N parts (default 1)",
     )
-    compact.set_defaults(handler=cmd_compact)
 
-    gc = add_command(
-        commands,
+    gc = commands.add(
         "gc",
         "delete values older than a duration",
         "Delete every base and part under --prefix last written before now minus "
         "--older-than. Objects cachekit did not write are left alone.",
+        cmd_gc,
     )
     _prefix_option(gc)
     gc.add_argument(
@@ -85,7 +82,6 @@ def add_commands(commands: Any) -> None:
         help="such as 30d, 12h, 90m, 1w2d (units s, m, h, d, w)",
     )
     gc.add_argument("--dry-run", action="store_true", help="list what would be deleted")
-    gc.set_defaults(handler=cmd_gc)
 
 
 def _prefix_option(command: argparse.ArgumentParser) -> None:
@@ -119,16 +115,16 @@ def parse_duration(text: str) -> float:
 # -- show -----------------------------------------------------------------------------
 
 
-def cmd_show(args: argparse.Namespace, out: TextIO) -> int:
-    store = _open(args)
+def cmd_show(invocation: Invocation) -> int:
+    args, out = invocation.args, invocation.out
     progress = Progress("reading")
-    inventory = Cache(store).inventory(args.prefix, progress=progress.step)
+    inventory = Cache(invocation.session().store).inventory(args.prefix, progress=progress.step)
     progress.close()
     now = time.time()
     rows = [_show_row(key) for key in inventory.keys]
     raw_rows = [{"key": raw.key, "size": raw.size} for raw in inventory.raw]
     if args.json:
-        print_json(out, {"keys": rows, "raw": raw_rows})
+        invocation.print_json({"keys": rows, "raw": raw_rows})
         return EXIT_OK
     if not rows and not raw_rows:
         out.write(f"no keys under {args.prefix or 'the store root'!r}\n")
@@ -156,7 +152,7 @@ def cmd_show(args: argparse.Namespace, out: TextIO) -> int:
     if args.values:
         for row in rows:
             out.write(f"\n{row['key']}:\n")
-            print_json(out, row["value"])
+            invocation.print_json(row["value"])
     return EXIT_OK
 
 
@@ -217,9 +213,9 @@ def _namespaces_in(inventory: Inventory) -> list[str]:
     return sorted(found)
 
 
-def cmd_merge(args: argparse.Namespace, out: TextIO) -> int:
-    store = _open(args)
-    cache = Cache(store, writer="cachekit merge")
+def cmd_merge(invocation: Invocation) -> int:
+    args, out = invocation.args, invocation.out
+    cache = Cache(invocation.session().store, writer="cachekit merge")
     into = args.into.strip("/")
     sources: list[str] = []
     # Every key of every namespace under a --from prefix is read with the one listing
@@ -258,8 +254,8 @@ def cmd_merge(args: argparse.Namespace, out: TextIO) -> int:
             compacted[tail] = cache.compact(destination, strategy)
     progress.close()
     if args.json:
-        print_json(
-            out, {"into": into, "sources": sources, "written": written, "compacted": compacted}
+        invocation.print_json(
+            {"into": into, "sources": sources, "written": written, "compacted": compacted}
         )
     else:
         out.write(f"merged {len(sources)} namespace(s) into {into or '(root)'}:\n")
@@ -275,9 +271,9 @@ def _join_key(namespace: str, tail: str) -> str:
     return f"{namespace}/{tail}" if namespace else tail
 
 
-def cmd_compact(args: argparse.Namespace, out: TextIO) -> int:
-    store = _open(args)
-    cache = Cache(store, writer="cachekit compact")
+def cmd_compact(invocation: Invocation) -> int:
+    args, out = invocation.args, invocation.out
+    cache = Cache(invocation.session().store, writer="cachekit compact")
     inventory = cache.inventory(args.prefix, fetch="none")
     folded: dict[str, int] = {}
     skipped: list[str] = []
@@ -292,7 +288,7 @@ def cmd_compact(args: argparse.Namespace, out: TextIO) -> int:
         progress.step(done)
     progress.close()
     if args.json:
-        print_json(out, {"compacted": folded, "skipped_unknown": skipped})
+        invocation.print_json({"compacted": folded, "skipped_unknown": skipped})
         return EXIT_OK
     for name, count in folded.items():
         out.write(f"{name}: folded {count} part(s)\n")
@@ -303,8 +299,9 @@ def cmd_compact(args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_OK
 
 
-def cmd_gc(args: argparse.Namespace, out: TextIO) -> int:
-    store = _open(args)
+def cmd_gc(invocation: Invocation) -> int:
+    args, out = invocation.args, invocation.out
+    store = invocation.session().store
     cutoff = time.time() - args.older_than
     progress = Progress("reading")
     inventory = Cache(store).inventory(args.prefix, fetch="undated", progress=progress.step)
@@ -322,7 +319,7 @@ def cmd_gc(args: argparse.Namespace, out: TextIO) -> int:
             progress.step(min(start + 256, len(old)))
         progress.close()
     if args.json:
-        print_json(out, {"deleted": old, "dry_run": args.dry_run})
+        invocation.print_json({"deleted": old, "dry_run": args.dry_run})
     else:
         verb = "would delete" if args.dry_run else "deleted"
         for old_key in old:
