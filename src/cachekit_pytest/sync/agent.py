@@ -40,14 +40,8 @@ from cachekit.urls import redact_url
 from cachekit.values.codec import JSON
 from cachekit_pytest.options import SharedKey
 from cachekit_pytest.recording import RunRecord
-from cachekit_pytest.sync.remote import (
-    Found,
-    InvalidBackend,
-    Observations,
-    Remote,
-    SyncFailed,
-    shared_keys,
-)
+from cachekit_pytest.sync.keys import Found, Observations, shared_keys
+from cachekit_pytest.sync.remote import InvalidBackend, Remote, SyncFailed
 
 T = TypeVar("T")
 

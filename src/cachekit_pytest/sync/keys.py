@@ -1,0 +1,180 @@
+"""How each shared key is stored in a store, merged, and projected onto the shape
+pytest keeps in its working copy (``.pytest_cache``)."""
+
+from __future__ import annotations
+
+from typing import Any, Generic, Protocol, TypeVar
+
+import attrs
+
+from cachekit import (
+    LASTFAILED,
+    NODEIDS,
+    LatestWins,
+    MappingUnion,
+    Merged,
+    MergeStrategy,
+    SortedUnion,
+)
+from cachekit.ci.layout import DURATIONS_KEY, LASTFAILED_KEY, NODEIDS_KEY
+from cachekit.stats.runs import durations_from_value
+from cachekit.values.codec import JSON
+from cachekit.values.merge import DURATIONS, still_failing
+from cachekit_pytest.options import SharedKey
+
+
+class Shared(Protocol):
+    @property
+    def key(self) -> str: ...
+
+    @property
+    def strategy(self) -> MergeStrategy[Any]: ...
+
+    def local(self, merged: Any) -> JSON:
+        """The value the local working copy gets from a merged value."""
+
+    def part(self, start: JSON, end: JSON, now: float) -> JSON:
+        """What this run adds, given the working copy's value at start and end; None if
+        nothing."""
+
+
+S = TypeVar("S")
+
+
+@attrs.frozen
+class _Shared(Generic[S]):
+    key: str
+    strategy: MergeStrategy[S]
+
+
+class LastFailedKey(_Shared[Any]):
+    """``cache/lastfailed``: parts are per-test observations (`Observations`)."""
+
+    def local(self, merged: Any) -> JSON:
+        return still_failing(merged)  # type: ignore[return-value]
+
+    def part(self, start: JSON, end: JSON, now: float) -> JSON:
+        raise NotImplementedError("lastfailed parts come from the run's observations")
+
+
+@attrs.frozen
+class Observations:
+    """What a run saw of each test and collector, as the pytest process hands it over:
+    two lists of node ids are a fraction of the work of the part itself to send to the
+    sync agent."""
+
+    at: float
+    failed: list[str]
+    passed: list[str]
+
+    def part(self) -> dict[str, JSON]:
+        """The run's ``cache/lastfailed`` part (`cachekit.values.merge.LASTFAILED`)."""
+        seen = [(nodeid, True) for nodeid in self.failed]
+        seen += [(nodeid, False) for nodeid in self.passed]
+        return {nodeid: {"at": self.at, "failed": failed} for nodeid, failed in sorted(seen)}
+
+
+class UnionKey(_Shared[Any]):
+    """A sorted list of strings (``cache/nodeids``, or ``KEY = union``): parts hold the new
+    items only."""
+
+    def local(self, merged: Any) -> JSON:
+        return merged  # type: ignore[no-any-return]
+
+    def part(self, start: JSON, end: JSON, now: float) -> JSON:
+        if not _is_string_list(end):
+            return None
+        known = set(_strings(start))
+        return sorted(set(_strings(end)) - known) or None  # type: ignore[return-value]
+
+
+class LatestKey(_Shared[Any]):
+    """Any JSON value; the latest written wins (``KEY`` or ``KEY = latest``)."""
+
+    def local(self, merged: Any) -> JSON:
+        return None if merged is None else merged["value"]
+
+    def part(self, start: JSON, end: JSON, now: float) -> JSON:
+        return None if end == start or end is None else {"at": now, "value": end}
+
+
+class MappingKey(_Shared[Any]):
+    """A mapping; per entry, the latest written wins (``KEY = mapping``)."""
+
+    def local(self, merged: Any) -> JSON:
+        return {name: entry["value"] for name, entry in sorted(merged.items()) if entry is not None}
+
+    def part(self, start: JSON, end: JSON, now: float) -> JSON:
+        if not isinstance(end, dict):
+            return None
+        before = start if isinstance(start, dict) else {}
+        changed: dict[str, JSON] = {
+            name: {"at": now, "value": value}
+            for name, value in end.items()
+            if name not in before or before[name] != value
+        }
+        return changed or None
+
+
+def _is_string_list(value: JSON) -> bool:
+    return isinstance(value, list) and all(isinstance(item, str) for item in value)
+
+
+def _strings(value: JSON) -> list[str]:
+    return [item for item in value if isinstance(item, str)] if isinstance(value, list) else []
+
+
+class DurationsKey(_Shared[Any]):
+    """``stats/durations``, read for duration-balanced sharding as of its last compaction
+    (by ``cachekit compact`` or ``merge``, typically in a CI workflow's final job): every
+    shard of a run, and any re-run of one, then splits by the same durations, however
+    soon other shards write theirs. Its parts come from the runs' test statistics
+    (`cachekit.stats.runs.run_parts`), never from the working copy."""
+
+    def local(self, merged: Any) -> JSON:
+        return durations_from_value(merged)  # type: ignore[return-value]
+
+    def part(self, start: JSON, end: JSON, now: float) -> JSON:
+        raise NotImplementedError("durations parts come from the run's test statistics")
+
+
+#: Read at start-up only when the run picks its shard of the tests by duration.
+DURATIONS_READ = SharedKey(DURATIONS_KEY, "durations")
+
+
+def shared_keys(extra: tuple[SharedKey, ...]) -> dict[str, Shared]:
+    """The built-in shared keys, then those the ini option lists (and `DURATIONS_READ`)."""
+    found: dict[str, Shared] = {
+        LASTFAILED_KEY: LastFailedKey(LASTFAILED_KEY, LASTFAILED),
+        NODEIDS_KEY: UnionKey(NODEIDS_KEY, NODEIDS),
+    }
+    for item in extra:
+        if item == DURATIONS_READ:
+            found[item.key] = DurationsKey(item.key, DURATIONS)
+        elif item.strategy == "union":
+            found[item.key] = UnionKey(item.key, SortedUnion())
+        elif item.strategy == "mapping":
+            found[item.key] = MappingKey(item.key, MappingUnion(LatestWins()))
+        else:
+            found[item.key] = LatestKey(item.key, LatestWins())
+    return found
+
+
+def has_data(merged: Merged) -> bool:
+    return merged.has_base or bool(merged.parts)
+
+
+@attrs.frozen
+class Found:
+    """What the start-up read found for one shared key, in pytest's shape."""
+
+    #: The merged value projected onto what pytest keeps (`Shared.local`): JSON, typed
+    #: Any so cattrs passes it through.
+    value: Any
+    has_base: bool
+    #: The ids of the parts joined into it, sorted.
+    parts: tuple[str, ...]
+
+    @property
+    def has_data(self) -> bool:
+        return self.has_base or bool(self.parts)
