@@ -10,9 +10,10 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from importlib.metadata import entry_points
 
-from cachekit.cli import cachedir, ci, stats, store
+from cachekit.cli import ci, stats, store
 from cachekit.cli.command import (
     EPILOG,
     EXIT_ERROR,
@@ -26,6 +27,11 @@ from cachekit.cli.command import (
 from cachekit.errors import CacheError
 from cachekit.stats.junit import JUnitError
 from cachekit.urls import redact_text
+
+#: The entry-point group through which a distribution adds commands (this one's pytest
+#: adapter adds ``pull`` and ``push``): ``name = "package.module:function"``, a function
+#: taking a `cachekit.cli.command.CommandGroup`. Loaded only when the parser is built.
+PLUGIN_GROUP = "cachekit.commands"
 
 DESCRIPTION = """\
 cachekit keeps pytest's cache (and test statistics) in a shared store, such as a
@@ -109,10 +115,26 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=_version())
     commands = CommandGroup(parser.add_subparsers(title="commands", metavar="COMMAND"))
     store.add_commands(commands)
-    cachedir.add_commands(commands)
+    _add_plugged_in_commands(commands)
     ci.add_commands(commands)
     stats.add_commands(commands)
     return parser
+
+
+def _add_plugged_in_commands(commands: CommandGroup) -> None:
+    """The commands of every distribution registered under `PLUGIN_GROUP`, in the order
+    of their names. One that fails to load is left out with a note: a broken plugin must
+    not take ``cachekit show`` down with it."""
+    for point in sorted(entry_points(group=PLUGIN_GROUP), key=lambda point: point.name):
+        try:
+            add_commands: Callable[[CommandGroup], None] = point.load()
+            add_commands(commands)
+        except Exception as error:
+            reason = " ".join(str(error).split()) or type(error).__name__
+            print(
+                f"cachekit: left out the commands of {point.name} ({point.value}): {reason}",
+                file=sys.stderr,
+            )
 
 
 def _version() -> str:

@@ -1,8 +1,12 @@
 """What every command is made of: the options every command has, the namespace options,
 the exit codes, and the store session its arguments name.
 
-Command groups add their commands to a `CommandGroup`; a command's handler gets an
-`Invocation` and returns the exit code.
+Command groups, built in or plugged in through the ``cachekit.commands`` entry-point
+group (`cachekit.cli.app.PLUGIN_GROUP`), add their commands to a `CommandGroup`; a
+command's handler gets an `Invocation` and returns the exit code. A plugged-in group
+needs nothing else of this package at run time (it may import these classes for type
+checking only), so the pytest adapter's ``pull`` and ``push`` do not make the command
+depend on the adapter, nor the adapter on the command.
 """
 
 from __future__ import annotations

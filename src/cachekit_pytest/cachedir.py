@@ -1,4 +1,9 @@
-"""``cachekit pull`` and ``push``: pytest's ``.pytest_cache`` in and out of the store."""
+"""``cachekit pull`` and ``push``: pytest's ``.pytest_cache`` in and out of the store.
+
+The ``cachekit`` command knows no test runner: it finds these two commands through the
+``cachekit.commands`` entry-point group (see pyproject.toml), and hands `add_commands`
+what they need to reach the store, so nothing here imports the command's own modules.
+"""
 
 from __future__ import annotations
 
@@ -7,38 +12,23 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cachekit.ci import layout
-from cachekit.cli.command import EXIT_OK, CommandGroup, Invocation
 from cachekit.errors import CacheError
+from cachekit.files import write_atomically
 from cachekit.values.codec import JSON
 from cachekit.values.merge import LASTFAILED, NODEIDS, observe_outcomes, still_failing
 
-
-def _pytest_support_files() -> dict[str, bytes]:
-    try:  # pytest >= 9
-        from _pytest.cacheprovider import CACHEDIR_FILES  # noqa: PLC0415
-
-        return dict(CACHEDIR_FILES)
-    except ImportError:  # pytest 8 spells out the same three files
-        from _pytest import cacheprovider  # noqa: PLC0415
-
-        return {
-            "README.md": cacheprovider.README_CONTENT.encode(),  # type: ignore[attr-defined]
-            ".gitignore": b"# Created by pytest automatically.\n*\n",
-            "CACHEDIR.TAG": cacheprovider.CACHEDIR_TAG_CONTENT,  # type: ignore[attr-defined]
-        }
-
+if TYPE_CHECKING:
+    from cachekit.cli.command import CommandGroup, Invocation
 
 #: Where ``pull`` records what it wrote, so ``push`` can tell what this run changed.
 PULLED_KEY = "cachekit/pulled"
-#: What pytest writes beside its values when it creates a cache directory, taken from
-#: pytest itself so a pulled ``.pytest_cache`` is what pytest would have made.
-_PYTEST_SUPPORT_FILES: dict[str, bytes] = _pytest_support_files()
 
 
 def add_commands(commands: CommandGroup) -> None:
+    """The ``cachekit.commands`` entry point: adds ``pull`` and ``push``."""
     pull = commands.add(
         "pull",
         "fill a local .pytest_cache from the store",
@@ -71,9 +61,6 @@ def _cache_dir_option(command: argparse.ArgumentParser) -> None:
     )
 
 
-# -- pull and push --------------------------------------------------------------------
-
-
 def _value_path(cache_dir: Path, key: str) -> Path:
     return cache_dir / "v" / key
 
@@ -93,14 +80,31 @@ def _read_local(cache_dir: Path, key: str, default: Any) -> Any:
 def _write_local(cache_dir: Path, key: str, value: Any) -> None:
     if not cache_dir.is_dir():
         cache_dir.mkdir(parents=True)
-        for name, content in _PYTEST_SUPPORT_FILES.items():
+        for name, content in _pytest_support_files().items():
             (cache_dir / name).write_bytes(content)
     path = _value_path(cache_dir, key)
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(path.name + ".cachekit-tmp")
-    # The bytes pytest's Cache.set writes.
-    temporary.write_text(json.dumps(value, ensure_ascii=False, indent=2), encoding="utf-8")
-    os.replace(temporary, path)
+    # The bytes pytest's Cache.set writes (in text mode: os.linesep line ends), and not
+    # fsynced either.
+    text = json.dumps(value, ensure_ascii=False, indent=2).replace("\n", os.linesep)
+    write_atomically(path, text.encode("utf-8"), durable=False)
+
+
+def _pytest_support_files() -> dict[str, bytes]:
+    """What pytest writes beside its values when it creates a cache directory, taken from
+    pytest itself so a pulled ``.pytest_cache`` is what pytest would have made."""
+    try:  # pytest >= 9
+        from _pytest.cacheprovider import CACHEDIR_FILES  # noqa: PLC0415
+
+        return dict(CACHEDIR_FILES)
+    except ImportError:  # pytest 8 spells out the same three files
+        from _pytest import cacheprovider  # noqa: PLC0415
+
+        return {
+            "README.md": cacheprovider.README_CONTENT.encode(),  # type: ignore[attr-defined]
+            ".gitignore": b"# Created by pytest automatically.\n*\n",
+            "CACHEDIR.TAG": cacheprovider.CACHEDIR_TAG_CONTENT,  # type: ignore[attr-defined]
+        }
 
 
 def cmd_pull(invocation: Invocation) -> int:
@@ -130,7 +134,7 @@ def cmd_pull(invocation: Invocation) -> int:
             f"pulled {len(failing)} failing test(s) and {len(nodeids)} test id(s) "
             f"into {args.cache_dir}\n  {namespace.describe()}\n"
         )
-    return EXIT_OK
+    return 0
 
 
 def cmd_push(invocation: Invocation) -> int:
@@ -140,7 +144,7 @@ def cmd_push(invocation: Invocation) -> int:
         invocation.note(f"read-only run, nothing pushed: {namespace.untrusted_reason}")
         if args.json:
             invocation.print_json({"pushed": False, "reason": namespace.untrusted_reason})
-        return EXIT_OK
+        return 0
     session = invocation.session(namespace)
     local_failed = _read_local(args.cache_dir, layout.LASTFAILED_KEY, {})
     local_nodeids = _read_local(args.cache_dir, layout.NODEIDS_KEY, [])
@@ -171,4 +175,4 @@ def cmd_push(invocation: Invocation) -> int:
             f"pushed {len(failed - before)} new failure(s), {len(before - failed)} fix(es) and "
             f"{len(nodeids)} test id(s)\n  {namespace.describe()}\n"
         )
-    return EXIT_OK
+    return 0
