@@ -27,7 +27,8 @@ from cachekit import Cache, CacheStore, LocalStore, cli, open_store
 from cachekit.ci.layout import SKIP_PASSED, SKIP_PASSED_KEY
 from cachekit.ci.namespace import detect_namespace, namespaced_cache
 from cachekit.values import codec
-from cachekit_pytest.skip.run import CACHE_DIR_NAME, ENV_SIGNING_KEY
+from cachekit_pytest.skip.keys import CACHE_DIR_NAME
+from cachekit_pytest.skip.run import ENV_SIGNING_KEY
 
 SIGNING_KEY = "test-signing-key-" + "0123456789abcdef" * 2
 OTHER_KEY = "another-signing-key-" + "fedcba9876543210" * 2
@@ -1566,7 +1567,16 @@ def test_without_the_option_its_modules_are_never_imported(pytester: pytest.Pyte
         import sys
 
         def test_not_loaded():
-            loaded = {"cachekit_pytest.skip.run", "cachekit.skip.records"}
+            loaded = {
+                "cachekit_pytest.skip",
+                "cachekit_pytest.skip.collect",
+                "cachekit_pytest.skip.keys",
+                "cachekit_pytest.skip.run",
+                "cachekit_pytest.skip.selection",
+                "cachekit_pytest.skip.summary",
+                "cachekit_pytest.skip.wire",
+                "cachekit.skip.records",
+            }
             assert not loaded & set(sys.modules)
             assert "cachekit.skip.fingerprint" not in sys.modules
         """

@@ -32,29 +32,20 @@ under the cache directory (``.pytest_cache/d/cachekit-skip-passed``). See
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import json
 import os
-import time
-from collections.abc import Callable, Collection, Generator, Sequence
+from collections.abc import Collection
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
-import attrs
 import cattrs
 import pytest
-from _pytest.pathlib import fnmatch_ex
 from _pytest.reports import TestReport
 
-import cachekit
 from cachekit import CacheKitWarning, LocalStore, open_store, redact_url
 from cachekit.budget import Budget
 from cachekit.ci.namespace import Namespace, detect_namespace, namespaced_cache
 from cachekit.errors import InvalidURL
-from cachekit.skip.fingerprint import Fingerprinter, KeyInputs, normalize_name
 from cachekit.skip.records import (
-    FileMatch,
     PassStore,
     Secrets,
     SigningKeyError,
@@ -66,380 +57,19 @@ from cachekit.skip.records import (
 )
 from cachekit_pytest.options import Mode, Settings, SkipSettings
 from cachekit_pytest.report import warn
+from cachekit_pytest.skip.collect import Collecting, WorkerSelection
+from cachekit_pytest.skip.keys import CACHE_DIR_NAME
+from cachekit_pytest.skip.selection import Selection, file_id, read_lastfailed, whole_files_refusal
+from cachekit_pytest.skip.summary import STAT_KEY, CachedReport
+from cachekit_pytest.skip.wire import WIRE, WORKER_INPUT, WORKER_OUTPUT, WorkerInput
 from cachekit_pytest.sync.remote import SyncFailed
 
 ENV_SIGNING_KEY = "CACHEKIT_SIGNING_KEY"
-#: Under the cache directory (``config.cache.mkdir``): the local store, the generated
-#: per-machine key and the fingerprinter's analysis cache.
-CACHE_DIR_NAME = "cachekit-skip-passed"
-#: The terminal's stats key: the summary line says ``N cached``. One word on purpose:
-#: summary parsers (pytester's ``parseoutcomes`` among them) read ``(\\d+) (\\w+)``, so
-#: "N passed (cached)" would be read as N passed.
-STAT_KEY = "cached"
-#: Keys of xdist's ``workerinput`` (controller to worker) and ``workeroutput`` (back).
-WORKER_INPUT = "cachekit_skip_passed"
-WORKER_OUTPUT = "cachekit_skip_passed"
-#: How many characters of a file key a reason shows.
-KEY_SHOWN = 12
-#: Options that select tests: a run given one neither skips nor records whole files.
-SELECTING_OPTIONS = (
-    ("keyword", "-k"),
-    ("markexpr", "-m"),
-    ("deselect", "--deselect"),
-    ("lf", "--lf"),
-    ("stepwise", "--sw"),
-    ("stepwise_skip", "--sw-skip"),
-    ("pyargs", "--pyargs"),
-)
 
 
 class SkipPassedWarning(CacheKitWarning):
     """``--skip-passed`` could not do all it should: tests ran that might have been
     skipped, or passes were not recorded. Never a wrong skip."""
-
-
-# -- what each test's fate is ---------------------------------------------------------------
-
-
-@attrs.frozen
-class Decision:
-    """What a collected test's key and records say about it."""
-
-    #: Keyed hash of the test file's key: what a record of this run holds.
-    key_hash: str
-    #: Why the test may be skipped ("" when no valid record matches its key).
-    reason: str
-    #: A valid record matches and the test did not fail last time: skipped, or in verify
-    #: mode, run and checked.
-    skippable: bool
-    #: The test file's path relative to the root, when it is one whole files are
-    #: recorded for ("" otherwise).
-    file: str = ""
-
-
-@attrs.frozen
-class FileSkip:
-    """A test file skipped whole, before pytest imported it (in verify mode: one that
-    would have been)."""
-
-    #: How many tests its record counts.
-    tests: int
-    reason: str
-
-
-@attrs.frozen
-class FileTally:
-    """A test file as this run collected it: what its file record needs."""
-
-    key_hash: str
-    #: Tests collected from it, before any selection.
-    tests: int
-    #: A valid file record with this key and count exists already (not written again).
-    recorded: bool = False
-    #: Every test collected from it stayed in the run, and nothing under it failed (or
-    #: was skipped) while collecting.
-    complete: bool = False
-    #: Something under it failed, or was skipped, while collecting.
-    broken: bool = False
-
-
-@attrs.frozen
-class Selection:
-    """What selecting found where the tests were collected (a worker sends it back)."""
-
-    decisions: dict[str, Decision] = attrs.field(factory=dict)
-    #: Records looked up that were unsigned, malformed or wrongly signed.
-    bad_records: int = 0
-    #: Files whose key could not be computed (their tests run and are not recorded).
-    key_errors: tuple[str, ...] = ()
-    #: Test files keyed: those collected and those skipped whole.
-    files: int = 0
-    #: Time spent computing the test files' keys, and checking the records.
-    key_seconds: float = 0.0
-    lookup_seconds: float = 0.0
-    #: Test files skipped whole (in verify mode: that would have been), by relative path.
-    skipped_files: dict[str, FileSkip] = attrs.field(factory=dict)
-    #: Test files collected, by relative path (only in runs that record whole files).
-    tallies: dict[str, FileTally] = attrs.field(factory=dict)
-
-    def merge(self, other: Selection) -> Selection:
-        """Workers collect the same tests: the first decision per test (and file) stands."""
-        return Selection(
-            {**other.decisions, **self.decisions},
-            max(self.bad_records, other.bad_records),
-            self.key_errors or other.key_errors,
-            max(self.files, other.files),
-            max(self.key_seconds, other.key_seconds),
-            max(self.lookup_seconds, other.lookup_seconds),
-            {**other.skipped_files, **self.skipped_files},
-            {**other.tallies, **self.tallies},
-        )
-
-    def skipped_tests(self, *, verify: bool) -> int:
-        """How many tests the files skipped whole hold (none are skipped in verify mode)."""
-        return 0 if verify else sum(skip.tests for skip in self.skipped_files.values())
-
-
-@attrs.frozen
-class WorkerInput:
-    """What the xdist controller tells each worker: the derived keys (hex), the records
-    read at start-up, whether passes will be recorded, and what decides whole files
-    (every worker must skip the same ones, or their collections differ)."""
-
-    name_key: str
-    sign_key: str
-    layers: list[dict[str, Any]]
-    verify: bool
-    recording: bool
-    #: Whether whole files are recorded, and skipped (see `SkipRun`).
-    whole_files: bool = False
-    skip_files: bool = False
-    #: The controller's ``cache/lastfailed`` (None: each worker reads its own).
-    lastfailed: list[str] | None = None
-
-    @property
-    def secrets(self) -> Secrets:
-        return Secrets(bytes.fromhex(self.name_key), bytes.fromhex(self.sign_key))
-
-
-_wire = cattrs.Converter()
-
-
-def tool_versions(config: pytest.Config) -> dict[str, str]:
-    """What else decides outcomes that the fingerprint cannot see by itself: pytest's and
-    cachekit's versions, the active plugins, the ini file and the options that change how
-    outcomes are judged (``-W``, ``-o``, ``-p``, ``--runxfail``)."""
-    plugins = sorted(
-        {
-            f"{normalize_name(dist.project_name)}=={dist.version}"
-            for _, dist in config.pluginmanager.list_plugin_distinfo()
-        }
-    )
-    inipath = config.inipath
-    ini = hashlib.sha256(inipath.read_bytes()).hexdigest() if inipath and inipath.is_file() else ""
-    options = {
-        name: getattr(config.option, name, None)
-        for name in ("pythonwarnings", "override_ini", "plugins", "runxfail")
-    }
-    return {
-        "pytest": pytest.__version__,
-        "pytest-cachekit": cachekit.__version__,
-        "pytest plugins": " ".join(plugins),
-        "pytest ini file": ini,
-        "pytest options": json.dumps(options, sort_keys=True, default=str),
-    }
-
-
-def failed_last_time(nodeid: str, lastfailed: Collection[str]) -> bool:
-    """The test, or a collector above it (its class, module or a directory), is in
-    pytest's ``cache/lastfailed``."""
-    if not lastfailed:
-        return False
-    if nodeid in lastfailed:
-        return True
-    parts = nodeid.split("::")
-    for end in range(1, len(parts)):
-        if "::".join(parts[:end]) in lastfailed:
-            return True
-    path = parts[0]
-    while "/" in path:
-        path = path.rpartition("/")[0]
-        if path in lastfailed:
-            return True
-    return False
-
-
-def describe(file_key: str, run: str, at: float) -> str:
-    when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(at))
-    return f"cached pass: key {file_key[:KEY_SHOWN]}, recorded by {run} at {when}"
-
-
-def describe_file(file_key: str, match: FileMatch) -> str:
-    return f"{describe(file_key, match.run, match.at)} (whole file: {match.tests} test(s))"
-
-
-def whole_files_refusal(config: pytest.Config) -> str | None:
-    """Why this run may neither skip nor record whole test files, or None when it may.
-
-    A run that selects tests itself (``-k``, ``-m``, ``--deselect``, ``--lf``, ``--sw``,
-    a test id or a file named) asked for something a file's recorded count does not
-    describe; and ``--lf`` and test ids drop tests while collecting, so such a run could
-    not tell a file it saw whole from one it saw in part.
-    """
-    option = config.option
-    for dest, flag in SELECTING_OPTIONS:
-        if getattr(option, dest, None):
-            return f"{flag} is given"
-    named = config.args_source is pytest.Config.ArgsSource.ARGS
-    for arg in config.args:
-        if "::" in arg:
-            return "a test id is named"
-        if named and (config.invocation_params.dir / arg).is_file():
-            return "a file is named"
-    return None
-
-
-def failed_paths(lastfailed: Collection[str]) -> frozenset[str]:
-    """The paths (files and directories) in ``cache/lastfailed``'s node ids."""
-    return frozenset(nodeid.partition("::")[0] for nodeid in lastfailed)
-
-
-def file_failed_last_time(label: str, paths: Collection[str]) -> bool:
-    """A test of the file, the file itself or a directory above it is in
-    ``cache/lastfailed`` (``paths`` from `failed_paths`)."""
-    if not paths:
-        return False
-    path = label
-    while True:
-        if path in paths:
-            return True
-        if "/" not in path:
-            return False
-        path = path.rpartition("/")[0]
-
-
-def relative_label(root: Path, path: Path) -> str | None:
-    """``path`` relative to the root, ``/``-separated (how node ids name files), or None
-    outside it."""
-    try:
-        return path.relative_to(root).as_posix()
-    except ValueError:
-        return None
-
-
-class Keys:
-    """The session's test file keys: one `Fingerprinter`, made when first needed, and
-    each file keyed once (a file may be keyed before pytest collects it, then again)."""
-
-    def __init__(self, factory: Callable[[], Fingerprinter]) -> None:
-        self._factory = factory
-        self._fingerprinter: Fingerprinter | Exception | None = None
-        self._keys: dict[Path, str | Exception] = {}
-        #: Time spent making the fingerprinter, keying files and saving its analysis.
-        self.seconds = 0.0
-
-    def fingerprinter(self) -> Fingerprinter:
-        """The fingerprinter; raises what making it raised (every time)."""
-        if self._fingerprinter is None:
-            started = time.perf_counter()
-            try:
-                self._fingerprinter = self._factory()
-            except Exception as error:  # an unreadable ini file, say: every test runs
-                self._fingerprinter = error
-            self.seconds += time.perf_counter() - started
-        if isinstance(self._fingerprinter, Exception):
-            raise self._fingerprinter
-        return self._fingerprinter
-
-    def file_key(self, path: Path) -> str:
-        """The file's key; raises what keying it raised (every time)."""
-        key = self._keys.get(path)
-        if key is None:
-            fingerprinter = self.fingerprinter()
-            started = time.perf_counter()
-            try:
-                key = fingerprinter.file_key(path)
-            except Exception as error:  # any failure: these tests simply run
-                key = error
-            self._keys[path] = key
-            self.seconds += time.perf_counter() - started
-        if isinstance(key, Exception):
-            raise key
-        return key
-
-    def save(self) -> None:
-        if isinstance(self._fingerprinter, Fingerprinter):
-            started = time.perf_counter()
-            with contextlib.suppress(OSError):  # only a hint for the next run
-                self._fingerprinter.save()
-            self.seconds += time.perf_counter() - started
-
-
-def select(
-    items: Sequence[pytest.Item],
-    *,
-    keys: Keys,
-    secrets: Secrets,
-    table: Table,
-    lastfailed: Collection[str],
-    save: bool,
-    label: Callable[[Path], str | None] = lambda path: None,
-) -> Selection:
-    """Each item's `Decision`, from its file's key and the records; ``label`` names the
-    files whole files are recorded for."""
-    started = time.perf_counter()
-    by_file: dict[Path, list[pytest.Item]] = {}
-    for item in items:
-        by_file.setdefault(item.path, []).append(item)
-    errors: list[str] = []
-    file_keys: dict[Path, str] = {}
-    try:
-        keys.fingerprinter()
-    except Exception as error:
-        return Selection(key_errors=(f"{type(error).__name__}: {error}",), files=len(by_file))
-    for path in by_file:
-        try:
-            file_keys[path] = keys.file_key(path)
-        except Exception as error:
-            errors.append(f"{path}: {type(error).__name__}: {error}")
-    if save:
-        keys.save()
-    keyed = time.perf_counter()
-    decisions: dict[str, Decision] = {}
-    for path, file_key in file_keys.items():
-        key_hash = secrets.key_hash(file_key)
-        file = label(path) or ""
-        for item in by_file[path]:
-            nodeid = item.nodeid
-            match = (
-                table.lookup(secrets, secrets.test_hash(nodeid), key_hash) if table.layers else None
-            )
-            reason = describe(file_key, match.run, match.at) if match else ""
-            skippable = match is not None and not failed_last_time(nodeid, lastfailed)
-            decisions[nodeid] = Decision(key_hash, reason, skippable, file)
-    return Selection(
-        decisions,
-        table.bad_records,
-        tuple(errors),
-        len(by_file),
-        keyed - started,
-        time.perf_counter() - keyed,
-    )
-
-
-def _fingerprinter(config: pytest.Config, settings: SkipSettings) -> Fingerprinter:
-    assert config.cache is not None
-    inputs = KeyInputs(
-        root=config.rootpath,
-        env_vars=settings.env_vars,
-        data_globs=settings.data_globs,
-        lock_file=settings.lock_file,
-        salt=settings.salt,
-        tool_versions=tool_versions(config),
-    )
-    cache_file = config.cache.mkdir(CACHE_DIR_NAME) / "analysis.json"
-    return Fingerprinter(inputs, cache_file=cache_file)
-
-
-def _lastfailed(config: pytest.Config) -> set[str]:
-    assert config.cache is not None
-    value = config.cache.get("cache/lastfailed", {})
-    return {str(nodeid) for nodeid in value} if isinstance(value, dict) else set()
-
-
-def _apply(items: list[pytest.Item], selection: Selection, *, verify: bool) -> int:
-    """Take the skippable tests out of ``items`` (not in verify mode); how many."""
-    if verify:
-        return 0
-    decisions = selection.decisions
-    kept = [
-        item
-        for item in items
-        if not (item.nodeid in decisions and decisions[item.nodeid].skippable)
-    ]
-    removed = len(items) - len(kept)
-    items[:] = kept
-    return removed
 
 
 # -- outcomes -------------------------------------------------------------------------------
@@ -470,33 +100,6 @@ class Outcomes:
             self.passed.add(nodeid)
 
 
-@attrs.frozen(slots=False)
-class CachedReport:
-    """An entry of the terminal's stats for a test skipped because it passed before.
-
-    Never sent to ``pytest_runtest_logreport``; shaped like a passed call `TestReport`
-    for plugins that walk every stats entry (Hypothesis's reads each one's ``__dict__``),
-    at a fraction of its cost for 20,000 of them.
-    """
-
-    nodeid: str
-    cachekit_reason: str
-    when: ClassVar[str] = "call"
-    outcome: ClassVar[str] = "passed"
-    passed: ClassVar[bool] = True
-    failed: ClassVar[bool] = False
-    skipped: ClassVar[bool] = False
-    longrepr: ClassVar[None] = None
-    duration: ClassVar[float] = 0.0
-    sections: ClassVar[tuple[()]] = ()
-    user_properties: ClassVar[tuple[()]] = ()
-    count_towards_summary: ClassVar[bool] = True
-
-    @property
-    def location(self) -> tuple[str, None, str]:
-        return (self.nodeid.partition("::")[0], None, self.nodeid)
-
-
 # -- the plugin (this module, registered by `cachekit_pytest.plugin`) -------------------------
 
 
@@ -513,277 +116,12 @@ def configure(config: pytest.Config, settings: SkipSettings) -> None:
     if workerinput is not None:
         given = workerinput.get(WORKER_INPUT)
         if given is not None:
-            selection = WorkerSelection(config, settings, _wire.structure(given, WorkerInput))
+            selection = WorkerSelection(config, settings, WIRE.structure(given, WorkerInput))
             config.pluginmanager.register(selection, "cachekit-skip-passed-worker")
         return
     run = SkipRun.start(config, settings)
     if run is not None:
         config.pluginmanager.register(run, "cachekit-skip-passed-run")
-
-
-def file_id(config: pytest.Config, label: str) -> str:
-    """What a file record is about: the file (relative to the root) and how it was
-    collected (``--doctest-modules`` adds tests to a module)."""
-    doctests = bool(config.getoption("doctestmodules", False))
-    return f"{label}\0doctest-modules={int(doctests)}"
-
-
-class Collecting:
-    """The side that collects: `SkipRun` without xdist, `WorkerSelection` on a worker.
-
-    It skips whole test files before pytest imports them, decides each collected test's
-    fate, and notes which files it collected whole (what a file record needs). The side it
-    is tells it the records, the secrets, ``cache/lastfailed`` and the mode.
-    """
-
-    config: pytest.Config
-    settings: SkipSettings
-    selection: Selection
-    #: Tests taken out of this run as cached (in this process, or by the xdist workers).
-    removed: int
-
-    def _init_collecting(self) -> None:
-        self.keys = Keys(lambda: _fingerprinter(self.config, self.settings))
-        self._patterns = tuple(str(pattern) for pattern in self.config.getini("python_files"))
-        self._labels: dict[Path, str | None] = {}
-        self._paths: dict[str, Path] = {}
-        #: Tests collected per test file, before any selection.
-        self._collected: dict[str, int] = {}
-        #: Paths under which something failed, or was skipped, while collecting.
-        self._broken: set[str] = set()
-        #: Files skipped whole (in verify mode: that would have been).
-        self._skipped_files: dict[str, FileSkip] = {}
-        self._file_matches: dict[str, tuple[str, FileMatch] | None] = {}
-        self._failed: frozenset[str] | None = None
-        self._file_lookup_seconds = 0.0
-
-    # -- what the side provides ---------------------------------------------------------
-
-    def _collect_table(self) -> Table | None:
-        """The records; None when nothing is to be selected or recorded."""
-        raise NotImplementedError
-
-    def _collect_secrets(self) -> Secrets:
-        raise NotImplementedError
-
-    def _collect_lastfailed(self) -> Collection[str]:
-        raise NotImplementedError
-
-    def _collect_verify(self) -> bool:
-        raise NotImplementedError
-
-    def _collect_whole_files(self) -> bool:
-        """Whether whole files are recorded."""
-        raise NotImplementedError
-
-    def _collect_skip_files(self) -> bool:
-        """Whether whole files are skipped (in verify mode: counted as would-be)."""
-        raise NotImplementedError
-
-    def _collect_save(self) -> bool:
-        raise NotImplementedError
-
-    # -- whole files ----------------------------------------------------------------------
-
-    def _label(self, path: Path) -> str | None:
-        """A test module's path relative to the root (as node ids name it), or None for
-        any other path: only what pytest collects as a test module is skipped whole."""
-        if path in self._labels:
-            return self._labels[path]
-        label = None
-        if (
-            path.suffix == ".py"
-            and path.name not in ("conftest.py", "__init__.py")
-            and any(fnmatch_ex(pattern, path) for pattern in self._patterns)
-        ):
-            label = relative_label(self.config.rootpath, path)
-        self._labels[path] = label
-        if label is not None:
-            self._paths.setdefault(label, path)
-        return label
-
-    def _failed_files(self) -> frozenset[str]:
-        if self._failed is None:
-            self._failed = failed_paths(self._collect_lastfailed())
-        return self._failed
-
-    def _file_match(self, label: str, table: Table) -> tuple[str, FileMatch] | None:
-        """The file's key and the valid file record with that key, if any (looked up
-        once: a bad record is counted once)."""
-        if label not in self._file_matches:
-            try:
-                file_key = self.keys.file_key(self._paths[label])
-            except Exception:  # reported when its tests are selected
-                return None
-            started = time.perf_counter()
-            secrets = self._collect_secrets()
-            match = (
-                table.lookup_file(
-                    secrets,
-                    secrets.file_hash(file_id(self.config, label)),
-                    secrets.key_hash(file_key),
-                )
-                if table.layers
-                else None
-            )
-            self._file_lookup_seconds += time.perf_counter() - started
-            self._file_matches[label] = None if match is None else (file_key, match)
-        return self._file_matches[label]
-
-    @pytest.hookimpl(trylast=True)
-    def pytest_ignore_collect(self, collection_path: Path, config: pytest.Config) -> bool | None:
-        """Skip a test file whole, before pytest imports it, when a valid file record has
-        its current key and nothing of it failed last time. ``trylast``: a file another
-        plugin ignores (``--ignore``, ``collect_ignore``) is never counted as cached. In
-        verify mode, only note that it would have been skipped."""
-        if not self._collect_skip_files():
-            return None
-        label = self._label(collection_path)
-        if label is None:
-            return None
-        verify = self._collect_verify()
-        if label in self._skipped_files:
-            return None if verify else True
-        table = self._collect_table()
-        if table is None or file_failed_last_time(label, self._failed_files()):
-            return None
-        found = self._file_match(label, table)
-        if found is None:
-            return None
-        file_key, match = found
-        self._skipped_files[label] = FileSkip(match.tests, describe_file(file_key, match))
-        return None if verify else True
-
-    def pytest_itemcollected(self, item: pytest.Item) -> None:
-        label = self._label(item.path)
-        if label is None:
-            return
-        self._collected[label] = self._collected.get(label, 0) + 1
-        if item.nodeid.partition("::")[0] != label:
-            self._broken.add(label)  # node ids name it otherwise: not recorded whole
-
-    def pytest_collectreport(self, report: pytest.CollectReport) -> None:
-        if not report.passed:
-            self._broken.add(report.nodeid.partition("::")[0])
-
-    # -- selecting ------------------------------------------------------------------------
-
-    # A wrapper registered after every other selection plugin (in pytest_configure, after
-    # cachekit's shard selection): it encloses them, so it takes cached passes out last,
-    # after -k, --lf and the shard split. Shards must split the same tests whatever
-    # passes other shards have recorded meanwhile.
-    @pytest.hookimpl(wrapper=True, tryfirst=True)
-    def pytest_collection_modifyitems(
-        self, config: pytest.Config, items: list[pytest.Item]
-    ) -> Generator[None, None, None]:
-        yield
-        table = self._collect_table()
-        if table is None:
-            return
-        whole = self._collect_whole_files()
-        selection = select(
-            items,
-            keys=self.keys,
-            secrets=self._collect_secrets(),
-            table=table,
-            lastfailed=self._collect_lastfailed(),
-            save=self._collect_save(),
-            label=self._label if whole else lambda path: None,
-        )
-        tallies = self._tally(selection, table) if whole else {}
-        self.selection = attrs.evolve(
-            selection,
-            bad_records=table.bad_records,
-            files=selection.files + len(self._skipped_files if not self._collect_verify() else ()),
-            key_seconds=self.keys.seconds,
-            lookup_seconds=selection.lookup_seconds + self._file_lookup_seconds,
-            skipped_files=dict(sorted(self._skipped_files.items())),
-            tallies=tallies,
-        )
-        self.removed = _apply(items, self.selection, verify=self._collect_verify())
-
-    def _tally(self, selection: Selection, table: Table) -> dict[str, FileTally]:
-        """The collected test files, each with its key hash and count, and whether a valid
-        record of it with both exists already."""
-        key_hashes = {decision.file: decision.key_hash for decision in selection.decisions.values()}
-        key_hashes.pop("", None)
-        tallies: dict[str, FileTally] = {}
-        for label, key_hash in sorted(key_hashes.items()):
-            tests = self._collected.get(label, 0)
-            found = self._file_match(label, table)
-            recorded = found is not None and found[1].tests == tests
-            tallies[label] = FileTally(key_hash, tests, recorded)
-        return tallies
-
-    def pytest_collection_finish(self, session: pytest.Session) -> None:
-        """Which collected files stayed whole: each of their tests is still in the run or
-        was taken out as cached, and nothing under them failed to collect. In verify
-        mode, also the files that would have been skipped and were not collected whole."""
-        selection = self.selection
-        verify = self._collect_verify()
-        if not (selection.tallies or (verify and selection.skipped_files)):
-            return
-        decisions = selection.decisions
-        kept: dict[str, int] = {}
-        for item in session.items:
-            decision = decisions.get(item.nodeid)
-            if decision is not None and decision.file:
-                kept[decision.file] = kept.get(decision.file, 0) + 1
-        if not verify:
-            for decision in decisions.values():
-                if decision.skippable and decision.file:
-                    kept[decision.file] = kept.get(decision.file, 0) + 1
-        tallies: dict[str, FileTally] = {}
-        for label, tally in selection.tallies.items():
-            broken = label in self._broken
-            complete = not broken and kept.get(label, 0) == tally.tests > 0
-            tallies[label] = attrs.evolve(tally, complete=complete, broken=broken)
-        if verify:
-            for label in selection.skipped_files:
-                if label not in tallies:  # it failed to collect now, say
-                    tests = self._collected.get(label, 0)
-                    tallies[label] = FileTally("", tests, broken=label in self._broken)
-        self.selection = attrs.evolve(selection, tallies=dict(sorted(tallies.items())))
-
-
-class WorkerSelection(Collecting):
-    """On an xdist worker: select as the controller said, and send the selection back."""
-
-    def __init__(self, config: pytest.Config, settings: SkipSettings, given: WorkerInput) -> None:
-        self.config = config
-        self.settings = settings
-        self.given = given
-        self.selection = Selection()
-        self.removed = 0
-        self._table = Table(given.layers) if given.recording or any(given.layers) else None
-        self._init_collecting()
-
-    def _collect_table(self) -> Table | None:
-        return self._table
-
-    def _collect_secrets(self) -> Secrets:
-        return self.given.secrets
-
-    def _collect_lastfailed(self) -> Collection[str]:
-        given = self.given.lastfailed
-        return _lastfailed(self.config) if given is None else given
-
-    def _collect_verify(self) -> bool:
-        return self.given.verify
-
-    def _collect_whole_files(self) -> bool:
-        return self.given.whole_files
-
-    def _collect_skip_files(self) -> bool:
-        return self.given.skip_files
-
-    def _collect_save(self) -> bool:
-        workerid = getattr(self.config, "workerinput", {}).get("workerid", "")
-        return workerid in ("gw0", "")
-
-    def pytest_sessionfinish(self, session: pytest.Session) -> None:
-        output: dict[str, Any] = getattr(self.config, "workeroutput", {})
-        output[WORKER_OUTPUT] = _wire.unstructure(self.selection)
 
 
 class SkipRun(Collecting):
@@ -893,7 +231,7 @@ class SkipRun(Collecting):
 
     def _collect_lastfailed(self) -> Collection[str]:
         if self._lastfailed_ids is None:
-            self._lastfailed_ids = _lastfailed(self.config)
+            self._lastfailed_ids = read_lastfailed(self.config)
         return self._lastfailed_ids
 
     def _collect_verify(self) -> bool:
@@ -951,7 +289,7 @@ class SkipRun(Collecting):
             skip_files=self.skip_refusal is None,
             lastfailed=sorted(self._collect_lastfailed()),
         )
-        node.workerinput[WORKER_INPUT] = _wire.unstructure(given)
+        node.workerinput[WORKER_INPUT] = WIRE.unstructure(given)
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_testnodedown(self, node: Any, error: object) -> None:
@@ -959,7 +297,7 @@ class SkipRun(Collecting):
         if sent is None:
             return
         try:
-            selection = _wire.structure(sent, Selection)
+            selection = WIRE.structure(sent, Selection)
         except (cattrs.BaseValidationError, TypeError, ValueError):
             return
         self.selection = self.selection.merge(selection)

@@ -1,0 +1,267 @@
+"""Selecting: which collected tests (and which whole test files) passed before with
+their current key and did not fail last time. Pure decisions; the hooks that feed them
+are in `cachekit_pytest.skip.collect`."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Collection, Sequence
+from pathlib import Path
+
+import attrs
+import pytest
+
+from cachekit.skip.records import FileMatch, Secrets, Table
+from cachekit_pytest.skip.keys import Keys
+
+#: How many characters of a file key a reason shows.
+KEY_SHOWN = 12
+#: Options that select tests: a run given one neither skips nor records whole files.
+SELECTING_OPTIONS = (
+    ("keyword", "-k"),
+    ("markexpr", "-m"),
+    ("deselect", "--deselect"),
+    ("lf", "--lf"),
+    ("stepwise", "--sw"),
+    ("stepwise_skip", "--sw-skip"),
+    ("pyargs", "--pyargs"),
+)
+
+
+# -- what each test's fate is ---------------------------------------------------------------
+
+
+@attrs.frozen
+class Decision:
+    """What a collected test's key and records say about it."""
+
+    #: Keyed hash of the test file's key: what a record of this run holds.
+    key_hash: str
+    #: Why the test may be skipped ("" when no valid record matches its key).
+    reason: str
+    #: A valid record matches and the test did not fail last time: skipped, or in verify
+    #: mode, run and checked.
+    skippable: bool
+    #: The test file's path relative to the root, when it is one whole files are
+    #: recorded for ("" otherwise).
+    file: str = ""
+
+
+@attrs.frozen
+class FileSkip:
+    """A test file skipped whole, before pytest imported it (in verify mode: one that
+    would have been)."""
+
+    #: How many tests its record counts.
+    tests: int
+    reason: str
+
+
+@attrs.frozen
+class FileTally:
+    """A test file as this run collected it: what its file record needs."""
+
+    key_hash: str
+    #: Tests collected from it, before any selection.
+    tests: int
+    #: A valid file record with this key and count exists already (not written again).
+    recorded: bool = False
+    #: Every test collected from it stayed in the run, and nothing under it failed (or
+    #: was skipped) while collecting.
+    complete: bool = False
+    #: Something under it failed, or was skipped, while collecting.
+    broken: bool = False
+
+
+@attrs.frozen
+class Selection:
+    """What selecting found where the tests were collected (a worker sends it back)."""
+
+    decisions: dict[str, Decision] = attrs.field(factory=dict)
+    #: Records looked up that were unsigned, malformed or wrongly signed.
+    bad_records: int = 0
+    #: Files whose key could not be computed (their tests run and are not recorded).
+    key_errors: tuple[str, ...] = ()
+    #: Test files keyed: those collected and those skipped whole.
+    files: int = 0
+    #: Time spent computing the test files' keys, and checking the records.
+    key_seconds: float = 0.0
+    lookup_seconds: float = 0.0
+    #: Test files skipped whole (in verify mode: that would have been), by relative path.
+    skipped_files: dict[str, FileSkip] = attrs.field(factory=dict)
+    #: Test files collected, by relative path (only in runs that record whole files).
+    tallies: dict[str, FileTally] = attrs.field(factory=dict)
+
+    def merge(self, other: Selection) -> Selection:
+        """Workers collect the same tests: the first decision per test (and file) stands."""
+        return Selection(
+            {**other.decisions, **self.decisions},
+            max(self.bad_records, other.bad_records),
+            self.key_errors or other.key_errors,
+            max(self.files, other.files),
+            max(self.key_seconds, other.key_seconds),
+            max(self.lookup_seconds, other.lookup_seconds),
+            {**other.skipped_files, **self.skipped_files},
+            {**other.tallies, **self.tallies},
+        )
+
+    def skipped_tests(self, *, verify: bool) -> int:
+        """How many tests the files skipped whole hold (none are skipped in verify mode)."""
+        return 0 if verify else sum(skip.tests for skip in self.skipped_files.values())
+
+
+def failed_last_time(nodeid: str, lastfailed: Collection[str]) -> bool:
+    """The test, or a collector above it (its class, module or a directory), is in
+    pytest's ``cache/lastfailed``."""
+    if not lastfailed:
+        return False
+    if nodeid in lastfailed:
+        return True
+    parts = nodeid.split("::")
+    for end in range(1, len(parts)):
+        if "::".join(parts[:end]) in lastfailed:
+            return True
+    path = parts[0]
+    while "/" in path:
+        path = path.rpartition("/")[0]
+        if path in lastfailed:
+            return True
+    return False
+
+
+def describe(file_key: str, run: str, at: float) -> str:
+    when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(at))
+    return f"cached pass: key {file_key[:KEY_SHOWN]}, recorded by {run} at {when}"
+
+
+def describe_file(file_key: str, match: FileMatch) -> str:
+    return f"{describe(file_key, match.run, match.at)} (whole file: {match.tests} test(s))"
+
+
+def whole_files_refusal(config: pytest.Config) -> str | None:
+    """Why this run may neither skip nor record whole test files, or None when it may.
+
+    A run that selects tests itself (``-k``, ``-m``, ``--deselect``, ``--lf``, ``--sw``,
+    a test id or a file named) asked for something a file's recorded count does not
+    describe; and ``--lf`` and test ids drop tests while collecting, so such a run could
+    not tell a file it saw whole from one it saw in part.
+    """
+    option = config.option
+    for dest, flag in SELECTING_OPTIONS:
+        if getattr(option, dest, None):
+            return f"{flag} is given"
+    named = config.args_source is pytest.Config.ArgsSource.ARGS
+    for arg in config.args:
+        if "::" in arg:
+            return "a test id is named"
+        if named and (config.invocation_params.dir / arg).is_file():
+            return "a file is named"
+    return None
+
+
+def failed_paths(lastfailed: Collection[str]) -> frozenset[str]:
+    """The paths (files and directories) in ``cache/lastfailed``'s node ids."""
+    return frozenset(nodeid.partition("::")[0] for nodeid in lastfailed)
+
+
+def file_failed_last_time(label: str, paths: Collection[str]) -> bool:
+    """A test of the file, the file itself or a directory above it is in
+    ``cache/lastfailed`` (``paths`` from `failed_paths`)."""
+    if not paths:
+        return False
+    path = label
+    while True:
+        if path in paths:
+            return True
+        if "/" not in path:
+            return False
+        path = path.rpartition("/")[0]
+
+
+def relative_label(root: Path, path: Path) -> str | None:
+    """``path`` relative to the root, ``/``-separated (how node ids name files), or None
+    outside it."""
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:
+        return None
+
+
+def select(
+    items: Sequence[pytest.Item],
+    *,
+    keys: Keys,
+    secrets: Secrets,
+    table: Table,
+    lastfailed: Collection[str],
+    save: bool,
+    label: Callable[[Path], str | None] = lambda path: None,
+) -> Selection:
+    """Each item's `Decision`, from its file's key and the records; ``label`` names the
+    files whole files are recorded for."""
+    started = time.perf_counter()
+    by_file: dict[Path, list[pytest.Item]] = {}
+    for item in items:
+        by_file.setdefault(item.path, []).append(item)
+    errors: list[str] = []
+    file_keys: dict[Path, str] = {}
+    try:
+        keys.fingerprinter()
+    except Exception as error:
+        return Selection(key_errors=(f"{type(error).__name__}: {error}",), files=len(by_file))
+    for path in by_file:
+        try:
+            file_keys[path] = keys.file_key(path)
+        except Exception as error:
+            errors.append(f"{path}: {type(error).__name__}: {error}")
+    if save:
+        keys.save()
+    keyed = time.perf_counter()
+    decisions: dict[str, Decision] = {}
+    for path, file_key in file_keys.items():
+        key_hash = secrets.key_hash(file_key)
+        file = label(path) or ""
+        for item in by_file[path]:
+            nodeid = item.nodeid
+            match = (
+                table.lookup(secrets, secrets.test_hash(nodeid), key_hash) if table.layers else None
+            )
+            reason = describe(file_key, match.run, match.at) if match else ""
+            skippable = match is not None and not failed_last_time(nodeid, lastfailed)
+            decisions[nodeid] = Decision(key_hash, reason, skippable, file)
+    return Selection(
+        decisions,
+        table.bad_records,
+        tuple(errors),
+        len(by_file),
+        keyed - started,
+        time.perf_counter() - keyed,
+    )
+
+
+def read_lastfailed(config: pytest.Config) -> set[str]:
+    assert config.cache is not None
+    value = config.cache.get("cache/lastfailed", {})
+    return {str(nodeid) for nodeid in value} if isinstance(value, dict) else set()
+
+
+def apply_selection(items: list[pytest.Item], selection: Selection, *, verify: bool) -> int:
+    """Take the skippable tests out of ``items`` (not in verify mode); how many."""
+    if verify:
+        return 0
+    decisions = selection.decisions
+    kept = [
+        item
+        for item in items
+        if not (item.nodeid in decisions and decisions[item.nodeid].skippable)
+    ]
+    removed = len(items) - len(kept)
+    items[:] = kept
+    return removed
+
+
+def file_id(config: pytest.Config, label: str) -> str:
+    """What a file record is about: the file (relative to the root) and how it was
+    collected (``--doctest-modules`` adds tests to a module)."""
+    doctests = bool(config.getoption("doctestmodules", False))
+    return f"{label}\0doctest-modules={int(doctests)}"
