@@ -18,7 +18,7 @@ from cachekit_pytest.skip.keys import Keys, make_fingerprinter
 from cachekit_pytest.skip.selection import (
     FileSkip,
     FileTally,
-    Selection,
+    SkipSelection,
     apply_selection,
     describe_file,
     failed_paths,
@@ -41,7 +41,7 @@ class Collecting:
 
     config: pytest.Config
     settings: SkipSettings
-    selection: Selection
+    selection: SkipSelection
     #: Tests taken out of this run as cached (in this process, or by the xdist workers).
     removed: int
 
@@ -205,7 +205,7 @@ class Collecting:
         )
         self.removed = apply_selection(items, self.selection, verify=self._collect_verify())
 
-    def _tally(self, selection: Selection, table: Table) -> dict[str, FileTally]:
+    def _tally(self, selection: SkipSelection, table: Table) -> dict[str, FileTally]:
         """The collected test files, each with its key hash and count, and whether a valid
         record of it with both exists already."""
         key_hashes = {decision.file: decision.key_hash for decision in selection.decisions.values()}
@@ -256,7 +256,7 @@ class WorkerSelection(Collecting):
         self.config = config
         self.settings = settings
         self.given = given
-        self.selection = Selection()
+        self.selection = SkipSelection()
         self.removed = 0
         self._table = Table(given.layers) if given.recording or any(given.layers) else None
         self._init_collecting()

@@ -59,7 +59,12 @@ from cachekit_pytest.options import Mode, Settings, SkipSettings
 from cachekit_pytest.report import warn
 from cachekit_pytest.skip.collect import Collecting, WorkerSelection
 from cachekit_pytest.skip.keys import CACHE_DIR_NAME
-from cachekit_pytest.skip.selection import Selection, file_id, read_lastfailed, whole_files_refusal
+from cachekit_pytest.skip.selection import (
+    SkipSelection,
+    file_id,
+    read_lastfailed,
+    whole_files_refusal,
+)
 from cachekit_pytest.skip.summary import STAT_KEY, CachedReport
 from cachekit_pytest.skip.wire import WIRE, WORKER_INPUT, WORKER_OUTPUT, WorkerInput
 from cachekit_pytest.sync.remote import SyncFailed
@@ -144,7 +149,7 @@ class SkipRun(Collecting):
         self.namespace = namespace
         self.verify = settings.mode is Mode.VERIFY
         self.outcomes = Outcomes()
-        self.selection = Selection()
+        self.selection = SkipSelection()
         self.removed = 0
         #: Why whole files are neither skipped nor recorded in this run (None: they are).
         self.refusal = whole_files_refusal(config)
@@ -297,7 +302,7 @@ class SkipRun(Collecting):
         if sent is None:
             return
         try:
-            selection = WIRE.structure(sent, Selection)
+            selection = WIRE.structure(sent, SkipSelection)
         except (cattrs.BaseValidationError, TypeError, ValueError):
             return
         self.selection = self.selection.merge(selection)

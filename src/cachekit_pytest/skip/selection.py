@@ -74,7 +74,7 @@ class FileTally:
 
 
 @attrs.frozen
-class Selection:
+class SkipSelection:
     """What selecting found where the tests were collected (a worker sends it back)."""
 
     decisions: dict[str, Decision] = attrs.field(factory=dict)
@@ -92,9 +92,9 @@ class Selection:
     #: Test files collected, by relative path (only in runs that record whole files).
     tallies: dict[str, FileTally] = attrs.field(factory=dict)
 
-    def merge(self, other: Selection) -> Selection:
+    def merge(self, other: SkipSelection) -> SkipSelection:
         """Workers collect the same tests: the first decision per test (and file) stands."""
-        return Selection(
+        return SkipSelection(
             {**other.decisions, **self.decisions},
             max(self.bad_records, other.bad_records),
             self.key_errors or other.key_errors,
@@ -196,7 +196,7 @@ def select(
     lastfailed: Collection[str],
     save: bool,
     label: Callable[[Path], str | None] = lambda path: None,
-) -> Selection:
+) -> SkipSelection:
     """Each item's `Decision`, from its file's key and the records; ``label`` names the
     files whole files are recorded for."""
     started = time.perf_counter()
@@ -208,7 +208,7 @@ def select(
     try:
         keys.fingerprinter()
     except Exception as error:
-        return Selection(key_errors=(f"{type(error).__name__}: {error}",), files=len(by_file))
+        return SkipSelection(key_errors=(f"{type(error).__name__}: {error}",), files=len(by_file))
     for path in by_file:
         try:
             file_keys[path] = keys.file_key(path)
@@ -229,7 +229,7 @@ def select(
             reason = describe(file_key, match.run, match.at) if match else ""
             skippable = match is not None and not failed_last_time(nodeid, lastfailed)
             decisions[nodeid] = Decision(key_hash, reason, skippable, file)
-    return Selection(
+    return SkipSelection(
         decisions,
         table.bad_records,
         tuple(errors),
@@ -245,7 +245,7 @@ def read_lastfailed(config: pytest.Config) -> set[str]:
     return {str(nodeid) for nodeid in value} if isinstance(value, dict) else set()
 
 
-def apply_selection(items: list[pytest.Item], selection: Selection, *, verify: bool) -> int:
+def apply_selection(items: list[pytest.Item], selection: SkipSelection, *, verify: bool) -> int:
     """Take the skippable tests out of ``items`` (not in verify mode); how many."""
     if verify:
         return 0

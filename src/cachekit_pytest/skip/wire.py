@@ -1,5 +1,5 @@
 """The xdist wire format: what the controller sends each worker (`WorkerInput`), and the
-converter for it and for the `Selection` a worker sends back."""
+converter for it and for the `SkipSelection` a worker sends back."""
 
 from __future__ import annotations
 
