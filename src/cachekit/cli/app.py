@@ -26,6 +26,7 @@ from cachekit.cli.command import (
 )
 from cachekit.errors import CacheError
 from cachekit.stats.junit import JUnitError
+from cachekit.stores.extras import install_hint
 from cachekit.urls import redact_text
 
 #: The entry-point group through which a distribution adds commands (this one's pytest
@@ -84,11 +85,7 @@ def _describe_error(error: Exception, url: str) -> str:
     credentials of the store's URL (or of any other URL it quotes)."""
     text = str(error) or type(error).__name__
     if isinstance(error, ImportError):
-        scheme = url.split("://", 1)[0] if "://" in url else ""
-        extra = {"s3": "s3", "gs": "gcs", "gcs": "gcs", "az": "azure", "abfs": "azure"}.get(
-            scheme, "all"
-        )
-        text = f"{text} (install the optional dependencies: pip install 'pytest-cachekit[{extra}]')"
+        text = f"{text} (install the optional dependencies: {install_hint(url)})"
     elif not isinstance(error, (CacheError, OSError, ValueError)):
         text = f"{type(error).__name__}: {text}"
     if "credential" in type(error).__name__.lower() or "credentials" in text.lower():

@@ -18,21 +18,13 @@ from fsspec.config import apply_config
 
 from cachekit.errors import InvalidKey, InvalidURL, StoreUnavailable
 from cachekit.stores.base import Capabilities, Entry
+from cachekit.stores.extras import EXTRAS, install_hint
 from cachekit.stores.fsspec.backend import MAX_CONCURRENCY, Backend
 from cachekit.stores.keys import validate_key, validate_prefix
 from cachekit.urls import redact_url
 
-#: The pip extra that brings each cloud protocol's filesystem.
-_EXTRAS = {
-    "s3": "s3",
-    "s3a": "s3",
-    "gs": "gcs",
-    "gcs": "gcs",
-    "az": "azure",
-    "abfs": "azure",
-    "abfss": "azure",
-}
-#: Backend class per extra, as "module:class", imported only when used.
+#: Backend class per extra (`cachekit.stores.extras.EXTRAS`), as "module:class", imported
+#: only when used.
 _BACKENDS = {
     "s3": "cachekit.stores.fsspec.s3:S3Backend",
     "gcs": "cachekit.stores.fsspec.gcs:GcsBackend",
@@ -147,7 +139,7 @@ class FsspecStore:
 def _backend_for(fs: Any, url: str) -> Backend:
     """The conditional-write backend for ``fs``'s protocol; the generic one by default."""
     protocols = fs.protocol if isinstance(fs.protocol, (tuple, list)) else (fs.protocol,)
-    extras = [_EXTRAS[protocol] for protocol in protocols if protocol in _EXTRAS]
+    extras = [EXTRAS[protocol] for protocol in protocols if protocol in EXTRAS]
     spec = _BACKENDS[extras[0]] if extras else _GENERIC_BACKEND
     module_name, class_name = spec.split(":")
     backend: Backend = getattr(importlib.import_module(module_name), class_name)(fs, url)
@@ -159,8 +151,7 @@ def _filesystem_class(protocol: str, url: str) -> type[Any]:
     try:
         filesystem_class: type[Any] = fsspec.get_filesystem_class(protocol)
     except ImportError as error:
-        extra = _EXTRAS.get(protocol)
-        hint = f"pip install 'pytest-cachekit[{extra}]'" if extra else str(error)
+        hint = install_hint(url) if protocol in EXTRAS else str(error)
         raise InvalidURL(f"cannot open {redact_url(url)}: {hint}") from error
     except ValueError as error:
         raise InvalidURL(
@@ -179,4 +170,4 @@ def _storage_options(
             raise InvalidURL(f"option {name!r} given twice in {redact_url(url)}")
         options[name] = {"true": True, "false": False}.get(value.lower(), value)
     configured = apply_config(filesystem_class, options)
-    return {**_DEFAULT_OPTIONS.get(_EXTRAS.get(protocol, ""), {}), **configured}
+    return {**_DEFAULT_OPTIONS.get(EXTRAS.get(protocol, ""), {}), **configured}
