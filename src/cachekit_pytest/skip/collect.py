@@ -1,12 +1,15 @@
 """The collection hooks: skipping whole test files before pytest imports them, deciding
-each collected test's fate, and noting which files were collected whole."""
+each collected test's fate, and noting which files were collected whole.
+
+They run where the tests are collected: the pytest process, or each xdist worker. Either
+side hands them a `CollectPlan`; nothing here knows which side it is on.
+"""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Collection, Generator
+from collections.abc import Callable, Collection, Generator
 from pathlib import Path
-from typing import Any
 
 import attrs
 import pytest
@@ -24,30 +27,53 @@ from cachekit_pytest.skip.selection import (
     failed_paths,
     file_failed_last_time,
     file_id,
-    read_lastfailed,
     relative_label,
     select,
 )
-from cachekit_pytest.skip.wire import WIRE, WORKER_OUTPUT, WorkerInput
+
+
+@attrs.frozen
+class CollectPlan:
+    """What the collection hooks need from the side they run on: `SkipRun` in the pytest
+    process, or the `WorkerInput` the xdist controller sent.
+
+    The records and ``cache/lastfailed`` come as functions, each called once, when
+    collection first needs it (as the records were always read): a run that collects
+    nothing reads neither, and with a backend reading ``cache/lastfailed`` waits for the
+    start-up read that otherwise overlaps collection.
+    """
+
+    secrets: Secrets
+    #: Verify mode: every test runs; what would have been skipped is only noted.
+    verify: bool
+    #: Whether whole files are recorded (`whole_files_refusal`).
+    whole_files: bool
+    #: Whether whole files are skipped (in verify mode: noted as would-be skipped).
+    skip_files: bool
+    #: Whether this process saves the fingerprinter's analysis (one xdist worker does).
+    save: bool
+    #: The records; None when nothing is to be selected or recorded.
+    table: Callable[[], Table | None]
+    #: The node ids in pytest's ``cache/lastfailed``.
+    lastfailed: Callable[[], Collection[str]]
 
 
 class Collecting:
-    """The side that collects: `SkipRun` without xdist, `WorkerSelection` on a worker.
+    """The collection hooks, for one session.
 
-    It skips whole test files before pytest imports them, decides each collected test's
-    fate, and notes which files it collected whole (what a file record needs). The side it
-    is tells it the records, the secrets, ``cache/lastfailed`` and the mode.
+    They skip whole test files before pytest imports them, decide each collected test's
+    fate, and note which files were collected whole (what a file record needs).
+    ``selection`` and ``removed`` are what they found, for the side that reports.
     """
 
-    config: pytest.Config
-    settings: SkipSettings
-    selection: SkipSelection
-    #: Tests taken out of this run as cached (in this process, or by the xdist workers).
-    removed: int
-
-    def _init_collecting(self) -> None:
-        self.keys = Keys(lambda: make_fingerprinter(self.config, self.settings))
-        self._patterns = tuple(str(pattern) for pattern in self.config.getini("python_files"))
+    def __init__(self, config: pytest.Config, settings: SkipSettings, plan: CollectPlan) -> None:
+        self.config = config
+        self.plan = plan
+        self.selection = SkipSelection()
+        #: Tests taken out of this run as cached.
+        self.removed = 0
+        self.keys = Keys(lambda: make_fingerprinter(config, settings))
+        self._patterns = tuple(str(pattern) for pattern in config.getini("python_files"))
         self._labels: dict[Path, str | None] = {}
         self._paths: dict[str, Path] = {}
         #: Tests collected per test file, before any selection.
@@ -57,34 +83,14 @@ class Collecting:
         #: Files skipped whole (in verify mode: that would have been).
         self._skipped_files: dict[str, FileSkip] = {}
         self._file_matches: dict[str, tuple[str, FileMatch] | None] = {}
+        self._lastfailed: Collection[str] | None = None
         self._failed: frozenset[str] | None = None
         self._file_lookup_seconds = 0.0
 
-    # -- what the side provides ---------------------------------------------------------
-
-    def _collect_table(self) -> Table | None:
-        """The records; None when nothing is to be selected or recorded."""
-        raise NotImplementedError
-
-    def _collect_secrets(self) -> Secrets:
-        raise NotImplementedError
-
-    def _collect_lastfailed(self) -> Collection[str]:
-        raise NotImplementedError
-
-    def _collect_verify(self) -> bool:
-        raise NotImplementedError
-
-    def _collect_whole_files(self) -> bool:
-        """Whether whole files are recorded."""
-        raise NotImplementedError
-
-    def _collect_skip_files(self) -> bool:
-        """Whether whole files are skipped (in verify mode: counted as would-be)."""
-        raise NotImplementedError
-
-    def _collect_save(self) -> bool:
-        raise NotImplementedError
+    def _lastfailed_ids(self) -> Collection[str]:
+        if self._lastfailed is None:
+            self._lastfailed = self.plan.lastfailed()
+        return self._lastfailed
 
     # -- whole files ----------------------------------------------------------------------
 
@@ -107,7 +113,7 @@ class Collecting:
 
     def _failed_files(self) -> frozenset[str]:
         if self._failed is None:
-            self._failed = failed_paths(self._collect_lastfailed())
+            self._failed = failed_paths(self._lastfailed_ids())
         return self._failed
 
     def _file_match(self, label: str, table: Table) -> tuple[str, FileMatch] | None:
@@ -119,7 +125,7 @@ class Collecting:
             except Exception:  # reported when its tests are selected
                 return None
             started = time.perf_counter()
-            secrets = self._collect_secrets()
+            secrets = self.plan.secrets
             match = (
                 table.lookup_file(
                     secrets,
@@ -139,15 +145,15 @@ class Collecting:
         its current key and nothing of it failed last time. ``trylast``: a file another
         plugin ignores (``--ignore``, ``collect_ignore``) is never counted as cached. In
         verify mode, only note that it would have been skipped."""
-        if not self._collect_skip_files():
+        if not self.plan.skip_files:
             return None
         label = self._label(collection_path)
         if label is None:
             return None
-        verify = self._collect_verify()
+        verify = self.plan.verify
         if label in self._skipped_files:
             return None if verify else True
-        table = self._collect_table()
+        table = self.plan.table()
         if table is None or file_failed_last_time(label, self._failed_files()):
             return None
         found = self._file_match(label, table)
@@ -180,30 +186,30 @@ class Collecting:
         self, config: pytest.Config, items: list[pytest.Item]
     ) -> Generator[None, None, None]:
         yield
-        table = self._collect_table()
+        table = self.plan.table()
         if table is None:
             return
-        whole = self._collect_whole_files()
+        whole = self.plan.whole_files
         selection = select(
             items,
             keys=self.keys,
-            secrets=self._collect_secrets(),
+            secrets=self.plan.secrets,
             table=table,
-            lastfailed=self._collect_lastfailed(),
-            save=self._collect_save(),
+            lastfailed=self._lastfailed_ids(),
+            save=self.plan.save,
             label=self._label if whole else lambda path: None,
         )
         tallies = self._tally(selection, table) if whole else {}
         self.selection = attrs.evolve(
             selection,
             bad_records=table.bad_records,
-            files=selection.files + len(self._skipped_files if not self._collect_verify() else ()),
+            files=selection.files + len(self._skipped_files if not self.plan.verify else ()),
             key_seconds=self.keys.seconds,
             lookup_seconds=selection.lookup_seconds + self._file_lookup_seconds,
             skipped_files=dict(sorted(self._skipped_files.items())),
             tallies=tallies,
         )
-        self.removed = apply_selection(items, self.selection, verify=self._collect_verify())
+        self.removed = apply_selection(items, self.selection, verify=self.plan.verify)
 
     def _tally(self, selection: SkipSelection, table: Table) -> dict[str, FileTally]:
         """The collected test files, each with its key hash and count, and whether a valid
@@ -223,7 +229,7 @@ class Collecting:
         was taken out as cached, and nothing under them failed to collect. In verify
         mode, also the files that would have been skipped and were not collected whole."""
         selection = self.selection
-        verify = self._collect_verify()
+        verify = self.plan.verify
         if not (selection.tallies or (verify and selection.skipped_files)):
             return
         decisions = selection.decisions
@@ -247,43 +253,3 @@ class Collecting:
                     tests = self._collected.get(label, 0)
                     tallies[label] = FileTally("", tests, broken=label in self._broken)
         self.selection = attrs.evolve(selection, tallies=dict(sorted(tallies.items())))
-
-
-class WorkerSelection(Collecting):
-    """On an xdist worker: select as the controller said, and send the selection back."""
-
-    def __init__(self, config: pytest.Config, settings: SkipSettings, given: WorkerInput) -> None:
-        self.config = config
-        self.settings = settings
-        self.given = given
-        self.selection = SkipSelection()
-        self.removed = 0
-        self._table = Table(given.layers) if given.recording or any(given.layers) else None
-        self._init_collecting()
-
-    def _collect_table(self) -> Table | None:
-        return self._table
-
-    def _collect_secrets(self) -> Secrets:
-        return self.given.secrets
-
-    def _collect_lastfailed(self) -> Collection[str]:
-        given = self.given.lastfailed
-        return read_lastfailed(self.config) if given is None else given
-
-    def _collect_verify(self) -> bool:
-        return self.given.verify
-
-    def _collect_whole_files(self) -> bool:
-        return self.given.whole_files
-
-    def _collect_skip_files(self) -> bool:
-        return self.given.skip_files
-
-    def _collect_save(self) -> bool:
-        workerid = getattr(self.config, "workerinput", {}).get("workerid", "")
-        return workerid in ("gw0", "")
-
-    def pytest_sessionfinish(self, session: pytest.Session) -> None:
-        output: dict[str, Any] = getattr(self.config, "workeroutput", {})
-        output[WORKER_OUTPUT] = WIRE.unstructure(self.selection)

@@ -33,7 +33,6 @@ under the cache directory (``.pytest_cache/d/cachekit-skip-passed``). See
 from __future__ import annotations
 
 import os
-from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +56,7 @@ from cachekit.skip.records import (
 )
 from cachekit_pytest.options import Mode, Settings, SkipSettings
 from cachekit_pytest.report import warn
-from cachekit_pytest.skip.collect import Collecting, WorkerSelection
+from cachekit_pytest.skip.collect import Collecting, CollectPlan
 from cachekit_pytest.skip.keys import CACHE_DIR_NAME
 from cachekit_pytest.skip.selection import (
     SkipSelection,
@@ -67,6 +66,7 @@ from cachekit_pytest.skip.selection import (
 )
 from cachekit_pytest.skip.summary import STAT_KEY, CachedReport
 from cachekit_pytest.skip.wire import WIRE, WORKER_INPUT, WORKER_OUTPUT, WorkerInput
+from cachekit_pytest.skip.worker import start_worker
 from cachekit_pytest.sync.remote import SyncFailed
 
 ENV_SIGNING_KEY = "CACHEKIT_SIGNING_KEY"
@@ -109,9 +109,10 @@ class Outcomes:
 
 
 def configure(config: pytest.Config, settings: SkipSettings) -> None:
-    """Register the plugin that does the work: `SkipRun`, or `WorkerSelection` on an xdist
-    worker. Called only when the feature is on (`cachekit_pytest.plugin`): otherwise this
-    module is not even imported."""
+    """Register the plugins that do the work: `SkipRun` and its `Collecting`, or on an
+    xdist worker the `Collecting` the controller planned (`start_worker`). Called only
+    when the feature is on (`cachekit_pytest.plugin`): otherwise this module is not even
+    imported."""
     if getattr(config, "cache", None) is None:  # -p no:cacheprovider
         _warn(config, "needs pytest's cache (-p no:cacheprovider is given); running all tests")
         return
@@ -121,17 +122,18 @@ def configure(config: pytest.Config, settings: SkipSettings) -> None:
     if workerinput is not None:
         given = workerinput.get(WORKER_INPUT)
         if given is not None:
-            selection = WorkerSelection(config, settings, WIRE.structure(given, WorkerInput))
-            config.pluginmanager.register(selection, "cachekit-skip-passed-worker")
+            start_worker(config, settings, WIRE.structure(given, WorkerInput))
         return
     run = SkipRun.start(config, settings)
     if run is not None:
         config.pluginmanager.register(run, "cachekit-skip-passed-run")
+        config.pluginmanager.register(run.collecting, "cachekit-skip-passed-collect")
 
 
-class SkipRun(Collecting):
-    """The pytest process (or the xdist controller): reads the records once, selects
-    (unless xdist workers do), watches the reports, writes the new passes, reports."""
+class SkipRun:
+    """The pytest process (or the xdist controller): reads the records once, plans the
+    selection (its `Collecting` selects, or the xdist workers do), watches the reports,
+    writes the new passes, reports."""
 
     def __init__(
         self,
@@ -149,8 +151,6 @@ class SkipRun(Collecting):
         self.namespace = namespace
         self.verify = settings.mode is Mode.VERIFY
         self.outcomes = Outcomes()
-        self.selection = SkipSelection()
-        self.removed = 0
         #: Why whole files are neither skipped nor recorded in this run (None: they are).
         self.refusal = whole_files_refusal(config)
         #: Why whole files are not skipped (None: they are). A shard records them, but
@@ -164,7 +164,22 @@ class SkipRun(Collecting):
         self._read_failed = False
         self._lastfailed_ids: set[str] | None = None
         self._warned: set[str] = set()
-        self._init_collecting()
+        #: What the xdist workers found, merged (None: this process collects).
+        self._from_workers: SkipSelection | None = None
+        #: The collection hooks in this process (they see nothing on an xdist controller).
+        self.collecting = Collecting(
+            config,
+            settings,
+            CollectPlan(
+                secrets=secrets,
+                verify=self.verify,
+                whole_files=self.refusal is None,
+                skip_files=self.skip_refusal is None,
+                save=True,
+                table=self.collect_table,
+                lastfailed=self.lastfailed_ids,
+            ),
+        )
 
     @classmethod
     def start(cls, config: pytest.Config, settings: SkipSettings) -> SkipRun | None:
@@ -217,39 +232,40 @@ class SkipRun(Collecting):
                 self._warn_corrupt()
         return self._table
 
-    @property
-    def cached(self) -> int:
-        """Tests not run because they passed before: taken out of the run, or in files
-        skipped whole (none in verify mode)."""
-        return self.removed + self.selection.skipped_tests(verify=self.verify)
-
-    # -- selecting, in this process (`Collecting`) -----------------------------------------
-
-    def _collect_table(self) -> Table | None:
+    def collect_table(self) -> Table | None:
+        """The records, for selecting; None when there is nothing to select or record."""
         table = self.table()
         if table is None or not (self.recording or table.layers):
             return None
         return table
 
-    def _collect_secrets(self) -> Secrets:
-        return self.secrets
-
-    def _collect_lastfailed(self) -> Collection[str]:
+    def lastfailed_ids(self) -> set[str]:
+        """The node ids in ``cache/lastfailed``, read once."""
         if self._lastfailed_ids is None:
             self._lastfailed_ids = read_lastfailed(self.config)
         return self._lastfailed_ids
 
-    def _collect_verify(self) -> bool:
-        return self.verify
+    @property
+    def selection(self) -> SkipSelection:
+        """What selecting found: in this process, or on the xdist workers."""
+        if self._from_workers is None:
+            return self.collecting.selection
+        return self._from_workers
 
-    def _collect_whole_files(self) -> bool:
-        return self.refusal is None
+    @property
+    def removed(self) -> int:
+        """Tests taken out of the run as cached, here or by the xdist workers."""
+        if self._from_workers is None:
+            return self.collecting.removed
+        if self.verify:
+            return 0
+        return sum(decision.skippable for decision in self._from_workers.decisions.values())
 
-    def _collect_skip_files(self) -> bool:
-        return self.skip_refusal is None
-
-    def _collect_save(self) -> bool:
-        return True
+    @property
+    def cached(self) -> int:
+        """Tests not run because they passed before: taken out of the run, or in files
+        skipped whole (none in verify mode)."""
+        return self.removed + self.selection.skipped_tests(verify=self.verify)
 
     def pytest_report_collectionfinish(self, config: pytest.Config) -> list[str] | None:
         selection = self.selection
@@ -292,7 +308,7 @@ class SkipRun(Collecting):
             self.recording,
             whole_files=self.refusal is None,
             skip_files=self.skip_refusal is None,
-            lastfailed=sorted(self._collect_lastfailed()),
+            lastfailed=sorted(self.lastfailed_ids()),
         )
         node.workerinput[WORKER_INPUT] = WIRE.unstructure(given)
 
@@ -305,9 +321,7 @@ class SkipRun(Collecting):
             selection = WIRE.structure(sent, SkipSelection)
         except (cattrs.BaseValidationError, TypeError, ValueError):
             return
-        self.selection = self.selection.merge(selection)
-        if not self.verify:
-            self.removed = sum(decision.skippable for decision in self.selection.decisions.values())
+        self._from_workers = (self._from_workers or SkipSelection()).merge(selection)
 
     # -- the run --------------------------------------------------------------------------
 
