@@ -64,7 +64,12 @@ from cachekit_pytest.skip.selection import (
     read_lastfailed,
     whole_files_refusal,
 )
-from cachekit_pytest.skip.summary import STAT_KEY, CachedReport
+from cachekit_pytest.skip.summary import (
+    collection_finish,
+    count_cached,
+    header,
+    terminal_summary,
+)
 from cachekit_pytest.skip.wire import WIRE, WORKER_INPUT, WORKER_OUTPUT, WorkerInput
 from cachekit_pytest.skip.worker import start_worker
 from cachekit_pytest.sync.remote import SyncFailed
@@ -268,30 +273,13 @@ class SkipRun:
         return self.removed + self.selection.skipped_tests(verify=self.verify)
 
     def pytest_report_collectionfinish(self, config: pytest.Config) -> list[str] | None:
-        selection = self.selection
-        if not selection.files:
-            return None
-        keyed = (
-            f"{selection.files} test file(s) keyed in {selection.key_seconds:.2f}s, "
-            f"{len(selection.decisions)} test(s) checked in {selection.lookup_seconds:.2f}s"
+        return collection_finish(
+            self.selection,
+            verify=self.verify,
+            cached=self.cached,
+            refusal=self.refusal,
+            skip_refusal=self.skip_refusal,
         )
-        files = len(selection.skipped_files)
-        if self.refusal:
-            why_not = f" (whole files neither skipped nor recorded: {self.refusal})"
-        elif self.skip_refusal:
-            why_not = f" (whole files not skipped: {self.skip_refusal})"
-        else:
-            why_not = ""
-        if self.verify:
-            whole = f" ({files} whole file(s))" if files else ""
-            return [
-                f"cachekit skip-passed (verify): {keyed}; {self.would_skip()} would be "
-                f"skipped{whole}, all run{why_not}"
-            ]
-        whole = f", {files} whole file(s) not collected" if files else ""
-        return [
-            f"cachekit skip-passed: {keyed}; {self.cached} passed before (cached){whole}{why_not}"
-        ]
 
     # -- selecting, on xdist workers ------------------------------------------------------
 
@@ -348,35 +336,9 @@ class SkipRun:
             )
         terminal = self.config.pluginmanager.get_plugin("terminalreporter")
         if terminal is not None and self.cached:
-            cached = [CachedReport(nodeid, reason) for nodeid, reason in self._cached_tests()]
-            if not self.verify:
-                for label, skip in selection.skipped_files.items():
-                    # One entry per test: the summary line counts entries.
-                    cached += [CachedReport(label, skip.reason)] * skip.tests
-            terminal.stats.setdefault(STAT_KEY, []).extend(cached)
-            # The terminal caches the kinds of outcome it has seen, and refreshes them only
-            # once every collected test has reported (not after ``-x``, say).
-            refresh = getattr(terminal, "_set_main_color", None)
-            if callable(refresh):
-                refresh()
+            count_cached(terminal, selection, verify=self.verify)
         if self.recording:
             self._record()
-
-    def _cached_tests(self) -> list[tuple[str, str]]:
-        """The tests taken out of the run: (node id, reason)."""
-        if self.verify:
-            return []
-        return [
-            (nodeid, decision.reason)
-            for nodeid, decision in sorted(self.selection.decisions.items())
-            if decision.skippable
-        ]
-
-    def _cached(self) -> list[tuple[str, str]]:
-        """The tests taken out of the run and the files skipped whole: (node id or path,
-        reason)."""
-        files = [] if self.verify else list(self.selection.skipped_files.items())
-        return sorted(self._cached_tests() + [(label, skip.reason) for label, skip in files])
 
     def _record(self) -> None:
         decisions = self.selection.decisions
@@ -419,58 +381,20 @@ class SkipRun:
                 found.append((file_hash, tally.key_hash, tally.tests))
         return found
 
-    def would_skip(self) -> int:
-        """Verify mode: how many of the tests that ran would have been skipped."""
-        would = self.selection.skipped_files
-        return sum(
-            decision.skippable or decision.file in would
-            for decision in self.selection.decisions.values()
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        terminal_summary(
+            terminalreporter,
+            self.selection,
+            failed=self.outcomes.failed,
+            verify=self.verify,
+            cached=self.cached,
+            verbose=self.config.option.verbose > 0 or "p" in terminalreporter.reportchars,
         )
 
-    def false_skips(self) -> list[tuple[str, str]]:
-        """Tests that would have been skipped and failed, and files that would have been
-        skipped whole and were not collected as recorded: (node id or path, reason)."""
-        decisions = self.selection.decisions
-        would = self.selection.skipped_files if self.verify else {}
-        found = []
-        for nodeid in sorted(self.outcomes.failed):
-            decision = decisions.get(nodeid)
-            if decision is None:
-                continue
-            if decision.file in would:
-                found.append((nodeid, would[decision.file].reason))
-            elif decision.skippable:
-                found.append((nodeid, decision.reason))
-        for label, skip in would.items():
-            tally = self.selection.tallies.get(label)
-            if tally is None or tally.broken:
-                found.append((label, f"{skip.reason}; failed to collect now"))
-            elif tally.tests != skip.tests:
-                found.append((label, f"{skip.reason}; {tally.tests} test(s) collected now"))
-        return found
-
-    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
-        verbose = self.config.option.verbose > 0 or "p" in terminalreporter.reportchars
-        if self.cached and verbose:
-            terminalreporter.write_sep("=", f"{self.cached} cached passes (skip-passed)")
-            for nodeid, reason in self._cached():
-                terminalreporter.write_line(f"CACHED {nodeid} - {reason}")
-        if self.verify:
-            false = self.false_skips()
-            terminalreporter.write_sep(
-                "=",
-                f"cachekit skip-passed verify: {len(false)} false skip(s) "
-                f"of {self.would_skip()} test(s) that would have been skipped",
-                red=bool(false),
-                green=not false,
-            )
-            for nodeid, reason in false:
-                terminalreporter.write_line(f"FALSE SKIP {nodeid} - {reason}")
-
     def pytest_report_header(self, config: pytest.Config) -> str:
-        mode = "verify (runs every test)" if self.verify else "on"
-        access = "read-write" if self.namespace.trusted else "read-only"
-        return f"cachekit skip-passed: {mode}, records in {self.store.display} ({access})"
+        return header(
+            verify=self.verify, display=self.store.display, trusted=self.namespace.trusted
+        )
 
     def pytest_unconfigure(self, config: pytest.Config) -> None:
         self.store.close()
