@@ -1573,6 +1573,7 @@ def test_without_the_option_its_modules_are_never_imported(pytester: pytest.Pyte
                 "cachekit_pytest.skip.keys",
                 "cachekit_pytest.skip.run",
                 "cachekit_pytest.skip.selection",
+                "cachekit_pytest.skip.store",
                 "cachekit_pytest.skip.summary",
                 "cachekit_pytest.skip.wire",
                 "cachekit_pytest.skip.worker",

@@ -1,4 +1,4 @@
-"""Signed records of tests that passed, and where they are kept.
+"""Signed records of tests that passed: what they hold, how they are signed and checked.
 
 What the store sees, per test (``skip/passed``, merged with `cachekit.ci.layout.SKIP_PASSED`,
 the latest record per test winning)::
@@ -21,9 +21,8 @@ file without importing it), under the same key, with the number of its tests::
   hold the key can delete records (tests then run) but never make a test be skipped.
 - The run label says which CI run (provider, run id, shard) recorded the pass: no names.
 
-Records are read once per run and written once, as this run's own part (create-only),
-through `cachekit.Cache` in the run's namespace (`cachekit.ci.namespace.namespaced_cache`), every
-call within a time budget (`cachekit.budget.Budget`).
+Nothing here touches a store: the pytest plugin reads the records once per run and writes
+them once, as the run's own part, through its session (`cachekit_pytest.skip.store`).
 """
 
 from __future__ import annotations
@@ -36,19 +35,14 @@ import re
 import secrets
 import stat
 import time
-from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import attrs
 import cattrs
 
-from cachekit import Cache, Merged
-from cachekit.budget import Budget
-from cachekit.ci.layout import SKIP_PASSED, SKIP_PASSED_KEY
 from cachekit.ci.namespace import Namespace
-from cachekit.errors import UnsupportedOperation
 from cachekit.values.codec import JSON
 
 #: Bumped if what is hashed or signed ever changes: older records then stop matching.
@@ -333,56 +327,6 @@ def _structure_file_record(raw: Any) -> FilePassRecord | None:
         return _converter.structure(value, FilePassRecord)
     except (cattrs.BaseValidationError, TypeError, ValueError, KeyError):
         return None
-
-
-# -- the store ----------------------------------------------------------------------------
-
-
-class PassStore:
-    """The ``skip/passed`` key of one namespace, every call within ``budget``."""
-
-    def __init__(self, cache: Cache, budget: Budget, *, display: str) -> None:
-        self.cache = cache
-        self.budget = budget
-        self.display = display
-        #: Parts of the run's own namespace found by `read` (for compaction).
-        self.own_parts = 0
-
-    def read(self) -> Table:
-        """Every namespace of the read chain, read concurrently: one listing and one
-        batched fetch each."""
-        chain = self.cache.read_chain
-
-        def read_one(store: Any) -> Merged:
-            return Cache(store).read_merged(SKIP_PASSED_KEY, SKIP_PASSED)
-
-        def read_all() -> list[Merged]:
-            if len(chain) == 1:
-                return [read_one(chain[0])]
-            with ThreadPoolExecutor(len(chain), thread_name_prefix="cachekit-skip") as pool:
-                return list(pool.map(read_one, chain))
-
-        merged = self.budget.run(read_all, f"reading passed tests from {self.display}")
-        self.own_parts = len(merged[0].parts)
-        return Table([dict(layer.value) for layer in merged])
-
-    def write(self, records: Mapping[str, JSON], *, part_id: str, compact_at: int) -> None:
-        """``records`` as this run's own part; then, once the namespace has
-        ``compact_at`` parts, fold them into its base (where the store can)."""
-
-        def work() -> None:
-            self.cache.write_part(SKIP_PASSED_KEY, part_id, dict(records))
-            if self.own_parts + 1 >= compact_at:
-                # Without compare-and-swap parts stay, and reads still merge them.
-                with contextlib.suppress(UnsupportedOperation):
-                    self.cache.compact(SKIP_PASSED_KEY, SKIP_PASSED, min_parts=compact_at)
-
-        self.budget.run(work, f"writing passed tests to {self.display}")
-
-    def close(self) -> None:
-        if self.budget.remaining > 0:
-            with contextlib.suppress(Exception):  # closing is best effort
-                self.budget.run(self.cache.store.close, "closing the store")
 
 
 def sign_passes(

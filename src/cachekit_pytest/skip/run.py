@@ -40,12 +40,11 @@ import cattrs
 import pytest
 from _pytest.reports import TestReport
 
-from cachekit import CacheKitWarning, LocalStore, open_store, redact_url
-from cachekit.budget import Budget
-from cachekit.ci.namespace import Namespace, detect_namespace, namespaced_cache
+from cachekit import CacheKitWarning, LocalStore
+from cachekit.ci.namespace import Namespace, detect_namespace
 from cachekit.errors import InvalidURL
+from cachekit.session import Session
 from cachekit.skip.records import (
-    PassStore,
     Secrets,
     SigningKeyError,
     Table,
@@ -64,6 +63,7 @@ from cachekit_pytest.skip.selection import (
     read_lastfailed,
     whole_files_refusal,
 )
+from cachekit_pytest.skip.store import PassStore
 from cachekit_pytest.skip.summary import (
     collection_finish,
     count_cached,
@@ -72,9 +72,10 @@ from cachekit_pytest.skip.summary import (
 )
 from cachekit_pytest.skip.wire import WIRE, WORKER_INPUT, WORKER_OUTPUT, WorkerInput
 from cachekit_pytest.skip.worker import start_worker
-from cachekit_pytest.sync.remote import SyncFailed
 
 ENV_SIGNING_KEY = "CACHEKIT_SIGNING_KEY"
+#: How the header names the local store under the cache directory (no URL).
+LOCAL_STORE_NAME = "the local cache directory"
 
 
 class SkipPassedWarning(CacheKitWarning):
@@ -145,15 +146,15 @@ class SkipRun:
         config: pytest.Config,
         settings: SkipSettings,
         *,
-        store: PassStore,
+        session: Session,
         secrets: Secrets,
-        namespace: Namespace,
     ) -> None:
         self.config = config
         self.settings = settings
-        self.store = store
+        self.session = session
+        self.store = PassStore(session)
         self.secrets = secrets
-        self.namespace = namespace
+        namespace = self.namespace
         self.verify = settings.mode is Mode.VERIFY
         self.outcomes = Outcomes()
         #: Why whole files are neither skipped nor recorded in this run (None: they are).
@@ -166,9 +167,7 @@ class SkipRun:
             f"this run is shard {namespace.shard}" if namespace.shard else None
         )
         self._table: Table | None = None
-        self._read_failed = False
         self._lastfailed_ids: set[str] | None = None
-        self._warned: set[str] = set()
         #: What the xdist workers found, merged (None: this process collects).
         self._from_workers: SkipSelection | None = None
         #: The collection hooks in this process (they see nothing on an xdist controller).
@@ -204,37 +203,25 @@ class SkipRun:
                 f"skip_passed_lock_file {settings.lock_file} does not exist: the installed "
                 "distributions enter the keys instead",
             )
-        if shared.remote:
-            try:
-                store = open_store(shared.url)
-            except InvalidURL as error:
-                raise pytest.UsageError(f"cachekit: {error}") from None
-            display = redact_url(shared.url)
-        else:
-            store = LocalStore(directory / "store")
-            display = "the local cache directory"
-        cache = namespaced_cache(store, namespace)
-        budget = Budget(shared.timeout)
-        passes = PassStore(cache, budget, display=display)
-        return cls(config, settings, store=passes, secrets=secrets, namespace=namespace)
+        session = _session(config, shared, namespace, directory)
+        return cls(config, settings, session=session, secrets=secrets)
 
     # -- the records ----------------------------------------------------------------------
 
     @property
+    def namespace(self) -> Namespace:
+        return self.session.namespace
+
+    @property
     def recording(self) -> bool:
-        return self.namespace.trusted and not self._read_failed
+        """Whether this run's passes are written: a trusted run whose store still works."""
+        return self.namespace.trusted and not self.session.degraded
 
     def table(self) -> Table | None:
         """The records, read once (None when the read failed: then nothing is skipped,
         and nothing written)."""
-        if self._table is None and not self._read_failed:
-            try:
-                self._table = self.store.read()
-            except SyncFailed as error:
-                self._read_failed = True
-                self._warn(f"could not read the records, running every test: {error}")
-            finally:
-                self._warn_corrupt()
+        if self._table is None and not self.session.degraded:
+            self._table = self.store.read()
         return self._table
 
     def collect_table(self) -> Table | None:
@@ -323,16 +310,18 @@ class SkipRun:
             session.exitstatus = pytest.ExitCode.OK
         selection = self.selection
         if selection.bad_records:
-            self._warn(
+            _warn(
+                self.config,
                 f"ignored {selection.bad_records} record(s) of this run's tests that are "
                 f"unsigned or not signed with this {ENV_SIGNING_KEY} (tampered with, or "
-                "written with another key); they skipped nothing"
+                "written with another key); they skipped nothing",
             )
         if selection.key_errors:
-            self._warn(
+            _warn(
+                self.config,
                 "could not compute the keys of some test files; their tests ran and are not "
                 f"recorded ({len(selection.key_errors)} problem(s); first: "
-                f"{selection.key_errors[0]})"
+                f"{selection.key_errors[0]})",
             )
         terminal = self.config.pluginmanager.get_plugin("terminalreporter")
         if terminal is not None and self.cached:
@@ -352,12 +341,7 @@ class SkipRun:
             return
         records = sign_passes(self.secrets, passed, run=run_label(self.namespace), files=files)
         threshold = Settings.from_config(self.config).compact_threshold
-        try:
-            self.store.write(records, part_id=self.namespace.new_part_id(), compact_at=threshold)
-        except SyncFailed as error:
-            self._warn(f"could not record this run's passes: {error}")
-        finally:
-            self._warn_corrupt()
+        self.store.write(records, compact_at=threshold)
 
     def _passed_files(self) -> list[tuple[str, str, int]]:
         """(file hash, key hash, tests) of each test file collected whole whose every test
@@ -399,19 +383,6 @@ class SkipRun:
     def pytest_unconfigure(self, config: pytest.Config) -> None:
         self.store.close()
 
-    # -- warnings -------------------------------------------------------------------------
-
-    def _warn(self, message: str) -> None:
-        if message not in self._warned:
-            self._warned.add(message)
-            _warn(self.config, message)
-
-    def _warn_corrupt(self) -> None:
-        corrupt = self.store.budget.corrupt_summary()
-        if corrupt is not None:
-            self.store.budget.warnings.clear()
-            self._warn(str(corrupt).removeprefix("cachekit: "))
-
 
 def _signing_key(shared: Settings, namespace: Namespace, directory: Path) -> bytes:
     """``CACHEKIT_SIGNING_KEY``; or, for a local run with no store and outside CI, this
@@ -424,6 +395,28 @@ def _signing_key(shared: Settings, namespace: Namespace, directory: Path) -> byt
         where = "with a shared store" if shared.remote else f"in CI ({namespace.provider})"
         raise SigningKeyError(f"{ENV_SIGNING_KEY} is not set, and {where} it must be")
     return machine_key(directory / "signing-key")
+
+
+def _session(
+    config: pytest.Config, shared: Settings, namespace: Namespace, directory: Path
+) -> Session:
+    """The run's one way to its store: the store ``cache_url`` names, or without one a
+    local store under the cache directory. It warns through `SkipPassedWarning`."""
+
+    def send(warning: Warning) -> None:
+        _warn(config, str(warning).removeprefix("cachekit: "))
+
+    if not shared.remote:
+        store = LocalStore(directory / "store")
+        return Session(
+            LOCAL_STORE_NAME, namespace=namespace, timeout=shared.timeout, warn=send, store=store
+        )
+    session = Session(shared.url, namespace=namespace, timeout=shared.timeout, warn=send)
+    try:
+        _ = session.store  # opened now: a URL that names no store is a usage error
+    except InvalidURL as error:
+        raise pytest.UsageError(f"cachekit: {error}") from None
+    return session
 
 
 def _warn(config: pytest.Config, message: str) -> None:

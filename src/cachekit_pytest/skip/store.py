@@ -1,0 +1,60 @@
+"""Where the records are kept: ``skip/passed`` in the run's namespace and its read chain,
+reached through the run's `cachekit.session.Session`, so that every call is spent from
+its time budget, the first failure turns the store off for the rest of the run with one
+warning, and corrupt values cost one more.
+
+The stored shape is `cachekit.skip.records`'s; merged with `cachekit.ci.layout.SKIP_PASSED`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from cachekit.ci.layout import SKIP_PASSED, SKIP_PASSED_KEY
+from cachekit.session import Session
+from cachekit.skip.records import Table
+from cachekit.values.codec import JSON
+
+
+class PassStore:
+    """The records of one run: read once, written once as the run's own part."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        #: Parts of the run's own namespace found by `read` (for compaction).
+        self.own_parts = 0
+
+    @property
+    def display(self) -> str:
+        """The store as the header names it (credentials redacted)."""
+        return self.session.display
+
+    def read(self) -> Table | None:
+        """Every namespace of the read chain, read side by side (one listing and one
+        batched fetch each); None once the store has failed."""
+        # The session's warning is this call's description followed by the error.
+        merged = self.session.attempt(
+            lambda: self.session.read_layers(SKIP_PASSED_KEY, SKIP_PASSED),
+            "could not read the records, running every test: "
+            f"reading passed tests from {self.display}",
+        )
+        if merged is None:
+            return None
+        self.own_parts = len(merged[0].parts)
+        return Table([dict(layer.value) for layer in merged])
+
+    def write(self, records: Mapping[str, JSON], *, compact_at: int) -> None:
+        """``records`` as this run's own part; then, once the namespace has
+        ``compact_at`` parts (counting the ones `read` found), fold them into its base
+        (where the store can)."""
+        part_id = self.session.namespace.new_part_id()
+        compact = {SKIP_PASSED_KEY: SKIP_PASSED} if self.own_parts + 1 >= compact_at else None
+        self.session.attempt(
+            lambda: self.session.write_parts(
+                part_id, {SKIP_PASSED_KEY: dict(records)}, compact=compact, min_parts=compact_at
+            ),
+            f"could not record this run's passes: writing passed tests to {self.display}",
+        )
+
+    def close(self) -> None:
+        self.session.close()
