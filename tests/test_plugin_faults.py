@@ -15,7 +15,7 @@ from urllib.parse import urlencode
 
 import pytest
 
-import cachekit_pytest.sync.remote
+import cachekit.session
 from cachekit import (
     LASTFAILED,
     Cache,
@@ -196,7 +196,7 @@ class FaultyStore:
 @pytest.fixture
 def faulty(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[FaultyStore]:
     store = FaultyStore(open_store(tmp_path / "remote"))
-    monkeypatch.setattr(cachekit_pytest.sync.remote, "open_store", lambda url: store)
+    monkeypatch.setattr(cachekit.session, "open_store", lambda url: store)
     yield store
     store.release.set()
 

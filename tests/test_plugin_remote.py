@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-import cachekit_pytest.sync.remote
+import cachekit.session
 from cachekit import (
     LASTFAILED,
     NODEIDS,
@@ -490,7 +490,7 @@ class CountingStore:
 @pytest.fixture
 def counting(monkeypatch: pytest.MonkeyPatch, remote_url: str) -> CountingStore:
     counter = CountingStore(open_store(remote_url))
-    monkeypatch.setattr(cachekit_pytest.sync.remote, "open_store", lambda url: counter)
+    monkeypatch.setattr(cachekit.session, "open_store", lambda url: counter)
     monkeypatch.setenv("CACHEKIT_IN_PROCESS", "1")  # the agent would not see this store
     return counter
 

@@ -93,6 +93,31 @@ class Budget:
         return CorruptValueWarning(f"cachekit: ignored {len(corrupt)} unreadable value(s): {shown}")
 
 
+def side_by_side(calls: Sequence[Callable[[], T]]) -> list[T]:
+    """Each call's result, the calls run in daemon threads of their own and waited for;
+    the first exception raised is raised again.
+
+    For calls made inside a `Budget` call: when the budget abandons the outer call, these
+    threads never hold the process at exit (the workers of a `concurrent.futures` pool
+    would be waited for).
+    """
+    outcomes: list[list[tuple[bool, Any]]] = [[] for _ in calls]
+    threads = [
+        threading.Thread(target=_capture, args=(call, outcome), daemon=True)
+        for call, outcome in zip(calls, outcomes, strict=True)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    results: list[T] = []
+    for (succeeded, value), *_ in outcomes:
+        if not succeeded:
+            raise value
+        results.append(value)
+    return results
+
+
 def _capture(call: Callable[[], Any], outcome: list[tuple[bool, Any]]) -> None:
     try:
         outcome.append((True, call()))

@@ -27,20 +27,18 @@ Hypothesis is an optional dependency: this module imports it, ``cachekit`` does 
 from __future__ import annotations
 
 import hashlib
+import os
 import re
-import threading
 import warnings
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
 
 from hypothesis.database import ExampleDatabase
 
-from cachekit.errors import CacheError, PreconditionFailed, StoreUnavailableWarning
-from cachekit.stores import CacheStore, open_store
+from cachekit.ci.namespace import Namespace
+from cachekit.errors import CacheError, PreconditionFailed
+from cachekit.session import UNLIMITED, Session
+from cachekit.stores import CacheStore
 from cachekit.stores.keys import validate_prefix
-
-if TYPE_CHECKING:
-    import os
 
 __all__ = ["CacheStoreExampleDatabase", "example_database"]
 
@@ -54,16 +52,19 @@ def _hash(data: bytes) -> str:
 
 
 class CacheStoreExampleDatabase(ExampleDatabase):
-    """Hypothesis examples in ``store`` under ``prefix`` (default ``hypothesis/``)."""
+    """Hypothesis examples in ``store`` under ``prefix`` (default ``hypothesis/``).
+    ``url``: the URL the store was opened from, whose credentials never reach a warning."""
 
-    def __init__(self, store: CacheStore, prefix: str = "hypothesis/") -> None:
+    def __init__(self, store: CacheStore, prefix: str = "hypothesis/", *, url: str = "") -> None:
         super().__init__()
         if prefix and not prefix.endswith("/"):
             prefix += "/"
         self.store = store
         self.prefix = validate_prefix(prefix)
-        self._lock = threading.Lock()
-        self._failed = False
+        #: Only for its failure rule: warn once, then leave the store alone.
+        self._session = Session(
+            url or repr(store), namespace=Namespace(), timeout=UNLIMITED, store=store, warn=_warn
+        )
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.store!r}, prefix={self.prefix!r})"
@@ -84,16 +85,14 @@ class CacheStoreExampleDatabase(ExampleDatabase):
     def _object(self, key: bytes, value: bytes) -> str:
         return f"{self._folder(key)}{_hash(value)}"
 
+    @property
+    def _failed(self) -> bool:
+        return self._session.degraded
+
     def _store_failed(self, what: str, error: CacheError) -> None:
-        with self._lock:
-            if self._failed:
-                return
-            self._failed = True
-        warnings.warn(
-            f"cachekit: the Hypothesis example database could not {what} "
-            f"({type(error).__name__}: {error}); continuing without it",
-            StoreUnavailableWarning,
-            stacklevel=3,
+        self._session.fail(
+            f"the Hypothesis example database could not {what} "
+            f"({type(error).__name__}: {error}); continuing without it"
         )
 
     def fetch(self, key: bytes) -> Iterable[bytes]:
@@ -148,6 +147,11 @@ class CacheStoreExampleDatabase(ExampleDatabase):
             self.delete(src, value)
 
 
+def _warn(warning: Warning) -> None:
+    """A Python warning, pointing at the Hypothesis call that met the failure."""
+    warnings.warn(warning, stacklevel=5)
+
+
 def example_database(
     url: str | os.PathLike[str], prefix: str = "hypothesis/"
 ) -> CacheStoreExampleDatabase:
@@ -155,4 +159,5 @@ def example_database(
 
     A URL that cannot be opened raises `InvalidURL`: that is a configuration mistake.
     """
-    return CacheStoreExampleDatabase(open_store(url), prefix)
+    text = os.fspath(url)
+    return CacheStoreExampleDatabase(Session(text, namespace=Namespace()).store, prefix, url=text)

@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from collections.abc import Callable, Mapping, Sequence
+import threading
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
-from cachekit.budget import Budget, BudgetCallFailed
+from cachekit.budget import Budget, BudgetCallFailed, side_by_side
 from cachekit.ci.namespace import Namespace, detect_namespace, namespaced_cache
 from cachekit.errors import StoreUnavailableWarning, UnsupportedOperation
 from cachekit.stores.base import CacheStore
@@ -69,6 +70,7 @@ class Session:
         self._store = store
         self._cache: Cache | None = None
         self._warned_corrupt = False
+        self._failing = threading.Lock()  # tools may call from several threads at once
 
     # -- what the run sees ----------------------------------------------------------------
 
@@ -114,12 +116,8 @@ class Session:
     def run(self, function: Callable[[], T], what: str) -> T:
         """``function()`` within the run's budget; `BudgetCallFailed` (its message free of
         credentials) if it fails or runs out of time."""
-        return self.run_all([function], what)[0]
-
-    def run_all(self, calls: Sequence[Callable[[], T]], what: str) -> list[T]:
-        """The calls side by side within the run's budget (see `run`)."""
         try:
-            return self.budget.run_all(calls, what)
+            return self.budget.run(function, what)
         except BudgetCallFailed as error:
             raise BudgetCallFailed(self.redact(" ".join(str(error).split()))) from error
 
@@ -138,8 +136,9 @@ class Session:
 
     def fail(self, message: str) -> None:
         """The store failed: leave it alone from now on, and say so once."""
-        if not self.degraded:
-            self.degraded = True
+        with self._failing:
+            first, self.degraded = not self.degraded, True
+        if first:
             self.warn(StoreUnavailableWarning(f"cachekit: {self.redact(message)}"))
 
     def warn_corrupt(self) -> None:
@@ -166,16 +165,12 @@ class Session:
         own: call it through `run` or `attempt`."""
         chain = self.cache.read_chain
 
-        def read(store: CacheStore) -> Merged:
-            return Cache(store).read_merged(key, strategy)
+        def reader(store: CacheStore) -> Callable[[], Merged]:
+            return lambda: Cache(store).read_merged(key, strategy)
 
         if len(chain) == 1:
-            return [read(chain[0])]
-        # Imported here: a run that reads one layer never pays for importing the pool.
-        from concurrent.futures import ThreadPoolExecutor  # noqa: PLC0415
-
-        with ThreadPoolExecutor(len(chain), thread_name_prefix="cachekit-layer") as pool:
-            return list(pool.map(read, chain))
+            return [reader(chain[0])()]
+        return side_by_side([reader(store) for store in chain])
 
     def read_joined(self, key: str, strategy: MergeStrategy[T]) -> T:
         """``key`` joined across the whole read chain (see `read_layers`)."""

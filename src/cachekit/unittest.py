@@ -30,7 +30,6 @@ collects a run's `Observations`, and `SharedFailures` reads and records them.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import re
 import sys
@@ -38,23 +37,14 @@ import time
 import unittest
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, TypeVar, cast
-from urllib.parse import parse_qsl, urlsplit
+from typing import Any, cast
 
 import attrs
 
-from cachekit.budget import Budget, BudgetCallFailed
 from cachekit.ci.layout import UNITTEST_LASTFAILED_KEY
-from cachekit.ci.namespace import Namespace, detect_namespace, namespaced_cache
-from cachekit.errors import (
-    InvalidURL,
-    StoreUnavailableWarning,
-    UnsupportedOperation,
-)
-from cachekit.stores.base import CacheStore
-from cachekit.stores.registry import open_store
-from cachekit.urls import REDACTED, redact_url
-from cachekit.values.cache import Cache, join_balanced
+from cachekit.ci.namespace import Namespace, detect_namespace
+from cachekit.errors import InvalidURL
+from cachekit.session import DEFAULT_TIMEOUT, Session, print_warning
 from cachekit.values.codec import JSON
 from cachekit.values.merge import LASTFAILED, observe_outcomes, still_failing
 
@@ -71,13 +61,9 @@ __all__ = [
     "prioritize_failures",
 ]
 
-T = TypeVar("T")
-
 #: The store when neither ``--cache-url`` nor ``CACHEKIT_URL`` names one: a directory
 #: below the working directory, as pytest keeps ``.pytest_cache``.
 DEFAULT_URL = os.path.join(".cachekit", "unittest")
-#: Seconds the store may cost a whole run (``--cache-timeout``, ``CACHEKIT_TIMEOUT``).
-DEFAULT_TIMEOUT = 5.0
 #: Parts are folded into one object once there are this many (as the pytest plugin does).
 COMPACT_THRESHOLD = 10
 URL_VARIABLE = "CACHEKIT_URL"
@@ -288,12 +274,6 @@ def _failed_before(
 # -- the store -------------------------------------------------------------------------------
 
 
-def _print_warning(warning: Warning) -> None:
-    """One line on stderr. Not through `warnings`: under ``-W error`` a warning becomes an
-    exception, and the cache must never change how a run ends."""
-    print(f"{type(warning).__name__}: {warning}", file=sys.stderr, flush=True)
-
-
 class SharedFailures:
     """The unittest failures of this run's CI namespace in a store: read merged across
     every shard and run (`failed`), recorded as one immutable part per run (`record`).
@@ -313,36 +293,38 @@ class SharedFailures:
         shard: str | None = None,
         timeout: float = DEFAULT_TIMEOUT,
         environ: Mapping[str, str] | None = None,
-        warn: Callable[[Warning], None] = _print_warning,
+        warn: Callable[[Warning], None] = print_warning,
     ) -> None:
         env = os.environ if environ is None else environ
         #: When the run started, as far as this object knows: when it was made.
         self.started = time.time()
         self.url: str = url or env.get(URL_VARIABLE, "") or DEFAULT_URL
-        self.namespace: Namespace = detect_namespace(env, shard=shard)
-        self._cache = namespaced_cache(open_store(self.url), self.namespace)
-        self._budget = Budget(timeout)
-        self._warn = warn
-        #: True once the store failed: the rest of the run leaves it alone.
-        self.degraded = False
-        self._warned_corrupt = False
+        self.session = Session(
+            self.url, namespace=detect_namespace(env, shard=shard), timeout=timeout, warn=warn
+        )
+        self.namespace: Namespace = self.session.namespace
+        self.session.store  # noqa: B018 (opens it now: a URL that names no store is an error)
+
+    @property
+    def degraded(self) -> bool:
+        """True once the store failed: the rest of the run leaves it alone."""
+        return self.session.degraded
 
     def describe(self) -> str:
         """The store (credentials redacted) and the namespace, for a report line."""
-        return f"{redact_url(self.url)} ({self.namespace.describe()})"
+        return self.session.describe()
 
     def failed(self) -> frozenset[str]:
         """The ids failing in the latest run that ran them, on any shard.
 
         Joins every namespace of the read chain (this ref, the base ref, the default
-        branch), each read in a thread of the budget's own."""
-        values = self._call(
-            [_reader(store) for store in self._cache.read_chain],
-            "could not read the failures from {url}, running as with an empty cache",
+        branch), read side by side."""
+        value = self.session.attempt(
+            lambda: self.session.read_joined(UNITTEST_LASTFAILED_KEY, LASTFAILED),
+            f"could not read the failures from {self.session.display}, "
+            "running as with an empty cache",
         )
-        if values is None:
-            return frozenset()
-        return frozenset(still_failing(join_balanced(LASTFAILED, values)))
+        return frozenset(still_failing(value or {}))
 
     def record(self, observations: Observations, *, at: float | None = None) -> None:
         """Write what a run observed as its own part. ``at``: when the run started
@@ -353,69 +335,23 @@ class SharedFailures:
         if self.degraded or not self.namespace.trusted or not observations.outcomes:
             return
         part = observations.part(self.started if at is None else at)
-        self._call([lambda: self._write(part)], "could not record this run's outcomes in {url}")
+        self.session.attempt(
+            lambda: self._write(part),
+            f"could not record this run's outcomes in {self.session.display}",
+        )
 
     def close(self) -> None:
-        if not self.degraded and self._budget.remaining > 0:
-            with contextlib.suppress(BudgetCallFailed):  # the run's part is written already
-                self._budget.run(self._cache.store.close, "closing the store")
+        self.session.close()
 
     def _write(self, part: dict[str, JSON]) -> None:
         if self.url == DEFAULT_URL:
             _ignore_in_git(Path(DEFAULT_URL).parent)
-        self._cache.write_part(UNITTEST_LASTFAILED_KEY, self.namespace.new_part_id(), part)
-        # Without compare-and-swap the parts stay, and reads still merge them.
-        with contextlib.suppress(UnsupportedOperation):
-            self._cache.compact(UNITTEST_LASTFAILED_KEY, LASTFAILED, min_parts=COMPACT_THRESHOLD)
-
-    def _call(self, calls: Sequence[Callable[[], T]], failure: str) -> list[T] | None:
-        if self.degraded:
-            return None
-        try:
-            return self._budget.run_all(calls, failure.format(url=redact_url(self.url)))
-        except BudgetCallFailed as error:
-            self.degraded = True
-            detail = _redact_in(" ".join(str(error).split()), self.url)
-            self._warn(StoreUnavailableWarning(f"cachekit: {detail}"))
-            return None
-        finally:
-            self._warn_corrupt()
-
-    def _warn_corrupt(self) -> None:
-        warning = self._budget.corrupt_summary()
-        if warning is not None and not self._warned_corrupt:  # one per run, what came first
-            self._warned_corrupt = True
-            self._warn(warning)
-
-
-def _reader(store: CacheStore) -> Callable[[], Any]:
-    """Reads the merged failures of one namespace of the read chain."""
-    return lambda: Cache(store).read_merged(UNITTEST_LASTFAILED_KEY, LASTFAILED).value
-
-
-def _redact_in(text: str, url: str) -> str:
-    """``text`` (an error message) without the URL's credentials, wherever they appear:
-    a client library may quote a part of the URL, such as its user name and password."""
-    text = text.replace(url, redact_url(url))
-    for secret in _secrets_of(url):
-        text = text.replace(secret, REDACTED)
-    return text
-
-
-def _secrets_of(url: str) -> list[str]:
-    """What `redact_url` hides in ``url``: its user info, secret query values."""
-    try:
-        parts, shown = urlsplit(url), urlsplit(redact_url(url))
-    except ValueError:
-        return [url]
-    secrets = [parts.netloc.rpartition("@")[0]] if "@" in parts.netloc else []
-    pairs = zip(
-        parse_qsl(parts.query, keep_blank_values=True),
-        parse_qsl(shown.query, keep_blank_values=True),
-        strict=False,
-    )
-    secrets += [value for (_, value), (_, hidden) in pairs if hidden != value]
-    return sorted((secret for secret in secrets if secret), key=len, reverse=True)
+        self.session.write_parts(
+            self.namespace.new_part_id(),
+            {UNITTEST_LASTFAILED_KEY: part},
+            compact={UNITTEST_LASTFAILED_KEY: LASTFAILED},
+            min_parts=COMPACT_THRESHOLD,
+        )
 
 
 def _ignore_in_git(directory: Path) -> None:

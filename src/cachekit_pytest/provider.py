@@ -26,10 +26,9 @@ from _pytest import cacheprovider as builtin
 from _pytest._io import TerminalWriter
 from _pytest.cacheprovider import Cache, LFPlugin, NFPlugin
 
-from cachekit import StoreUnavailableWarning, redact_url
-from cachekit.budget import Budget
 from cachekit.ci.layout import DURATIONS_KEY, LASTFAILED_KEY, NODEIDS_KEY
 from cachekit.ci.namespace import detect_namespace
+from cachekit.session import Session
 from cachekit.values.codec import JSON
 from cachekit_pytest.lastfailed import Recorder
 from cachekit_pytest.options import BUILTIN_SHARED_KEYS, Settings
@@ -60,6 +59,8 @@ class CacheProvider:
 
     def __init__(self) -> None:
         self.settings: Settings | None = None
+        #: The run's store, namespace and budget (`cachekit.session`), with a backend.
+        self.session: Session | None = None
         self.sync: Sync | None = None
         self.shared: dict[str, Shared] = {}
         #: What the start-up read found, by key (empty when it did not happen).
@@ -68,16 +69,12 @@ class CacheProvider:
         self.start: dict[str, JSON] = {}
         #: True while the start-up read runs alongside the session, not yet folded in.
         self.pending = False
-        #: True once the start-up read failed: the run then never writes to the store.
-        self.degraded = False
         #: True while the end-of-run write goes on (`Sync.written` not yet called).
         self.writing = False
         self.recorder: Recorder | None = None
         #: Per-test statistics, when the run records them (a trusted run with a backend).
         self.test_stats: TestStats | None = None
         self.run_start = 0.0
-        self._warned = False
-        self._warned_corrupt = False
 
     # -- pytest's cacheprovider hooks --------------------------------------------------------
 
@@ -163,8 +160,8 @@ class CacheProvider:
     # -- the shared cache ---------------------------------------------------------------------
 
     def _describe(self) -> str:
-        assert self.sync is not None
-        return f"{redact_url(self.sync.url)} ({self.sync.namespace.describe()})"
+        assert self.session is not None
+        return self.session.describe()
 
     def _sync_in(self, config: pytest.Config) -> None:
         """Start reading the shared keys; wait for them here if the run needs them now."""
@@ -175,9 +172,14 @@ class CacheProvider:
         self.run_start = time.time()
         self.shared = shared_keys(settings.shared_keys)
         namespace = detect_namespace(shard=settings.shard or None)
-        budget = Budget(settings.timeout)
+        self.session = Session(
+            settings.url,
+            namespace=namespace,
+            timeout=settings.timeout,
+            warn=lambda warning: warn(config, warning),
+        )
         keys = settings.shared_keys + ((DURATIONS_READ,) if settings.num_shards else ())
-        self.sync = open_sync(settings.url, namespace=namespace, keys=keys, budget=budget)
+        self.sync = open_sync(self.session, keys)
         reading = not config.getoption("cacheclear")
         try:
             self.sync.start(read=reading)
@@ -226,7 +228,7 @@ class CacheProvider:
             self._read_failed(config, error)
             return
         finally:
-            self._warn_corrupt(config)
+            self._warn_corrupt()
         if config.option.cacheshow:
             return
         local, self.start = self.start, self._update_working_copy(config.cache)
@@ -246,10 +248,9 @@ class CacheProvider:
             )
 
     def _read_failed(self, config: pytest.Config, error: Exception) -> None:
-        self.pending = False
-        self.degraded = True
-        self._warn_unavailable(
-            config,
+        assert self.session is not None
+        self.pending = False  # the session is degraded now: the run never writes
+        self.session.fail(
             f"could not read the shared cache, running as with an empty one "
             f"and writing nothing back: {error}",
         )
@@ -280,15 +281,15 @@ class CacheProvider:
         return now
 
     def _write_out(self, config: pytest.Config) -> None:
-        if self.sync is None or self.recorder is None or self.degraded:
+        if self.session is None or self.sync is None or self.recorder is None:
             return
-        if config.option.cacheshow or not self.sync.namespace.trusted:
+        if self.session.degraded or config.option.cacheshow or not self.session.namespace.trusted:
             return
         try:
             self.writing = self._sync_out(config)
         except Exception as error:  # SyncFailed, or anything else: never fail the run
-            self._warn_unavailable(config, f"could not write this run's results: {error}")
-        self._warn_corrupt(config)
+            self._write_failed(error)
+        self._warn_corrupt()
 
     def _finish_write(self, config: pytest.Config) -> None:
         if not self.writing:
@@ -298,8 +299,8 @@ class CacheProvider:
         try:
             self.sync.written()
         except Exception as error:  # as in _write_out
-            self._warn_unavailable(config, f"could not write this run's results: {error}")
-        self._warn_corrupt(config)
+            self._write_failed(error)
+        self._warn_corrupt()
 
     def _sync_out(self, config: pytest.Config) -> bool:
         """Write what this run learnt as its own part of each shared key, and compact;
@@ -335,9 +336,13 @@ class CacheProvider:
         ]
         stats = None
         if self.test_stats is not None and self.test_stats.seconds:
-            namespace = self.sync.namespace
+            assert self.session is not None
+            namespace = self.session.namespace
             stats = self.test_stats.record(
-                at=self.run_start, run_id=namespace.run_id, label=namespace.describe()
+                at=self.run_start,
+                run_id=namespace.run_id,
+                label=namespace.describe(),
+                shard=namespace.shard,
             )
         if not (parts or observed or compact or stats):
             return False
@@ -374,7 +379,7 @@ class CacheProvider:
 
     def _cacheshow(self, config: pytest.Config, session: pytest.Session) -> int:
         code = builtin.cacheshow(config, session)
-        if self.sync is None or self.degraded:
+        if self.session is None or self.session.degraded:
             return code
         glob = config.option.cacheshow[0] or "*"
         tw = TerminalWriter()
@@ -395,17 +400,13 @@ class CacheProvider:
 
     # -- reporting, never failing ------------------------------------------------------------
 
-    def _warn_unavailable(self, config: pytest.Config, message: str) -> None:
-        if not self._warned:  # one warning per run, however many calls failed
-            self._warned = True
-            warn(config, StoreUnavailableWarning(f"cachekit: {message}"))
+    def _write_failed(self, error: Exception) -> None:
+        assert self.session is not None
+        self.session.fail(f"could not write this run's results: {error}")
 
-    def _warn_corrupt(self, config: pytest.Config) -> None:
-        if self.sync is not None and not self._warned_corrupt:
-            warning = self.sync.budget.corrupt_summary()
-            if warning is not None:  # one per run, for the first values found unreadable
-                self._warned_corrupt = True
-                warn(config, warning)
+    def _warn_corrupt(self) -> None:
+        if self.session is not None:
+            self.session.warn_corrupt()
 
 
 def _glob_matches(key: str, glob: str) -> bool:

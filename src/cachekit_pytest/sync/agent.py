@@ -33,10 +33,9 @@ from typing import IO, Any, TypeVar
 import attrs
 import cattrs
 
-from cachekit.budget import Budget
 from cachekit.ci.namespace import Namespace
 from cachekit.errors import CacheKitWarning, CorruptValueWarning, StoreUnavailableWarning
-from cachekit.urls import redact_url
+from cachekit.session import UNLIMITED, Session
 from cachekit.values.codec import JSON
 from cachekit_pytest.options import SharedKey
 from cachekit_pytest.recording import RunRecord
@@ -127,8 +126,10 @@ def serve(requests: IO[bytes], replies: IO[bytes]) -> None:
         request = decode(line, Request)
         if request.start is not None:
             start = request.start
-            keys = shared_keys(start.keys)
-            remote = Remote(start.url, namespace=start.namespace, keys=keys)
+            # No time limit here: the pytest side holds the run's budget, and kills the
+            # agent when it runs out.
+            session = Session(start.url, namespace=start.namespace, timeout=UNLIMITED)
+            remote = Remote(session, shared_keys(start.keys))
             opening = _attempt(remote.open)
             answer(opening)
             if opening.ok and start.read:
@@ -191,12 +192,9 @@ class AgentSync:
     goes on as the in-process path would after the same fault.
     """
 
-    def __init__(
-        self, url: str, *, namespace: Namespace, keys: tuple[SharedKey, ...], budget: Budget
-    ) -> None:
-        self.url = url
-        self.namespace = namespace
-        self.budget = budget
+    def __init__(self, session: Session, keys: tuple[SharedKey, ...]) -> None:
+        self.session = session
+        self.budget = session.budget
         self.keys = keys
         self._process: subprocess.Popen[bytes] | None = None
         self._replies: queue.Queue[Reply | None] = queue.Queue()
@@ -206,10 +204,6 @@ class AgentSync:
         self._errors: collections.deque[str] = collections.deque(maxlen=20)
         #: Set when the agent's output ends, which it does as it exits.
         self._output_ended = threading.Event()
-
-    @property
-    def _display(self) -> str:
-        return redact_url(self.url)
 
     def start(self, *, read: bool) -> None:
         package_root = str(Path(__file__).resolve().parents[2])
@@ -231,7 +225,8 @@ class AgentSync:
             target=self._read_errors, args=(self._process.stderr,), daemon=True
         ).start()
         self._read_requested = read
-        self._send(Request(start=Start(self.url, self.namespace, self.keys, read)))
+        start = Start(self.session.url, self.session.namespace, self.keys, read)
+        self._send(Request(start=start))
 
     def _read_replies(self, stream: IO[bytes]) -> None:
         try:
@@ -270,12 +265,12 @@ class AgentSync:
             raise InvalidBackend(self._opened.error)
         if not self._opened.ok:
             self.budget.remaining = 0.0
-            raise SyncFailed(f"opening {self._display}: {self._opened.error}")
+            raise SyncFailed(f"opening {self.session.display}: {self._opened.error}")
 
     def result(self) -> dict[str, Found]:
         assert self._read_requested, "the start-up read was not requested"
         self.opened()
-        reply = self._wait(f"reading {self._display}")
+        reply = self._wait(f"reading {self.session.display}")
         return reply.found or {}
 
     def write(
@@ -296,7 +291,7 @@ class AgentSync:
     def written(self) -> None:
         if self._writing:
             self._writing = False
-            self._wait(f"writing to {self._display}")
+            self._wait(f"writing to {self.session.display}")
 
     def close(self) -> None:
         process = self._process

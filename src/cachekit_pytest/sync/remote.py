@@ -11,15 +11,14 @@ reported as one `SyncFailed`.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Iterable, Mapping
 from typing import Protocol
 
-from cachekit import Cache, open_store, redact_url
-from cachekit.budget import Budget, BudgetCallFailed
+from cachekit.budget import BudgetCallFailed
 from cachekit.ci.layout import LASTFAILED_KEY
-from cachekit.ci.namespace import Namespace, namespaced_cache
-from cachekit.errors import CacheError, InvalidURL, UnsupportedOperation
+from cachekit.errors import InvalidURL
+from cachekit.session import Session
+from cachekit.values.cache import Cache
 from cachekit.values.codec import JSON
 from cachekit_pytest.recording import RunRecord
 from cachekit_pytest.sync.keys import DurationsKey, Found, Observations, Shared
@@ -41,22 +40,17 @@ class Remote:
     (`cachekit_pytest.sync.agent`).
     """
 
-    def __init__(self, url: str, *, namespace: Namespace, keys: Mapping[str, Shared]) -> None:
-        self.url = url
-        self.namespace = namespace
+    def __init__(self, session: Session, keys: Mapping[str, Shared]) -> None:
+        self.session = session
         self.keys = dict(keys)
-        self._cache: Cache | None = None
 
     def open(self) -> Cache:
         """The namespace's cache. Opening makes no request, but it imports the backend's
         libraries (botocore and friends take a second or more on a loaded machine)."""
-        if self._cache is None:
-            try:
-                store = open_store(self.url)
-            except InvalidURL as error:
-                raise InvalidBackend(str(error)) from error
-            self._cache = namespaced_cache(store, self.namespace)
-        return self._cache
+        try:
+            return self.session.cache
+        except InvalidURL as error:
+            raise InvalidBackend(str(error)) from error
 
     def read(self) -> dict[str, Found]:
         """Every key's merged value: one listing and one batched fetch per namespace."""
@@ -81,23 +75,18 @@ class Remote:
     ) -> None:
         """Write ``parts`` (key to value), the run's observations and its test statistics
         as this run's part, then compact ``compact``."""
-        part_id = self.namespace.new_part_id()
-        cache = self.open()
+        part_id = self.session.namespace.new_part_id()
+        self.open()
         parts = dict(parts)
         if observed is not None:
             parts[LASTFAILED_KEY] = observed.part()
         if stats is not None:
             parts.update(stats.parts(part_id))
-        cache.write_parts(part_id, parts)
-        for key in compact:
-            try:
-                cache.compact(key, self.keys[key].strategy, min_parts=min_parts)
-            except UnsupportedOperation:
-                return  # the store has no compare-and-swap: parts stay, reads still merge
+        strategies = {key: self.keys[key].strategy for key in compact}
+        self.session.write_parts(part_id, parts, compact=strategies, min_parts=min_parts)
 
     def close(self) -> None:
-        if self._cache is not None:
-            self._cache.store.close()
+        self.session.close()
 
 
 class Sync(Protocol):
@@ -109,9 +98,7 @@ class Sync(Protocol):
     the store is written while pytest reports the run.
     """
 
-    url: str
-    namespace: Namespace
-    budget: Budget
+    session: Session
 
     def start(self, *, read: bool) -> None: ...
 
@@ -140,13 +127,9 @@ class InProcessSync:
     """`Remote` in the pytest process, for stores on this machine (paths, ``memory://``)
     and wherever ``CACHEKIT_IN_PROCESS=1`` asks for it."""
 
-    def __init__(
-        self, url: str, *, namespace: Namespace, keys: Mapping[str, Shared], budget: Budget
-    ):
-        self.url = url
-        self.namespace = namespace
-        self.budget = budget
-        self.remote = Remote(url, namespace=namespace, keys=keys)
+    def __init__(self, session: Session, keys: Mapping[str, Shared]) -> None:
+        self.session = session
+        self.remote = Remote(session, keys)
 
     def start(self, *, read: bool) -> None:
         self.remote.open()  # outside the budget: importing libraries is not the store's cost
@@ -155,7 +138,7 @@ class InProcessSync:
         self.remote.open()
 
     def result(self) -> dict[str, Found]:
-        return self.budget.run(self.remote.read, f"reading {redact_url(self.url)}")
+        return self.session.run(self.remote.read, f"reading {self.session.display}")
 
     def write(
         self,
@@ -166,17 +149,15 @@ class InProcessSync:
         min_parts: int,
         stats: RunRecord | None = None,
     ) -> None:
-        self.budget.run(
+        self.session.run(
             lambda: self.remote.write(
                 parts, observed=observed, compact=compact, min_parts=min_parts, stats=stats
             ),
-            f"writing to {redact_url(self.url)}",
+            f"writing to {self.session.display}",
         )
 
     def written(self) -> None:
         """`write` is done when it returns: a store on this machine takes no time."""
 
     def close(self) -> None:
-        if self.budget.remaining > 0:
-            with contextlib.suppress(SyncFailed, CacheError):
-                self.budget.run(self.remote.close, "closing the store")
+        self.session.close()
