@@ -23,8 +23,9 @@ def pytest_addoption(parser: pytest.Parser, pluginmanager: pytest.PytestPluginMa
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """``--skip-passed``: its module (fingerprints, signatures, its store) is imported only
-    when the feature is on, so that without it no test run pays for loading it."""
+    """``--skip-passed``: its modules (`cachekit_pytest.skip`: fingerprints, signatures, its
+    store) are imported only when the feature is on, so that without it no test run pays
+    for loading them. `cachekit_pytest.skip.run.configure` registers its plugins."""
     settings = options.SkipSettings.from_config(config)
     if settings.mode is not options.Mode.OFF:
         from cachekit_pytest.skip import run as skipping  # noqa: PLC0415 (see above)
