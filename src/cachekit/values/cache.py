@@ -413,61 +413,8 @@ class Cache:
         progress: Callable[[int, int], None] | None = None,
     ) -> Inventory:
         """The logical keys under ``prefix`` of this cache's own store (not its read
-        chain), with their bases and parts, and the raw objects cachekit did not write.
-
-        One listing, then the objects ``fetch`` asks for in batches of `INVENTORY_BATCH`
-        (``progress(done, total)`` after each). Objects that do not decode are marked
-        unreadable, without a warning: finding them is the point.
-        """
-        listed = self.store.list(prefix)
-        bases: dict[str, str] = {}  # logical key -> store key of its base
-        parts: dict[str, list[tuple[str, str]]] = {}  # logical key -> (store key, part id)
-        raw: list[str] = []
-        for store_key in listed:
-            split = _split_store_key(store_key)
-            if split is None:
-                raw.append(store_key)
-            elif split[1]:
-                parts.setdefault(split[0], []).append((store_key, split[1]))
-            else:
-                bases[split[0]] = store_key
-        if fetch == "all":
-            wanted = listed
-        elif fetch == "undated":
-            wanted = [*bases.values()] + [
-                store_key
-                for key_parts in parts.values()
-                for store_key, part_id in key_parts
-                if _parse_part_id(part_id)[0] is None
-            ]
-        else:
-            wanted = []
-        fetched = self._fetch_in_batches(wanted, progress)
-        keys = tuple(
-            StoredKey(
-                name,
-                _stored_object(bases[name], "", fetched) if name in bases else None,
-                tuple(
-                    _stored_object(store_key, part_id, fetched)
-                    for store_key, part_id in parts.get(name, [])
-                ),
-            )
-            for name in sorted(bases.keys() | parts.keys())
-        )
-        raw_objects = tuple(
-            RawObject(key, len(fetched[key].data) if key in fetched else None) for key in raw
-        )
-        return Inventory(prefix, keys, raw_objects, tuple(listed))
-
-    def _fetch_in_batches(
-        self, keys: Sequence[str], progress: Callable[[int, int], None] | None
-    ) -> dict[str, Entry]:
-        fetched: dict[str, Entry] = {}
-        for start in range(0, len(keys), INVENTORY_BATCH):
-            fetched.update(self.store.get_many(keys[start : start + INVENTORY_BATCH]))
-            if progress is not None:
-                progress(min(start + INVENTORY_BATCH, len(keys)), len(keys))
-        return fetched
+        chain): see `take_inventory`."""
+        return take_inventory(self.store, prefix, fetch=fetch, progress=progress)
 
     # -- internals --------------------------------------------------------------------------
 
@@ -567,6 +514,72 @@ def _stored_keys_by_name(listed: Iterable[str]) -> dict[str, list[str]]:
         if split is not None:
             stored.setdefault(split[0], []).append(listed_key)
     return stored
+
+
+def take_inventory(
+    store: CacheStore,
+    prefix: str = "",
+    *,
+    fetch: Fetch = "all",
+    progress: Callable[[int, int], None] | None = None,
+) -> Inventory:
+    """The logical keys under ``prefix`` of ``store``, with their bases and parts, and
+    the raw objects cachekit did not write.
+
+    One listing, then the objects ``fetch`` asks for in batches of `INVENTORY_BATCH`
+    (``progress(done, total)`` after each). Objects that do not decode are marked
+    unreadable, without a warning: finding them is the point.
+    """
+    listed = store.list(prefix)
+    bases: dict[str, str] = {}  # logical key -> store key of its base
+    parts: dict[str, list[tuple[str, str]]] = {}  # logical key -> (store key, part id)
+    raw: list[str] = []
+    for store_key in listed:
+        split = _split_store_key(store_key)
+        if split is None:
+            raw.append(store_key)
+        elif split[1]:
+            parts.setdefault(split[0], []).append((store_key, split[1]))
+        else:
+            bases[split[0]] = store_key
+    if fetch == "all":
+        wanted = listed
+    elif fetch == "undated":
+        wanted = [*bases.values()] + [
+            store_key
+            for key_parts in parts.values()
+            for store_key, part_id in key_parts
+            if _parse_part_id(part_id)[0] is None
+        ]
+    else:
+        wanted = []
+    fetched = _fetch_in_batches(store, wanted, progress)
+    keys = tuple(
+        StoredKey(
+            name,
+            _stored_object(bases[name], "", fetched) if name in bases else None,
+            tuple(
+                _stored_object(store_key, part_id, fetched)
+                for store_key, part_id in parts.get(name, [])
+            ),
+        )
+        for name in sorted(bases.keys() | parts.keys())
+    )
+    raw_objects = tuple(
+        RawObject(key, len(fetched[key].data) if key in fetched else None) for key in raw
+    )
+    return Inventory(prefix, keys, raw_objects, tuple(listed))
+
+
+def _fetch_in_batches(
+    store: CacheStore, keys: Sequence[str], progress: Callable[[int, int], None] | None
+) -> dict[str, Entry]:
+    fetched: dict[str, Entry] = {}
+    for start in range(0, len(keys), INVENTORY_BATCH):
+        fetched.update(store.get_many(keys[start : start + INVENTORY_BATCH]))
+        if progress is not None:
+            progress(min(start + INVENTORY_BATCH, len(keys)), len(keys))
+    return fetched
 
 
 def _split_store_key(store_key: str) -> tuple[str, str] | None:
