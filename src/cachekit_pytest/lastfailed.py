@@ -9,7 +9,7 @@ import attrs
 from _pytest.reports import CollectReport, TestReport
 
 from cachekit_pytest.recording import TestStats
-from cachekit_pytest.sync.keys import Observations
+from cachekit_pytest.sync.keys import ObservedOutcomes
 
 
 class Recorder:
@@ -82,11 +82,11 @@ class Replay:
         else:
             self.failing.pop(nodeid, None)
 
-    def observations(self, at: float) -> Observations:
+    def observations(self, at: float) -> ObservedOutcomes:
         """The run's ``cache/lastfailed`` part, in short."""
         failed = [nodeid for nodeid, failed in self.observed.items() if failed]
         passed = [nodeid for nodeid, failed in self.observed.items() if not failed]
-        return Observations(at, failed=failed, passed=passed)
+        return ObservedOutcomes(at, failed=failed, passed=passed)
 
 
 @attrs.frozen

@@ -17,18 +17,18 @@ from typing import TypeVar
 import attrs
 import pytest
 
-from cachekit.ci.layout import LASTFAILED_KEY, NODEIDS_KEY
 from cachekit.errors import InvalidKey
+from cachekit.session import DEFAULT_TIMEOUT
 from cachekit.stores.keys import validate_key
+from cachekit_pytest.sync.keys import (
+    BUILTIN_SHARED_KEYS,
+    DEFAULT_KEY_KIND,
+    EXTRA_KEY_KINDS,
+    SharedKey,
+)
 
 T = TypeVar("T")
 
-#: Keys every remote backend shares, besides those listed in ``cache_shared_keys``.
-BUILTIN_SHARED_KEYS = (LASTFAILED_KEY, NODEIDS_KEY)
-#: How a key listed in ``cache_shared_keys`` merges when no strategy is named.
-DEFAULT_STRATEGY = "latest"
-STRATEGIES = ("latest", "union", "mapping")
-DEFAULT_TIMEOUT = 5.0
 DEFAULT_COMPACT_THRESHOLD = 10
 
 
@@ -107,12 +107,6 @@ def register(parser: pytest.Parser) -> None:
         "Fold a shared key's parts into one object once it has this many",
         default=str(DEFAULT_COMPACT_THRESHOLD),
     )
-
-
-@attrs.frozen
-class SharedKey:
-    key: str
-    strategy: str
 
 
 @attrs.frozen
@@ -243,11 +237,11 @@ def _shared_keys(lines: list[str]) -> tuple[SharedKey, ...]:
     found: dict[str, SharedKey] = {}
     for line in lines:
         key, equals, strategy = (part.strip() for part in line.partition("="))
-        strategy = strategy if equals else DEFAULT_STRATEGY
-        if strategy not in STRATEGIES:
+        strategy = strategy if equals else DEFAULT_KEY_KIND
+        if strategy not in EXTRA_KEY_KINDS:
             raise pytest.UsageError(
                 f"cachekit: cache_shared_keys: unknown strategy {strategy!r} for {key!r} "
-                f"(choose from {', '.join(STRATEGIES)})"
+                f"(choose from {', '.join(EXTRA_KEY_KINDS)})"
             )
         try:
             validate_key(key)

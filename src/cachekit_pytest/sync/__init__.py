@@ -7,8 +7,7 @@ import os
 
 from cachekit.session import Session
 from cachekit.stores.registry import is_in_process
-from cachekit_pytest.options import SharedKey
-from cachekit_pytest.sync.keys import shared_keys
+from cachekit_pytest.sync.keys import SharedKey, shared_keys
 from cachekit_pytest.sync.remote import InProcessSync, Sync
 
 

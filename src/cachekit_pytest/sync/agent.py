@@ -37,9 +37,8 @@ from cachekit.ci.namespace import Namespace
 from cachekit.errors import CacheKitWarning, CorruptValueWarning, StoreUnavailableWarning
 from cachekit.session import UNLIMITED, Session
 from cachekit.values.codec import JSON
-from cachekit_pytest.options import SharedKey
 from cachekit_pytest.recording import RunRecord
-from cachekit_pytest.sync.keys import Found, Observations, shared_keys
+from cachekit_pytest.sync.keys import Found, ObservedOutcomes, SharedKey, shared_keys
 from cachekit_pytest.sync.remote import InvalidBackend, Remote, SyncFailed
 
 T = TypeVar("T")
@@ -66,7 +65,7 @@ class Write:
     parts: dict[str, Any]
     compact: tuple[str, ...]
     min_parts: int
-    observed: Observations | None = None
+    observed: ObservedOutcomes | None = None
     stats: RunRecord | None = None
 
 
@@ -277,7 +276,7 @@ class AgentSync:
         self,
         parts: Mapping[str, JSON],
         *,
-        observed: Observations | None = None,
+        observed: ObservedOutcomes | None = None,
         compact: Iterable[str],
         min_parts: int,
         stats: RunRecord | None = None,

@@ -3,24 +3,30 @@ pytest keeps in its working copy (``.pytest_cache``)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Generic, Protocol, TypeVar
 
 import attrs
 
-from cachekit import (
-    LASTFAILED,
-    NODEIDS,
-    LatestWins,
-    MappingUnion,
-    Merged,
-    MergeStrategy,
-    SortedUnion,
-)
-from cachekit.ci.layout import DURATIONS_KEY, LASTFAILED_KEY, NODEIDS_KEY
+from cachekit.ci.layout import DURATIONS_KEY, LASTFAILED_KEY, NODEIDS_KEY, PYTEST_SHARED_KEYS
 from cachekit.stats.runs import durations_from_value
 from cachekit.values.codec import JSON
-from cachekit.values.merge import DURATIONS, still_failing
-from cachekit_pytest.options import SharedKey
+from cachekit.values.merge import (
+    DURATIONS,
+    LatestWins,
+    MappingUnion,
+    MergeStrategy,
+    SortedUnion,
+    still_failing,
+)
+
+
+@attrs.frozen
+class SharedKey:
+    """A key the run shares beyond pytest's own, and how (a name of `EXTRA_KEY_KINDS`)."""
+
+    key: str
+    strategy: str
 
 
 class Shared(Protocol):
@@ -48,7 +54,7 @@ class _Shared(Generic[S]):
 
 
 class LastFailedKey(_Shared[Any]):
-    """``cache/lastfailed``: parts are per-test observations (`Observations`)."""
+    """``cache/lastfailed``: parts are per-test observations (`ObservedOutcomes`)."""
 
     def local(self, merged: Any) -> JSON:
         return still_failing(merged)  # type: ignore[return-value]
@@ -58,7 +64,7 @@ class LastFailedKey(_Shared[Any]):
 
 
 @attrs.frozen
-class Observations:
+class ObservedOutcomes:
     """What a run saw of each test and collector, as the pytest process hands it over:
     two lists of node ids are a fraction of the work of the part itself to send to the
     sync agent."""
@@ -142,26 +148,34 @@ class DurationsKey(_Shared[Any]):
 DURATIONS_READ = SharedKey(DURATIONS_KEY, "durations")
 
 
+#: pytest's own keys, always shared (their strategies are `PYTEST_SHARED_KEYS`').
+BUILTIN_SHARED_KEYS = tuple(PYTEST_SHARED_KEYS)
+_BUILTIN_KINDS: dict[str, Callable[[str, MergeStrategy[Any]], Shared]] = {
+    LASTFAILED_KEY: LastFailedKey,
+    NODEIDS_KEY: UnionKey,
+}
+
+#: How a key listed in the ``cache_shared_keys`` ini option is kept, by the name after
+#: its ``=`` (`DEFAULT_KEY_KIND` when none).
+EXTRA_KEY_KINDS: dict[str, Callable[[str], Shared]] = {
+    "latest": lambda key: LatestKey(key, LatestWins()),
+    "union": lambda key: UnionKey(key, SortedUnion()),
+    "mapping": lambda key: MappingKey(key, MappingUnion(LatestWins())),
+}
+DEFAULT_KEY_KIND = "latest"
+
+
 def shared_keys(extra: tuple[SharedKey, ...]) -> dict[str, Shared]:
     """The built-in shared keys, then those the ini option lists (and `DURATIONS_READ`)."""
     found: dict[str, Shared] = {
-        LASTFAILED_KEY: LastFailedKey(LASTFAILED_KEY, LASTFAILED),
-        NODEIDS_KEY: UnionKey(NODEIDS_KEY, NODEIDS),
+        key: _BUILTIN_KINDS[key](key, strategy) for key, strategy in PYTEST_SHARED_KEYS.items()
     }
     for item in extra:
         if item == DURATIONS_READ:
             found[item.key] = DurationsKey(item.key, DURATIONS)
-        elif item.strategy == "union":
-            found[item.key] = UnionKey(item.key, SortedUnion())
-        elif item.strategy == "mapping":
-            found[item.key] = MappingKey(item.key, MappingUnion(LatestWins()))
         else:
-            found[item.key] = LatestKey(item.key, LatestWins())
+            found[item.key] = EXTRA_KEY_KINDS[item.strategy](item.key)
     return found
-
-
-def has_data(merged: Merged) -> bool:
-    return merged.has_base or bool(merged.parts)
 
 
 @attrs.frozen

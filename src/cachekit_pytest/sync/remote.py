@@ -21,7 +21,7 @@ from cachekit.session import Session
 from cachekit.values.cache import Cache
 from cachekit.values.codec import JSON
 from cachekit_pytest.recording import RunRecord
-from cachekit_pytest.sync.keys import DurationsKey, Found, Observations, Shared
+from cachekit_pytest.sync.keys import DurationsKey, Found, ObservedOutcomes, Shared
 
 #: A remote call failed or ran past the budget; the message says which and why.
 SyncFailed = BudgetCallFailed
@@ -68,7 +68,7 @@ class Remote:
         self,
         parts: Mapping[str, JSON],
         *,
-        observed: Observations | None = None,
+        observed: ObservedOutcomes | None = None,
         compact: Iterable[str],
         min_parts: int,
         stats: RunRecord | None = None,
@@ -111,7 +111,7 @@ class Sync(Protocol):
         self,
         parts: Mapping[str, JSON],
         *,
-        observed: Observations | None = None,
+        observed: ObservedOutcomes | None = None,
         compact: Iterable[str],
         min_parts: int,
         stats: RunRecord | None = None,
@@ -144,7 +144,7 @@ class InProcessSync:
         self,
         parts: Mapping[str, JSON],
         *,
-        observed: Observations | None = None,
+        observed: ObservedOutcomes | None = None,
         compact: Iterable[str],
         min_parts: int,
         stats: RunRecord | None = None,

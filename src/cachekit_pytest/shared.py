@@ -1,0 +1,348 @@
+"""The shared cache of one pytest run with a backend: the start-up read of the shared
+keys (now, or alongside collection and the tests), folded into the working copy and into
+``LFPlugin`` and ``NFPlugin``; and, at the end, what the run learnt as its own part.
+
+`cachekit_pytest.provider.CacheProvider` owns one `SharedRun` when ``cache_url`` names a
+store, and calls it from its hooks.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import time
+from collections.abc import Callable, Sequence
+from pprint import pformat
+from typing import Any
+
+import pytest
+from _pytest._io import TerminalWriter
+from _pytest.cacheprovider import Cache, LFPlugin, NFPlugin
+
+from cachekit.ci.layout import DURATIONS_KEY, LASTFAILED_KEY, NODEIDS_KEY
+from cachekit.ci.namespace import detect_namespace
+from cachekit.session import Session
+from cachekit.values.codec import JSON
+from cachekit_pytest.lastfailed import Recorder
+from cachekit_pytest.options import Settings
+from cachekit_pytest.recording import TestStats
+from cachekit_pytest.report import warn
+from cachekit_pytest.sync import open_sync
+from cachekit_pytest.sync.keys import (
+    BUILTIN_SHARED_KEYS,
+    DURATIONS_READ,
+    Found,
+    Shared,
+    shared_keys,
+)
+from cachekit_pytest.sync.remote import InProcessSync, InvalidBackend, Sync, SyncFailed
+
+try:  # pytest >= 9.1 keys LFPlugin and NFPlugin by structured node ids
+    from _pytest.nodeid import NodeId
+
+    def _node_key(nodeid: str) -> Any:
+        return NodeId.parse(nodeid)
+
+except ImportError:  # pragma: no cover (older pytest: plain strings)
+
+    def _node_key(nodeid: str) -> Any:
+        return nodeid
+
+
+_MISSING: Any = object()
+
+
+class SharedRun:
+    """The shared keys of one run: read, folded in, and written back as its part."""
+
+    def __init__(
+        self, config: pytest.Config, settings: Settings, session: Session, sync: Sync
+    ) -> None:
+        assert config.cache is not None
+        self.settings = settings
+        self.session = session
+        self.sync = sync
+        self.run_start = time.time()
+        self.shared: dict[str, Shared] = shared_keys(settings.shared_keys)
+        #: What the start-up read found, by key (empty when it did not happen).
+        self.found: dict[str, Found] = {}
+        #: The working copy's value of each shared key right after the start-up sync.
+        self.start: dict[str, JSON] = {key: config.cache.get(key, None) for key in self.shared}
+        #: True while the start-up read runs alongside the session, not yet folded in.
+        self.pending = False
+        #: True while the end-of-run write goes on (`Sync.written` not yet called).
+        self.writing = False
+        #: Per-test statistics, when the run records them (a trusted run).
+        self.test_stats = TestStats() if settings.stats and session.namespace.trusted else None
+        self.recorder = Recorder(self.test_stats)
+
+    @classmethod
+    def begin(cls, config: pytest.Config, settings: Settings) -> SharedRun:
+        """Open the store and start reading the shared keys; wait for them here if the
+        run needs them now. A URL that names no store is a usage error."""
+        session = Session(
+            settings.url,
+            namespace=detect_namespace(shard=settings.shard or None),
+            timeout=settings.timeout,
+            warn=lambda warning: warn(config, warning),
+        )
+        keys = settings.shared_keys + ((DURATIONS_READ,) if settings.num_shards else ())
+        sync = open_sync(session, keys)
+        reading = not config.getoption("cacheclear")
+        try:
+            sync.start(read=reading)
+        except InvalidBackend as error:
+            raise pytest.UsageError(f"cachekit: {error}") from None
+        run = cls(config, settings, session, sync)
+        if reading:
+            run.pending = True
+            if run.needs_values_now(config):
+                run.finish_read(config)
+        return run
+
+    def opened(self, config: pytest.Config) -> None:
+        """A store URL that cannot be opened is a usage error, even when the start-up
+        read runs alongside: find out before the tests run."""
+        if self.pending:
+            try:
+                self.sync.opened()
+            except InvalidBackend as error:
+                raise pytest.UsageError(f"cachekit: {error}") from None
+            except SyncFailed as error:
+                self.read_failed(error)
+
+    def needs_values_now(self, config: pytest.Config) -> bool:
+        """Whether ``LFPlugin`` or ``NFPlugin`` use the shared values from the start, or
+        the read costs as little now as later (a store on this machine).
+
+        Otherwise the read of a remote store runs alongside collection and the tests;
+        the first read of a shared key through ``config.cache`` (a conftest, the
+        ``cache`` fixture) or the end of the session waits for it (`SharedCache`).
+        """
+        return (
+            isinstance(self.sync, InProcessSync)
+            or bool(self.settings.num_shards)  # the split needs durations
+            or any(config.getoption(name) for name in ("lf", "failedfirst", "newfirst"))
+            or bool(config.option.cacheshow)
+        )
+
+    def finish_read(self, config: pytest.Config) -> None:
+        """Wait for the start-up read, then bring the working copy, and the state of
+        ``LFPlugin`` and ``NFPlugin`` if they run already, up to date: what they hold is
+        what they would hold had the read finished before they started."""
+        assert config.cache is not None
+        self.pending = False
+        try:
+            self.found = self.sync.result()
+        except InvalidBackend as error:
+            if not config.pluginmanager.get_plugin("lfplugin"):
+                raise pytest.UsageError(f"cachekit: {error}") from None
+            self.read_failed(error)  # mid-run: report, never fail the run
+            return
+        except SyncFailed as error:
+            self.read_failed(error)
+            return
+        finally:
+            self.session.warn_corrupt()
+        if config.option.cacheshow:
+            return
+        local, self.start = self.start, self._update_working_copy(config.cache)
+        lfplugin = config.pluginmanager.get_plugin("lfplugin")
+        if isinstance(lfplugin, LFPlugin):
+            failing = self.recorder.replay(_strings(self.start[LASTFAILED_KEY])).failing
+            lfplugin.lastfailed = {_node_key(nodeid): True for nodeid in failing}
+        nfplugin = config.pluginmanager.get_plugin("nfplugin")
+        if isinstance(nfplugin, NFPlugin):
+            # NFPlugin started from the working copy's ids: add those only the store knew.
+            # (Ids only the working copy knew stay: a union, no worse for the store.)
+            known = set(_strings(local[NODEIDS_KEY]))
+            nfplugin.cached_nodeids.update(
+                _node_key(nodeid)
+                for nodeid in _strings(self.start[NODEIDS_KEY])
+                if nodeid not in known
+            )
+
+    def read_failed(self, error: Exception) -> None:
+        self.pending = False  # the session is degraded now: the run never writes
+        self.session.fail(
+            f"could not read the shared cache, running as with an empty one "
+            f"and writing nothing back: {error}",
+        )
+
+    def _synced_value(self, key: str, current: JSON) -> JSON:
+        """The value the working copy gets from the start-up read: the store's where it
+        has one (for pytest's own keys, also where it has none but the copy does)."""
+        found = self.found[key]
+        if found.has_data or (key in BUILTIN_SHARED_KEYS and current is not None):
+            value: JSON = found.value
+            return value
+        return current
+
+    def _update_working_copy(self, cache: Cache) -> dict[str, JSON]:
+        """The merged values replace the working copy's, which is written only if that
+        changes it (an empty value does not create a file): where the store knows nothing
+        new, the working copy stays byte for byte what pytest left. Returns what the
+        working copy now holds, by key (None where nothing)."""
+        now: dict[str, JSON] = {}
+        for key in self.shared:
+            current = cache.get(key, _MISSING)
+            value = self._synced_value(key, None if current is _MISSING else current)
+            if value != current and (value or current is not _MISSING):
+                cache.set(key, value)
+                now[key] = value
+            else:
+                now[key] = None if current is _MISSING else current
+        return now
+
+    def write_out(self, config: pytest.Config) -> None:
+        if self.session.degraded or config.option.cacheshow or not self.session.namespace.trusted:
+            return
+        try:
+            self.writing = self._sync_out(config)
+        except Exception as error:  # SyncFailed, or anything else: never fail the run
+            self._write_failed(error)
+        self.session.warn_corrupt()
+
+    def finish_write(self) -> None:
+        if not self.writing:
+            return
+        self.writing = False
+        try:
+            self.sync.written()
+        except Exception as error:  # as in write_out
+            self._write_failed(error)
+        self.session.warn_corrupt()
+
+    def _sync_out(self, config: pytest.Config) -> bool:
+        """Write what this run learnt as its own part of each shared key, and compact;
+        returns whether a write began (`Sync.written` waits for it)."""
+        assert config.cache is not None
+        parts: dict[str, JSON] = {}
+        replayed = self.recorder.replay(_strings(self.start[LASTFAILED_KEY]))
+        observed = replayed.observations(self.run_start) if replayed.observed else None
+        if not config.getoption("collectonly"):
+            nfplugin = config.pluginmanager.get_plugin("nfplugin")
+            if isinstance(nfplugin, NFPlugin):
+                collected: list[JSON] = [str(nodeid) for nodeid in nfplugin.cached_nodeids]
+                added = self.shared[NODEIDS_KEY].part(self.start[NODEIDS_KEY], collected, 0.0)
+                if added:
+                    parts[NODEIDS_KEY] = added
+        now = time.time()
+        for key, shared in self.shared.items():
+            if key not in (LASTFAILED_KEY, NODEIDS_KEY):
+                value = shared.part(self.start[key], config.cache.get(key, None), now)
+                if value is not None:
+                    parts[key] = value
+        threshold = self.settings.compact_threshold
+        adds_part = {*parts, *([LASTFAILED_KEY] if observed else [])}
+        compact = [
+            key
+            for key, found in self.found.items()
+            if len(found.parts) + (key in adds_part) >= threshold
+        ]
+        stats = None
+        if self.test_stats is not None and self.test_stats.seconds:
+            namespace = self.session.namespace
+            stats = self.test_stats.record(
+                at=self.run_start,
+                run_id=namespace.run_id,
+                label=namespace.describe(),
+                shard=namespace.shard,
+            )
+        if not (parts or observed or compact or stats):
+            return False
+        self.sync.write(parts, observed=observed, compact=compact, min_parts=threshold, stats=stats)
+        return True
+
+    def durations(self) -> dict[str, float]:
+        """Recorded durations per test id, for the shard split."""
+        found = self.found.get(DURATIONS_KEY)
+        return found.value if found is not None else {}
+
+    def workers_collected(self, config: pytest.Config, ids: Sequence[str]) -> None:
+        """Under xdist the controller never collects: learn the ids from the workers."""
+        nfplugin = config.pluginmanager.get_plugin("nfplugin")
+        if isinstance(nfplugin, NFPlugin):
+            nfplugin.cached_nodeids.update(_node_key(nodeid) for nodeid in ids)
+        collected = self.recorder.workers_collected(ids)
+        lfplugin = config.pluginmanager.get_plugin("lfplugin")
+        if isinstance(lfplugin, LFPlugin):
+            failing = [str(nodeid) for nodeid in lfplugin.lastfailed]
+            for collector in collected.fixed_collectors(failing):
+                lfplugin.lastfailed.pop(_node_key(collector), None)
+
+    def show(self, config: pytest.Config) -> None:
+        """``--cache-show``: the merged shared values, after pytest's own listing."""
+        if self.session.degraded:
+            return
+        glob = config.option.cacheshow[0] or "*"
+        tw = TerminalWriter()
+        tw.sep("-", f"cachekit: shared values for {glob!r} in {self.session.describe()}")
+        for key in self.shared:
+            found = self.found.get(key)
+            if found is None or not found.has_data or not _glob_matches(key, glob):
+                continue
+            sources = (["the base"] if found.has_base else []) + (
+                [f"{len(found.parts)} part(s)"] if found.parts else []
+            )
+            tw.line(f"{key} contains (merged from {' and '.join(sources)}):")
+            for line in pformat(found.value).splitlines():
+                tw.line("  " + line)
+            for part in found.parts:
+                tw.line(f"  part {part}")
+
+    def _write_failed(self, error: Exception) -> None:
+        self.session.fail(f"could not write this run's results: {error}")
+
+    def close(self) -> None:
+        self.sync.close()
+
+
+def _glob_matches(key: str, glob: str) -> bool:
+    """Like the ``rglob`` of ``--cache-show``: the glob may match any tail of the key."""
+    segments = key.split("/")
+    return any(
+        fnmatch.fnmatchcase("/".join(segments[start:]), glob) for start in range(len(segments))
+    )
+
+
+class SharedCache(Cache):  # type: ignore[misc]  # pytest marks it final for its users
+    """pytest's `Cache`, whose first read or write of a shared key waits for the start-up
+    read when that runs alongside the session (`CacheProvider._needs_values_now`)."""
+
+    _shared: frozenset[str] = frozenset()
+    _before_shared_access: Callable[[], None] | None = None
+
+    def wait_for_shared(self, keys: frozenset[str], finish: Callable[[], None]) -> None:
+        self._shared = keys
+        self._before_shared_access = finish
+
+    def _wait(self, key: str) -> None:
+        if self._before_shared_access is not None and key in self._shared:
+            finish, self._before_shared_access = self._before_shared_access, None
+            finish()
+
+    def get(self, key: str, default: Any) -> Any:
+        self._wait(key)
+        return super().get(key, default)
+
+    def set(self, key: str, value: object) -> None:
+        self._wait(key)
+        super().set(key, value)
+
+
+def _strings(value: JSON) -> list[str]:
+    """The node ids of a ``cache/lastfailed`` mapping or a ``cache/nodeids`` list."""
+    if isinstance(value, dict | list):
+        return [item for item in value if isinstance(item, str)]
+    return []
+
+
+class XdistCollection:
+    """Registered on the xdist controller only when xdist is installed."""
+
+    def __init__(self, run: SharedRun, config: pytest.Config) -> None:
+        self.run = run
+        self.config = config
+
+    def pytest_xdist_node_collection_finished(self, node: object, ids: Sequence[str]) -> None:
+        self.run.workers_collected(self.config, ids)
