@@ -185,7 +185,9 @@ def test_a_failed_write_is_one_warning_in_the_summary(
     monkeypatch.setenv("CK_BUCKET", url.removeprefix("s3://").split("/", 1)[0])
     monkeypatch.setenv("CK_FAIL", "t2")
     pytester.makepyfile(test_ctl=CONTROLLED, test_zz_delete=DELETE_THE_BUCKET)
-    result = pytester.runpytest(f"--cache-url={url}", "-p", "no:randomly")
+    # --ff: the start-up read finishes before the tests run. Without it the read runs
+    # alongside them, and on a loaded machine the bucket may be gone before it ends.
+    result = pytester.runpytest(f"--cache-url={url}", "-p", "no:randomly", "--ff")
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     result.assert_outcomes(passed=6, failed=1)
     output = result.stdout.str()
