@@ -6,6 +6,7 @@ as with an empty cache, keeps its exit code, and overwrites nothing in the store
 
 from __future__ import annotations
 
+import shutil
 import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -29,6 +30,7 @@ from cachekit import (
 from cachekit.budget import Budget
 from cachekit.ci.namespace import detect_namespace, namespaced_store
 from cachekit.values.merge import still_failing
+from plugin_support import shared
 from servers import free_port
 
 TESTS = """
@@ -283,3 +285,31 @@ def test_corrupt_objects_are_ignored(pytester: pytest.Pytester, tmp_path: Path) 
         merged = cache.read_merged("cache/lastfailed", LASTFAILED)
     assert len(merged.parts) == 2
     assert still_failing(merged.value) == {"test_corrupt_objects_are_ignored.py::test_fail": True}
+
+
+def test_a_working_copy_that_cannot_take_the_merged_values_degrades(
+    pytester: pytest.Pytester, remote_url: str
+) -> None:
+    """pytest's `Cache.set` failing while the start-up read is folded in (here: the
+    value's path is a directory, and the run makes pytest's cache warnings errors) is a
+    store fault: one warning, the run goes on as with an empty cache, nothing written."""
+    pytester.makeini("[pytest]\ncache_shared_keys =\n    demo/seen = latest\n")
+    pytester.makepyfile(test_it="def test_a(cache):\n    cache.set('demo/seen', 'shared')\n")
+    assert pytester.runpytest(f"--cache-url={remote_url}").ret == pytest.ExitCode.OK
+    store = shared(remote_url).store
+    before = sorted(store.list())
+    assert any(key.startswith("demo/seen/") for key in before), before
+    shutil.rmtree(pytester.path / ".pytest_cache")
+    (pytester.path / ".pytest_cache" / "v" / "demo" / "seen").mkdir(parents=True)
+    pytester.makepyfile(test_it="def test_a():\n    pass\n")
+    result = pytester.runpytest(
+        f"--cache-url={remote_url}", "--ff", "-W", "error::pytest.PytestCacheWarning"
+    )
+    assert result.ret == pytest.ExitCode.OK, result.stdout.str() + result.stderr.str()
+    result.assert_outcomes(passed=1)
+    output = result.stdout.str() + result.stderr.str()
+    assert "INTERNALERROR" not in output, output
+    assert "Traceback" not in output, output
+    assert output.count("StoreUnavailableWarning: cachekit") == 1, output
+    assert "could not bring the working copy up to date, running as with an empty" in output
+    assert sorted(store.list()) == before  # the degraded run wrote nothing back

@@ -145,7 +145,15 @@ class SharedRun:
             self.session.warn_corrupt()
         if config.option.cacheshow:
             return
-        local, self.start = self.start, self._update_working_copy(config.cache)
+        try:
+            local, self.start = self.start, self._update_working_copy(config.cache)
+        except Exception as error:  # pytest's Cache.set failed: a store fault, not the run's
+            self.found = {}
+            self.session.fail(
+                "could not bring the working copy up to date, running as with an empty "
+                f"cache and writing nothing back: {type(error).__name__}: {error}"
+            )
+            return
         lfplugin = config.pluginmanager.get_plugin("lfplugin")
         if isinstance(lfplugin, LFPlugin):
             failing = self.recorder.replay(_strings(self.start[LASTFAILED_KEY])).failing
