@@ -38,6 +38,7 @@ def add_commands(commands: CommandGroup) -> None:
         cmd_pull,
     )
     _cache_dir_option(pull)
+    commands.add_fail_open_option(pull)
     commands.add_namespace_options(pull)
 
     push = commands.add(
@@ -49,6 +50,7 @@ def add_commands(commands: CommandGroup) -> None:
         cmd_push,
     )
     _cache_dir_option(push)
+    commands.add_fail_open_option(push)
     commands.add_namespace_options(push)
 
 
@@ -111,9 +113,12 @@ def cmd_pull(invocation: Invocation) -> int:
     args, out = invocation.args, invocation.out
     session = invocation.session()
     namespace = session.namespace
-    cache = invocation.cache(session)
-    merged = cache.read_merged_many(
-        {layout.LASTFAILED_KEY: LASTFAILED, layout.NODEIDS_KEY: NODEIDS}
+    merged = invocation.run(
+        session,
+        lambda: invocation.cache(session).read_merged_many(
+            {layout.LASTFAILED_KEY: LASTFAILED, layout.NODEIDS_KEY: NODEIDS}
+        ),
+        "reading the store",
     )
     failing = still_failing(merged[layout.LASTFAILED_KEY].value)
     nodeids: list[str] = merged[layout.NODEIDS_KEY].value
@@ -157,15 +162,20 @@ def cmd_push(invocation: Invocation) -> int:
     # carried over from the pull say nothing about this run and are not re-asserted, so
     # they cannot hide a pass another shard recorded meanwhile.
     observed = observe_outcomes(failed=failed - before, passed=before - failed, at=time.time())
-    cache = invocation.cache(session, read_chain=False)
     part_id = namespace.new_part_id()
-    written = []
-    if observed:
-        written.append(cache.write_part(layout.LASTFAILED_KEY, part_id, observed))
     nodeids: list[JSON] = []
     nodeids.extend(sorted({str(nodeid) for nodeid in local_nodeids}))
+    values: dict[str, JSON] = {}
+    if observed:
+        values[layout.LASTFAILED_KEY] = observed
     if nodeids:
-        written.append(cache.write_part(layout.NODEIDS_KEY, part_id, nodeids))
+        values[layout.NODEIDS_KEY] = nodeids
+
+    def write() -> list[str]:
+        cache = invocation.cache(session, read_chain=False)
+        return [cache.write_part(key, part_id, value) for key, value in values.items()]
+
+    written = invocation.run(session, write, "writing to the store")
     if args.json:
         invocation.print_json(
             {"pushed": True, "prefix": invocation.prefix(session), "written": written}

@@ -87,8 +87,10 @@ def cmd_shard(invocation: Invocation) -> int:
     except ValueError as error:
         raise UsageError(str(error)) from None
     session = invocation.session()
-    durations = load_durations(invocation.cache(session))
     test_ids = [line.strip() for line in sys.stdin if line.strip()]
+    durations = invocation.run(
+        session, lambda: load_durations(invocation.cache(session)), "reading the store"
+    )
     chosen = select(test_ids, durations, index, count)
     if args.json:
         invocation.print_json({"shard": f"{index}/{count}", "tests": chosen})

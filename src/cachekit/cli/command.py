@@ -12,16 +12,23 @@ depend on the adapter, nor the adapter on the command.
 from __future__ import annotations
 
 import argparse
+import functools
+import math
 import os
 from collections.abc import Callable
-from typing import Any, TextIO
+from typing import Any, TextIO, TypeVar
 
 import attrs
 
+from cachekit.budget import BudgetCallFailed
 from cachekit.ci.namespace import Namespace, detect_namespace
 from cachekit.cli.output import note, print_json
-from cachekit.session import UNLIMITED, Session
+from cachekit.errors import StoreUnavailable
+from cachekit.session import Session, print_warning
+from cachekit.urls import redact_text, redact_url
 from cachekit.values.cache import Cache
+
+T = TypeVar("T")
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -31,9 +38,31 @@ EPILOG = """\
 exit codes: 0 success, 1 error (one line on stderr), 2 usage error.
 Run 'cachekit COMMAND --help' for the options of a command."""
 
+#: Seconds a command's store calls may take together, unless --timeout or
+#: CACHEKIT_TIMEOUT says otherwise: a hung server must not hold a CI step for good.
+DEFAULT_TIMEOUT = 60.0
+
 
 class UsageError(Exception):
     """A usage problem found after parsing (exit code 2)."""
+
+
+class StoreTimeout(StoreUnavailable):
+    """The store did not answer within the command's ``--timeout``."""
+
+
+def parse_timeout(text: str) -> float:
+    """``--timeout`` and ``CACHEKIT_TIMEOUT``: a positive, finite number of seconds."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise argparse.ArgumentTypeError(
+            f"not a timeout: {text!r} (a positive number of seconds, from --timeout or "
+            "CACHEKIT_TIMEOUT)"
+        )
+    return seconds
 
 
 Handler = Callable[["Invocation"], int]
@@ -54,9 +83,9 @@ class CommandGroup:
         *,
         url: bool = True,
     ) -> argparse.ArgumentParser:
-        """A command with the options every command has (``--url``, ``--json``,
-        ``--debug``); ``handler`` runs it. ``url=False`` hides ``--url`` (a command that
-        opens no store)."""
+        """A command with the options every command has (``--url``, ``--timeout``,
+        ``--json``, ``--debug``); ``handler`` runs it. ``url=False`` hides ``--url`` and
+        leaves out ``--timeout`` (a command that opens no store)."""
         command: argparse.ArgumentParser = self.subparsers.add_parser(
             name,
             help=summary,
@@ -71,6 +100,17 @@ class CommandGroup:
             if url
             else argparse.SUPPRESS,
         )
+        if url:
+            command.add_argument(
+                "--timeout",
+                # A string default goes through `type` too: a bad CACHEKIT_TIMEOUT is a
+                # usage error naming it.
+                default=os.environ.get("CACHEKIT_TIMEOUT") or str(DEFAULT_TIMEOUT),
+                type=parse_timeout,
+                metavar="SECONDS",
+                help="most seconds the store may take in all; past it the command stops "
+                f"with an error (default {DEFAULT_TIMEOUT:g}, or $CACHEKIT_TIMEOUT)",
+            )
         command.add_argument("--json", action="store_true", help="print JSON for scripts")
         command.add_argument(
             "--debug", action="store_true", help="show a traceback on errors (for bug reports)"
@@ -86,6 +126,20 @@ class CommandGroup:
         subparsers = group.add_subparsers(title="commands", metavar="COMMAND")
         group.set_defaults(handler=None, help_parser=group)
         return CommandGroup(subparsers)
+
+    @staticmethod
+    def add_fail_open_option(command: argparse.ArgumentParser) -> None:
+        """``--fail-open``, for the steps a CI workflow runs around its tests (``pull``,
+        ``push``, ``merge``, ``compact``, ``gc``): a store that cannot be reached or does
+        not answer within ``--timeout`` makes a warning and exit code 0, not a failed CI
+        step. Usage and configuration errors still fail."""
+        command.add_argument(
+            "--fail-open",
+            action="store_true",
+            help="if the store cannot be reached or times out, warn and exit 0 "
+            "(usage and configuration errors still fail)",
+        )
+        command.set_defaults(handler=_failing_open(command.get_default("handler")))
 
     @staticmethod
     def add_namespace_options(command: argparse.ArgumentParser) -> None:
@@ -107,6 +161,25 @@ class CommandGroup:
             metavar="PREFIX",
             help="use this key prefix as the namespace instead (no read chain)",
         )
+
+
+def _failing_open(handler: Handler) -> Handler:
+    """``handler``, under which an unreachable store is a warning when ``--fail-open``."""
+
+    @functools.wraps(handler)
+    def run(invocation: Invocation) -> int:
+        try:
+            return handler(invocation)
+        except StoreUnavailable as error:
+            if not invocation.args.fail_open:
+                raise
+            url: str = invocation.args.url or ""
+            reason = " ".join(str(error).split()) or type(error).__name__
+            warning = f"warning: {redact_url(url)}: {reason} (--fail-open: exit code 0)"
+            invocation.note(redact_text(warning, url))
+            return EXIT_OK
+
+    return run
 
 
 _NAMESPACE_OPTIONS = (
@@ -147,8 +220,26 @@ class Invocation:
         return Session(
             url,
             namespace=self.namespace() if namespace is None else namespace,
-            timeout=UNLIMITED,
+            timeout=self.args.timeout,
+            warn=print_warning,
         )
+
+    def run(self, session: Session, function: Callable[[], T], what: str) -> T:
+        """``function()`` (the command's store work) within the session's budget of
+        ``--timeout`` seconds. An error it raises is raised as it was; a store that does
+        not answer in time is a `StoreTimeout`. Corrupt values met make one warning."""
+        try:
+            return session.run(function, what)
+        except BudgetCallFailed as failure:
+            cause = _original(failure)
+            if cause is not None:
+                raise cause from None
+            raise StoreTimeout(
+                f"{what}: no answer from the store within --timeout {self.args.timeout:g} s "
+                "(is it reachable? raise --timeout or CACHEKIT_TIMEOUT for a large store)"
+            ) from None
+        finally:
+            session.warn_corrupt()
 
     def cache(self, session: Session, *, read_chain: bool = True) -> Cache:
         """The run's `Cache`: its namespace with the whole read chain, or (``read_chain``
@@ -171,3 +262,11 @@ class Invocation:
     def note(self, message: str) -> None:
         """One line on stderr, for what the user should know but a script not parse."""
         note(message)
+
+
+def _original(failure: BudgetCallFailed) -> BaseException | None:
+    """The exception a budgeted call raised, or None when it ran out of time."""
+    cause: BaseException | None = failure.__cause__
+    while isinstance(cause, BudgetCallFailed):
+        cause = cause.__cause__
+    return cause

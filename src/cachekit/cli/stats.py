@@ -102,11 +102,14 @@ def cmd_stats_ingest(invocation: Invocation) -> int:
             invocation.print_json({"ingested": 0, "reason": namespace.untrusted_reason})
         return EXIT_OK
     session = invocation.session(namespace)
-    cache = invocation.cache(session, read_chain=False)
     runs = [
         make_run(report, run_id=namespace.run_id, label=namespace.describe()) for report in reports
     ]
-    record_runs(cache, runs)
+    invocation.run(
+        session,
+        lambda: record_runs(invocation.cache(session, read_chain=False), runs),
+        "writing to the store",
+    )
     cases = [case for run in runs for case in run.cases]
     failed = sum(1 for case in cases if case.failed)
     if args.json:
@@ -131,7 +134,9 @@ def cmd_stats_summary(invocation: Invocation) -> int:
     args, out = invocation.args, invocation.out
     session = invocation.session()
     namespace = session.namespace
-    runs = load_runs(invocation.cache(session, read_chain=False))
+    runs = invocation.run(
+        session, lambda: load_runs(invocation.cache(session, read_chain=False)), "reading the store"
+    )
     if args.all_runs:
         cases = latest_per_test(runs)
         scope = f"latest result of each test over {len(runs)} report(s)"
@@ -194,7 +199,9 @@ def cmd_stats_report(invocation: Invocation) -> int:
         raise UsageError(f"--html {path}: the directory {path.parent} does not exist")
     session = invocation.session()
     namespace = session.namespace
-    runs = load_runs(invocation.cache(session, read_chain=False))
+    runs = invocation.run(
+        session, lambda: load_runs(invocation.cache(session, read_chain=False)), "reading the store"
+    )
     report = stats_report.build_report(
         runs, scope=namespace.describe(), top=args.top, max_runs=args.runs
     )

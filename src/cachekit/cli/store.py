@@ -12,6 +12,8 @@ from cachekit.ci import layout
 from cachekit.cli.command import EXIT_OK, CommandGroup, Invocation
 from cachekit.cli.output import Progress, format_age, format_size, print_table
 from cachekit.errors import CacheError, CorruptData
+from cachekit.stores.base import CacheStore
+from cachekit.stores.local import LocalStore
 from cachekit.values.cache import Cache, Inventory, Merged, StoredKey, join_balanced, new_part_id
 from cachekit.values.merge import join_all, still_failing
 
@@ -49,6 +51,7 @@ def add_commands(commands: CommandGroup) -> None:
     )
     merge.add_argument("--into", required=True, metavar="PREFIX", help="the namespace to write")
     merge.add_argument("--compact", action="store_true", help="compact the destination afterwards")
+    commands.add_fail_open_option(merge)
 
     compact = commands.add(
         "compact",
@@ -65,6 +68,7 @@ def add_commands(commands: CommandGroup) -> None:
         metavar="N",
         help="only compact keys with at least N parts (default 1)",
     )
+    commands.add_fail_open_option(compact)
 
     gc = commands.add(
         "gc",
@@ -82,6 +86,7 @@ def add_commands(commands: CommandGroup) -> None:
         help="such as 30d, 12h, 90m, 1w2d (units s, m, h, d, w)",
     )
     gc.add_argument("--dry-run", action="store_true", help="list what would be deleted")
+    commands.add_fail_open_option(gc)
 
 
 def _prefix_option(command: argparse.ArgumentParser) -> None:
@@ -117,9 +122,16 @@ def parse_duration(text: str) -> float:
 
 def cmd_show(invocation: Invocation) -> int:
     args, out = invocation.args, invocation.out
+    session = invocation.session()
     progress = Progress("reading")
-    inventory = Cache(invocation.session().store).inventory(args.prefix, progress=progress.step)
-    progress.close()
+    try:
+        inventory = invocation.run(
+            session,
+            lambda: Cache(session.store).inventory(args.prefix, progress=progress.step),
+            "reading the store",
+        )
+    finally:
+        progress.close()
     now = time.time()
     rows = [_show_row(key) for key in inventory.keys]
     raw_rows = [{"key": raw.key, "size": raw.size} for raw in inventory.raw]
@@ -215,7 +227,29 @@ def _namespaces_in(inventory: Inventory) -> list[str]:
 
 def cmd_merge(invocation: Invocation) -> int:
     args, out = invocation.args, invocation.out
-    cache = Cache(invocation.session().store, writer="cachekit merge")
+    session = invocation.session()
+    into = args.into.strip("/")
+    sources, written, compacted = invocation.run(
+        session, lambda: _merge(args, Cache(session.store, writer="cachekit merge")), "merging"
+    )
+    if args.json:
+        invocation.print_json(
+            {"into": into, "sources": sources, "written": written, "compacted": compacted}
+        )
+    else:
+        out.write(f"merged {len(sources)} namespace(s) into {into or '(root)'}:\n")
+        for source in sources:
+            out.write(f"  from {source or '(root)'}\n")
+        for part_key in written.values():
+            out.write(f"  wrote {part_key}\n")
+    return EXIT_OK
+
+
+def _merge(
+    args: argparse.Namespace, cache: Cache
+) -> tuple[list[str], dict[str, str], dict[str, int]]:
+    """The store work of ``merge``: the namespaces read, the part written per key and
+    the parts compacted per key."""
     into = args.into.strip("/")
     sources: list[str] = []
     # Every key of every namespace under a --from prefix is read with the one listing
@@ -253,17 +287,7 @@ def cmd_merge(invocation: Invocation) -> int:
         if args.compact:
             compacted[tail] = cache.compact(destination, strategy)
     progress.close()
-    if args.json:
-        invocation.print_json(
-            {"into": into, "sources": sources, "written": written, "compacted": compacted}
-        )
-    else:
-        out.write(f"merged {len(sources)} namespace(s) into {into or '(root)'}:\n")
-        for source in sources:
-            out.write(f"  from {source or '(root)'}\n")
-        for part_key in written.values():
-            out.write(f"  wrote {part_key}\n")
-    return EXIT_OK
+    return sources, written, compacted
 
 
 def _join_key(namespace: str, tail: str) -> str:
@@ -273,7 +297,26 @@ def _join_key(namespace: str, tail: str) -> str:
 
 def cmd_compact(invocation: Invocation) -> int:
     args, out = invocation.args, invocation.out
-    cache = Cache(invocation.session().store, writer="cachekit compact")
+    session = invocation.session()
+    folded, skipped = invocation.run(
+        session,
+        lambda: _compact(args, Cache(session.store, writer="cachekit compact")),
+        "compacting",
+    )
+    if args.json:
+        invocation.print_json({"compacted": folded, "skipped_unknown": skipped})
+        return EXIT_OK
+    for name, count in folded.items():
+        out.write(f"{name}: folded {count} part(s)\n")
+    for name in skipped:
+        out.write(f"{name}: skipped (no known merge strategy for this key)\n")
+    if not folded and not skipped:
+        out.write("nothing to compact\n")
+    return EXIT_OK
+
+
+def _compact(args: argparse.Namespace, cache: Cache) -> tuple[dict[str, int], list[str]]:
+    """The store work of ``compact``: parts folded per key, keys of no known strategy."""
     inventory = cache.inventory(args.prefix, fetch="none")
     folded: dict[str, int] = {}
     skipped: list[str] = []
@@ -287,22 +330,27 @@ def cmd_compact(invocation: Invocation) -> int:
             folded[key.name] = cache.compact(key.name, strategy, min_parts=args.min_parts)
         progress.step(done)
     progress.close()
-    if args.json:
-        invocation.print_json({"compacted": folded, "skipped_unknown": skipped})
-        return EXIT_OK
-    for name, count in folded.items():
-        out.write(f"{name}: folded {count} part(s)\n")
-    for name in skipped:
-        out.write(f"{name}: skipped (no known merge strategy for this key)\n")
-    if not folded and not skipped:
-        out.write("nothing to compact\n")
-    return EXIT_OK
+    return folded, skipped
 
 
 def cmd_gc(invocation: Invocation) -> int:
     args, out = invocation.args, invocation.out
-    store = invocation.session().store
+    session = invocation.session()
     cutoff = time.time() - args.older_than
+    old = invocation.run(session, lambda: _collect(args, session.store, cutoff), "collecting")
+    if args.json:
+        invocation.print_json({"deleted": old, "dry_run": args.dry_run})
+    else:
+        verb = "would delete" if args.dry_run else "deleted"
+        for old_key in old:
+            out.write(f"{verb} {old_key}\n")
+        out.write(f"{verb} {len(old)} object(s) written before {time.ctime(cutoff)}\n")
+    return EXIT_OK
+
+
+def _collect(args: argparse.Namespace, store: CacheStore, cutoff: float) -> list[str]:
+    """The store work of ``gc``: the keys written before ``cutoff``, deleted unless
+    ``--dry-run``."""
     progress = Progress("reading")
     inventory = Cache(store).inventory(args.prefix, fetch="undated", progress=progress.step)
     progress.close()
@@ -312,17 +360,12 @@ def cmd_gc(invocation: Invocation) -> int:
         for stored in key.objects
         if stored.written_at is not None and stored.written_at < cutoff
     )
+    if isinstance(store, LocalStore):  # temporary files of writers killed mid-write
+        old += store.remove_stale_temporaries(args.prefix, dry_run=args.dry_run)
     if not args.dry_run:
         progress = Progress("deleting", len(old))
         for start in range(0, len(old), 256):
             store.delete_many(old[start : start + 256])
             progress.step(min(start + 256, len(old)))
         progress.close()
-    if args.json:
-        invocation.print_json({"deleted": old, "dry_run": args.dry_run})
-    else:
-        verb = "would delete" if args.dry_run else "deleted"
-        for old_key in old:
-            out.write(f"{verb} {old_key}\n")
-        out.write(f"{verb} {len(old)} object(s) written before {time.ctime(cutoff)}\n")
-    return EXIT_OK
+    return old
