@@ -22,6 +22,11 @@ from cachekit.urls import REDACTED, redact_text
         ("az://c/p?account_name=dev&account_key=hunter2", "az://c/p?account_name=dev&account_key=***"),
         ("https://host/blob?sv=2020&sig=hunter2", "https://host/blob?sv=2020&sig=***"),
         ("gs://b/p?token=hunter2#frag", "gs://b/p?token=***#frag"),
+        # a URL in the query (an endpoint) is redacted as a URL
+        ("s3://b/p?endpoint_url=http://user:hunter2@10.0.0.1:9000",
+         "s3://b/p?endpoint_url=http://***@10.0.0.1:9000"),
+        ("s3://b/p?endpoint_url=user:hunter2@10.0.0.1:9000&region=x",
+         "s3://b/p?endpoint_url=***@10.0.0.1:9000&region=x"),
     ],
 )  # fmt: skip
 def test_credentials_never_survive_redaction(url: str, printed: str) -> None:
@@ -39,6 +44,13 @@ def test_credentials_never_survive_redaction(url: str, printed: str) -> None:
         ("token hunter2 expired", "https://hunter2@host/x"),
         ("bad key hunter2", "az://c/p?account_name=dev&account_key=hunter2"),
         ("proxy http://someone:hunter2@10.0.0.1:3128 refused", ""),
+        # the endpoint's user info, quoted whole or percent-encoded inside the store URL
+        (
+            "connect to http://u1:hunter2@10.0.0.1:9 failed",
+            "s3://b/p?endpoint_url=http://u1:hunter2@10.0.0.1:9",
+        ),
+        ("store s3://b/p?endpoint_url=http://u1:hunter2%4010.0.0.1:9 is unavailable", ""),
+        ("bad password hunter2", "s3://b/p?endpoint_url=http://someone:hunter2@10.0.0.1:9"),
     ],
 )
 def test_error_texts_lose_every_secret_of_the_url(text: str, url: str) -> None:

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 from cachekit.budget import Budget, BudgetCallFailed, side_by_side
 from cachekit.ci.namespace import Namespace, detect_namespace, namespaced_cache
-from cachekit.errors import StoreUnavailableWarning, UnsupportedOperation
+from cachekit.errors import InvalidURL, StoreUnavailableWarning, UnsupportedOperation
 from cachekit.stores.base import CacheStore
 from cachekit.stores.registry import open_store
 from cachekit.stores.wrappers import PrefixedStore, ReadOnlyStore
@@ -92,7 +92,10 @@ class Session:
         """The whole store, opened on first use; `cachekit.InvalidURL` if ``url`` names
         none (a configuration error, which the caller reports as such)."""
         if self._store is None:
-            self._store = open_store(self.url)
+            try:
+                self._store = open_store(self.url)
+            except InvalidURL as error:  # a backend's message may quote the URL whole
+                raise InvalidURL(self.redact(str(error))) from None
         return self._store
 
     @property

@@ -25,11 +25,8 @@ def redact_url(url: str) -> str:
     if query:
         pairs = parse_qsl(query, keep_blank_values=True)
         query = urlencode(
-            [
-                (name, REDACTED if _SECRET_QUERY_NAMES.search(name) else value)
-                for name, value in pairs
-            ],
-            safe="*/:",
+            [(name, _redact_query_value(name, value)) for name, value in pairs],
+            safe="*/:@",
         )
     if not parts.scheme or "://" not in url:
         return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
@@ -38,8 +35,21 @@ def redact_url(url: str) -> str:
     return f"{parts.scheme}://{netloc}{parts.path}{tail}"
 
 
-#: Credentials in any URL a text quotes, with or without its scheme (``user:secret@``).
-_USERINFO = re.compile(r"(?<![\w.-])[^\s/@'\"]+:[^\s/@'\"]*@")
+def _redact_query_value(name: str, value: str) -> str:
+    """A query value as it may be printed: hidden under a secret-looking name, and, when
+    it is a URL itself (``endpoint_url=http://user:secret@host``), redacted as one."""
+    if _SECRET_QUERY_NAMES.search(name):
+        return REDACTED
+    if "://" in value:
+        return redact_url(value)
+    if "@" in value:  # user info without a scheme: "user:secret@host"
+        return f"{REDACTED}@{value.rpartition('@')[2]}"
+    return value
+
+
+#: Credentials in any URL a text quotes, with or without its scheme (``user:secret@``),
+#: its ``@`` perhaps percent-encoded (a URL quoted inside another URL's query).
+_USERINFO = re.compile(r"(?<![\w.-])[^\s/@'\"]+:[^\s/@'\"]*?(@|%40)")
 #: Shorter user names are left alone: replacing them would garble the text around them.
 _MIN_SECRET = 3
 
@@ -57,7 +67,7 @@ def redact_text(text: str, *urls: str) -> str:
         text = text.replace(url, redact_url(url))
         for secret in _secrets_of(url):
             text = text.replace(secret, REDACTED)
-    return _USERINFO.sub(f"{REDACTED}@", text)
+    return _USERINFO.sub(rf"{REDACTED}\1", text)
 
 
 def _secrets_of(url: str) -> list[str]:
@@ -74,5 +84,15 @@ def _secrets_of(url: str) -> list[str]:
         parse_qsl(shown.query, keep_blank_values=True),
         strict=False,
     )
-    found += [value for (_, value), (_, hidden) in pairs if hidden != value]
+    for (_, value), (_, hidden) in pairs:
+        if hidden == value:
+            continue
+        # A URL in the query (an endpoint): only its own secrets, not the whole of it.
+        if hidden == REDACTED:
+            found.append(value)
+        elif "://" in value:
+            found += _secrets_of(value)
+        else:
+            userinfo = value.rpartition("@")[0]
+            found += [userinfo, userinfo.partition(":")[2]]
     return sorted((s for s in set(found) if len(s) >= _MIN_SECRET), key=len, reverse=True)

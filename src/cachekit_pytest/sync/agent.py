@@ -129,17 +129,18 @@ def serve(requests: IO[bytes], replies: IO[bytes]) -> None:
             # agent when it runs out.
             session = Session(start.url, namespace=start.namespace, timeout=UNLIMITED)
             remote = Remote(session, shared_keys(start.keys))
-            opening = _attempt(remote.open)
+            opening = _attempt(remote.open, session.redact)
             answer(opening)
             if opening.ok and start.read:
-                answer(_attempt(remote.read))
+                answer(_attempt(remote.read, session.redact))
         elif request.write is not None:
             assert remote is not None, "Write before Start"
-            answer(_attempt(functools.partial(_write, remote, request.write)))
+            write = functools.partial(_write, remote, request.write)
+            answer(_attempt(write, remote.session.redact))
         if request.close:
             break
     if remote is not None:
-        _attempt(remote.close)
+        _attempt(remote.close, remote.session.redact)
 
 
 def _write(remote: Remote, write: Write) -> None:
@@ -152,19 +153,20 @@ def _write(remote: Remote, write: Write) -> None:
     )
 
 
-def _attempt(call: Callable[[], object]) -> Reply:
+def _attempt(call: Callable[[], object], redact: Callable[[str], str]) -> Reply:
     """``call()`` as a `Reply`: its result if it read values, every cachekit warning it
-    raised, and any exception as a message."""
+    raised, and any exception as a message (every text ``redact``-ed: the store's
+    credentials never leave the agent)."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", CacheKitWarning)
         try:
             result = call()
         except InvalidBackend as error:
-            return Reply(ok=False, error=str(error), invalid=True)
+            return Reply(ok=False, error=redact(str(error)), invalid=True)
         except Exception as error:  # reported to the pytest side, which warns once
-            return Reply(ok=False, error=f"{type(error).__name__}: {error}")
+            return Reply(ok=False, error=redact(f"{type(error).__name__}: {error}"))
     raised = tuple(
-        RaisedWarning(type(w.message).__name__, str(w.message))
+        RaisedWarning(type(w.message).__name__, redact(str(w.message)))
         for w in caught
         if isinstance(w.message, CacheKitWarning)
     )
@@ -245,7 +247,8 @@ class AgentSync:
         self.budget.remaining = 0.0
         last = next((line for line in reversed(self._errors) if line.strip()), "")
         return SyncFailed(
-            f"{what}: the sync agent exited unexpectedly" + (f" ({last})" if last else "")
+            f"{what}: the sync agent exited unexpectedly"
+            + (f" ({self.session.redact(last)})" if last else "")
         )
 
     def _send(self, request: Request) -> None:
@@ -261,7 +264,7 @@ class AgentSync:
         if self._opened is None:
             self._opened = self._next(OPEN_TIMEOUT, "starting the sync agent")
         if self._opened.invalid:
-            raise InvalidBackend(self._opened.error)
+            raise InvalidBackend(self.session.redact(self._opened.error))
         if not self._opened.ok:
             self.budget.remaining = 0.0
             raise SyncFailed(f"opening {self.session.display}: {self._opened.error}")
