@@ -153,5 +153,5 @@ def test_the_run_says_which_shard_it_is(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_sleepy=SLEEPY.replace("time.sleep(SECONDS[n])", "pass"))
     result = pytester.runpytest("--collect-only", "-q", "--num-shards=4", "--shard-id=1")
     result.stdout.fnmatch_lines(
-        ["cachekit: shard 1 of 4 (0-based): 2 test(s), 0 with a recorded duration*"]
+        ["cachekit: shard 2/4 (--shard-id=1): 2 test(s), 0 with a recorded duration*"]
     )

@@ -5,7 +5,9 @@ request refused."""
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -146,12 +148,13 @@ def stored_runs(store: Path) -> list[Run]:
     return load_runs(namespaced_cache(open_store(str(store)), the_namespace()))
 
 
-def cachekit(*args: str) -> subprocess.CompletedProcess[str]:
+def cachekit(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "cachekit", *args],
         capture_output=True,
         text=True,
         env=clean_environment(),
+        input=stdin,
         check=False,
     )
 
@@ -568,3 +571,45 @@ def test_the_empty_page_renders_in_chromium(tmp_path: Path, browser_page: Any) -
     browser_page.goto(out.as_uri())
     assert browser_page.locator("#nothing-recorded").is_visible()
     assert browser_page.locator("svg").count() == 0
+
+
+def test_every_display_of_a_shard_counts_from_1(tmp_path: Path) -> None:
+    """``--shard-id=0`` is the first shard: the pytest header, the split's line, the stored
+    record, the report page and ``cachekit shard`` all call it ``1/2``."""
+    project, store = tmp_path / "project", tmp_path / "store"
+    project.mkdir()
+    (project / "test_fast.py").write_text(SUITE["test_fast.py"])
+    ids = [f"test_fast.py::test_{name}" for name in ("one", "two", "three")]
+    options = ["--url", str(store), *namespace_options()]
+    first = cachekit("shard", "1/2", "--json", *options, stdin="\n".join(ids))
+    assert first.returncode == 0, first.stderr
+    assert json.loads(first.stdout)["shard"] == "1/2"
+    ran: dict[int, list[str]] = {}
+    for shard_id in (0, 1):
+        result = subprocess.run(
+            [*PYTEST, "-vv", f"--cache-url={store}", "--num-shards=2", f"--shard-id={shard_id}"],
+            cwd=project,
+            env=clean_environment(
+                CACHEKIT_REPOSITORY=NAMESPACE["repository"],
+                CACHEKIT_REF=NAMESPACE["ref"],
+                CACHEKIT_JOB=NAMESPACE["job"],
+                CACHEKIT_RUN_ID="ci-9",
+            ),
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert result.returncode == 0, result.stdout
+        shown = f"shard {shard_id + 1}/2"
+        assert f"job test {shown} run ci-9, read-write)" in result.stdout  # the header
+        assert f"cachekit: {shown} (--shard-id={shard_id}): " in result.stdout
+        assert " of 2" not in result.stdout
+        ran[shard_id] = sorted(re.findall(r"(test_fast\.py::\S+) PASSED", result.stdout))
+    assert ran[0] == json.loads(first.stdout)["tests"]  # the same first shard
+    report = build_report(stored_runs(store))
+    (balance,) = report.shards
+    assert [shard.shard for shard in balance.shards] == ["1/2", "2/2"]
+    page = "".join(parse_page(render_html(report)).text)
+    assert "shard 1/2" in page
+    assert "Shards count from 1: 1/4 is the first of four (the plugin's --shard-id=0)." in page

@@ -85,7 +85,8 @@ def register(parser: pytest.Parser) -> None:
         default=None,
         type=int,
         metavar="I",
-        help="Run shard I (0 to N-1) of --num-shards. Also CACHEKIT_SHARD_ID.",
+        help="Run shard I of --num-shards, counted from 0 as in pytest-shard (0 to N-1); "
+        "cachekit shows it as shard I+1/N. Also CACHEKIT_SHARD_ID.",
     )
     parser.addini("cache_url", "Store that shares the cache (a path or URL)", default="")
     parser.addini("cache_stats", "Record test statistics in the store (yes or no)", default="yes")

@@ -44,12 +44,19 @@ class ShardSelection:
         known = sum(1 for test_id in mine if test_id in self.durations)
         planned = sum(self.durations.get(test_id, 0.0) for test_id in mine)
         self.summary = (
-            f"cachekit: shard {self.shard_id} of {self.num_shards} (0-based): {len(mine)} "
+            f"cachekit: {describe_shard(self.shard_id, self.num_shards)}: {len(mine)} "
             f"test(s), {known} with a recorded duration ({planned:.1f} s recorded)"
         )
 
     def pytest_report_collectionfinish(self) -> str | None:
         return self.summary or None
+
+
+def describe_shard(shard_id: int, num_shards: int) -> str:
+    """How a run shows its shard: counted from 1, as every shard label cachekit prints
+    (``shard 1/2``, the namespace's, ``cachekit shard``), and with the 0-based option it
+    came from, so neither number can be mistaken for the other."""
+    return f"shard {shard_id + 1}/{num_shards} (--shard-id={shard_id})"
 
 
 class DurationsForWorkers:

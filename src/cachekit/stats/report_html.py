@@ -220,7 +220,8 @@ def _shards_section(report: StatsReport) -> str:
     note = (
         f"Summed test time of each shard in the {len(groups)} most recent CI runs, newest "
         "first. The dark tick marks the mean; a long bar past it is the shard the run "
-        "waited for."
+        "waited for. Shards count from 1: 1/4 is the first of four (the plugin's "
+        "--shard-id=0)."
     )
     return _section("shards", "Shard balance", note, _grouped_hbars(groups, "summed duration"))
 
