@@ -268,6 +268,18 @@ def test_stats_ingest_and_summary(tmp_path: Path, url: str) -> None:
     assert other["totals"]["tests"] == 0
 
 
+def test_ingesting_a_report_twice_changes_no_summary(tmp_path: Path) -> None:
+    url = str(tmp_path / "store")
+    args = ["--url", url, *NS, "--ref", "main", "--run-id", "41", "--shard", "2/4"]
+    reports = [str(DATA / "pytest_xunit2.xml"), str(DATA / "pytorch_style.xml")]
+    summaries = []
+    for _ in range(2):
+        ok(cli("stats", "ingest", *args, *reports, cwd=tmp_path))
+        summaries.append(as_json(cli("stats", "summary", *args, "--json", cwd=tmp_path)))
+    assert summaries[0]["totals"]["tests"] == 11
+    assert summaries[1] == summaries[0]
+
+
 def test_malformed_report_writes_nothing(tmp_path: Path, url: str) -> None:
     result = cli(
         "stats",

@@ -7,13 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from cachekit import Cache, CorruptValueWarning, MemoryStore
+from cachekit import Cache, CorruptValueWarning, LocalStore, MemoryStore
 from cachekit.ci.layout import DURATIONS_KEY, STATS_RUNS, STATS_RUNS_KEY
 from cachekit.stats.junit import TestCase, parse_junit_file
+from cachekit.stats.report import build_report
 from cachekit.stats.runs import (
     Run,
     Totals,
     durations,
+    latest_attempts,
     latest_per_test,
     latest_run,
     load_durations,
@@ -89,9 +91,11 @@ def test_runs_round_trip_through_parts() -> None:
     report = parse_junit_file(DATA / "pytest_xunit2.xml")
     run = make_run(report, run_id="77", label="local", at=1000.0)
     written = record_runs(cache, [run])
+    part_id = written[0].rpartition("/")[2]
+    assert "-run-77-" in part_id
     assert written == [
-        f"{STATS_RUNS_KEY}/@parts/{run.id}",
-        f"{DURATIONS_KEY}/@parts/{run.id}",
+        f"{STATS_RUNS_KEY}/@parts/{part_id}",
+        f"{DURATIONS_KEY}/@parts/{part_id}",
     ]
     assert load_runs(cache) == [run]
     assert load_durations(cache) == {
@@ -206,3 +210,74 @@ def test_summary_json() -> None:
     assert data["failed"][0]["test_id"] == "tests/test_a.py::TestA::x"
     assert data["failed"][0]["message"] == "boom"
     assert set(data["files"]) == {"tests/test_a.py"}
+
+
+# -- attempts: a test counts once per CI run and shard ----------------------------------
+
+
+def test_ingesting_the_same_report_twice_changes_nothing(tmp_path: Path) -> None:
+    cache = Cache(LocalStore(tmp_path / "store"))
+    report = parse_junit_file(DATA / "pytest_xunit2.xml")
+    record_runs(cache, [make_run(report, run_id="41", shard="1/2", at=1000.0)])
+    once = load_runs(cache)
+    summary = summary_to_json(summarize(latest_run(once)))
+    # Again, later, from a copy of the file.
+    copy = tmp_path / "copy.xml"
+    copy.write_bytes((DATA / "pytest_xunit2.xml").read_bytes())
+    record_runs(cache, [make_run(parse_junit_file(copy), run_id="41", shard="1/2", at=2000.0)])
+    twice = load_runs(cache)
+    assert len(cache.parts(STATS_RUNS_KEY)) == 2  # two parts, one report
+    assert [run.id for run in twice] == [run.id for run in once]
+    assert summary_to_json(summarize(latest_run(twice))) == summary
+    assert build_report(twice).reports == build_report(once).reports == 1
+    # Compaction keeps one report too.
+    cache.compact(STATS_RUNS_KEY, STATS_RUNS)
+    assert [run.id for run in load_runs(cache)] == [run.id for run in once]
+
+
+def test_a_retried_shard_counts_once_and_the_later_attempt_wins() -> None:
+    cache = Cache(MemoryStore())
+    first = (case("a", "failed", message="boom"), case("b"))
+    retry = (case("a"), case("b", duration=2.0))
+    other = (case("c"),)
+    record_runs(cache, [Run("r1", 10.0, "7", "pytest", "", first, shard="1/2")])
+    record_runs(cache, [Run("r2", 11.0, "7", "pytest", "", other, shard="2/2")])
+    record_runs(cache, [Run("r3", 20.0, "7", "pytest", "", retry, shard="1/2")])
+    runs = load_runs(cache)
+    assert [run.id for run in runs] == ["r2", "r3"]
+    summary = summarize(latest_run(runs))
+    assert summary.totals == Totals(tests=3, successes=3, time=4.0)
+    report = build_report(runs)
+    assert [(o.passed, o.failed) for o in report.outcomes] == [(3, 0)]
+    assert [(s.shard, s.tests, s.seconds) for s in report.shards[0].shards] == [
+        ("1/2", 2, 3.0),
+        ("2/2", 1, 1.0),
+    ]
+    assert report.unstable == ()
+
+
+def test_a_later_attempt_replaces_only_the_tests_it_recorded() -> None:
+    """A retry that stopped early: what it did not record keeps the first attempt's."""
+    runs = [
+        Run("r1", 10.0, "7", "pytest", "", (case("a", "failed"), case("b")), shard="1/2"),
+        Run("r2", 20.0, "7", "pytest", "", (case("a"),), shard="1/2"),
+        Run("r3", 15.0, "8", "pytest", "", (case("a", "failed"),), shard="1/2"),  # another run
+        Run("r4", 16.0, "", "x.xml", "", (case("a", "failed"),)),  # no run id: stands alone
+    ]
+    kept = latest_attempts(sorted(runs, key=lambda run: run.at))
+    assert [(run.id, [c.name for c in run.cases]) for run in kept] == [
+        ("r1", ["b"]),
+        ("r3", ["a"]),
+        ("r4", ["a"]),
+        ("r2", ["a"]),
+    ]
+
+
+def test_the_reports_of_one_attempt_all_count() -> None:
+    """One ingest of several files (one time): a matrix's reports of the same tests."""
+    runs = [
+        Run("py311", 10.0, "7", "py311.xml", "", (case("a"), case("b"))),
+        Run("py312", 10.0, "7", "py312.xml", "", (case("a"), case("b"))),
+    ]
+    assert latest_attempts(runs) == runs
+    assert summarize(latest_run(runs)).totals.tests == 4

@@ -613,3 +613,44 @@ def test_every_display_of_a_shard_counts_from_1(tmp_path: Path) -> None:
     page = "".join(parse_page(render_html(report)).text)
     assert "shard 1/2" in page
     assert "Shards count from 1: 1/4 is the first of four (the plugin's --shard-id=0)." in page
+
+
+def test_a_retried_ci_job_counts_once(tmp_path: Path) -> None:
+    """GitLab retries a job under the same ``CI_PIPELINE_ID``: the shard's second attempt
+    replaces its first in ``stats summary`` and the report, however often it is retried."""
+    project, store = tmp_path / "project", tmp_path / "store"
+    project.mkdir()
+    (project / "test_fast.py").write_text(SUITE["test_fast.py"])
+    (project / "test_once.py").write_text(
+        "import os\ndef test_retried(): assert os.environ.get('ATTEMPT') == '2'\n"
+    )
+    env = clean_environment(
+        GITLAB_CI="true",
+        CI_PROJECT_PATH=NAMESPACE["repository"],
+        CI_COMMIT_REF_NAME=NAMESPACE["ref"],
+        CI_JOB_NAME=NAMESPACE["job"],
+        CI_PIPELINE_ID="555",
+        CI_NODE_INDEX="1",
+        CI_NODE_TOTAL="2",
+    )
+    for attempt in ("1", "2"):
+        result = subprocess.run(
+            [*PYTEST, f"--cache-url={store}"],
+            cwd=project,
+            env={**env, "ATTEMPT": attempt},
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert result.returncode == (1 if attempt == "1" else 0), result.stdout
+    summary = cachekit("stats", "summary", "--url", str(store), *namespace_options(), "--json")
+    assert summary.returncode == 0, summary.stderr
+    data = json.loads(summary.stdout)
+    assert data["scope"] == "run 555"
+    assert data["totals"]["tests"] == 4
+    assert data["totals"]["failures"] == 0
+    report = build_report(stored_runs(store))
+    assert report.reports == 1
+    assert [(o.passed, o.failed) for o in report.outcomes] == [(4, 0)]
+    assert [(s.shard, s.tests) for s in report.shards[0].shards] == [("1/2", 4)]

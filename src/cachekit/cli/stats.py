@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, TextIO
@@ -102,8 +103,16 @@ def cmd_stats_ingest(invocation: Invocation) -> int:
             invocation.print_json({"ingested": 0, "reason": namespace.untrusted_reason})
         return EXIT_OK
     session = invocation.session(namespace)
+    at = time.time()  # the reports of one ingest are one attempt (`latest_attempts`)
     runs = [
-        make_run(report, run_id=namespace.run_id, label=namespace.describe()) for report in reports
+        make_run(
+            report,
+            run_id=namespace.run_id,
+            label=namespace.describe(),
+            shard=namespace.shard,
+            at=at,
+        )
+        for report in reports
     ]
     invocation.run(
         session,

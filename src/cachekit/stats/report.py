@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 import attrs
 
 from cachekit.stats.junit import CaseOutcome, TestCase
-from cachekit.stats.runs import Run, latest_per_test
+from cachekit.stats.runs import Run, latest_attempts, latest_per_test
 
 #: How many CI runs the history and shard plots cover by default.
 DEFAULT_RUNS = 30
@@ -182,9 +182,10 @@ def build_report(
 
 
 def group_ci_runs(runs: Iterable[Run]) -> list[CIRun]:
-    """Reports grouped by CI run, oldest first (by the time of each run's first report)."""
+    """Reports grouped by CI run, oldest first (by the time of each run's first report);
+    of a shard run more than once, the latest attempt (`latest_attempts`)."""
     groups: dict[str, list[Run]] = {}
-    for report in runs:
+    for report in latest_attempts(list(runs)):
         groups.setdefault(report.run_id or f"report {report.id}", []).append(report)
     ci_runs = []
     for key, reports in groups.items():

@@ -5,12 +5,19 @@ Each ingested report is one immutable part of `layout.STATS_RUNS_KEY`, a mapping
 part of `layout.DURATIONS_KEY` records the latest duration per test for
 duration-balanced sharding (`cachekit.stats.sharding`) without reading whole reports.
 
+A test counts once per CI run and shard however often it was recorded: an ingested
+report's id is a hash of what it holds (ingesting a file twice stores one report), and
+runs are read with only the latest attempt of each shard (`latest_attempts`: a CI retry
+shares its run id, as GitLab's ``CI_PIPELINE_ID``).
+
 Records are attrs classes (un)structured by cattrs; a stored run of the wrong shape is
 skipped with a `CorruptValueWarning`.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
@@ -36,9 +43,13 @@ _stored = cattrs.Converter(omit_if_default=True)
 class Run:
     """One ingested report: its test cases and where they came from."""
 
-    #: Unique per report (the id of the part that stores it).
+    #: Unique per report: for an ingested report a hash of its run, shard and cases (the
+    #: same report ingested again is the same entry), for a pytest run's record the id of
+    #: the part that stores it.
     id: str
-    #: When it was ingested (seconds since the epoch).
+    #: When it was ingested (seconds since the epoch). The reports of one attempt share
+    #: it (one ``stats ingest``, one pytest run); a later attempt of the same run and
+    #: shard replaces it (`latest_attempts`).
     at: float
     #: The CI run it belongs to; the shards of one run share it ("" if unknown).
     run_id: str
@@ -94,9 +105,10 @@ def make_run(
     shard: str = "",
     at: float | None = None,
 ) -> Run:
-    """A `Run` for a parsed report, with a fresh unique id."""
+    """A `Run` for a parsed report, named by what it holds (`report_id`). The reports
+    of one ingest share ``at``: they are one attempt."""
     return Run(
-        id=new_part_id(f"run-{run_id}" if run_id else "report"),
+        id=report_id(run_id, shard, report.cases),
         at=time.time() if at is None else at,
         run_id=run_id,
         source=report.source,
@@ -106,14 +118,29 @@ def make_run(
     )
 
 
+def report_id(run_id: str, shard: str, cases: Iterable[TestCase]) -> str:
+    """``report-`` and a hash of a report's run, shard and cases: the same report
+    ingested twice is one entry of the ``stats/runs`` mapping, not two. The file name
+    and the time are left out (the same file, given by another path or ingested later,
+    is the same report)."""
+    content = json.dumps(
+        [run_id, shard, [_converter.unstructure(case) for case in cases]],
+        sort_keys=True,
+        ensure_ascii=False,
+        separators=(",", ":"),
+    )
+    return "report-" + hashlib.sha256(content.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+
+
 def record_runs(cache: Cache, runs: Sequence[Run]) -> list[str]:
     """Write each run as a part of ``stats/runs`` and its durations as a part of
-    ``stats/durations``; returns the store keys written."""
-    return [
-        cache.write_part(key, run.id, value)
-        for run in runs
-        for key, value in run_parts(run).items()
-    ]
+    ``stats/durations`` (each under a fresh part id: parts are written once, and a report
+    ingested again is still one entry); returns the store keys written."""
+    written = []
+    for run in runs:
+        part_id = new_part_id(f"run-{run.run_id}" if run.run_id else "report")
+        written += [cache.write_part(key, part_id, value) for key, value in run_parts(run).items()]
+    return written
 
 
 def run_parts(run: Run) -> dict[str, JSON]:
@@ -136,8 +163,8 @@ def load_runs(cache: Cache) -> list[Run]:
 
 
 def runs_from_value(value: Mapping[str, Any]) -> list[Run]:
-    """Runs from a merged ``stats/runs`` value; malformed entries are skipped with a
-    warning."""
+    """Runs from a merged ``stats/runs`` value, the latest attempt of each shard only
+    (`latest_attempts`); malformed entries are skipped with a warning."""
     runs = []
     for report_id, data in value.items():
         try:
@@ -147,7 +174,52 @@ def runs_from_value(value: Mapping[str, Any]) -> list[Run]:
                 CorruptValueWarning(f"cachekit: ignoring unreadable run {report_id!r}: {error}"),
                 stacklevel=2,
             )
-    return sorted(runs, key=lambda run: (run.at, run.id))
+    return latest_attempts(sorted(runs, key=lambda run: (run.at, run.id)))
+
+
+def latest_attempts(runs: Sequence[Run]) -> list[Run]:
+    """``runs`` with each test counted once per CI run and shard: where several attempts
+    (reports of different times) of one run id and shard recorded a test, the latest
+    attempt's result stands and the earlier ones are left out; a report with nothing
+    left is dropped. Reports without a run id stand alone. Order is kept.
+
+    A retried CI job (same run id and shard) thus replaces its first attempt, while the
+    several reports of one attempt (one ``stats ingest`` of many files, which share
+    their time) all count, and so do records stored before ``at`` was shared.
+    """
+    groups: dict[tuple[str, str], list[Run]] = {}
+    for run in runs:
+        if run.run_id:
+            groups.setdefault((run.run_id, run.shard), []).append(run)
+    trimmed: dict[str, Run | None] = {}
+    for group in groups.values():
+        times = sorted({run.at for run in group}, reverse=True)
+        if len(times) < 2:
+            continue
+        claimed: set[str] = set()  # tests a later attempt recorded
+        for at in times:
+            attempt = [run for run in group if run.at == at]
+            recorded: set[str] = set()
+            for run in attempt:
+                ids = [case.test_id for case in run.cases]
+                kept = tuple(
+                    case
+                    for case, test_id in zip(run.cases, ids, strict=True)
+                    if test_id not in claimed
+                )
+                recorded.update(ids)
+                if len(kept) < len(run.cases) or (not run.cases and claimed):
+                    trimmed[run.id] = attrs.evolve(run, cases=kept) if kept else None
+            claimed |= recorded
+    if not trimmed:
+        return list(runs)
+    result = []
+    for run in runs:
+        if run.id not in trimmed:
+            result.append(run)
+        elif (kept_run := trimmed[run.id]) is not None:
+            result.append(kept_run)
+    return result
 
 
 def load_durations(cache: Cache) -> dict[str, float]:
