@@ -60,10 +60,14 @@ class Budget:
             warnings.simplefilter("always", CacheKitWarning)
             for thread in threads:
                 thread.start()
-            for thread in threads:
-                # An unlimited budget (math.inf) waits as long as the calls take.
-                left = deadline - time.monotonic()
-                thread.join(None if math.isinf(left) else max(0.0, left))
+            try:
+                for thread in threads:
+                    # An unlimited budget (math.inf) waits as long as the calls take.
+                    left = deadline - time.monotonic()
+                    thread.join(None if math.isinf(left) else max(0.0, left))
+            except KeyboardInterrupt:  # Ctrl-C: the calls are abandoned, and so is the store
+                self.remaining = 0.0
+                raise
         self.remaining = max(0.0, self.remaining - (time.monotonic() - started))
         self.warnings += [w.message for w in caught if isinstance(w.message, CacheKitWarning)]
         results: list[T] = []

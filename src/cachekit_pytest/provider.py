@@ -35,6 +35,7 @@ class CacheProvider:
         #: The shared cache, when ``cache_url`` names a store (not on xdist workers: they
         #: read the working copy the controller keeps).
         self.run: SharedRun | None = None
+        self._session: pytest.Session | None = None
 
     # -- pytest's cacheprovider hooks --------------------------------------------------------
 
@@ -95,14 +96,19 @@ class CacheProvider:
     @pytest.hookimpl(wrapper=True)
     def pytest_sessionfinish(self, session: pytest.Session) -> Any:
         config = session.config
+        self._session = session
         if self.run is not None and self.run.pending:  # before LFPlugin and NFPlugin write
             assert config.cache is not None
-            config.cache.get(LASTFAILED_KEY, None)  # SharedCache: finishes the read
+            try:
+                config.cache.get(LASTFAILED_KEY, None)  # SharedCache: finishes the read
+            except KeyboardInterrupt as interrupt:
+                self.run.interrupted(interrupt)
         try:
             return (yield)
         finally:
             if self.run is not None:
                 self.run.write_out(config)
+                self._report_interrupt(config)
 
     @pytest.hookimpl(trylast=True)
     def pytest_terminal_summary(self, config: pytest.Config) -> None:
@@ -110,13 +116,27 @@ class CacheProvider:
         a warning about it is still shown in the summary."""
         if self.run is not None:
             self.run.finish_write()
+            self._report_interrupt(config)
 
     def pytest_unconfigure(self, config: pytest.Config) -> None:
         if self.run is not None:
             self.run.finish_write()  # a session that ended without a terminal summary
+            self._report_interrupt(config)
             self.run.close()
 
     # -- helpers -------------------------------------------------------------------------
+
+    def _report_interrupt(self, config: pytest.Config) -> None:
+        """Ctrl-C while the run waited for the store at its end ends the run as a Ctrl-C
+        during the tests does: pytest's interrupted summary and exit code 2, no
+        traceback."""
+        run, session = self.run, self._session
+        if run is None or run.interrupt is None or session is None:
+            return
+        interrupt, run.interrupt = run.interrupt, None
+        session.exitstatus = pytest.ExitCode.INTERRUPTED
+        excinfo = pytest.ExceptionInfo.from_exception(interrupt)
+        config.hook.pytest_keyboard_interrupt(excinfo=excinfo)
 
     def _split(self, config: pytest.Config, settings: Settings) -> None:
         """Run one shard of the selected tests, balanced by recorded durations."""

@@ -71,6 +71,8 @@ class SharedRun:
         self.pending = False
         #: True while the end-of-run write goes on (`Sync.written` not yet called).
         self.writing = False
+        #: The Ctrl-C that ended a wait for the store, for pytest to report (`interrupted`).
+        self.interrupt: KeyboardInterrupt | None = None
         #: Per-test statistics, when the run records them (a trusted run).
         self.test_stats = TestStats() if settings.stats and session.namespace.trusted else None
         self.recorder = Recorder(self.test_stats)
@@ -206,6 +208,8 @@ class SharedRun:
             return
         try:
             self.writing = self._sync_out(config)
+        except KeyboardInterrupt as interrupt:
+            self.interrupted(interrupt)
         except Exception as error:  # SyncFailed, or anything else: never fail the run
             self._write_failed(error)
         self.session.warn_corrupt()
@@ -216,6 +220,8 @@ class SharedRun:
         self.writing = False
         try:
             self.sync.written()
+        except KeyboardInterrupt as interrupt:
+            self.interrupted(interrupt)
         except Exception as error:  # as in write_out
             self._write_failed(error)
         self.session.warn_corrupt()
@@ -297,6 +303,16 @@ class SharedRun:
                 tw.line("  " + line)
             for part in found.parts:
                 tw.line(f"  part {part}")
+
+    def interrupted(self, interrupt: KeyboardInterrupt) -> None:
+        """Ctrl-C while the run waited for the store at its end: stop waiting at once and
+        leave the store alone from now on (the agent is killed as it closes). What it
+        stored stays: parts are stored whole or not at all. `CacheProvider` has pytest
+        report the interrupt as its own, exit code 2."""
+        self.pending = self.writing = False
+        self.interrupt = interrupt
+        self.session.degraded = True
+        self.session.budget.remaining = 0.0
 
     def _write_failed(self, error: Exception) -> None:
         self.session.fail(f"could not write this run's results: {error}")
