@@ -460,3 +460,137 @@ def test_untrusted_runs_read_but_never_write(tmp_path: Path) -> None:
     with pytest.raises(UnsupportedOperation):
         cache.delete(LASTFAILED_KEY)
     assert {key: store.get(key) for key in store.list()} == before
+
+
+# -- which GitHub events are trusted (issue 15, 12) --------------------------------------
+
+
+@pytest.mark.parametrize(
+    "event_name", ["push", "schedule", "workflow_dispatch", "merge_group", "release"]
+)
+def test_github_events_that_run_only_the_repositorys_code_are_trusted(
+    tmp_path: Path, event_name: str
+) -> None:
+    event = {"repository": {"full_name": "acme/app", "default_branch": "main"}}
+    assert detect_namespace(github_env(tmp_path, event_name, event)).trusted
+
+
+@pytest.mark.parametrize(
+    "event_name",
+    ["workflow_run", "issue_comment", "issues", "discussion_comment", "check_run", "status"],
+)
+def test_github_events_that_can_run_fork_code_are_untrusted(
+    tmp_path: Path, event_name: str
+) -> None:
+    """A workflow_run after a fork's pull request, or an issue comment ("/test") that
+    checks out the pull request's head, runs the fork's code with main's credentials."""
+    event = {
+        "repository": {"full_name": "acme/app", "default_branch": "main"},
+        "workflow_run": {"head_repository": {"full_name": "mallory/app"}},
+    }
+    ns = detect_namespace(github_env(tmp_path, event_name, event))
+    assert not ns.trusted
+    assert f"event {event_name} can run code from forks" in ns.untrusted_reason
+    assert "CACHEKIT_TRUSTED_EVENTS" in ns.untrusted_reason
+
+
+@pytest.mark.parametrize(
+    "event_name", ["pull_request_review", "pull_request_review_comment", "pull_request_target"]
+)
+def test_github_pull_request_events_from_a_fork_stay_untrusted(
+    tmp_path: Path, event_name: str
+) -> None:
+    """Every pull_request* event is judged by its payload's head repository; a review of a
+    fork's pull request is untrusted, even listed in CACHEKIT_TRUSTED_EVENTS (which a
+    fork's own workflow file could set)."""
+    env = github_env(tmp_path, event_name, pull_request_event("mallory/app"))
+    env["CACHEKIT_TRUSTED_EVENTS"] = event_name
+    ns = detect_namespace(env)
+    assert not ns.trusted
+    assert "mallory/app" in ns.untrusted_reason
+    same = github_env(tmp_path, event_name, pull_request_event("acme/app"))
+    assert detect_namespace(same).trusted
+
+
+def test_trusted_events_can_be_added_but_not_a_fork(tmp_path: Path) -> None:
+    event = {"repository": {"full_name": "acme/app", "default_branch": "main"}}
+    env = github_env(tmp_path, "issue_comment", event)
+    env["CACHEKIT_TRUSTED_EVENTS"] = "workflow_run, issue_comment"
+    assert detect_namespace(env).trusted
+    env["CACHEKIT_READONLY"] = "1"  # lowering still wins
+    assert not detect_namespace(env).trusted
+    env = github_env(tmp_path, "deployment", event) | {"CACHEKIT_TRUSTED_EVENTS": "push"}
+    assert not detect_namespace(env).trusted
+
+
+def test_github_without_an_event_name_is_untrusted(tmp_path: Path) -> None:
+    env = github_env(tmp_path, "push", {})
+    del env["GITHUB_EVENT_NAME"]
+    ns = detect_namespace(env)
+    assert not ns.trusted
+    assert ns.untrusted_reason == "GITHUB_EVENT_NAME is not set"
+
+
+def test_a_workflow_run_event_writes_nothing_through_the_plugin(
+    tmp_path: Path, pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The reported attack: a workflow_run job (fork code) wrote its objects under main.
+    Now the run reads, and the store is unchanged."""
+    event = {"repository": {"full_name": "acme/app", "default_branch": "main"}}
+    for name, value in github_env(tmp_path, "workflow_run", event).items():
+        monkeypatch.setenv(name, value)
+    store = tmp_path / "store"
+    pytester.makepyfile(test_one="def test_ok():\n    pass\n\ndef test_bad():\n    assert 0\n")
+    result = pytester.runpytest(f"--cache-url={store}")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines(["*read-only (event workflow_run can run code from forks*"])
+    assert not store.exists() or not any(path.is_file() for path in store.rglob("*"))
+
+
+# -- the event payload fails closed (issue 15, 6) -----------------------------------------
+
+
+def test_a_deeply_nested_event_payload_is_untrusted_with_the_reason(tmp_path: Path) -> None:
+    env = github_env(tmp_path, "push", {})
+    Path(env["GITHUB_EVENT_PATH"]).write_text("[" * 100_000 + "]" * 100_000, encoding="utf-8")
+    ns = detect_namespace(env)
+    assert not ns.trusted
+    assert ns.untrusted_reason == "event payload is unreadable (RecursionError: nested too deep)"
+    pull = github_env(tmp_path, "pull_request", {})
+    Path(pull["GITHUB_EVENT_PATH"]).write_text("[" * 100_000 + "]" * 100_000, encoding="utf-8")
+    assert not detect_namespace(pull).trusted
+    assert "RecursionError" in detect_namespace(pull).untrusted_reason
+
+
+def test_a_deeply_nested_event_payload_does_not_crash_a_run(
+    tmp_path: Path, pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It used to end the run with exit code 3 (INTERNALERROR)."""
+    env = github_env(tmp_path, "push", {})
+    Path(env["GITHUB_EVENT_PATH"]).write_text('{"a":' * 100_000 + "1" + "}" * 100_000)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    pytester.makepyfile(test_one="def test_ok():\n    pass\n")
+    result = pytester.runpytest(f"--cache-url={tmp_path / 'store'}")
+    assert result.ret == pytest.ExitCode.OK
+    result.stdout.fnmatch_lines(["*read-only (event payload is unreadable (RecursionError*"])
+
+
+def test_an_oversized_event_payload_is_untrusted(tmp_path: Path) -> None:
+    env = github_env(tmp_path, "push", {})
+    with Path(env["GITHUB_EVENT_PATH"]).open("wb") as file:
+        file.truncate(33 * 1024 * 1024)
+    assert "larger than" in detect_namespace(env).untrusted_reason
+
+
+def test_gitlab_external_pull_request_from_a_fork_is_untrusted() -> None:
+    external = GITLAB_BRANCH | {
+        "CI_PIPELINE_SOURCE": "external_pull_request_event",
+        "CI_EXTERNAL_PULL_REQUEST_SOURCE_REPOSITORY": "mallory/app",
+        "CI_EXTERNAL_PULL_REQUEST_TARGET_REPOSITORY": "acme/app",
+    }
+    ns = detect_namespace(external)
+    assert not ns.trusted
+    assert "mallory/app" in ns.untrusted_reason
+    same = external | {"CI_EXTERNAL_PULL_REQUEST_SOURCE_REPOSITORY": "acme/app"}
+    assert detect_namespace(same).trusted

@@ -13,7 +13,10 @@ Trust can only be lowered by configuration, never raised: a pull request from a 
 runs code (and often a workflow file and environment) that the fork controls, so nothing
 it sets may make it trusted. ``CACHEKIT_READONLY=1`` or ``trusted=False`` make any run
 read-only. Where the CI system does not say whether a pull request comes from a fork, the
-run is read-only (fail closed).
+run is read-only (fail closed). On GitHub Actions, events other than pull requests are
+trusted only when they run nothing but the repository's own code (`GITHUB_TRUSTED_EVENTS`,
+plus what ``CACHEKIT_TRUSTED_EVENTS`` vouches for); an unreadable event payload makes
+any run read-only.
 """
 
 from __future__ import annotations
@@ -244,10 +247,34 @@ def normalize_git_url(url: str) -> str:
     return f"{host}/{parts.path.strip('/').removesuffix('.git')}".strip("/")
 
 
+#: GitHub Actions events whose runs execute only code that someone with write access to
+#: the repository pushed or chose: trusted. ``pull_request*`` events are trusted only from
+#: the repository itself (`_github`). Every other event (``workflow_run``,
+#: ``issue_comment``, ``issues``, ``discussion``, ``check_run``, ...) is untrusted by
+#: default: such workflows commonly check out or download what a fork's pull request
+#: made, which cachekit cannot see. ``CACHEKIT_TRUSTED_EVENTS`` adds events to this set.
+GITHUB_TRUSTED_EVENTS = frozenset(
+    {"push", "schedule", "workflow_dispatch", "merge_group", "release", "create", "delete"}
+)
+#: Events a repository's maintainers vouch for (comma- or space-separated names).
+ENV_TRUSTED_EVENTS = ENV_PREFIX + "TRUSTED_EVENTS"
+#: The largest event payload read (GitHub caps webhook payloads at 25 MB).
+MAX_EVENT_BYTES = 32 * 1024 * 1024
+
+
+def trusted_events(env: Mapping[str, str]) -> frozenset[str]:
+    """`GITHUB_TRUSTED_EVENTS` and the events ``CACHEKIT_TRUSTED_EVENTS`` adds. Names of
+    ``pull_request*`` events are ignored there: a fork's pull request runs a workflow
+    file (and so an environment) the fork controls, so they are judged by the payload
+    only."""
+    added = env.get(ENV_TRUSTED_EVENTS, "").replace(",", " ").split()
+    return GITHUB_TRUSTED_EVENTS | {name for name in added if not name.startswith("pull_request")}
+
+
 def _github(env: Mapping[str, str]) -> Detected | None:
     if env.get("GITHUB_ACTIONS") != "true":
         return None
-    event_name = env.get("GITHUB_EVENT_NAME", "")
+    event_name = env.get("GITHUB_EVENT_NAME", "").strip()
     event, event_error = _read_event(env.get("GITHUB_EVENT_PATH", ""))
     repository = env.get("GITHUB_REPOSITORY", "") or "unknown"
     attempt = env.get("GITHUB_RUN_ATTEMPT", "")
@@ -264,6 +291,15 @@ def _github(env: Mapping[str, str]) -> Detected | None:
                 reason = "pull request from an unknown or deleted repository"
             elif head != base:
                 reason = f"pull request from fork {head}"
+    elif not event_name:
+        reason = "GITHUB_EVENT_NAME is not set"
+    elif event_name not in trusted_events(env):
+        reason = (
+            f"event {event_name} can run code from forks "
+            f"(add it to {ENV_TRUSTED_EVENTS} if this workflow never does)"
+        )
+    elif event is None and env.get("GITHUB_EVENT_PATH", ""):
+        reason = f"event payload is unreadable ({event_error})"
     return {
         "provider": "github",
         "repository": repository,
@@ -278,13 +314,20 @@ def _github(env: Mapping[str, str]) -> Detected | None:
 
 
 def _read_event(path: str) -> tuple[dict[str, Any] | None, str]:
+    """The event payload, or None and why not. Anything unexpected in it (too big, not
+    JSON, nested too deep to parse) is a reason, never an exception: fail closed."""
     if not path:
         return None, "GITHUB_EVENT_PATH is not set"
     try:
-        with open(path, encoding="utf-8") as file:
-            event = json.load(file)
+        with open(path, "rb") as file:
+            data = file.read(MAX_EVENT_BYTES + 1)
+        if len(data) > MAX_EVENT_BYTES:
+            return None, f"larger than {MAX_EVENT_BYTES} bytes"
+        event = json.loads(data.decode("utf-8"))
     except (OSError, ValueError) as error:
         return None, f"{type(error).__name__}: {error}"
+    except RecursionError:
+        return None, "RecursionError: nested too deep"
     if not isinstance(event, dict):
         return None, "not a JSON object"
     return event, ""
@@ -320,6 +363,12 @@ def _gitlab(env: Mapping[str, str]) -> Detected | None:
     if source and source != project:
         source_path = env.get("CI_MERGE_REQUEST_SOURCE_PROJECT_PATH", "") or f"project {source}"
         reason = f"merge request from fork {source_path}"
+    elif env.get("CI_PIPELINE_SOURCE", "") == "external_pull_request_event":
+        # A GitHub pull request run by "CI/CD for external repositories".
+        head = env.get("CI_EXTERNAL_PULL_REQUEST_SOURCE_REPOSITORY", "")
+        target = env.get("CI_EXTERNAL_PULL_REQUEST_TARGET_REPOSITORY", "")
+        if not head or head != target:
+            reason = f"external pull request from {head or 'an unknown repository'}"
     return {
         "provider": "gitlab",
         "repository": env.get("CI_PROJECT_PATH", "") or "unknown",
