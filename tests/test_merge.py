@@ -22,6 +22,7 @@ from cachekit.values.merge import (
     LASTFAILED,
     NODEIDS,
     CanonicalMax,
+    Duration,
     LatestWins,
     MappingUnion,
     Maximum,
@@ -73,6 +74,11 @@ maxima = st.none() | numbers
 latest = st.none() | st.builds(
     lambda at, value: {"at": at, "value": value}, timestamps, json_values
 )
+durations = st.none() | st.builds(
+    lambda at, seconds: {"at": at, "value": seconds},
+    timestamps,
+    st.sampled_from([0, 0.0, 1, 1.0, 2.5]) | st.floats(0, Duration.MAX_DURATION),
+)
 outcomes = st.none() | st.builds(
     lambda at, failed: {"at": at, "failed": failed}, timestamps, st.booleans()
 )
@@ -101,7 +107,8 @@ CASES: list[tuple[str, MergeStrategy[Any], st.SearchStrategy[Any]]] = [
         mappings_of(mappings_of(outcomes)),
     ),
     ("LASTFAILED", LASTFAILED, mappings_of(outcomes)),
-    ("DURATIONS", DURATIONS, mappings_of(latest)),
+    ("Duration", Duration(), durations),
+    ("DURATIONS", DURATIONS, mappings_of(durations)),
 ]
 CASE_IDS = [name for name, _, _ in CASES]
 parametrize_cases = pytest.mark.parametrize(("name", "strategy", "values"), CASES, ids=CASE_IDS)
@@ -200,7 +207,18 @@ def test_check_raises_only_corrupt_data(name, strategy, values, value):
 
 WRONG_SHAPES: dict[str, list[Any]] = {
     "SortedUnion": [None, "a.py::t", {"a": 1}, [1], ["a", None], [["a"]], 3, True],
-    "Maximum": ["1", True, False, [1], {"at": 1}, float("nan"), float("inf"), -float("inf")],
+    "Maximum": [
+        "1",
+        True,
+        False,
+        [1],
+        {"at": 1},
+        float("nan"),
+        float("inf"),
+        -float("inf"),
+        10**400,  # no float holds it: float() raises OverflowError far from the read
+        -(10**400),
+    ],
     "LatestWins": [
         1,
         "x",
@@ -212,6 +230,7 @@ WRONG_SHAPES: dict[str, list[Any]] = {
         {"at": True, "value": 1},
         {"at": None, "value": 1},
         {"at": float("nan"), "value": 1},
+        {"at": 10**400, "value": 1},
         {"at": 1, "value": 1, "extra": 0},
     ],
     "Outcome": [
@@ -227,10 +246,27 @@ WRONG_SHAPES: dict[str, list[Any]] = {
         {"at": "1", "failed": True},
         {"at": False, "failed": True},
         {"at": float("inf"), "failed": True},
+        {"at": 10**400, "failed": True},
         {"at": 1, "failed": True, "extra": 0},
     ],
     "MappingUnion": [None, [], ["a"], "a", 1, True],
 }
+# A duration is a number of seconds a test may take: none of these (issue 15: a planted
+# 10**400 made every start-up read fail with OverflowError, "store unavailable").
+WRONG_SHAPES["Duration"] = [
+    *WRONG_SHAPES["LatestWins"],
+    {"at": 1, "value": 10**400},
+    {"at": 1, "value": 1e300},
+    {"at": 1, "value": -1},
+    {"at": 1, "value": -0.5},
+    {"at": 1, "value": Duration.MAX_DURATION + 1},
+    {"at": 1, "value": float("nan")},
+    {"at": 1, "value": float("inf")},
+    {"at": 1, "value": "1.5"},
+    {"at": 1, "value": None},
+    {"at": 1, "value": True},
+    {"at": 1, "value": [1]},
+]
 
 
 def _wrong_shapes(name: str) -> list[Any]:
@@ -242,7 +278,7 @@ def _wrong_shapes(name: str) -> list[Any]:
         return []
     inner = {
         "LASTFAILED": "Outcome",
-        "DURATIONS": "LatestWins",
+        "DURATIONS": "Duration",
     }.get(name) or name.removeprefix("MappingUnion(").removesuffix(")")
     wrong = list(WRONG_SHAPES["MappingUnion"])
     if inner in WRONG_SHAPES:

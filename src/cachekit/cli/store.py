@@ -360,12 +360,12 @@ def _collect(args: argparse.Namespace, store: CacheStore, cutoff: float) -> list
         for stored in key.objects
         if stored.written_at is not None and stored.written_at < cutoff
     )
-    if isinstance(store, LocalStore):  # temporary files of writers killed mid-write
-        old += store.remove_stale_temporaries(args.prefix, dry_run=args.dry_run)
     if not args.dry_run:
         progress = Progress("deleting", len(old))
         for start in range(0, len(old), 256):
             store.delete_many(old[start : start + 256])
             progress.step(min(start + 256, len(old)))
         progress.close()
+    if isinstance(store, LocalStore):  # temporary files of writers killed mid-write
+        old += store.remove_stale_temporaries(args.prefix, dry_run=args.dry_run)
     return old

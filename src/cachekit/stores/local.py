@@ -9,7 +9,10 @@ step for every process using this store.
 Nothing below the root is reached through a symbolic link: writes, deletes and listings
 walk the key's directories one descriptor at a time with ``O_NOFOLLOW``, and a read
 checks where the file it opened really is. A link planted in the store can neither
-redirect a write nor leak a file from elsewhere.
+redirect a write nor leak a file from elsewhere. Files are opened without blocking and
+read only if they are regular files: a FIFO or a device planted in the store is no
+value, and never hangs a read or a compaction. Names that are not UTF-8, or that no key
+could have, are left out of listings (foreign, not an error).
 
 A version is the file's identity (inode, modification time, size) plus a CRC-32 of its
 bytes: inodes are reused at once and timestamps can be coarse, so identity alone could
@@ -24,6 +27,7 @@ import os
 import secrets
 import stat
 import sys
+import time
 import zlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -35,8 +39,12 @@ from cachekit.stores.keys import validate_key, validate_prefix
 
 #: Temporary files start with this; listings skip them and keys may not use it.
 TEMP_PREFIX = ".ck-tmp-"
+#: Seconds after which a temporary file is a killed writer's: a live writer renames its
+#: own within moments (an hour leaves room for a huge value on a slow disk).
+STALE_TEMPORARY_AGE = 3600.0
 _CLOEXEC = getattr(os, "O_CLOEXEC", 0)
-_FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | _CLOEXEC
+#: O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer, forever.
+_FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | _CLOEXEC
 _DIRECTORY_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | _CLOEXEC
 _LINK_ERRNOS = (errno.ELOOP, errno.ENOTDIR)
 _PROC_FD = "/proc/self/fd/" if sys.platform.startswith("linux") else None
@@ -140,6 +148,22 @@ class LocalStore:
     def delete_many(self, keys: Iterable[str]) -> None:
         for key in keys:
             self.delete(key)
+
+    def remove_stale_temporaries(
+        self, prefix: str = "", *, older_than: float = STALE_TEMPORARY_AGE, dry_run: bool = False
+    ) -> tuple[str, ...]:
+        """Delete the temporary files under ``prefix`` last modified over ``older_than``
+        seconds ago: what writers killed between writing and renaming left behind, which
+        no key names, so nothing else ever removes them. Returns their paths below the
+        root (what would be deleted, with ``dry_run``)."""
+        validate_prefix(prefix)
+        cutoff = time.time() - older_than
+        start = prefix.rpartition("/")[0]
+        with self._directory(start) as fd:
+            if fd is None:
+                return ()
+            stale = sorted(self._remove_temporaries(fd, start, prefix, cutoff, dry_run=dry_run))
+            return tuple(stale)
 
     def close(self) -> None:
         """Nothing to release: every operation opens and closes its own files."""
@@ -270,20 +294,71 @@ class LocalStore:
                 for entry in entries
             ]
         for name, is_directory, is_file in listed:
-            if name.startswith(TEMP_PREFIX):
+            if name.startswith(TEMP_PREFIX) or not (is_file or is_directory):
                 continue
             key = f"{relative}/{name}" if relative else name
+            if not _is_key_segment(name):
+                continue  # not UTF-8 (undecodable bytes), or no key could name it
             if is_file:
                 yield key
-            elif is_directory:
-                try:
-                    child = os.open(name, _DIRECTORY_FLAGS, dir_fd=dir_fd)
-                except OSError:
-                    continue  # removed, or swapped for a link, since the scan
-                try:
-                    yield from self._scan(child, key)
-                finally:
-                    os.close(child)
+            else:
+                with self._child(dir_fd, name) as child:
+                    if child is not None:
+                        yield from self._scan(child, key)
+
+    def _remove_temporaries(
+        self, dir_fd: int, relative: str, prefix: str, cutoff: float, *, dry_run: bool
+    ) -> Iterator[str]:
+        """Paths of the temporary files below ``dir_fd`` (starting with ``prefix``) older
+        than ``cutoff``, deleted."""
+        with os.scandir(dir_fd) as entries:
+            listed = [(entry.name, entry.is_dir(follow_symlinks=False)) for entry in entries]
+        for name, is_directory in listed:
+            path = f"{relative}/{name}" if relative else name
+            if is_directory:
+                with self._child(dir_fd, name) as child:
+                    if child is not None:
+                        yield from self._remove_temporaries(
+                            child, path, prefix, cutoff, dry_run=dry_run
+                        )
+                continue
+            if not name.startswith(TEMP_PREFIX) or not path.startswith(prefix):
+                continue
+            try:
+                st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+                if st.st_mtime >= cutoff:
+                    continue
+                if not dry_run:
+                    os.unlink(name, dir_fd=dir_fd)
+            except FileNotFoundError:
+                continue  # renamed into place, or removed by another gc
+            yield path.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+    @staticmethod
+    @contextmanager
+    def _child(dir_fd: int, name: str) -> Iterator[int | None]:
+        """The directory ``name`` below ``dir_fd``, opened without following a link; None
+        if it was removed, or swapped for a link, since the scan."""
+        try:
+            child = os.open(name, _DIRECTORY_FLAGS, dir_fd=dir_fd)
+        except OSError:
+            yield None
+            return
+        try:
+            yield child
+        finally:
+            os.close(child)
+
+
+def _is_key_segment(name: str) -> bool:
+    """Whether a file name can be a segment of a key: valid UTF-8 (``os.scandir`` turns
+    other bytes into lone surrogates) and a valid key by itself."""
+    try:
+        name.encode("utf-8")
+        validate_key(name)
+    except (UnicodeEncodeError, InvalidKey):
+        return False
+    return True
 
 
 def _missing(relative: str) -> int:

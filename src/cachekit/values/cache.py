@@ -218,6 +218,7 @@ class Cache:
         compress_above: int = codec.DEFAULT_COMPRESS_ABOVE,
         update_attempts: int = 100,
         clock: Callable[[], float] = time.time,
+        read_size: int = codec.MAX_READ_SIZE,
     ) -> None:
         self.store = store
         #: The read chain: ``store`` first, then ``read_also`` (say, the base branch's
@@ -227,6 +228,9 @@ class Cache:
         self.compress_above = compress_above
         self.update_attempts = update_attempts
         self.clock = clock
+        #: Bytes of JSON one merged read (or compaction) may decode, all its values and
+        #: stores together; values past it are refused as corrupt (`codec.Allowance`).
+        self.read_size = read_size
 
     # -- plain values -------------------------------------------------------------------
 
@@ -334,12 +338,17 @@ class Cache:
         if listed is not None and (list_prefix is None or len(self.read_chain) != 1):
             raise ValueError("listed= needs list_prefix= and a cache without a read chain")
         bases_only = frozenset(bases_only)
+        allowance = codec.Allowance(self.read_size)
         if len(self.read_chain) == 1:
-            return self._read_merged_from(self.store, strategies, prefix, listed, bases_only)
+            return self._read_merged_from(
+                self.store, strategies, prefix, allowance, listed=listed, bases_only=bases_only
+            )
         with _thread_pool(len(self.read_chain), "cachekit-read") as pool:
             reads = list(
                 pool.map(
-                    lambda s: self._read_merged_from(s, strategies, prefix, None, bases_only),
+                    lambda s: self._read_merged_from(
+                        s, strategies, prefix, allowance, bases_only=bases_only
+                    ),
                     self.read_chain,
                 )
             )
@@ -357,6 +366,8 @@ class Cache:
         store: CacheStore,
         strategies: Mapping[str, MergeStrategy[Any]],
         prefix: str,
+        allowance: codec.Allowance,
+        *,
         listed: Sequence[str] | None = None,
         bases_only: frozenset[str] = frozenset(),
     ) -> dict[str, Merged]:
@@ -374,7 +385,7 @@ class Cache:
             # A compaction retired parts between our listing and our fetch (their
             # contents are in a newer base now), or replaced the base: read again.
         return {
-            key: self._join(key, strategy, keys, fetched)
+            key: self._join(key, strategy, keys, fetched, allowance)
             for (key, strategy), keys in zip(strategies.items(), wanted.values(), strict=True)
         }
 
@@ -392,7 +403,8 @@ class Cache:
             return 0
         fetched = self.store.get_many([base_key, *part_keys])
         present = [part for part in part_keys if part in fetched]
-        merged = self._join(key, strategy, [base_key, *present], fetched)
+        allowance = codec.Allowance(self.read_size)
+        merged = self._join(key, strategy, [base_key, *present], fetched, allowance)
         folded = tuple(part.rpartition("/")[2] for part in present)
         try:
             self._put_conditionally(
@@ -424,12 +436,13 @@ class Cache:
         strategy: MergeStrategy[Any],
         keys: Sequence[str],
         fetched: Mapping[str, Entry],
+        allowance: codec.Allowance,
     ) -> Merged:
         values = []
         parts = []
         has_base = False
         for store_key in keys:
-            envelope = self._decode(store_key, fetched.get(store_key))
+            envelope = self._decode(store_key, fetched.get(store_key), allowance)
             if envelope is None:
                 continue
             try:
@@ -450,11 +463,13 @@ class Cache:
         fields = attrs.asdict(envelope, recurse=False)
         return codec.encode(fields, compress_above=self.compress_above)
 
-    def _decode(self, store_key: str, entry: Entry | None) -> Envelope | None:
+    def _decode(
+        self, store_key: str, entry: Entry | None, allowance: codec.Allowance | None = None
+    ) -> Envelope | None:
         if entry is None:
             return None
         try:
-            return _structure_envelope(codec.decode(entry.data))
+            return _structure_envelope(codec.decode(entry.data, allowance=allowance))
         except CorruptData as error:
             _warn_corrupt(store_key, error)
         return None

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from collections.abc import Iterable, Mapping
 from typing import Any, Protocol, TypeVar
 
@@ -44,11 +45,19 @@ def _canonical(value: JSON) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"))
 
 
+#: The largest int that is a number for the checks below: one ``float()`` can convert
+#: (``10**400`` in a stored value would raise OverflowError far from where it was read).
+_LARGEST_INT = int(sys.float_info.max)
+
+
 def _is_number(value: object) -> bool:
-    """A JSON number: an int (any size), or a finite float; never a bool."""
+    """A JSON number a float can hold: a finite float, or an int no larger than the
+    largest float; never a bool."""
     if isinstance(value, bool):
         return False
-    return isinstance(value, int) or (isinstance(value, float) and math.isfinite(value))
+    if isinstance(value, int):
+        return -_LARGEST_INT <= value <= _LARGEST_INT
+    return isinstance(value, float) and math.isfinite(value)
 
 
 class SortedUnion:
@@ -128,6 +137,22 @@ class LatestWins:
         return value
 
 
+class Duration(LatestWins):
+    """A test's latest duration ``{"at": seconds, "value": seconds}``: `LatestWins` whose
+    value is a number of seconds from 0 to `MAX_DURATION`."""
+
+    #: Longer than any CI job may run (GitHub's limit is 6 hours, the longest 30 days).
+    MAX_DURATION = 31 * 86400.0
+
+    def check(self, value: JSON) -> dict[str, JSON] | None:
+        checked = super().check(value)
+        if checked is not None:
+            seconds = checked["value"]
+            if not _is_number(seconds) or not 0 <= seconds <= self.MAX_DURATION:  # type: ignore[operator]
+                raise CorruptData(f"expected a duration of 0 to {self.MAX_DURATION:g} seconds")
+        return checked
+
+
 class Outcome:
     """A test's last observed outcome ``{"at": seconds, "failed": bool}``.
 
@@ -160,7 +185,9 @@ class Outcome:
         # Hot: exact type tests first; the general checks only for unusual values.
         if type(value) is dict and len(value) == 2 and type(value.get("failed")) is bool:
             at = value.get("at")
-            if type(at) is int or (type(at) is float and math.isfinite(at)):
+            if (type(at) is float and math.isfinite(at)) or (
+                type(at) is int and -_LARGEST_INT <= at <= _LARGEST_INT
+            ):
                 return value
         raise CorruptData('expected {"at": number, "failed": bool}')
 
@@ -225,7 +252,7 @@ NODEIDS = SortedUnion()
 #: Per-test latest observation: a failure stays until a later run passes (or skips) it.
 LASTFAILED = MappingUnion(Outcome())
 #: Per-test latest duration ``{"at": seconds, "value": duration}``.
-DURATIONS = MappingUnion(LatestWins())
+DURATIONS = MappingUnion(Duration())
 
 
 def observe_outcomes(*, failed: Iterable[str], passed: Iterable[str], at: float) -> dict[str, JSON]:
