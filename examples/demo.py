@@ -175,7 +175,7 @@ def run_split(ci: CI, *args: str) -> list[ShardRun]:
 def show_split(shards: Sequence[ShardRun]) -> str:
     """Each shard's tests and what they cost by the tests' sleeps."""
     for index, shard in enumerate(shards):
-        print(f"    shard {index} of 2: {tests(len(shard.ran()))}, {shard.sleep():.2f} s of sleep")
+        print(f"    shard {index + 1}/2: {tests(len(shard.ran()))}, {shard.sleep():.2f} s of sleep")
     return " and ".join(f"{tests(len(shard.ran()))} ({shard.sleep():.2f} s)" for shard in shards)
 
 
