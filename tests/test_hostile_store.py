@@ -20,8 +20,6 @@ from pathlib import Path
 
 import pytest
 import zstandard
-from tests.test_cli import clean_env
-from tests.test_codec import frame
 
 import cachekit
 from cachekit import Cache, LocalStore
@@ -30,6 +28,8 @@ from cachekit.stores.local import STALE_TEMPORARY_AGE, TEMP_PREFIX
 from cachekit.values import codec
 from cachekit.values.codec import Codec, decode, encode
 from cachekit.values.merge import DURATIONS, LASTFAILED, NODEIDS
+from test_cli import clean_env
+from test_codec import frame
 
 MIB = 1024 * 1024
 
