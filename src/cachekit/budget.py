@@ -27,8 +27,10 @@ class BudgetCallFailed(Exception):
 class Budget:
     """Seconds the store may still cost this run, spent by `run` and `run_all`."""
 
-    def __init__(self, seconds: float) -> None:
+    def __init__(self, seconds: float, *, setting: str = "") -> None:
         self.remaining = seconds
+        #: The budget as its messages name it: its seconds, and the setting that sets them.
+        self.described = f"{seconds:g} s" + (f", set by {setting}" if setting else "")
         #: cachekit warnings (corrupt values) raised by the calls, in order.
         self.warnings: list[CacheKitWarning] = []
 
@@ -46,7 +48,7 @@ class Budget:
         workers of a `concurrent.futures` pool would be waited for).
         """
         if self.remaining <= 0:
-            raise BudgetCallFailed(f"{what}: no time left of the budget")
+            raise BudgetCallFailed(f"{what}: no time left of the budget ({self.described})")
         outcomes: list[list[tuple[bool, Any]]] = [[] for _ in calls]
         threads = [
             threading.Thread(target=_capture, args=(call, outcome), daemon=True)
@@ -74,7 +76,9 @@ class Budget:
         for outcome in outcomes:
             if not outcome:
                 self.remaining = 0.0
-                raise BudgetCallFailed(f"{what}: no answer within the time budget")
+                raise BudgetCallFailed(
+                    f"{what}: no answer within the time budget ({self.described})"
+                )
             succeeded, value = outcome[0]
             if not succeeded:
                 self.remaining = 0.0

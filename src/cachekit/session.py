@@ -33,9 +33,22 @@ T = TypeVar("T")
 
 #: Seconds every store call of a run may take together, unless the tool says otherwise.
 DEFAULT_TIMEOUT = 5.0
+#: What to do when a store refuses for want of credentials: the plugin, every tool's
+#: warning and the ``cachekit`` command say it alike (`with_hints`).
+CREDENTIALS_HINT = (
+    "configure the storage credentials the usual way for this provider, such as "
+    "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY for s3://"
+)
 #: No time limit of the session's own (the sync agent: the pytest process holds the
 #: run's budget).
 UNLIMITED = float("inf")
+
+
+def with_hints(message: str) -> str:
+    """``message`` (a store error) with what to do about it, where that is known."""
+    if "credential" in message.lower():
+        return f"{message} ({CREDENTIALS_HINT})"
+    return message
 
 
 def print_warning(warning: Warning) -> None:
@@ -58,12 +71,13 @@ class Session:
         *,
         namespace: Namespace | None = None,
         timeout: float = DEFAULT_TIMEOUT,
+        timeout_setting: str = "",
         warn: Callable[[Warning], None] = print_warning,
         store: CacheStore | None = None,
     ) -> None:
         self.url = url
         self.namespace = detect_namespace() if namespace is None else namespace
-        self.budget = Budget(timeout)
+        self.budget = Budget(timeout, setting=timeout_setting)
         self.warn = warn
         #: True once a store call failed: the rest of the run leaves the store alone.
         self.degraded = False
@@ -142,7 +156,7 @@ class Session:
         with self._failing:
             first, self.degraded = not self.degraded, True
         if first:
-            self.warn(StoreUnavailableWarning(f"cachekit: {self.redact(message)}"))
+            self.warn(StoreUnavailableWarning(f"cachekit: {self.redact(with_hints(message))}"))
 
     def warn_corrupt(self) -> None:
         """One warning for the corrupt or foreign values the calls met, the first time

@@ -8,7 +8,9 @@ environment variables.
 
 from __future__ import annotations
 
+import argparse
 import enum
+import itertools
 import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -55,7 +57,7 @@ def register(parser: pytest.Parser) -> None:
         "--cache-timeout",
         dest="cachekit_timeout",
         default=None,
-        type=_non_negative_float,
+        type=_command_line(_non_negative_float),
         metavar="SECONDS",
         help="Most time the shared cache may cost a whole run; past it the run goes on "
         f"as with an empty cache (default {DEFAULT_TIMEOUT:g}). "
@@ -73,7 +75,7 @@ def register(parser: pytest.Parser) -> None:
         "--num-shards",
         dest="cachekit_num_shards",
         default=None,
-        type=_positive_int,
+        type=_command_line(_positive_int),
         metavar="N",
         help="Split the selected tests into N shards of about equal run time, by the "
         "durations earlier runs recorded (as pytest-shard and pytest-split do). "
@@ -83,7 +85,7 @@ def register(parser: pytest.Parser) -> None:
         "--shard-id",
         dest="cachekit_shard_id",
         default=None,
-        type=int,
+        type=_command_line(_whole_number),
         metavar="I",
         help="Run shard I of --num-shards, counted from 0 as in pytest-shard (0 to N-1); "
         "cachekit shows it as shard I+1/N. Also CACHEKIT_SHARD_ID.",
@@ -130,6 +132,7 @@ class Settings:
 
     @classmethod
     def from_config(cls, config: pytest.Config) -> Settings:
+        _refuse_separate_url(config)
         url = _choose(config.getoption("cachekit_url"), "CACHEKIT_URL", config.getini("cache_url"))
         shard = _choose(
             config.getoption("cachekit_shard"), "CACHEKIT_SHARD", config.getini("cache_shard")
@@ -161,6 +164,20 @@ class Settings:
         )
 
 
+def _refuse_separate_url(config: pytest.Config) -> None:
+    """``--cache-url PATH`` (no ``=``): pytest finds its root directory before plugins add
+    their options, taking PATH for a test path, and the run would store test ids under
+    the wrong prefix for good. A usage error, before anything is written."""
+    args = [str(arg) for arg in config.invocation_params.args]
+    for option, value in itertools.pairwise(args):
+        if option == "--cache-url" and value == config.getoption("cachekit_url"):
+            raise pytest.UsageError(
+                f"cachekit: write --cache-url={value} (with '='): given as two arguments, "
+                f"pytest also takes {value!r} for a test path, which changes its root "
+                "directory and the test ids this run would store"
+            )
+
+
 def _choose(option: str | None, variable: str, ini: str) -> str:
     """Option > environment variable > ini; an explicit empty option means 'none'."""
     if option is not None:
@@ -171,8 +188,31 @@ def _choose(option: str | None, variable: str, ini: str) -> str:
     return str(ini or "")
 
 
+def _command_line(convert: Callable[[str], T]) -> Callable[[str], T]:
+    """``convert`` for argparse: its `ValueError` becomes the option's error message
+    (argparse would otherwise say "invalid _positive_int value")."""
+
+    def converted(text: str) -> T:
+        try:
+            return convert(text)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+
+    return converted
+
+
+def _whole_number(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(f"expected a whole number, got {text!r}") from None
+
+
 def _non_negative_float(text: str) -> float:
-    value = float(text)
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"expected a number of seconds, got {text!r}") from None
     if not value >= 0 or value == float("inf"):
         raise ValueError(f"expected a finite number of seconds >= 0, got {text!r}")
     return value
@@ -188,7 +228,7 @@ def _sharding(config: pytest.Config) -> tuple[int, int]:
             raise pytest.UsageError("cachekit: --shard-id needs --num-shards")
         return 0, 0
     count = _parse(count_text, _positive_int, "--num-shards / CACHEKIT_NUM_SHARDS")
-    index = _parse(index_text or "0", int, "--shard-id / CACHEKIT_SHARD_ID")
+    index = _parse(index_text or "0", _whole_number, "--shard-id / CACHEKIT_SHARD_ID")
     if index_text is None and count > 1:
         raise pytest.UsageError("cachekit: --num-shards needs --shard-id (0 to N-1)")
     if not 0 <= index < count:
@@ -205,7 +245,7 @@ def _choose_optional(option: object, variable: str) -> str | None:
 
 
 def _positive_int(text: str) -> int:
-    value = int(text)
+    value = _whole_number(text)
     if value < 1:
         raise ValueError(f"expected a whole number >= 1, got {text!r}")
     return value

@@ -85,6 +85,7 @@ class SharedRun:
             settings.url,
             namespace=detect_namespace(shard=settings.shard or None),
             timeout=settings.timeout,
+            timeout_setting="--cache-timeout",
             warn=lambda warning: warn(config, warning),
         )
         keys = settings.shared_keys + ((DURATIONS_READ,) if settings.num_shards else ())
@@ -108,6 +109,8 @@ class SharedRun:
             try:
                 self.sync.opened()
             except InvalidBackend as error:
+                # The usage error is the one message: no "running as with an empty one".
+                self.pending, self.session.degraded = False, True
                 raise pytest.UsageError(f"cachekit: {error}") from None
             except SyncFailed as error:
                 self.read_failed(error)
@@ -133,6 +136,8 @@ class SharedRun:
         what they would hold had the read finished before they started."""
         assert config.cache is not None
         self.pending = False
+        if self.session.degraded:  # a usage error or Ctrl-C ended the run already
+            return
         try:
             self.found = self.sync.result()
         except InvalidBackend as error:

@@ -25,6 +25,7 @@ from cachekit.cli.command import (
     UsageError,
 )
 from cachekit.errors import CacheError
+from cachekit.session import CREDENTIALS_HINT
 from cachekit.stats.junit import JUnitError
 from cachekit.stores.extras import install_hint
 from cachekit.urls import redact_text
@@ -89,10 +90,7 @@ def _describe_error(error: Exception, url: str) -> str:
     elif not isinstance(error, (CacheError, OSError, ValueError)):
         text = f"{type(error).__name__}: {text}"
     if "credential" in type(error).__name__.lower() or "credentials" in text.lower():
-        text += (
-            " (configure the storage credentials the usual way for this provider, such as "
-            "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY for s3://)"
-        )
+        text += f" ({CREDENTIALS_HINT})"
     if url and not isinstance(error, JUnitError):
         text = f"{url}: {text}"
     text = " ".join(text.split())  # one line

@@ -8,6 +8,7 @@ URL and returning a `CacheStore`. Registered schemes take precedence over built-
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable
 from importlib.metadata import entry_points
 from urllib.parse import urlsplit
@@ -36,6 +37,8 @@ def open_store(url: str | os.PathLike[str]) -> CacheStore:
         raise InvalidURL("a store URL must not be empty")
     scheme = _scheme(text)
     if scheme is None:
+        if text.lower().startswith("file:/"):
+            return LocalStore(text[len("file:") :])
         return LocalStore(text)
     factory = _registered_factory(scheme)
     if factory is not None:
@@ -49,17 +52,54 @@ def open_store(url: str | os.PathLike[str]) -> CacheStore:
         return MemoryStore.named(name)
     from cachekit.stores.fsspec import FsspecStore  # noqa: PLC0415 (needs fsspec only here)
 
-    return FsspecStore.from_url(text)
+    try:
+        return FsspecStore.from_url(text)
+    except ImportError as error:  # a filesystem that needs a library at construction
+        raise InvalidURL(f"cannot open {redact_url(text)}: {error}") from error
+
+
+#: ``scheme:`` at the start of a value: a URL, or a typo of one (``s3:/bucket``).
+_SCHEME_PREFIX = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*):(.*)", re.DOTALL)
 
 
 def _scheme(text: str) -> str | None:
-    """The URL scheme, or None for a plain path (``C:\\x`` included)."""
+    """The URL scheme, or None for a plain path. A value that looks like a URL but is
+    not one (``s3:/bucket``, ``memory:tests``, ``nosuch:/x``) is `InvalidURL`, naming the
+    likely fix: taken for a path, it would silently become a local directory."""
     if "://" not in text:
+        _refuse_url_lookalike(text)
         return None
     scheme = text.split("://", 1)[0].lower()
     if not scheme or not scheme.replace("+", "").replace("-", "").replace(".", "").isalnum():
         raise InvalidURL(f"not a store URL or path: {redact_url(text)!r}")
     return scheme
+
+
+def _refuse_url_lookalike(text: str) -> None:
+    """`InvalidURL` for ``scheme:rest`` where the scheme is one a store URL can have or
+    the rest starts with ``/``; ``./a:b`` and ``a:b`` stay paths."""
+    match = _SCHEME_PREFIX.fullmatch(text)
+    if match is None:
+        return
+    scheme, rest = match.group(1).lower(), match.group(2)
+    if scheme == "file" and rest.startswith("/"):
+        return  # file:/path, a valid file URL: opened as the path (see open_store)
+    if not (rest.startswith("/") or _is_known_scheme(scheme)):
+        return
+    fix = f"{scheme}://{rest.lstrip('/')}"
+    raise InvalidURL(
+        f"not a store URL or path: {redact_url(text)!r}; did you mean {redact_url(fix)!r}? "
+        "(a local directory whose name has a colon: start it with './')"
+    )
+
+
+def _is_known_scheme(scheme: str) -> bool:
+    """Whether ``scheme`` names a store: built in, registered, or an fsspec protocol."""
+    if scheme in ("file", "memory") or _registered_factory(scheme) is not None:
+        return True
+    from fsspec.registry import known_implementations  # noqa: PLC0415 (only for a colon)
+
+    return scheme in known_implementations
 
 
 def _registered_factory(scheme: str) -> Callable[[str], CacheStore] | None:
@@ -77,7 +117,7 @@ def is_in_process(url: str | os.PathLike[str]) -> bool:
     try:
         scheme = _scheme(text)
     except InvalidURL:
-        return False  # opening it reports the error
+        return True  # opening it here reports the error at once, with no helper process
     if scheme is None:
         return True
     return scheme in ("file", "memory") and _registered_factory(scheme) is None
