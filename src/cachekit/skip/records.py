@@ -1,25 +1,31 @@
-"""Signed records of tests that passed: what they hold, how they are signed and checked.
+"""Signed records of test outcomes: what they hold, how they are signed and checked.
 
-What the store sees, per test (``skip/passed``, merged with `cachekit.ci.layout.SKIP_PASSED`,
-the latest record per test winning)::
+What the store sees, per test (``skip/passed``; see `read_strategy` and `SignedLatest`)::
 
-    {test hash: {"at": seconds, "value": {"key": key hash, "run": label, "sig": signature}}}
+    {test hash: {"at": seconds, "value": {"key": key hash, "outcome": "passed" or
+                                         "failed", "run": label, "sig": signature}}}
 
-and per test file whose every test passed in one run (so that a later run can skip the
-file without importing it), under the same key, with the number of its tests::
+and per test file (so that a later run can skip a file whose every test passed in one run
+without importing it, or knows that one of its tests failed since), the same with the
+number of its tests, ``"count"`` (0 in a failure)::
 
-    {file hash: {"at": seconds, "value": {"key": ..., "run": ..., "sig": ..., "count": n}}}
+    {file hash: {"at": seconds, "value": {"count": n, "key": ..., "outcome": ..., ...}}}
 
 - The test hash, the file hash and the key hash are HMACs keyed by a secret derived from
   the signing key and the salt: the store never sees a test id, a path or a raw key, and
   without the secret nobody can tell which test or file a record is about or confirm a
   guess. Test and file hashes are computed from distinct messages, so they never collide.
 - The signature is an HMAC-SHA256 (another key derived from the signing key) over the
-  test (or file) hash, the key hash, the time and the run label, and a file's test count;
-  test and file records are signed as distinct messages. A record that lacks one or
-  whose signature does not match is ignored: whoever can write to the store but does not
-  hold the key can delete records (tests then run) but never make a test be skipped.
-- The run label says which CI run (provider, run id, shard) recorded the pass: no names.
+  key's id, the namespace the record was written in (its key prefix: repository, ref,
+  job and config), the outcome, the test (or file) hash, the key hash, the time, the
+  run label and a file's test count. A record that lacks one, whose signature does not
+  match, that was copied from another namespace, or that is dated more than `CLOCK_SKEW`
+  in the future is ignored: whoever can write to the store but does not hold the key can
+  delete records (tests then run) but never make a test be skipped.
+- A failure is signed too, by the run that saw it: it supersedes the passes signed
+  before it, in every namespace of the read chain (`Table.lookup`). Unsigned data (pytest's
+  ``cache/lastfailed``) may add vetoes, never remove one.
+- The run label says which CI run (provider, run id, shard) recorded it: no names.
 
 Nothing here touches a store: the pytest plugin reads the records once per run and writes
 them once, as the run's own part, through its session (`cachekit_pytest.skip.store`).
@@ -28,8 +34,11 @@ them once, as the run's own part, through its session (`cachekit_pytest.skip.sto
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import hmac
+import json
+import math
 import os
 import re
 import secrets
@@ -44,17 +53,30 @@ import cattrs
 
 from cachekit.ci.namespace import Namespace
 from cachekit.values.codec import JSON
+from cachekit.values.merge import LatestWins, MappingUnion
 
-#: Bumped if what is hashed or signed ever changes: older records then stop matching.
-SCHEME = "cachekit-skip-passed-1"
+#: Bumped if what is hashed or signed ever changes: older records then stop matching (their
+#: tests sit under other hashes, and read as a miss).
+SCHEME = "cachekit-skip-passed-2"
 #: Hex digits kept of the test and key hashes (128 bits) and of the signature (128 bits,
 #: HMAC-SHA256 truncated as RFC 2104 allows): records stay small for large suites.
 HASH_HEX = 32
 SIGNATURE_HEX = 32
+#: Hex digits of a signing key's id (signed into every record).
+KEY_ID_HEX = 16
 #: Shortest signing key accepted, in bytes.
 MIN_SIGNING_KEY = 16
 #: The per-machine key generated for local use (hex of this many random bytes).
 GENERATED_KEY_BYTES = 32
+#: How far in the future (seconds) a record may be dated: runners' clocks differ a little.
+#: A later date is refused, signed or not: it would outlive every later record.
+CLOCK_SKEW = 300.0
+#: Longest run label, and longest piece of one (a run id, a shard) kept as it is.
+RUN_LABEL_MAX = 200
+_LABEL_PIECE_MAX = 64
+
+PASSED = "passed"
+FAILED = "failed"
 
 _converter = cattrs.Converter(forbid_extra_keys=True, detailed_validation=False)
 
@@ -66,31 +88,47 @@ class SigningKeyError(Exception):
 _HEX_HASH = re.compile(f"[0-9a-f]{{{HASH_HEX}}}")
 _HEX_SIGNATURE = re.compile(f"[0-9a-f]{{{SIGNATURE_HEX}}}")
 #: A run label: printable, one line, short.
-_RUN_LABEL = re.compile(r"[^\x00-\x1f\x7f]{0,200}")
+_RUN_LABEL = re.compile(f"[^\\x00-\\x1f\\x7f]{{0,{RUN_LABEL_MAX}}}")
+_OUTCOME = attrs.validators.in_((PASSED, FAILED))
 
 
 @attrs.frozen
-class PassRecord:
-    """One test's record, inside `cachekit.LatestWins`'s ``{"at": ..., "value": ...}``.
+class TestRecord:
+    """One test's record, inside ``{"at": ..., "value": ...}``.
 
     The fields' shapes are checked, so the signed message (their lines) is unambiguous.
     """
 
     #: Keyed hash of the test file's key (`cachekit.skip.fingerprint.Fingerprinter.file_key`).
     key: str = attrs.field(validator=attrs.validators.matches_re(_HEX_HASH))
-    #: Which run recorded the pass (`run_label`).
+    outcome: str = attrs.field(validator=_OUTCOME)
+    #: Which run recorded it (`run_label`).
     run: str = attrs.field(validator=attrs.validators.matches_re(_RUN_LABEL))
     sig: str = attrs.field(validator=attrs.validators.matches_re(_HEX_SIGNATURE))
 
 
 @attrs.frozen
-class FilePassRecord:
-    """One test file's record: every one of its ``count`` tests passed in the run ``run``."""
+class FileRecord:
+    """One test file's record: every one of its ``count`` tests passed in the run ``run``
+    (or, ``count`` 0, one of them failed there)."""
 
     key: str = attrs.field(validator=attrs.validators.matches_re(_HEX_HASH))
+    outcome: str = attrs.field(validator=_OUTCOME)
     run: str = attrs.field(validator=attrs.validators.matches_re(_RUN_LABEL))
     sig: str = attrs.field(validator=attrs.validators.matches_re(_HEX_SIGNATURE))
-    count: int = attrs.field(validator=[attrs.validators.instance_of(int), attrs.validators.ge(1)])
+    count: int = attrs.field(validator=[attrs.validators.instance_of(int), attrs.validators.ge(0)])
+
+
+@attrs.frozen
+class Verified:
+    """A record whose signature matched, for the namespace it was read in."""
+
+    outcome: str
+    key: str
+    run: str
+    at: float
+    #: A file record's test count (0 for a test record).
+    count: int = 0
 
 
 @attrs.frozen
@@ -111,6 +149,33 @@ class FileMatch:
     tests: int
 
 
+@attrs.frozen
+class Message:
+    """What a record's signature covers: the signing key's id (given at signing), the
+    namespace it was written in (its key prefix: repository, ref, job, config), the
+    outcome, the test or file hash, the key hash, the time, the run label, and for a file
+    record its test count (None: a test record)."""
+
+    namespace: str
+    outcome: str
+    name: str
+    key: str
+    at: float
+    run: str
+    count: int | None = None
+
+    def text(self, key_id: str) -> str:
+        # One field a line: the prefix is made of safe segments, the hashes are hex, a
+        # float's repr round-trips through JSON exactly (an int where a float was signed
+        # does not verify), and a run label has no line breaks, so no two records share a
+        # message. A file record's first line differs from a test record's.
+        kind = "test" if self.count is None else f"file {self.count}"
+        return (
+            f"{SCHEME} {kind}\n{key_id}\n{self.namespace}\n{self.outcome}\n{self.name}\n"
+            f"{self.key}\n{self.at!r}\n{self.run}"
+        )
+
+
 @attrs.frozen(repr=False)
 class Secrets:
     """The keys derived from the signing key: one names (hashes test ids and keys), one
@@ -122,10 +187,14 @@ class Secrets:
     #: Keyed HMAC states, copied for each message (the key is set up once, not per test).
     _namer: hmac.HMAC = attrs.field(init=False, eq=False)
     _signer: hmac.HMAC = attrs.field(init=False, eq=False)
+    #: The signing key's public id: signed into every record, so a record names its key.
+    key_id: str = attrs.field(init=False, eq=False)
 
     def __attrs_post_init__(self) -> None:
         object.__setattr__(self, "_namer", hmac.new(self.name_key, digestmod=hashlib.sha256))
         object.__setattr__(self, "_signer", hmac.new(self.sign_key, digestmod=hashlib.sha256))
+        key_id = hashlib.sha256(b"cachekit key id\0" + self.sign_key).hexdigest()[:KEY_ID_HEX]
+        object.__setattr__(self, "key_id", key_id)
 
     @classmethod
     def derive(cls, signing_key: bytes, salt: str) -> Secrets:
@@ -144,30 +213,40 @@ class Secrets:
         collected): never equal to a test hash, whose message starts otherwise."""
         return _mac(self._namer, "file\0" + file_id, HASH_HEX)
 
-    def signature(self, test_hash: str, key_hash: str, at: float, run: str) -> str:
-        # One field a line: the hashes are hex, a float's repr round-trips through JSON
-        # exactly (an int where a float was signed does not verify), and a run label has
-        # no line breaks (`PassRecord`), so no two records share a message.
-        message = f"{SCHEME}\n{test_hash}\n{key_hash}\n{at!r}\n{run}"
-        return _mac(self._signer, message, SIGNATURE_HEX)
+    def sign(self, message: Message) -> str:
+        """The signature of a record; see `Message` for what it covers."""
+        return _mac(self._signer, message.text(self.key_id), SIGNATURE_HEX)
 
-    def record(self, test_hash: str, key_hash: str, at: float, run: str) -> JSON:
-        """A signed record, as stored."""
-        signed = PassRecord(key_hash, run, self.signature(test_hash, key_hash, at, run))
-        value: JSON = {"at": at, "value": _converter.unstructure(signed)}
+    def stored(self, message: Message) -> JSON:
+        """The signed record, as stored."""
+        signature = self.sign(message)
+        record: TestRecord | FileRecord
+        if message.count is None:
+            record = TestRecord(message.key, message.outcome, message.run, signature)
+        else:
+            record = FileRecord(message.key, message.outcome, message.run, signature, message.count)
+        value: JSON = {"at": message.at, "value": _converter.unstructure(record)}
         return value
 
-    def file_signature(self, file_hash: str, key_hash: str, tests: int, at: float, run: str) -> str:
-        # A first line of its own: no file record's message is a test record's.
-        message = f"{SCHEME} file\n{file_hash}\n{key_hash}\n{tests}\n{at!r}\n{run}"
-        return _mac(self._signer, message, SIGNATURE_HEX)
-
-    def file_record(self, file_hash: str, key_hash: str, tests: int, at: float, run: str) -> JSON:
-        """A signed file record, as stored."""
-        signature = self.file_signature(file_hash, key_hash, tests, at, run)
-        signed = FilePassRecord(key_hash, run, signature, tests)
-        value: JSON = {"at": at, "value": _converter.unstructure(signed)}
-        return value
+    def verify(self, namespace: str, name: str, raw: Any, *, now: float) -> Verified | None:
+        """The record ``raw`` stored under the test or file hash ``name`` in ``namespace``,
+        if it is well formed, signed with this key for this namespace, and not dated
+        after ``now`` plus `CLOCK_SKEW`; else None."""
+        if not isinstance(raw, dict):
+            return None
+        at, value = raw.get("at"), raw.get("value")
+        if not (type(at) is float or type(at) is int) or not isinstance(value, dict):
+            return None
+        if not math.isfinite(at) or at > now + CLOCK_SKEW:
+            return None
+        record = _structure(value, FileRecord if "count" in value else TestRecord)
+        if record is None:
+            return None
+        count = record.count if isinstance(record, FileRecord) else None
+        message = Message(namespace, record.outcome, name, record.key, at, record.run, count)
+        if not hmac.compare_digest(self.sign(message), record.sig):
+            return None
+        return Verified(record.outcome, record.key, record.run, float(at), count or 0)
 
     def __repr__(self) -> str:
         return "Secrets(<hidden>)"
@@ -177,6 +256,17 @@ def _mac(keyed: hmac.HMAC, message: str, length: int) -> str:
     mac = keyed.copy()
     mac.update(message.encode("utf-8", "surrogateescape"))
     return mac.hexdigest()[:length]
+
+
+def _structure(value: dict[str, Any], kind: type[Any]) -> Any:
+    """``value`` as a ``kind`` record, or None. Strings must be strings and a count an
+    int (cattrs would turn a number into a string, or a bool into a count)."""
+    if not all(type(item) is (int if name == "count" else str) for name, item in value.items()):
+        return None
+    try:
+        return _converter.structure(value, kind)
+    except (cattrs.BaseValidationError, TypeError, ValueError, KeyError, AttributeError):
+        return None
 
 
 # -- the signing key ----------------------------------------------------------------------
@@ -230,120 +320,209 @@ def _read_machine_key(path: Path) -> bytes:
         return signing_key_from_text(file.read().decode("ascii", "replace"), str(path))
 
 
-# -- who recorded a pass ------------------------------------------------------------------
+# -- who recorded it ----------------------------------------------------------------------
 
 
 def run_label(namespace: Namespace) -> str:
-    """Which run records passes: the CI system, its run id and shard. No names or paths
-    (the repository, ref and job are in the namespace's prefix already)."""
-    words = [namespace.provider]
+    """Which run records outcomes: the CI system, its run id and shard. No names or paths
+    (the repository, ref and job are in the namespace's prefix already). The run id and
+    shard are user-controlled (``CACHEKIT_RUN_ID``, ``--cache-shard``): a piece that is
+    long or not printable becomes a readable stem and a hash, as key segments do."""
+    words = [_label_piece(namespace.provider)]
     if namespace.run_id:
-        words.append(f"run {namespace.run_id}")
+        words.append(f"run {_label_piece(namespace.run_id)}")
     if namespace.shard:
-        words.append(f"shard {namespace.shard}")
+        words.append(f"shard {_label_piece(namespace.shard)}")
     return " ".join(words)
 
 
-# -- looking records up -------------------------------------------------------------------
+def _label_piece(text: str) -> str:
+    if text.isprintable() and len(text) <= _LABEL_PIECE_MAX:
+        return text
+    digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:12]
+    stem = "".join(char if char.isprintable() else "?" for char in text)
+    return f"{stem[: _LABEL_PIECE_MAX - 13]}~{digest}"
+
+
+# -- reading and folding records ----------------------------------------------------------
+
+_LATEST = LatestWins()
+
+
+def _canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+class Candidates:
+    """Every distinct record stored under one hash, unverified: one record, or a sorted
+    list of them. Reads keep them all, so that no record (planted, dated in the future)
+    can hide another before the reader, who holds the key, has checked each."""
+
+    def empty(self) -> Any:
+        return None
+
+    def join(self, left: Any, right: Any) -> Any:
+        if left is None or left == right:
+            return right if left is None else left
+        if right is None:
+            return left
+        found = {_canonical(item): item for side in (left, right) for item in _listed(side)}
+        ordered = [found[text] for text in sorted(found)]
+        return ordered[0] if len(ordered) == 1 else ordered
+
+    def check(self, value: JSON) -> Any:
+        return _LATEST.check(value)
+
+
+def _listed(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+#: How the plugin reads ``skip/passed``: every candidate record per hash (`Candidates`).
+READ_STRATEGY = MappingUnion(Candidates())
+
+
+class SignedLatest:
+    """How the run that holds the key folds ``skip/passed`` parts of its own namespace
+    into the base: per hash, a record that verifies beats one that does not, then the
+    latest wins (a failure in a tie). A join (the maximum of a total order), so parts
+    fold alike in any order; a planted record never replaces a signed one."""
+
+    def __init__(self, secrets: Secrets, namespace: str, *, now: float | None = None) -> None:
+        self.secrets = secrets
+        self.namespace = namespace
+        self.now = time.time() if now is None else now
+
+    def empty(self) -> dict[str, Any]:
+        return {}
+
+    def check(self, value: JSON) -> dict[str, Any]:
+        return dict(SKIP_RECORDS.check(value))
+
+    def join(self, left: dict[str, Any], right: dict[str, Any]) -> dict[str, Any]:
+        merged = dict(left)
+        for name, record in right.items():
+            mine = merged.get(name)
+            if mine is None:
+                merged[name] = record
+            else:
+                merged[name] = max(mine, record, key=functools.partial(self._rank, name))
+        return dict(sorted(merged.items()))
+
+    def _rank(self, name: str, raw: dict[str, Any]) -> tuple[bool, float, bool, str]:
+        verified = self.secrets.verify(self.namespace, name, raw, now=self.now)
+        failed = verified is not None and verified.outcome == FAILED
+        return verified is not None, float(raw["at"]), failed, _canonical(raw)
+
+
+def _order(record: Verified) -> tuple[float, bool]:
+    """Later first; at the same time a failure before a pass."""
+    return record.at, record.outcome == FAILED
+
+
+def _dated_before(raw: Any, at: float) -> bool:
+    stamp = raw.get("at") if isinstance(raw, dict) else None
+    return isinstance(stamp, (int, float)) and not isinstance(stamp, bool) and stamp < at
 
 
 @attrs.define
 class Table:
-    """The records every store of the read chain holds, nearest namespace first.
+    """The records every store of the read chain holds, nearest namespace first, each
+    with the namespace (key prefix) it was read from: a record verifies only there.
 
-    A test may be skipped when the record of *any* namespace matches its key: a branch
-    keeps skipping what it recorded even after its base branch recorded a newer key for
-    the same test, and the other way round.
+    Per namespace, the latest valid record of a test stands (`latest`). A test may be
+    skipped when some namespace's stands for a pass with the test's current key, and no
+    namespace's stands for a failure at or after that pass: a branch keeps skipping what
+    it recorded after its base branch recorded a newer key for the same test, and the
+    other way round, but a failure signed anywhere in the chain vetoes older passes.
     """
 
     layers: list[dict[str, Any]] = attrs.field(factory=list)
-    #: Records looked up that were unsigned, malformed or wrongly signed.
+    #: The key prefix of each layer (`cachekit.ci.namespace.Namespace.read_prefixes`).
+    namespaces: list[str] = attrs.field(factory=list)
+    #: The reader's clock, for records dated in the future.
+    now: float = attrs.field(factory=time.time)
+    #: Records looked up that were unsigned, malformed, wrongly signed, signed for
+    #: another namespace, or dated in the future.
     bad_records: int = 0
 
-    def lookup(self, secrets: Secrets, test_hash: str, key_hash: str) -> Match | None:
-        """The nearest valid record of ``test_hash`` with ``key_hash``, else None.
+    def latest(self, secrets: Secrets, name: str) -> list[Verified]:
+        """Per namespace, the latest valid record under ``name`` (none for a namespace
+        without one). Only records of tests being looked up are verified: a record
+        written with another signing key or salt sits under another hash."""
+        found = []
+        for layer, namespace in zip(self.layers, self.namespaces, strict=True):
+            stored = layer.get(name)
+            if stored is None:
+                continue
+            valid, refused = [], []
+            for raw in _listed(stored):
+                verified = secrets.verify(namespace, name, raw, now=self.now)
+                if verified is None:
+                    refused.append(raw)
+                else:
+                    valid.append(verified)
+            standing = max(valid, key=_order) if valid else None
+            # Counted: what would stand but for its signature or date. A refused record
+            # older than a valid one (the valid one replaced it) changes nothing.
+            self.bad_records += sum(
+                standing is None or not _dated_before(raw, standing.at) for raw in refused
+            )
+            if standing is not None:
+                found.append(standing)
+        return found
 
-        Only records of tests being looked up are verified: a record written with another
-        signing key or salt sits under another test hash and is never looked at.
-        """
-        for layer in self.layers:
-            raw = layer.get(test_hash)
-            if raw is None:
-                continue
-            record = _structure_record(raw)
-            if record is None:
-                self.bad_records += 1
-                continue
-            at = raw["at"]  # a finite number: shape-checked by LatestWins on read
-            expected = secrets.signature(test_hash, record.key, at, record.run)
-            if not hmac.compare_digest(expected, record.sig):
-                self.bad_records += 1
-                continue
-            if record.key == key_hash:
-                return Match(record.run, float(at))
-        return None
+    def _standing_pass(self, records: list[Verified], key_hash: str) -> Verified | None:
+        passes = [r for r in records if r.outcome == PASSED and r.key == key_hash]
+        if not passes:
+            return None
+        best = max(passes, key=lambda record: record.at)
+        if any(r.outcome == FAILED and r.at >= best.at for r in records):
+            return None
+        return best
+
+    def lookup(self, secrets: Secrets, test_hash: str, key_hash: str) -> Match | None:
+        """The pass that lets ``test_hash`` with ``key_hash`` be skipped, else None."""
+        best = self._standing_pass(
+            [r for r in self.latest(secrets, test_hash) if r.count == 0], key_hash
+        )
+        return None if best is None else Match(best.run, best.at)
 
     def lookup_file(self, secrets: Secrets, file_hash: str, key_hash: str) -> FileMatch | None:
-        """The nearest valid file record of ``file_hash`` with ``key_hash``, else None
-        (as `lookup`, for a whole test file)."""
-        for layer in self.layers:
-            raw = layer.get(file_hash)
-            if raw is None:
-                continue
-            record = _structure_file_record(raw)
-            if record is None:
-                self.bad_records += 1
-                continue
-            at = raw["at"]
-            expected = secrets.file_signature(file_hash, record.key, record.count, at, record.run)
-            if not hmac.compare_digest(expected, record.sig):
-                self.bad_records += 1
-                continue
-            if record.key == key_hash:
-                return FileMatch(record.run, float(at), record.count)
-        return None
+        """The file record that lets the file be skipped whole, else None (as `lookup`;
+        a failure of any of its tests, signed since, vetoes it)."""
+        records = self.latest(secrets, file_hash)
+        best = self._standing_pass(records, key_hash)
+        if best is None or best.count < 1:
+            return None
+        return FileMatch(best.run, best.at, best.count)
 
 
-def _structure_record(raw: Any) -> PassRecord | None:
-    """The record in a stored ``{"at": ..., "value": ...}``, or None if it is not one."""
-    value = raw.get("value") if isinstance(raw, dict) else None
-    if not isinstance(value, dict) or not all(type(item) is str for item in value.values()):
-        return None  # cattrs would turn a number into a string
-    try:
-        return _converter.structure(value, PassRecord)
-    except (cattrs.BaseValidationError, TypeError, ValueError, KeyError):
-        return None
+#: The stored shape of ``skip/passed``, checked on read: ``{hash: {"at": t, "value": v}}``.
+SKIP_RECORDS = MappingUnion(LatestWins())
 
 
-def _structure_file_record(raw: Any) -> FilePassRecord | None:
-    """The file record in a stored ``{"at": ..., "value": ...}``, or None if it is not
-    one (a test record under a file hash is not one either)."""
-    value = raw.get("value") if isinstance(raw, dict) else None
-    if not isinstance(value, dict) or type(value.get("count")) is not int:
-        return None  # a bool or a float is not a count
-    if not all(type(item) is str for name, item in value.items() if name != "count"):
-        return None
-    try:
-        return _converter.structure(value, FilePassRecord)
-    except (cattrs.BaseValidationError, TypeError, ValueError, KeyError):
-        return None
-
-
-def sign_passes(
+def sign_outcomes(
     secrets: Secrets,
-    passed: Sequence[tuple[str, str]],
+    namespace: str,
     *,
     run: str,
-    at: float | None = None,
+    passed: Sequence[tuple[str, str]] = (),
+    failed: Sequence[tuple[str, str]] = (),
     files: Sequence[tuple[str, str, int]] = (),
+    failed_files: Sequence[tuple[str, str]] = (),
+    at: float | None = None,
 ) -> dict[str, JSON]:
-    """Signed records for ``(test hash, key hash)`` pairs and ``(file hash, key hash,
-    tests)`` triples, all stamped ``at`` (now)."""
+    """Signed records for the namespace ``namespace`` (a key prefix), all stamped ``at``
+    (now): passes and failures of ``(test hash, key hash)`` pairs, passes of whole files
+    ``(file hash, key hash, tests)`` and failures in files ``(file hash, key hash)``.
+    A failure wins over a pass of the same hash."""
     stamp = time.time() if at is None else at
-    records = {
-        test_hash: secrets.record(test_hash, key_hash, stamp, run)
-        for test_hash, key_hash in sorted(passed)
-    }
-    for file_hash, key_hash, tests in sorted(files):
-        records[file_hash] = secrets.file_record(file_hash, key_hash, tests, stamp, run)
+    messages = [
+        *(Message(namespace, PASSED, name, key, stamp, run, tests) for name, key, tests in files),
+        *(Message(namespace, FAILED, name, key, stamp, run, 0) for name, key in failed_files),
+        *(Message(namespace, PASSED, name, key, stamp, run) for name, key in passed),
+        *(Message(namespace, FAILED, name, key, stamp, run) for name, key in failed),
+    ]
+    records = {message.name: secrets.stored(message) for message in messages}
     return dict(sorted(records.items()))

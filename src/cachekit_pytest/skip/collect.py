@@ -24,6 +24,7 @@ from cachekit_pytest.skip.selection import (
     SkipSelection,
     apply_selection,
     describe_file,
+    doctest_modules,
     failed_paths,
     file_failed_last_time,
     file_id,
@@ -129,7 +130,7 @@ class Collecting:
             match = (
                 table.lookup_file(
                     secrets,
-                    secrets.file_hash(file_id(self.config, label)),
+                    secrets.file_hash(file_id(label, doctests=doctest_modules(self.config))),
                     secrets.key_hash(file_key),
                 )
                 if table.layers

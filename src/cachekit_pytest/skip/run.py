@@ -50,7 +50,7 @@ from cachekit.skip.records import (
     Table,
     machine_key,
     run_label,
-    sign_passes,
+    sign_outcomes,
     signing_key_from_text,
 )
 from cachekit_pytest.options import Mode, Settings, SkipSettings
@@ -59,6 +59,7 @@ from cachekit_pytest.skip.collect import Collecting, CollectPlan
 from cachekit_pytest.skip.keys import CACHE_DIR_NAME
 from cachekit_pytest.skip.selection import (
     SkipSelection,
+    doctest_modules,
     file_id,
     read_lastfailed,
     whole_files_refusal,
@@ -284,6 +285,7 @@ class SkipRun:
             whole_files=self.refusal is None,
             skip_files=self.skip_refusal is None,
             lastfailed=sorted(self.lastfailed_ids()),
+            namespaces=table.namespaces,
         )
         node.workerinput[WORKER_INPUT] = WIRE.unstructure(given)
 
@@ -313,7 +315,8 @@ class SkipRun:
             _warn(
                 self.config,
                 f"ignored {selection.bad_records} record(s) of this run's tests that are "
-                f"unsigned or not signed with this {ENV_SIGNING_KEY} (tampered with, or "
+                f"unsigned or not signed with this {ENV_SIGNING_KEY} for this namespace, "
+                "or dated in the future (tampered with, copied from another namespace, or "
                 "written with another key); they skipped nothing",
             )
         if selection.key_errors:
@@ -330,18 +333,40 @@ class SkipRun:
             self._record()
 
     def _record(self) -> None:
+        """Sign what this run saw: the clean passes, the failures (they veto older passes,
+        here and in every namespace that reads this one) and the files whole."""
         decisions = self.selection.decisions
         passed = [
             (self.secrets.test_hash(nodeid), decisions[nodeid].key_hash)
             for nodeid in sorted(self.outcomes.passed)
             if nodeid in decisions and not decisions[nodeid].reason
         ]
+        failed = sorted(nodeid for nodeid in self.outcomes.failed if nodeid in decisions)
         files = self._passed_files()
-        if not (passed or files):
+        if not (passed or failed or files):
             return
-        records = sign_passes(self.secrets, passed, run=run_label(self.namespace), files=files)
+        records = sign_outcomes(
+            self.secrets,
+            self.namespace.prefix,
+            run=run_label(self.namespace),
+            passed=passed,
+            failed=[(self.secrets.test_hash(n), decisions[n].key_hash) for n in failed],
+            files=files,
+            failed_files=self._failed_files(failed),
+        )
         threshold = Settings.from_config(self.config).compact_threshold
-        self.store.write(records, compact_at=threshold)
+        self.store.write(records, secrets=self.secrets, compact_at=threshold)
+
+    def _failed_files(self, failed: list[str]) -> list[tuple[str, str]]:
+        """(file hash, key hash) of the test file of each failed test, as collected with
+        and without ``--doctest-modules`` (a failure vetoes the file's records of both)."""
+        found = set()
+        for nodeid in failed:
+            label = nodeid.partition("::")[0]
+            for doctests in (False, True):
+                name = self.secrets.file_hash(file_id(label, doctests=doctests))
+                found.add((name, self.selection.decisions[nodeid].key_hash))
+        return sorted(found)
 
     def _passed_files(self) -> list[tuple[str, str, int]]:
         """(file hash, key hash, tests) of each test file collected whole whose every test
@@ -361,7 +386,9 @@ class SkipRun:
                 nodeid in passed or (decisions[nodeid].skippable and not self.verify)
                 for nodeid in nodeids
             ):
-                file_hash = self.secrets.file_hash(file_id(self.config, label))
+                file_hash = self.secrets.file_hash(
+                    file_id(label, doctests=doctest_modules(self.config))
+                )
                 found.append((file_hash, tally.key_hash, tally.tests))
         return found
 

@@ -260,8 +260,11 @@ def apply_selection(items: list[pytest.Item], selection: SkipSelection, *, verif
     return removed
 
 
-def file_id(config: pytest.Config, label: str) -> str:
+def doctest_modules(config: pytest.Config) -> bool:
+    return bool(config.getoption("doctestmodules", False))
+
+
+def file_id(label: str, *, doctests: bool) -> str:
     """What a file record is about: the file (relative to the root) and how it was
     collected (``--doctest-modules`` adds tests to a module)."""
-    doctests = bool(config.getoption("doctestmodules", False))
     return f"{label}\0doctest-modules={int(doctests)}"

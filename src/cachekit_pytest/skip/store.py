@@ -3,16 +3,18 @@ reached through the run's `cachekit.session.Session`, so that every call is spen
 its time budget, the first failure turns the store off for the rest of the run with one
 warning, and corrupt values cost one more.
 
-The stored shape is `cachekit.skip.records`'s; merged with `cachekit.ci.layout.SKIP_PASSED`.
+The stored shape is `cachekit.skip.records`'s. Reads keep every candidate record per hash
+(`cachekit.skip.records.READ_STRATEGY`), so that the reader checks each; this run's own
+compaction keeps, per hash, the latest record that verifies (`SignedLatest`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
-from cachekit.ci.layout import SKIP_PASSED, SKIP_PASSED_KEY
+from cachekit.ci.layout import SKIP_PASSED_KEY
 from cachekit.session import Session
-from cachekit.skip.records import Table
+from cachekit.skip.records import READ_STRATEGY, Secrets, SignedLatest, Table
 from cachekit.values.codec import JSON
 
 
@@ -34,21 +36,25 @@ class PassStore:
         batched fetch each); None once the store has failed."""
         # The session's warning is this call's description followed by the error.
         merged = self.session.attempt(
-            lambda: self.session.read_layers(SKIP_PASSED_KEY, SKIP_PASSED),
+            lambda: self.session.read_layers(SKIP_PASSED_KEY, READ_STRATEGY),
             "could not read the records, running every test: "
             f"reading passed tests from {self.display}",
         )
         if merged is None:
             return None
         self.own_parts = len(merged[0].parts)
-        return Table([dict(layer.value) for layer in merged])
+        namespaces = list(self.session.namespace.read_prefixes)
+        return Table([dict(layer.value) for layer in merged], namespaces)
 
-    def write(self, records: Mapping[str, JSON], *, compact_at: int) -> None:
+    def write(self, records: Mapping[str, JSON], *, secrets: Secrets, compact_at: int) -> None:
         """``records`` as this run's own part; then, once the namespace has
         ``compact_at`` parts (counting the ones `read` found), fold them into its base
-        (where the store can)."""
-        part_id = self.session.namespace.new_part_id()
-        compact = {SKIP_PASSED_KEY: SKIP_PASSED} if self.own_parts + 1 >= compact_at else None
+        (where the store can), keeping what ``secrets`` verify over anything else."""
+        namespace = self.session.namespace
+        part_id = namespace.new_part_id()
+        compact = None
+        if self.own_parts + 1 >= compact_at:
+            compact = {SKIP_PASSED_KEY: SignedLatest(secrets, namespace.prefix)}
         self.session.attempt(
             lambda: self.session.write_parts(
                 part_id, {SKIP_PASSED_KEY: dict(records)}, compact=compact, min_parts=compact_at

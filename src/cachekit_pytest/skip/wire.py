@@ -18,7 +18,8 @@ WORKER_OUTPUT = "cachekit_skip_passed"
 @attrs.frozen
 class WorkerInput:
     """What the xdist controller tells each worker: the derived keys (hex), the records
-    read at start-up, whether passes will be recorded, and what decides whole files
+    read at start-up and the namespace each layer was read from, whether passes will be
+    recorded, and what decides whole files
     (every worker must skip the same ones, or their collections differ)."""
 
     name_key: str
@@ -31,6 +32,8 @@ class WorkerInput:
     skip_files: bool = False
     #: The controller's ``cache/lastfailed`` (None: each worker reads its own).
     lastfailed: list[str] | None = None
+    #: The key prefix of each of ``layers`` (a record verifies only there).
+    namespaces: list[str] = attrs.field(factory=list)
 
     @property
     def secrets(self) -> Secrets:

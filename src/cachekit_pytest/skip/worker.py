@@ -18,7 +18,7 @@ from cachekit_pytest.skip.wire import WIRE, WORKER_OUTPUT, WorkerInput
 def worker_plan(config: pytest.Config, given: WorkerInput) -> CollectPlan:
     """The plan the controller sent; the first worker saves the fingerprinter's analysis
     (one writer is enough, and they would race)."""
-    table = Table(given.layers) if given.recording or any(given.layers) else None
+    table = Table(given.layers, given.namespaces) if given.recording or any(given.layers) else None
     sent = given.lastfailed
 
     def lastfailed() -> Collection[str]:
