@@ -8,6 +8,7 @@ import itertools
 import json
 import math
 import random
+import time
 from typing import Any
 
 import pytest
@@ -18,6 +19,7 @@ from cachekit import Cache, MemoryStore
 from cachekit.errors import CorruptData
 from cachekit.values import codec
 from cachekit.values.merge import (
+    CLOCK_SKEW,
     DURATIONS,
     LASTFAILED,
     NODEIDS,
@@ -481,3 +483,22 @@ def test_maximum_keeps_the_largest_and_none_is_empty():
     assert join_all(Maximum(), [None, None]) is None
     assert Maximum().check(None) is None
     assert Maximum().check(-math.pi) == -math.pi
+
+
+@pytest.mark.parametrize(
+    ("strategy", "value"),
+    [
+        (Outcome(), {"at": "AHEAD", "failed": False}),
+        (LatestWins(), {"at": "AHEAD", "value": 1}),
+        (Duration(), {"at": "AHEAD", "value": 1.0}),
+    ],
+)
+def test_a_time_beyond_the_clock_skew_is_corrupt(strategy: Any, value: dict[str, Any]) -> None:
+    """A later time wins every merge: a planted time from the future would pin its value
+    (a fixed test still failing, or a pass no later run replaces) until that moment."""
+    now = time.time()
+    ahead = {**value, "at": now + CLOCK_SKEW + 60}
+    within = {**value, "at": now + CLOCK_SKEW - 60}
+    with pytest.raises(CorruptData, match="future"):
+        strategy.check(ahead)
+    assert strategy.check(within) == within

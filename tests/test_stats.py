@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -254,6 +255,19 @@ def test_a_retried_shard_counts_once_and_the_later_attempt_wins() -> None:
         ("2/2", 1, 1.0),
     ]
     assert report.unstable == ()
+
+
+def test_a_report_from_the_future_is_ignored_and_cannot_replace_the_real_one() -> None:
+    """A later attempt replaces an earlier one: a planted report dated in the future
+    would pin a shard's results. It reads as unreadable instead (one warning)."""
+    cache = Cache(MemoryStore())
+    real = (case("a", "failed", message="boom"),)
+    record_runs(cache, [Run("real", time.time(), "7", "pytest", "", real, shard="1/2")])
+    planted = Run("planted", time.time() + 86400, "7", "pytest", "", (case("a"),), shard="1/2")
+    record_runs(cache, [planted])
+    with pytest.warns(CorruptValueWarning, match="future"):
+        runs = load_runs(cache)
+    assert [run.id for run in runs] == ["real"]
 
 
 def test_a_later_attempt_replaces_only_the_tests_it_recorded() -> None:

@@ -31,7 +31,7 @@ from cachekit.errors import CorruptValueWarning
 from cachekit.stats.junit import Report, TestCase
 from cachekit.values.cache import Cache, new_part_id
 from cachekit.values.codec import JSON
-from cachekit.values.merge import DURATIONS
+from cachekit.values.merge import CLOCK_SKEW, DURATIONS
 
 _converter = cattrs.Converter()
 # Stored runs leave default-valued fields out (no reruns, no message): a run of a large
@@ -166,9 +166,13 @@ def runs_from_value(value: Mapping[str, Any]) -> list[Run]:
     """Runs from a merged ``stats/runs`` value, the latest attempt of each shard only
     (`latest_attempts`); malformed entries are skipped with a warning."""
     runs = []
+    horizon = time.time() + CLOCK_SKEW  # a later attempt wins: none may come from the future
     for report_id, data in value.items():
         try:
-            runs.append(_stored.structure(data, Run))
+            run = _stored.structure(data, Run)
+            if run.at > horizon:
+                raise ValueError(f"a time in the future ({run.at})")
+            runs.append(run)
         except (cattrs.BaseValidationError, TypeError, ValueError, KeyError) as error:
             warnings.warn(
                 CorruptValueWarning(f"cachekit: ignoring unreadable run {report_id!r}: {error}"),

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import sys
+import time
 from collections.abc import Iterable, Mapping
 from typing import Any, Protocol, TypeVar
 
@@ -48,6 +49,16 @@ def _canonical(value: JSON) -> str:
 #: The largest int that is a number for the checks below: one ``float()`` can convert
 #: (``10**400`` in a stored value would raise OverflowError far from where it was read).
 _LARGEST_INT = int(sys.float_info.max)
+
+
+#: How far ahead of this machine's clock a stored time may be: clocks of CI runners differ
+#: by seconds, and a later time wins every merge, so a time from the future would pin a
+#: value (a planted "passed" for ever) until that moment.
+CLOCK_SKEW = 300.0
+
+
+def _in_future(at: float) -> bool:
+    return at > time.time() + CLOCK_SKEW
 
 
 def _is_number(value: object) -> bool:
@@ -134,6 +145,8 @@ class LatestWins:
             or not _is_number(value["at"])
         ):
             raise CorruptData('expected {"at": number, "value": ...}')
+        if _in_future(value["at"]):  # type: ignore[arg-type]  # a number, checked above
+            raise CorruptData(f"a time in the future ({value['at']})")
         return value
 
 
@@ -188,6 +201,8 @@ class Outcome:
             if (type(at) is float and math.isfinite(at)) or (
                 type(at) is int and -_LARGEST_INT <= at <= _LARGEST_INT
             ):
+                if _in_future(at):
+                    raise CorruptData(f"a time in the future ({at})")
                 return value
         raise CorruptData('expected {"at": number, "failed": bool}')
 
