@@ -457,6 +457,27 @@ def test_show_compact_show(tmp_path: Path, url: str) -> None:
         assert row["value"] == next(r["value"] for r in shown["keys"] if r["key"] == row["key"])
 
 
+def test_compact_and_merge_leave_signed_records_alone(tmp_path: Path, url: str) -> None:
+    """``skip/passed`` holds signed records: folded without the key, a record planted
+    before the fold could hide a signed one, so only runs holding the key compact it."""
+    prefix = namespace_prefix("acme/app", "main", "test")
+    cache = Cache(PrefixedStore(open_store(url), prefix))
+    for number in range(3):
+        cache.write_part("skip/passed", f"p{number}", {f"{number:032x}": {"at": 1, "value": {}}})
+        cache.write_part(LASTFAILED_KEY, f"p{number}", {"t.py::a": {"at": 1, "failed": False}})
+    compacted = as_json(cli("compact", "--url", url, "--json", cwd=tmp_path))
+    assert list(compacted["compacted"]) == [f"{prefix}/{LASTFAILED_KEY}"]
+    assert compacted["skipped_signed"] == [f"{prefix}/skip/passed"]
+    assert len(cache.parts("skip/passed")) == 3
+    text = ok(cli("compact", "--url", url, cwd=tmp_path)).stdout
+    assert "skip/passed: skipped (signed records" in text
+    into = namespace_prefix("acme/app", "main", "test", "all")
+    merged = as_json(
+        cli("merge", "--url", url, "--from", prefix, "--into", into, "--json", cwd=tmp_path)
+    )
+    assert set(merged["written"]) == {LASTFAILED_KEY}
+
+
 def test_show_flags_foreign_and_unreadable_objects(tmp_path: Path, url: str) -> None:
     store = open_store(url)
     store.put("notes/readme", b"hello")

@@ -86,6 +86,14 @@ STRATEGIES: dict[str, MergeStrategy[Any]] = {
     UNITTEST_LASTFAILED_KEY: LASTFAILED,
 }
 
+#: Keys of signed records, which only a holder of the signing key may fold: a fold
+#: without the key keeps the latest record whatever its signature, so a record planted
+#: before it could hide a signed one. ``--skip-passed`` runs compact them with a strategy
+#: that verifies (`cachekit.skip.records.SignedLatest`); ``cachekit compact`` and
+#: ``merge`` leave them alone (and records are signed over their namespace, so a copy
+#: into another would not verify anyway).
+SIGNED_KEYS = frozenset({SKIP_PASSED_KEY})
+
 #: Used for a namespace field that is empty.
 DEFAULT_SEGMENT = "default"
 
@@ -125,5 +133,14 @@ def strategy_for(key: str) -> MergeStrategy[Any] | None:
     ``v1/acme-app-1a2b/main/test/default/cache/lastfailed`` and ``cache/lastfailed`` both
     give `LASTFAILED`; an unknown key gives None.
     """
-    tail = "/".join(key.split("/")[-2:])
-    return STRATEGIES.get(tail)
+    return STRATEGIES.get(_tail(key))
+
+
+def is_signed(key: str) -> bool:
+    """Whether a logical key holds signed records (`SIGNED_KEYS`), matched like
+    `strategy_for`."""
+    return _tail(key) in SIGNED_KEYS
+
+
+def _tail(key: str) -> str:
+    return "/".join(key.split("/")[-2:])

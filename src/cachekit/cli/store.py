@@ -266,7 +266,7 @@ def _merge(
         strategies = {
             _join_key(source, tail): strategy
             for source in new
-            for tail, strategy in layout.STRATEGIES.items()
+            for tail, strategy in _MERGED.items()
         }
         if strategies:
             reads.update(
@@ -275,8 +275,8 @@ def _merge(
     written: dict[str, str] = {}
     compacted: dict[str, int] = {}
     part_id = new_part_id("merge")
-    progress = Progress("merging", len(layout.STRATEGIES))
-    for done, (tail, strategy) in enumerate(layout.STRATEGIES.items(), 1):
+    progress = Progress("merging", len(_MERGED))
+    for done, (tail, strategy) in enumerate(_MERGED.items(), 1):
         values = [reads[_join_key(source, tail)].value for source in sources]
         value = join_balanced(strategy, values)
         progress.step(done)
@@ -290,6 +290,10 @@ def _merge(
     return sources, written, compacted
 
 
+#: What ``merge`` joins: every key but the signed ones (`layout.SIGNED_KEYS`).
+_MERGED = {tail: s for tail, s in layout.STRATEGIES.items() if tail not in layout.SIGNED_KEYS}
+
+
 def _join_key(namespace: str, tail: str) -> str:
     """The key ``tail`` of a namespace prefix ('' is the store root)."""
     return f"{namespace}/{tail}" if namespace else tail
@@ -298,39 +302,47 @@ def _join_key(namespace: str, tail: str) -> str:
 def cmd_compact(invocation: Invocation) -> int:
     args, out = invocation.args, invocation.out
     session = invocation.session()
-    folded, skipped = invocation.run(
+    folded, skipped, signed = invocation.run(
         session,
         lambda: _compact(args, Cache(session.store, writer="cachekit compact")),
         "compacting",
     )
     if args.json:
-        invocation.print_json({"compacted": folded, "skipped_unknown": skipped})
+        invocation.print_json(
+            {"compacted": folded, "skipped_unknown": skipped, "skipped_signed": signed}
+        )
         return EXIT_OK
     for name, count in folded.items():
         out.write(f"{name}: folded {count} part(s)\n")
     for name in skipped:
         out.write(f"{name}: skipped (no known merge strategy for this key)\n")
-    if not folded and not skipped:
+    for name in signed:
+        out.write(f"{name}: skipped (signed records: runs holding the key compact them)\n")
+    if not folded and not skipped and not signed:
         out.write("nothing to compact\n")
     return EXIT_OK
 
 
-def _compact(args: argparse.Namespace, cache: Cache) -> tuple[dict[str, int], list[str]]:
-    """The store work of ``compact``: parts folded per key, keys of no known strategy."""
+def _compact(args: argparse.Namespace, cache: Cache) -> tuple[dict[str, int], list[str], list[str]]:
+    """The store work of ``compact``: parts folded per key, keys of no known strategy,
+    keys of signed records (left to the runs that hold the key)."""
     inventory = cache.inventory(args.prefix, fetch="none")
     folded: dict[str, int] = {}
     skipped: list[str] = []
+    signed: list[str] = []
     candidates = [key for key in inventory.keys if key.parts]
     progress = Progress("compacting", len(candidates))
     for done, key in enumerate(candidates, 1):
         strategy = layout.strategy_for(key.name)
-        if strategy is None:
+        if layout.is_signed(key.name):
+            signed.append(key.name)
+        elif strategy is None:
             skipped.append(key.name)
         elif len(key.parts) >= args.min_parts:
             folded[key.name] = cache.compact(key.name, strategy, min_parts=args.min_parts)
         progress.step(done)
     progress.close()
-    return folded, skipped
+    return folded, skipped, signed
 
 
 def cmd_gc(invocation: Invocation) -> int:
