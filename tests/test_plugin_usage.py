@@ -105,3 +105,26 @@ def test_missing_credentials_get_the_commands_hint(
     assert result.ret == pytest.ExitCode.OK
     assert "StoreUnavailableWarning" in printed(result)
     assert CREDENTIALS_HINT in " ".join(printed(result).split())
+
+
+@pytest.mark.parametrize("where", ["option", "ini"])
+def test_a_warning_points_at_the_setting_not_at_cachekit(
+    pytester: pytest.Pytester, where: str
+) -> None:
+    """pytest shows a warning's location: the user's setting, never cachekit's source, and
+    never the ini file's line itself (it may hold credentials)."""
+    pytester.makepyfile(TESTS)
+    url = "s3://AKIAUSER:hunter2@bucket/x"
+    if where == "ini":
+        pytester.makeini(f"[pytest]\naddopts = -p no:randomly\ncache_url = {url}\n")
+        result = pytester.runpytest("--cache-timeout=20")
+        location = "tox.ini:3" if (pytester.path / "tox.ini").exists() else "ini:3"
+    else:
+        result = pytester.runpytest(f"--cache-url={url}", "--cache-timeout=20")
+        location = "--cache-url:0"
+    output = printed(result)
+    assert result.ret == pytest.ExitCode.OK
+    assert f"{location}: StoreUnavailableWarning: cachekit" in output
+    assert "cachekit_pytest" not in output
+    assert "warn(config, warning)" not in output
+    assert "hunter2" not in output
