@@ -336,7 +336,7 @@ def _glob_matches(key: str, glob: str) -> bool:
 
 class SharedCache(Cache):  # type: ignore[misc]  # pytest marks it final for its users
     """pytest's `Cache`, whose first read or write of a shared key waits for the start-up
-    read when that runs alongside the session (`CacheProvider._needs_values_now`)."""
+    read when that runs alongside the session (`SharedRun.needs_values_now`)."""
 
     _shared: frozenset[str] = frozenset()
     _before_shared_access: Callable[[], None] | None = None
