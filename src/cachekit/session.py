@@ -44,9 +44,11 @@ CREDENTIALS_HINT = (
 UNLIMITED = float("inf")
 
 
-def with_hints(message: str) -> str:
-    """``message`` (a store error) with what to do about it, where that is known."""
-    if "credential" in message.lower():
+def with_hints(message: str, error: BaseException | None = None) -> str:
+    """``message`` (a store error, raised as ``error`` if given) with what to do about
+    it, where that is known."""
+    named = type(error).__name__ if error is not None else ""
+    if "credential" in f"{named} {message}".lower():
         return f"{message} ({CREDENTIALS_HINT})"
     return message
 

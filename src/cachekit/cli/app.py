@@ -25,7 +25,7 @@ from cachekit.cli.command import (
     UsageError,
 )
 from cachekit.errors import CacheError
-from cachekit.session import CREDENTIALS_HINT
+from cachekit.session import with_hints
 from cachekit.stats.junit import JUnitError
 from cachekit.stores.extras import install_hint
 from cachekit.urls import redact_text
@@ -89,8 +89,7 @@ def _describe_error(error: Exception, url: str) -> str:
         text = f"{text} (install the optional dependencies: {install_hint(url)})"
     elif not isinstance(error, (CacheError, OSError, ValueError)):
         text = f"{type(error).__name__}: {text}"
-    if "credential" in type(error).__name__.lower() or "credentials" in text.lower():
-        text += f" ({CREDENTIALS_HINT})"
+    text = with_hints(text, error)
     if url and not isinstance(error, JUnitError):
         text = f"{url}: {text}"
     text = " ".join(text.split())  # one line
