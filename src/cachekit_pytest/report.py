@@ -15,10 +15,10 @@ import pytest
 from _pytest.config import apply_warning_filters
 
 
-def warn(config: pytest.Config, warning: Warning, *, stacklevel: int = 3) -> None:
-    """A pytest warning; a plain line on stderr if the filters make warnings errors: the
-    cache never changes a run's outcome. ``stacklevel`` is accepted for the callers that
-    pass it; the location is the setting (`setting_location`), not a stack frame."""
+def warn(config: pytest.Config, warning: Warning) -> None:
+    """A pytest warning at the setting (`setting_location`), not at a stack frame; a
+    plain line on stderr if the filters make warnings errors: the cache never changes a
+    run's outcome."""
     try:
         if not config.pluginmanager.is_blocked("warnings"):
             _issue(config, warning)

@@ -448,4 +448,4 @@ def _session(
 
 def _warn(config: pytest.Config, message: str) -> None:
     """One `SkipPassedWarning` (`cachekit_pytest.report.warn`)."""
-    warn(config, SkipPassedWarning(f"cachekit: skip-passed: {message}"), stacklevel=4)
+    warn(config, SkipPassedWarning(f"cachekit: skip-passed: {message}"))
