@@ -49,11 +49,7 @@ class Budget:
         """
         if self.remaining <= 0:
             raise BudgetCallFailed(f"{what}: no time left of the budget ({self.described})")
-        outcomes: list[list[tuple[bool, Any]]] = [[] for _ in calls]
-        threads = [
-            threading.Thread(target=_capture, args=(call, outcome), daemon=True)
-            for call, outcome in zip(calls, outcomes, strict=True)
-        ]
+        threads, outcomes = _daemon_threads(calls)
         started = time.monotonic()
         deadline = started + self.remaining
         # Warnings from the workers go through the process-wide filters: catch them here,
@@ -109,11 +105,7 @@ def side_by_side(calls: Sequence[Callable[[], T]]) -> list[T]:
     threads never hold the process at exit (the workers of a `concurrent.futures` pool
     would be waited for).
     """
-    outcomes: list[list[tuple[bool, Any]]] = [[] for _ in calls]
-    threads = [
-        threading.Thread(target=_capture, args=(call, outcome), daemon=True)
-        for call, outcome in zip(calls, outcomes, strict=True)
-    ]
+    threads, outcomes = _daemon_threads(calls)
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -124,6 +116,18 @@ def side_by_side(calls: Sequence[Callable[[], T]]) -> list[T]:
             raise value
         results.append(value)
     return results
+
+
+def _daemon_threads(
+    calls: Sequence[Callable[[], Any]],
+) -> tuple[list[threading.Thread], list[list[tuple[bool, Any]]]]:
+    """A daemon thread per call, not started, and the list each puts its outcome in."""
+    outcomes: list[list[tuple[bool, Any]]] = [[] for _ in calls]
+    threads = [
+        threading.Thread(target=_capture, args=(call, outcome), daemon=True)
+        for call, outcome in zip(calls, outcomes, strict=True)
+    ]
+    return threads, outcomes
 
 
 def _capture(call: Callable[[], Any], outcome: list[tuple[bool, Any]]) -> None:
