@@ -19,7 +19,12 @@ from cachekit import (
     ReadOnlyStore,
     new_part_id,
 )
-from cachekit.errors import InvalidKey, PreconditionFailed, UnsupportedOperation
+from cachekit.errors import (
+    CorruptValueWarning,
+    InvalidKey,
+    PreconditionFailed,
+    UnsupportedOperation,
+)
 from cachekit.values.cache import INVENTORY_BATCH, RawObject
 from cachekit.values.codec import decode
 from cachekit.values.merge import LASTFAILED, NODEIDS, MappingUnion, Maximum, observe_outcomes
@@ -253,6 +258,26 @@ def test_read_merged_is_one_list_and_one_get_many(store):
     merged = cache.read_merged("cache/nodeids", NODEIDS)
     assert merged.value == ["base", "t0", "t1", "t2", "t3", "t4"]
     assert counting.calls == Counter(list=1, get_many=1)
+
+
+def test_read_each_gives_base_and_parts_one_at_a_time_in_batches(store):
+    counting = CountingStore(store)
+    cache = Cache(counting)
+    cache.set("stats/runs", {"r0": 0})
+    for index in range(5):
+        cache.write_part("stats/runs", f"p{index}", {f"r{index + 1}": index + 1})
+    store.put("stats/runs/@parts/p9", b"not a cachekit value")
+    counting.calls.clear()
+    seen: list[tuple[int, int]] = []
+    with pytest.warns(CorruptValueWarning):
+        values = list(
+            cache.read_each(
+                "stats/runs", MappingUnion(), batch=2, progress=lambda *done: seen.append(done)
+            )
+        )
+    assert values == [("", {"r0": 0})] + [(f"p{i}", {f"r{i + 1}": i + 1}) for i in range(5)]
+    assert counting.calls == Counter(list=1, get_many=4)  # 7 objects, 2 at a time
+    assert seen == [(2, 7), (4, 7), (6, 7), (7, 7)]
 
 
 def test_read_merged_many_is_one_list_and_one_get_many(store):
