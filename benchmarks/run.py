@@ -11,9 +11,11 @@ the proxy exist, so those processes cannot disturb the microsecond timings.
 
 Run from the project root: ``.venv/bin/python -m benchmarks`` (or
 ``.venv/bin/python benchmarks/run.py``); ``--only plugin`` (or ``local``, ``remote``,
-``merge``, ``fingerprint``, ``skip``; repeatable) runs just those. The plugin's
+``merge``, ``fingerprint``, ``skip``, ``scale``; repeatable) runs just those. The plugin's
 benchmark runs near the end: it takes about six minutes of whole pytest runs; the
-``--skip-passed`` one, after it, about two more. Exits non-zero when a target fails.
+``--skip-passed`` one, after it, about two more. The scale benchmark (`bench_scale`,
+``results/scale.*``) takes about fifteen minutes, so it runs only with ``--only scale``.
+Exits non-zero when a target fails.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from benchmarks import (
     bench_merge,
     bench_plugin,
     bench_remote,
+    bench_scale,
     bench_skip,
 )
 from benchmarks.harness import (
@@ -44,7 +47,9 @@ from benchmarks.harness import (
 )
 
 COMMAND = ".venv/bin/python -m benchmarks"
-BENCHMARKS = ("local", "remote", "merge", "fingerprint", "plugin", "skip")
+BENCHMARKS = ("local", "remote", "merge", "fingerprint", "plugin", "skip", "scale")
+#: What runs without ``--only``: all but the quarter-hour scale benchmark.
+DEFAULT = tuple(name for name in BENCHMARKS if name != "scale")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -66,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
 
-    selected = set(args.only or BENCHMARKS)
+    selected = set(args.only or DEFAULT)
     if args.skip_remote:
         selected.discard("remote")
     flags = "".join(f" --only {name}" for name in BENCHMARKS if name in (args.only or ()))
@@ -109,6 +114,13 @@ def main(argv: list[str] | None = None) -> int:
         reports.append(plugin)
     if "skip" in selected:  # whole runs of the plugin benchmark's suite, about two minutes
         reports.append(run_alone("skip", bench_skip.run, COMMAND + flags, write=not args.no_write))
+    if "scale" in selected:  # 500,000 tests from 200 shards: about fifteen minutes
+        scale = bench_scale.default_config()
+        reports.append(
+            run_alone(
+                "scale", lambda: bench_scale.run(scale), COMMAND + flags, write=not args.no_write
+            )
+        )
     for report in reports:
         for target in report.targets:
             print(f"{target.status:8} {target.name}")

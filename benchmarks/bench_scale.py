@@ -1,0 +1,792 @@
+"""PyTorch-sized suites: one shard's run against a namespace of 500,000 tests from 200 shards.
+
+Why: the flagship users run hundreds of thousands of tests over hundreds of CI shards.
+What one shard pays for the shared cache must follow what changed, not what exists, so
+this benchmark builds such a namespace the way CI does and measures what a shard, and
+the final job's ``cachekit merge`` and ``compact``, cost against it. Targets (issue 12):
+
+- a shard's whole pytest run with the plugin on a local-directory store: median wall at
+  most 1.05x pytest's built-in cache (``-p no:cachekit``), peak RSS at most +64 MiB;
+- the same on S3 (moto's server) through the 50 ms-per-request latency proxy: at most
+  1.10x;
+- ``cachekit merge`` and ``cachekit compact`` of the 200 shards' uncompacted parts through
+  the proxy: under 10 s each;
+- no run warns (any "cachekit: ..." warning means the run degraded) and every run reports
+  its shard's expected outcome.
+
+The namespace is built through the product's own write path: real pytest runs with the
+plugin (`scale_suite` generates ``shard_000/`` ... , 25 files of one parametrized test
+per shard, ~0.2% failing by seed), each shard on a fresh runner (`scale_suite.run_shard`)
+and on its own directory, two at a time, into a local-directory store. Run 1 lets the
+store compact as the plugin does (default ``cache_compact_threshold``); run 2, the steady
+state (half of run 1's failures fixed, a few new failures and new tests), holds
+compaction back (``-o cache_compact_threshold=1000000000``) so that the final job has
+the 200 shards' parts to fold. Build runs get ``--cache-timeout=300``: the build must not
+degrade, whatever the code's speed. Outside CI every run is trusted (read-write), and
+records test statistics (the default with a backend). The S3 namespaces are byte copies
+of the local store's objects (boto3 straight to moto, not through the proxy).
+
+Then, with moto and the proxy running: ``cachekit merge`` (``--from`` the ref prefix,
+``--into`` a fresh namespace) and ``cachekit compact --prefix <namespace>`` of each S3
+copy (``--repeats``), ``cachekit compact`` of the local store (no target), and the timed
+rounds: each a run of one shard with the plugin on the local store (L) and on S3 (S),
+each right next to a run with ``-p no:cachekit`` (B), all on fresh runners, the pairs'
+order rotating and B going first in every other round (as `bench_plugin` does). Ratios
+are per pair. Wall time from spawn to exit; CPU and peak RSS from ``os.wait4`` (for a
+pytest run that includes the helpers it waited for).
+
+Takes about 15 minutes at full size on two cores, so ``python -m benchmarks`` runs it
+only when asked (``--only scale``). Run alone: ``python benchmarks/bench_scale.py``
+(``--tests N --shards N`` for a quick run, ``--write`` saves ``results/scale.md`` and
+``scale.json``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # run as a script: make ``benchmarks`` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks import bench_merge, bench_plugin
+from benchmarks.bench_remote import (
+    BUCKET,
+    DELAY,
+    FAKE_AWS_ENV,
+    Bench,
+    _process_cpu_seconds,
+    boto3_client,
+    moto_server,
+)
+from benchmarks.harness import (
+    WORK_DIR,
+    Comparison,
+    Report,
+    Section,
+    Target,
+    busy_warning,
+    fmt_seconds,
+    run_alone,
+)
+from benchmarks.latency_proxy import ProxyProcess
+from benchmarks.scale_suite import (
+    PASS_VARIABLE,
+    KeyBytes,
+    Run,
+    Shape,
+    bytes_by_key,
+    expected_counts,
+    generate_suite,
+    local_sizes,
+    run_shard,
+    total_tests,
+)
+
+TESTS = 500_000
+SHARDS = 200
+#: Shard runs at once while building (the machine has two cores).
+CONCURRENCY = 2
+LOCAL_LIMIT = 1.05
+RSS_LIMIT_MIB = 64.0
+S3_LIMIT = 1.10
+FOLD_LIMIT = 10.0
+INTERVAL_CONFIDENCE = 0.9
+#: The time budget of a build run, and the timeout of the CLI commands: generous, so the
+#: namespace is complete and every time is measured, however slow the code.
+BUILD_BUDGET = 300.0
+#: A pytest run (or command) still running after this is killed.
+RUN_TIMEOUT = 900.0
+NAMESPACE_ENV = {
+    "CACHEKIT_REPOSITORY": "bench/scale",
+    "CACHEKIT_REF": "main",
+    "CACHEKIT_JOB": "tests",
+}
+HOLD_BACK = ("-o", "cache_compact_threshold=1000000000")
+LABELS = {"B": "built-in cache", "L": "plugin, local store", "S": "plugin, S3 via 50 ms proxy"}
+PAIRED = ("L", "S")
+SCRIPT_COMMAND = ".venv/bin/python benchmarks/bench_scale.py --write"
+SCALE_DIR = WORK_DIR / "scale"
+
+
+@dataclass
+class Config:
+    shape: Shape
+    passes: int = 2
+    rounds: int = 11
+    repeats: int = 3
+
+    @property
+    def final_pass(self) -> int:
+        return self.passes
+
+    @property
+    def timed_shard(self) -> int:
+        return self.shape.shards // 2
+
+
+@dataclass
+class Command:
+    """One CLI process (``cachekit merge`` or ``compact``): what it took."""
+
+    label: str
+    seconds: float
+    cpu_seconds: float
+    max_rss_mib: float
+    exit_code: int
+    output: str
+    requests: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**self.__dict__, "output": self.output[-2000:]}
+
+
+@dataclass
+class Findings:
+    """Everything measured, for the report."""
+
+    namespace: dict[str, Any] = field(default_factory=dict)
+    build: dict[int, list[Run]] = field(default_factory=dict)
+    build_seconds: dict[int, float] = field(default_factory=dict)
+    upload_seconds: float = 0.0
+    uploaded_objects: int = 0
+    merges: list[Command] = field(default_factory=list)
+    compactions: list[Command] = field(default_factory=list)
+    local_compaction: Command | None = None
+    bytes_before: dict[str, KeyBytes] = field(default_factory=dict)
+    bytes_after: dict[str, KeyBytes] = field(default_factory=dict)
+    warm_up: list[Run] = field(default_factory=list)
+    runs: dict[str, list[Run]] = field(default_factory=lambda: {"B": [], "L": [], "S": []})
+    pairs: dict[str, list[tuple[Run, Run]]] = field(default_factory=lambda: {"L": [], "S": []})
+
+    def comparison(self, variant: str, what: str = "seconds") -> Comparison:
+        pairs = self.pairs[variant]
+        return Comparison(
+            f"{variant}/B",
+            LABELS[variant],
+            LABELS["B"],
+            1,
+            [getattr(run, what) for run, _ in pairs],
+            [getattr(b, what) for _, b in pairs],
+        )
+
+
+# -- environments and commands ----------------------------------------------------------------
+
+
+def pytest_environment(run: int, run_id: str) -> dict[str, str]:
+    """`bench_plugin.environment` (no CI markers, ``PYTEST_*`` or ``CACHEKIT_*`` from
+    outside; fake AWS credentials) with this benchmark's namespace and CI run."""
+    return {
+        **bench_plugin.environment(),
+        **NAMESPACE_ENV,
+        "CACHEKIT_RUN_ID": run_id,
+        PASS_VARIABLE: str(run),
+    }
+
+
+def detect_namespace() -> dict[str, Any]:
+    """The namespace the runs use, as ``cachekit namespace --json`` detects it."""
+    completed = subprocess.run(
+        [str(Path(sys.executable).parent / "cachekit"), "namespace", "--json"],
+        env=pytest_environment(1, "run1"),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    found: dict[str, Any] = json.loads(completed.stdout)
+    return found
+
+
+def run_command(label: str, command: Sequence[str], log: Path) -> Command:
+    """A CLI process timed from spawn to exit, its CPU and peak RSS from ``os.wait4``."""
+    with open(log, "wb") as errors:
+        start = time.perf_counter()
+        process = subprocess.Popen(
+            command,
+            env=bench_merge.environment(),
+            stdout=subprocess.PIPE,
+            stderr=errors,
+            stdin=subprocess.DEVNULL,
+        )
+        watchdog = threading.Timer(RUN_TIMEOUT, process.kill)
+        watchdog.start()
+        try:
+            assert process.stdout is not None
+            output = process.stdout.read().decode("utf-8", "replace")
+            _, status, usage = os.wait4(process.pid, 0)
+        finally:
+            watchdog.cancel()
+        seconds = time.perf_counter() - start
+    exit_code = os.waitstatus_to_exitcode(status)
+    if exit_code:
+        output += log.read_text(encoding="utf-8", errors="replace")[-500:]
+    cpu = usage.ru_utime + usage.ru_stime
+    return Command(label, seconds, cpu, usage.ru_maxrss / 1024, exit_code, output)
+
+
+def cachekit(*args: str) -> list[str]:
+    return [str(Path(sys.executable).parent / "cachekit"), *args, f"--timeout={BUILD_BUDGET:g}"]
+
+
+# -- building the namespace -------------------------------------------------------------------
+
+
+def build(config: Config, suite: Path, store: Path, logs: Path, found: Findings) -> None:
+    """Every shard of every CI run through real pytest runs, ``CONCURRENCY`` at a time."""
+    for number in range(1, config.passes + 1):
+        start = time.perf_counter()
+        found.build[number] = build_run(config, number, suite, store, logs)
+        found.build_seconds[number] = time.perf_counter() - start
+
+
+def build_run(config: Config, number: int, suite: Path, store: Path, logs: Path) -> list[Run]:
+    """CI run ``number``: every shard, each on a fresh runner; the last run holds
+    compaction back (see the module doc)."""
+    shape = config.shape
+    extra = HOLD_BACK if number == config.final_pass else ()
+    env = pytest_environment(number, f"run{number}")
+    done = [0]
+    lock = threading.Lock()
+
+    def one(shard: int) -> Run:
+        args = [
+            f"--cache-url={store}",
+            f"--cache-shard={shard + 1}/{shape.shards}",
+            f"--cache-timeout={BUILD_BUDGET:g}",
+            *extra,
+        ]
+        run = run_shard(
+            suite,
+            logs,
+            shard,
+            args,
+            env=env,
+            label=f"run{number}-shard{shard:03d}",
+            expected=expected_counts(shape, shard, number),
+            timeout=RUN_TIMEOUT,
+        )
+        with lock:
+            done[0] += 1
+            if done[0] % max(1, shape.shards // 10) == 0 or done[0] == shape.shards:
+                print(f"  run {number}: {done[0]}/{shape.shards} shards", flush=True)
+        return run
+
+    with ThreadPoolExecutor(CONCURRENCY) as pool:
+        return list(pool.map(one, range(shape.shards)))
+
+
+def upload(store: Path, bench: Bench, prefixes: Sequence[str]) -> int:
+    """Copy every object of the local store under each of ``prefixes`` of the bucket."""
+    client = boto3_client(bench.moto_port)
+    objects = [path for path in store.rglob("*") if path.is_file()]
+
+    def put(item: tuple[str, Path]) -> None:
+        prefix, path = item
+        key = f"{bench.run_prefix}/{prefix}/{path.relative_to(store).as_posix()}"
+        client.put_object(Bucket=BUCKET, Key=key, Body=path.read_bytes())
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(put, [(prefix, path) for prefix in prefixes for path in objects]))
+    return len(objects) * len(prefixes)
+
+
+def _proxied(bench: Bench, label: str, command: list[str], log: Path) -> Command:
+    """``command`` with the proxy's request counts and the server's CPU."""
+    bench.proxy.reset()
+    moto_cpu = _process_cpu_seconds(bench.moto_pid)
+    done = run_command(label, command, log)
+    done.requests = {
+        **bench.proxy.stats(),
+        "moto_cpu_seconds": _process_cpu_seconds(bench.moto_pid) - moto_cpu,
+    }
+    return done
+
+
+def fold(config: Config, bench: Bench, logs: Path, found: Findings) -> None:
+    """``cachekit merge`` then ``cachekit compact`` of each S3 copy, through the proxy."""
+    namespace, ref_prefix = found.namespace["prefix"], found.namespace["ref_prefix"]
+    for copy in range(config.repeats):
+        url = bench.proxied_url(f"scale{copy}")
+        into = f"{found.namespace['repository_prefix']}/merged{copy}/all/default"
+        merge = cachekit("merge", f"--url={url}", f"--from={ref_prefix}/", f"--into={into}")
+        found.merges.append(_proxied(bench, f"merge{copy}", [*merge, "--json"], logs / "m.log"))
+        compact = cachekit("compact", f"--url={url}", f"--prefix={namespace}", "--json")
+        found.compactions.append(_proxied(bench, f"compact{copy}", compact, logs / "c.log"))
+        print(
+            f"  S3 copy {copy}: merge {found.merges[-1].seconds:.2f} s, "
+            f"compact {found.compactions[-1].seconds:.2f} s",
+            flush=True,
+        )
+
+
+# -- the timed rounds ---------------------------------------------------------------------------
+
+
+def variant_args(variant: str, config: Config, store: Path, s3_url: str) -> list[str]:
+    shard = f"--cache-shard={config.timed_shard + 1}/{config.shape.shards}"
+    if variant == "B":
+        return ["-p", "no:cachekit"]
+    if variant == "L":
+        return [f"--cache-url={store}", shard]
+    if variant == "S":
+        return [f"--cache-url={s3_url}", shard]
+    raise ValueError(variant)
+
+
+def round_order(round_number: int) -> list[str]:
+    """A pair (variant, B) per variant of `PAIRED`, rotating which pair goes first, and
+    B first in every other round."""
+    shift = round_number % len(PAIRED)
+    variants = PAIRED[shift:] + PAIRED[:shift]
+    b_first = round_number % 2 == 1
+    return [name for v in variants for name in (("B", v) if b_first else (v, "B"))]
+
+
+def timed_rounds(config: Config, store: Path, bench: Bench, logs: Path, found: Findings) -> None:
+    s3_url = bench.proxied_url("scale0")
+    env = pytest_environment(config.final_pass, "timed")
+    expected = expected_counts(config.shape, config.timed_shard, config.final_pass)
+    suite = suite_dir(config.shape)
+    counter = [0]
+
+    def timed(variant: str) -> Run:
+        counter[0] += 1
+        moto_cpu = 0.0
+        if variant == "S":
+            bench.proxy.reset()
+            moto_cpu = _process_cpu_seconds(bench.moto_pid)
+        run = run_shard(
+            suite,
+            logs,
+            config.timed_shard,
+            variant_args(variant, config, store, s3_url),
+            env=env,
+            label=f"timed{counter[0]:03d}-{variant}",
+            expected=expected,
+            timeout=RUN_TIMEOUT,
+        )
+        if variant == "S":
+            run.requests = {
+                **bench.proxy.stats(),
+                "moto_cpu_seconds": _process_cpu_seconds(bench.moto_pid) - moto_cpu,
+            }
+        return run
+
+    found.warm_up = [timed(variant) for variant in ("B", "L", "S")]
+    for number in range(config.rounds):
+        order = round_order(number)
+        done = [timed(variant) for variant in order]
+        for first, second in zip(done[::2], done[1::2], strict=True):
+            run, b = (second, first) if first.label.endswith("-B") else (first, second)
+            variant = run.label[-1]
+            found.pairs[variant].append((run, b))
+        for run in done:
+            found.runs[run.label[-1]].append(run)
+        print(
+            f"  round {number + 1}: " + ", ".join(f"{r.label[-1]} {r.seconds:.2f} s" for r in done),
+            flush=True,
+        )
+
+
+# -- the benchmark ------------------------------------------------------------------------------
+
+
+def suite_dir(shape: Shape) -> Path:
+    return SCALE_DIR / f"suite-{shape.tests}-{shape.shards}"
+
+
+def run(config: Config) -> Report:
+    """Generate the suite, build the namespace, fold it, time the rounds, report."""
+    started = time.perf_counter()
+    os.environ.update(FAKE_AWS_ENV)
+    shape = config.shape
+    report = Report(
+        f"scale: one shard of {shape.per_shard:,} tests against a namespace of "
+        f"{total_tests(shape, config.final_pass):,} tests from {shape.shards} shards"
+    )
+    targets = _targets(config)
+    report.targets += list(targets.values())
+    load_before = _load()
+
+    suite = suite_dir(shape)
+    generated = generate_suite(shape, suite)
+    store, logs = SCALE_DIR / "store", SCALE_DIR / "logs"
+    shutil.rmtree(store, ignore_errors=True)
+    shutil.rmtree(logs, ignore_errors=True)
+    logs.mkdir(parents=True)
+    found = Findings(namespace=detect_namespace())
+    found.namespace["repository_prefix"] = found.namespace["ref_prefix"].rpartition("/")[0]
+    print(f"  namespace {found.namespace['prefix']}; building {config.passes} CI run(s)")
+    build(config, suite, store, logs, found)
+    found.bytes_before = bytes_by_key(local_sizes(store), found.namespace["prefix"])
+
+    with moto_server() as (moto_port, moto_process):
+        proxy = ProxyProcess(moto_port, delay=DELAY, log=WORK_DIR / "latency-proxy.log")
+        try:
+            bench = Bench(moto_port, moto_process.pid, proxy)
+            boto3_client(moto_port).create_bucket(Bucket=BUCKET)
+            upload_start = time.perf_counter()
+            prefixes = [f"scale{copy}" for copy in range(config.repeats)]
+            found.uploaded_objects = upload(store, bench, prefixes)
+            found.upload_seconds = time.perf_counter() - upload_start
+            fold(config, bench, logs, found)
+            compact = cachekit("compact", f"--url={store}", f"--prefix={found.namespace['prefix']}")
+            found.local_compaction = run_command("compact local", [*compact, "--json"], logs / "l")
+            found.bytes_after = bytes_by_key(local_sizes(store), found.namespace["prefix"])
+            timed_rounds(config, store, bench, logs, found)
+        finally:
+            proxy.stop()
+
+    _measure_targets(targets, found)
+    _add_sections(report, config, found)
+    report.sections[0].notes.append(
+        f"Suite {'generated' if generated else 'reused'} in "
+        f"{suite.relative_to(WORK_DIR.parent.parent)}; total benchmark time "
+        f"{fmt_seconds(time.perf_counter() - started)}; 1-minute load average "
+        f"{load_before} before, {_load()} after."
+    )
+    warning = busy_warning()
+    if warning:
+        report.sections[0].notes.append(warning)
+    return report
+
+
+def _targets(config: Config) -> dict[str, Target]:
+    rounds = config.rounds
+    return {
+        "local": Target(
+            f"plugin, local store (L) / built-in cache (B): median wall ratio, {rounds} pairs",
+            LOCAL_LIMIT,
+            "<=",
+            "ratio",
+        ),
+        "rss": Target(
+            "plugin, local store: peak RSS over the built-in cache's (medians)",
+            RSS_LIMIT_MIB,
+            "<=",
+            " MiB",
+        ),
+        "s3": Target(
+            f"plugin, S3 via 50 ms proxy (S) / built-in cache (B): median wall ratio, "
+            f"{rounds} pairs",
+            S3_LIMIT,
+            "<=",
+            "ratio",
+        ),
+        "merge": Target(
+            f"cachekit merge of the {config.shape.shards} shards' parts via the proxy: "
+            f"median wall of {config.repeats}",
+            FOLD_LIMIT,
+            "<=",
+            "s",
+        ),
+        "compact": Target(
+            f"cachekit compact of the {config.shape.shards} shards' parts via the proxy: "
+            f"median wall of {config.repeats}",
+            FOLD_LIMIT,
+            "<=",
+            "s",
+        ),
+        "valid": Target(
+            "every run reported its shard's outcome without a cachekit warning, every "
+            "command exited 0 (1 = yes)",
+            1,
+            ">=",
+        ),
+    }
+
+
+def _measure_targets(targets: dict[str, Target], found: Findings) -> None:
+    targets["local"].measured = found.comparison("L").median_ratio
+    targets["s3"].measured = found.comparison("S").median_ratio
+    rss = {v: statistics.median(run.max_rss_mib for run in found.runs[v]) for v in ("B", "L")}
+    targets["rss"].measured = rss["L"] - rss["B"]
+    targets["merge"].measured = statistics.median(one.seconds for one in found.merges)
+    targets["compact"].measured = statistics.median(one.seconds for one in found.compactions)
+    problems = _problems(found)
+    targets["valid"].measured = 0.0 if problems else 1.0
+    if problems:
+        more = f"; and {len(problems) - 3} more" if len(problems) > 3 else ""
+        targets["valid"].note = "; ".join(problems[:3]) + more
+
+
+def _problems(found: Findings) -> list[str]:
+    runs = [run for runs in found.build.values() for run in runs]
+    runs += found.warm_up + [run for runs in found.runs.values() for run in runs]
+    problems = [f"{run.label}: {problem}" for run in runs for problem in run.problems]
+    problems += [f"{run.label}: warned: {warning}" for run in runs for warning in run.warnings]
+    commands = [*found.merges, *found.compactions]
+    commands += [found.local_compaction] if found.local_compaction else []
+    problems += [f"{one.label}: exit code {one.exit_code}" for one in commands if one.exit_code]
+    return problems
+
+
+# -- the report ---------------------------------------------------------------------------------
+
+
+def _add_sections(report: Report, config: Config, found: Findings) -> None:
+    report.sections += [
+        _timed_section(config, found),
+        _fold_section(config, found),
+        _bytes_section(found),
+        _build_section(config, found),
+    ]
+
+
+def _timed_section(config: Config, found: Findings) -> Section:
+    shape = config.shape
+    section = Section(
+        f"One shard's run ({shape.per_shard:,} tests) on a fresh runner, {config.rounds} rounds",
+        [
+            "variant",
+            "median wall",
+            "wall min-max",
+            "vs built-in: median pair ratio",
+            f"the median's {INTERVAL_CONFIDENCE:.0%} interval",
+            "median CPU",
+            "peak RSS (median, max)",
+            "warnings",
+        ],
+    )
+    data: dict[str, Any] = {}
+    for variant in ("B", "L", "S"):
+        runs = found.runs[variant]
+        walls = [run.seconds for run in runs]
+        rss = [run.max_rss_mib for run in runs]
+        ratio_text = interval_text = "1 (baseline)"
+        if variant != "B":
+            comparison = found.comparison(variant)
+            interval = comparison.median_ratio_interval(INTERVAL_CONFIDENCE)
+            ratio_text = f"{comparison.median_ratio:.3f}"
+            interval_text = f"{interval.low:.3f}-{interval.high:.3f}"
+        section.rows.append(
+            [
+                f"{variant}: {LABELS[variant]}",
+                fmt_seconds(statistics.median(walls)),
+                f"{min(walls):.2f}-{max(walls):.2f} s",
+                ratio_text,
+                interval_text,
+                fmt_seconds(statistics.median(run.cpu_seconds for run in runs)),
+                f"{statistics.median(rss):.0f} MiB, {max(rss):.0f} MiB",
+                str(sum(len(run.warnings) for run in runs)),
+            ]
+        )
+        data[variant] = [run.as_dict() for run in runs]
+    middle = sorted(found.runs["S"], key=lambda run: run.seconds)[len(found.runs["S"]) // 2]
+    kinds = middle.requests.get("by_kind", {})
+    section.notes += [
+        f"Shard {config.timed_shard + 1}/{shape.shards} of CI run {config.final_pass}: "
+        "`python -m pytest -q --tb=line -p no:randomly -p no:hypothesispytest <options> "
+        "shard_NNN` on a fresh copy of the shard's directory (no .pytest_cache, no "
+        "bytecode). B: `-p no:cachekit`; L: `--cache-url=<local store> --cache-shard=...`; "
+        "S: `--cache-url=s3://...?endpoint_url=<proxy>` and the same shard. Default "
+        "--cache-timeout (the budget a user gets). Each L or S run writes its part, as a "
+        "rerun of the shard would.",
+        "Ratios are per pair (each L and S run with the B run right next to it; the "
+        "pairs' order rotates, B first in every other round), as in `bench_plugin`. "
+        "Peak RSS from `os.wait4` (the pytest process, and helpers it waited for).",
+        f"A median S run made {middle.requests.get('requests', '?')} requests ("
+        + ", ".join(f"{kind} {count}" for kind, count in kinds.items())
+        + ").",
+        "Warm-up (not counted): "
+        + ", ".join(f"{run.label[-1]} {run.seconds:.2f} s" for run in found.warm_up)
+        + ".",
+    ]
+    section.data = {"runs": data, "warm_up": [run.as_dict() for run in found.warm_up]}
+    return section
+
+
+def _fold_section(config: Config, found: Findings) -> Section:
+    section = Section(
+        f"The final job: cachekit merge and compact of {config.shape.shards} shards' parts",
+        ["command", "store", "wall (median; each)", "median CPU", "peak RSS (max)", "requests"],
+    )
+    rows: list[tuple[str, str, list[Command]]] = [
+        ("cachekit merge", "S3 via 50 ms proxy", found.merges),
+        ("cachekit compact", "S3 via 50 ms proxy", found.compactions),
+    ]
+    if found.local_compaction:
+        rows.append(("cachekit compact", "local directory", [found.local_compaction]))
+    for name, where, commands in rows:
+        middle = sorted(commands, key=lambda one: one.seconds)[len(commands) // 2]
+        section.rows.append(
+            [
+                name,
+                where,
+                fmt_seconds(statistics.median(one.seconds for one in commands))
+                + " ("
+                + ", ".join(f"{one.seconds:.2f}" for one in commands)
+                + " s)",
+                fmt_seconds(statistics.median(one.cpu_seconds for one in commands)),
+                f"{max(one.max_rss_mib for one in commands):.0f} MiB",
+                str(middle.requests.get("requests", "—")),
+            ]
+        )
+    folded = _parsed(found.compactions[0].output).get("compacted", {})
+    section.notes += [
+        f"Each of {config.repeats} S3 copies of the store after the build (base from run 1, "
+        f"and run {config.final_pass}'s parts held back from compaction): first `cachekit "
+        f"merge --from {found.namespace['ref_prefix']}/ --into <fresh namespace> --json`, "
+        f"then `cachekit compact --prefix {found.namespace['prefix']} --json`, both with "
+        f"`--timeout={BUILD_BUDGET:g}`. The copies ({found.uploaded_objects} objects) were "
+        f"put straight to moto with boto3 in {fmt_seconds(found.upload_seconds)}.",
+        "Parts folded per key (first copy): "
+        + (
+            ", ".join(
+                f"{key.rpartition('/')[0].rpartition('/')[2]}/{key.rpartition('/')[2]} {count}"
+                for key, count in folded.items()
+            )
+            or "none"
+        )
+        + ".",
+    ]
+    section.data = {
+        "merge": [one.as_dict() for one in found.merges],
+        "compact": [one.as_dict() for one in found.compactions],
+        "compact_local": found.local_compaction.as_dict() if found.local_compaction else None,
+    }
+    return section
+
+
+def _parsed(output: str) -> dict[str, Any]:
+    try:
+        value = json.loads(output)
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _bytes_section(found: Findings) -> Section:
+    section = Section(
+        "Bytes stored in the namespace, per logical key",
+        ["key", "after the build: bases, parts, bytes", "after compaction: bases, parts, bytes"],
+    )
+    for key in sorted(set(found.bytes_before) | set(found.bytes_after)):
+        cells = []
+        for table in (found.bytes_before, found.bytes_after):
+            entry = table.get(key, KeyBytes())
+            cells.append(f"{entry.bases}, {entry.parts}, {_mib(entry.total)}")
+        section.rows.append([key, *cells])
+    totals = [
+        sum(entry.total for entry in t.values()) for t in (found.bytes_before, found.bytes_after)
+    ]
+    section.rows.append(["total", _mib(totals[0]), _mib(totals[1])])
+    section.notes.append(
+        f"The local store's files under {found.namespace['prefix']} (the S3 copies hold the "
+        "same bytes)."
+    )
+    section.data = {
+        "after_build": {key: entry.__dict__ for key, entry in found.bytes_before.items()},
+        "after_compaction": {key: entry.__dict__ for key, entry in found.bytes_after.items()},
+    }
+    return section
+
+
+def _mib(size: int) -> str:
+    return f"{size / 2**20:.2f} MiB" if size >= 2**20 else f"{size / 1024:.1f} KiB"
+
+
+def _build_section(config: Config, found: Findings) -> Section:
+    section = Section(
+        "Building the namespace: real pytest runs of every shard, "
+        f"{CONCURRENCY} at a time, on fresh runners",
+        [
+            "CI run",
+            "shards",
+            "tests",
+            "total time",
+            "shard wall (median, max)",
+            "peak RSS (max)",
+            "warnings",
+            "problems",
+        ],
+    )
+    for number, runs in found.build.items():
+        walls = [run.seconds for run in runs]
+        compaction = "held back" if number == config.final_pass else "default threshold"
+        section.rows.append(
+            [
+                f"{number} (compaction: {compaction})",
+                str(len(runs)),
+                f"{total_tests(config.shape, number):,}",
+                fmt_seconds(found.build_seconds[number]),
+                f"{statistics.median(walls):.2f} s, {max(walls):.2f} s",
+                f"{max(run.max_rss_mib for run in runs):.0f} MiB",
+                str(sum(len(run.warnings) for run in runs)),
+                str(sum(len(run.problems) for run in runs)),
+            ]
+        )
+    section.notes.append(
+        f"Namespace (`cachekit namespace --json`): {found.namespace.get('description')}; "
+        f"writes under {found.namespace['prefix']}. Each shard: `--cache-url=<local store> "
+        f"--cache-shard=K/{config.shape.shards} --cache-timeout={BUILD_BUDGET:g} shard_NNN`, "
+        "CACHEKIT_RUN_ID=runN."
+    )
+    section.data = {
+        str(number): {
+            "seconds": found.build_seconds[number],
+            "runs": [run.as_dict() for run in runs],
+        }
+        for number, runs in found.build.items()
+    }
+    return section
+
+
+def _load() -> str:
+    try:
+        return f"{os.getloadavg()[0]:.2f}"
+    except OSError:
+        return "unknown"
+
+
+def default_config() -> Config:
+    """The issue's size: 500,000 tests from 200 shards, two CI runs."""
+    return Config(Shape(TESTS, SHARDS))
+
+
+def command_line(config: Config) -> str:
+    """The command that reproduces a result of ``config``."""
+    flags = ""
+    defaults = default_config()
+    if config.shape != defaults.shape:
+        flags += f" --tests {config.shape.tests} --shards {config.shape.shards}"
+    for name in ("passes", "rounds", "repeats"):
+        if getattr(config, name) != getattr(defaults, name):
+            flags += f" --{name} {getattr(config, name)}"
+    return SCRIPT_COMMAND + flags
+
+
+def parse(argv: list[str] | None) -> tuple[Config, bool]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tests", type=int, default=TESTS, help="tests in the namespace")
+    parser.add_argument("--shards", type=int, default=SHARDS, help="CI shards")
+    parser.add_argument("--passes", type=int, choices=(1, 2), default=2, help="CI runs to build")
+    parser.add_argument("--rounds", type=int, default=11, help="timed rounds (pairs per variant)")
+    parser.add_argument("--repeats", type=int, default=3, help="merge and compact repeats")
+    parser.add_argument("--write", action="store_true", help="also write results/scale.md/.json")
+    args = parser.parse_args(argv)
+    config = Config(Shape(args.tests, args.shards), args.passes, args.rounds, args.repeats)
+    return config, args.write
+
+
+def main(argv: list[str] | None = None) -> int:
+    config, write = parse(argv)
+    report = run_alone("scale", lambda: run(config), command_line(config), write=write)
+    return 0 if report.passed else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
