@@ -260,6 +260,7 @@ def build_run(config: Config, number: int, suite: Path, store: Path, logs: Path)
     env = pytest_environment(number, f"run{number}")
     done = [0]
     lock = threading.Lock()
+    started = time.perf_counter()
 
     def one(shard: int) -> Run:
         args = [
@@ -281,7 +282,12 @@ def build_run(config: Config, number: int, suite: Path, store: Path, logs: Path)
         with lock:
             done[0] += 1
             if done[0] % max(1, shape.shards // 10) == 0 or done[0] == shape.shards:
-                print(f"  run {number}: {done[0]}/{shape.shards} shards", flush=True)
+                elapsed = time.perf_counter() - started
+                print(
+                    f"  run {number}: {done[0]}/{shape.shards} shards in {elapsed:.0f} s "
+                    f"(this one {run.seconds:.2f} s)",
+                    flush=True,
+                )
         return run
 
     with ThreadPoolExecutor(CONCURRENCY) as pool:
@@ -322,9 +328,9 @@ def fold(config: Config, bench: Bench, logs: Path, found: Findings) -> None:
         url = bench.proxied_url(f"scale{copy}")
         into = f"{found.namespace['repository_prefix']}/merged{copy}/all/default"
         merge = cachekit("merge", f"--url={url}", f"--from={ref_prefix}/", f"--into={into}")
-        found.merges.append(_proxied(bench, f"merge{copy}", [*merge, "--json"], logs / "m.log"))
+        found.merges.append(_proxied(bench, f"merge{copy}", [*merge, "--json"], logs / "merge.log"))
         compact = cachekit("compact", f"--url={url}", f"--prefix={namespace}", "--json")
-        found.compactions.append(_proxied(bench, f"compact{copy}", compact, logs / "c.log"))
+        found.compactions.append(_proxied(bench, f"compact{copy}", compact, logs / "compact.log"))
         print(
             f"  S3 copy {copy}: merge {found.merges[-1].seconds:.2f} s, "
             f"compact {found.compactions[-1].seconds:.2f} s",
@@ -444,7 +450,9 @@ def run(config: Config) -> Report:
             found.upload_seconds = time.perf_counter() - upload_start
             fold(config, bench, logs, found)
             compact = cachekit("compact", f"--url={store}", f"--prefix={found.namespace['prefix']}")
-            found.local_compaction = run_command("compact local", [*compact, "--json"], logs / "l")
+            found.local_compaction = run_command(
+                "compact local", [*compact, "--json"], logs / "compact-local.log"
+            )
             found.bytes_after = bytes_by_key(local_sizes(store), found.namespace["prefix"])
             timed_rounds(config, store, bench, logs, found)
         finally:
