@@ -2,20 +2,31 @@
 
 from __future__ import annotations
 
+import gc
+import json
+import random
 import threading
 import time
+import warnings
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cachekit import Cache, CorruptValueWarning, LocalStore, MemoryStore
 from cachekit.ci.layout import DURATIONS_KEY, STATS_RUNS, STATS_RUNS_KEY
+from cachekit.errors import CorruptData
+from cachekit.stats.cases import Cases
+from cachekit.stats.history import MemoryRuns, StoredRuns, cases_of, choose_run
+from cachekit.stats.history import latest_per_test as latest_per_test_of
 from cachekit.stats.junit import TestCase, parse_junit_file
 from cachekit.stats.report import build_report
 from cachekit.stats.runs import (
     Run,
     Totals,
     durations,
+    durations_from_value,
     latest_attempts,
     latest_per_test,
     latest_run,
@@ -23,9 +34,12 @@ from cachekit.stats.runs import (
     load_runs,
     make_run,
     record_runs,
+    runs_of,
     summarize,
     summary_to_json,
 )
+from cachekit.values.codec import JSON
+from cachekit.values.durations import DURATIONS, durations_part
 
 DATA = Path(__file__).parent / "data" / "junit"
 
@@ -295,3 +309,184 @@ def test_the_reports_of_one_attempt_all_count() -> None:
     ]
     assert latest_attempts(runs) == runs
     assert summarize(latest_run(runs)).totals.tests == 4
+
+
+# -- reading at scale: a run at a time ------------------------------------------------------
+
+
+def history_of_runs(seed: int, runs: int = 12) -> list[Run]:
+    """CI runs of two shards over ten tests, some shards retried (part of a retry
+    stopping early), some reports without a run id; outcomes and durations at random."""
+    rng = random.Random(seed)
+    outcomes = ["passed", "passed", "passed", "failed", "error", "skipped"]
+    history = []
+    for number in range(runs):
+        run_id = "" if number % 5 == 4 else f"ci-{number // 2}"
+        for shard, names in (("1/2", "abcde"), ("2/2", "fghij")):
+            attempts = 2 if rng.random() < 0.3 else 1
+            for attempt in range(attempts):
+                kept = names if attempt == 0 else names[: rng.randint(0, len(names))]
+                cases = tuple(
+                    case(
+                        name,
+                        rng.choice(outcomes),
+                        duration=rng.randint(0, 4000) / 1000,
+                        reruns=rng.choice([0, 0, 1]),
+                        message=rng.choice(["", "boom", "bang"]),
+                    )
+                    for name in kept
+                )
+                history.append(
+                    Run(
+                        f"r{number}-{shard}-{attempt}",
+                        1000.0 + number * 10 + attempt * 5 + rng.random(),
+                        run_id,
+                        "pytest",
+                        "",
+                        cases,
+                        shard=shard,
+                    )
+                )
+    return history
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_streamed_reads_answer_as_reading_everything_at_once(seed: int) -> None:
+    """Read a run at a time (nothing held between passes) or all in memory: the same
+    runs, summaries and report."""
+    runs = history_of_runs(seed)
+    cache = Cache(MemoryStore())
+    for run in runs:
+        record_runs(cache, [run])
+    in_memory = MemoryRuns(runs)
+    streamed = StoredRuns(cache, hold=0, batch=3)
+    assert streamed.infos() == in_memory.infos()
+    assert load_runs(cache) == runs_of(in_memory) == runs_of(StoredRuns(cache, hold=0))
+    assert latest_per_test_of(streamed) == latest_per_test(runs)
+    for run_id in (None, "ci-1", "ci-3"):
+        chosen = choose_run(streamed.infos(), run_id)
+        assert cases_of(streamed, chosen) == latest_run(load_runs(cache), run_id)
+    for max_runs in (2, 30):
+        assert build_report(streamed, max_runs=max_runs, now=0) == build_report(
+            runs, max_runs=max_runs, now=0
+        )
+
+
+def test_a_read_holds_one_run_at_a_time() -> None:
+    """Whatever the number of runs, a streamed read holds about one run's cases: counted
+    as the `Cases` objects alive each time it fetches the next run."""
+    cache = Cache(MemoryStore())
+    for number in range(20):
+        cases = tuple(case(f"t{index}", duration=index / 10) for index in range(50))
+        record_runs(cache, [Run(f"r{number}", float(number), f"ci-{number}", "", "", cases)])
+    alive: list[int] = []
+
+    def count(_what: str, _done: int, _total: int) -> None:
+        gc.collect()
+        alive.append(sum(1 for thing in gc.get_objects() if isinstance(thing, Cases)))
+
+    source = StoredRuns(cache, hold=0, batch=1, progress=count)
+    report = build_report(source, max_runs=20)
+    assert report.tests == 50
+    assert len(report.runs) == 20
+    assert len(cases_of(source, choose_run(source.infos()))) == 50
+    assert len(alive) >= 3 * 20  # the plan, the report's pass and the summary's, a run each
+    assert max(alive) <= 1
+
+
+def test_a_run_stored_in_the_old_format_is_skipped_with_one_warning() -> None:
+    """0.1.0's runs stored an object per case: read as unreadable, said once."""
+    cache = Cache(MemoryStore())
+    old: dict[str, JSON] = {"id": "old", "at": 5.0, "source": "", "label": "", "cases": []}
+    cache.write_part(STATS_RUNS_KEY, "old", {"old": old})
+    good = Run("good", 1.0, "", "", "", (case("x"),))
+    record_runs(cache, [good])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        source = StoredRuns(cache, hold=0)
+        assert runs_of(source) == [good]
+        assert build_report(source).tests == 1
+    (warning,) = [w.message for w in caught if isinstance(w.message, CorruptValueWarning)]
+    assert "'old'" in str(warning)
+    assert "format 1" in str(warning)
+
+
+def test_a_stored_run_costs_a_few_bytes_per_test() -> None:
+    """By column, a run of 20,000 tests is under 4 bytes a test once compressed (about
+    2 MB for 500,000: ``benchmarks/bench_stats.py``)."""
+    store = MemoryStore()
+    cases = tuple(
+        TestCase(
+            file=f"test/test_module_{index // 100:04d}.py",
+            classname=f"test.test_module_{index // 100:04d}.TestOps",
+            name=f"test_op_{index % 100}_float32",
+            outcome="passed",
+            duration=random.Random(index).randint(1, 10**6) / 1e6,
+        )
+        for index in range(20_000)
+    )
+    record_runs(Cache(store), [Run("big", 1.0, "ci", "pytest", "", cases)])
+    (key,) = store.list(f"{STATS_RUNS_KEY}/")
+    entry = store.get(key)
+    assert entry is not None
+    assert len(entry.data) < 4 * len(cases)
+
+
+# -- stats/durations: a join of per-test latest durations ------------------------------------
+
+TIMES = st.sampled_from([1.0, 2.0, 3.0])
+observations = st.lists(
+    st.tuples(st.sampled_from("abcde"), TIMES, st.sampled_from([0.0, 0.5, 1.0, 2.0])),
+    max_size=8,
+)
+
+
+def stored_durations(observed: list[tuple[str, float, float]]) -> dict[str, dict[str, float]]:
+    """A value as runs write them: one part per observation, joined."""
+    value: dict[str, dict[str, float]] = {}
+    for test_id, at, seconds in observed:
+        part: JSON = durations_part(at, {test_id: seconds})  # type: ignore[assignment]
+        value = DURATIONS.join(value, DURATIONS.check(part))
+    return value
+
+
+@settings(max_examples=200, deadline=None)
+@given(observations, observations, observations)
+def test_durations_merge_is_a_join_with_the_latest_duration_per_test(
+    a: list[tuple[str, float, float]],
+    b: list[tuple[str, float, float]],
+    c: list[tuple[str, float, float]],
+) -> None:
+    x, y, z = stored_durations(a), stored_durations(b), stored_durations(c)
+    join = DURATIONS.join
+    assert join(x, join(y, z)) == join(join(x, y), z)
+    assert join(x, y) == join(y, x)
+    assert join(x, x) == x
+    assert join(x, DURATIONS.empty()) == x == join(DURATIONS.empty(), x)
+    assert DURATIONS.check(json.loads(json.dumps(x))) == x  # stored and read back
+    # Per test, the latest observation; at one time, the longest.
+    expected: dict[str, tuple[float, float]] = {}
+    for test_id, at, seconds in a + b + c:
+        expected[test_id] = max(expected.get(test_id, (at, seconds)), (at, seconds))
+    merged = durations_from_value(join(join(x, y), z))
+    assert merged == {test_id: seconds for test_id, (_at, seconds) in expected.items()}
+
+
+def test_durations_are_stored_by_time_and_checked() -> None:
+    part = durations_part(5, {"a": 1.5, "b": 0.0, "c": -1.0, "d": 40 * 86400.0})
+    assert part == {"5.0": {"a": 1.5, "b": 0.0}}  # no negative or 40-day durations
+    assert DURATIONS.check({"5": {"a": 1}}) == {"5.0": {"a": 1.0}}
+    # A test in two groups (not what cachekit writes) keeps the later one.
+    assert DURATIONS.check({"5": {"a": 1.0}, "6": {"a": 2.0}}) == {"6.0": {"a": 2.0}}
+    bad_values: list[JSON] = [
+        {"a.py::t": {"at": 5, "value": 1.5}},  # 0.1.0's form
+        {"5": {"a": "slow"}},
+        {"5": {"a": True}},
+        {"5": {"a": -1.0}},
+        {"5": [1.0]},
+        {str(time.time() + 86400): {"a": 1.0}},  # from the future
+        [],
+    ]
+    for bad in bad_values:
+        with pytest.raises(CorruptData):
+            DURATIONS.check(bad)

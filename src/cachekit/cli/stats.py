@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -9,18 +10,10 @@ from typing import Any, TextIO
 
 from cachekit.cli.command import EXIT_OK, CommandGroup, Invocation, UsageError
 from cachekit.cli.output import Progress, print_table
+from cachekit.stats import history, report_html
 from cachekit.stats import report as stats_report
-from cachekit.stats import report_html
-from cachekit.stats.junit import parse_junit_file
-from cachekit.stats.runs import (
-    latest_per_test,
-    latest_run,
-    load_runs,
-    make_run,
-    record_runs,
-    summarize,
-    summary_to_json,
-)
+from cachekit.stats.junit import TestCase, parse_junit_file
+from cachekit.stats.runs import make_run, record_runs, summarize, summary_to_json
 
 
 def add_commands(commands: CommandGroup) -> None:
@@ -143,16 +136,20 @@ def cmd_stats_summary(invocation: Invocation) -> int:
     args, out = invocation.args, invocation.out
     session = invocation.session()
     namespace = session.namespace
-    runs = invocation.run(
-        session, lambda: load_runs(invocation.cache(session, read_chain=False)), "reading the store"
-    )
-    if args.all_runs:
-        cases = latest_per_test(runs)
-        scope = f"latest result of each test over {len(runs)} report(s)"
-    else:
-        cases = latest_run(runs, args.run)
-        run_id = args.run if args.run is not None else (runs[-1].run_id if runs else "")
-        scope = f"run {run_id or '(no id)'}" if runs else "no reports"
+
+    def read() -> tuple[list[TestCase], str]:
+        source = history.StoredRuns(
+            invocation.cache(session, read_chain=False), progress=ReadProgress().step
+        )
+        infos = source.infos()
+        if args.all_runs:
+            cases = history.latest_per_test(source, infos)
+            return cases, f"latest result of each test over {len(infos)} report(s)"
+        cases = history.cases_of(source, history.choose_run(infos, args.run))
+        run_id = args.run if args.run is not None else (infos[-1].run_id if infos else "")
+        return cases, f"run {run_id or '(no id)'}" if infos else "no reports"
+
+    cases, scope = invocation.run(session, read, "reading the store")
     summary = summarize(cases, slowest=max(0, args.top))
     if args.json:
         invocation.print_json(
@@ -208,12 +205,16 @@ def cmd_stats_report(invocation: Invocation) -> int:
         raise UsageError(f"--html {path}: the directory {path.parent} does not exist")
     session = invocation.session()
     namespace = session.namespace
-    runs = invocation.run(
-        session, lambda: load_runs(invocation.cache(session, read_chain=False)), "reading the store"
-    )
-    report = stats_report.build_report(
-        runs, scope=namespace.describe(), top=args.top, max_runs=args.runs
-    )
+
+    def read() -> stats_report.StatsReport:
+        source = history.StoredRuns(
+            invocation.cache(session, read_chain=False), progress=ReadProgress().step
+        )
+        return stats_report.build_report(
+            source, scope=namespace.describe(), top=args.top, max_runs=args.runs
+        )
+
+    report = invocation.run(session, read, "reading the store")
     report_html.write_report(path, report_html.render_html(report))
     latest = report.outcomes[-1] if report.outcomes else None
     if args.json:
@@ -244,3 +245,40 @@ def _section(out: TextIO, title: str, lines: Iterable[tuple[str, str]]) -> None:
     out.write(f"\n{title} ({len(items)}):\n")
     for test_id, detail in items:
         out.write(f"  {test_id}  {detail}\n")
+
+
+class ReadProgress:
+    """Progress of a read of stored runs on stderr (`history.Progress`): on a terminal,
+    one line rewritten as it goes (`Progress`); elsewhere, as in a CI log, a line every
+    `LOG_EVERY` seconds once a read has taken `LOG_AFTER`, so a quick read prints
+    nothing."""
+
+    LOG_AFTER = 2.0
+    LOG_EVERY = 5.0
+
+    def __init__(self) -> None:
+        self._terminal = sys.stderr.isatty()
+        self._line: Progress | None = None
+        self._what = ""
+        self._started = time.monotonic()
+        self._logged = 0.0
+
+    def step(self, what: str, done: int, total: int) -> None:
+        if self._terminal:
+            if what != self._what and self._line is not None:
+                self._line.close()
+                self._line = None
+            if self._line is None:
+                self._line = Progress(what)
+            self._what = what
+            self._line.step(done, total)
+            if done >= total:
+                self._line.close()
+                self._line = None
+            return
+        now = time.monotonic()
+        due = now - self._started >= self.LOG_AFTER and now - self._logged >= self.LOG_EVERY
+        if due or (self._logged and done >= total):
+            self._logged = now
+            sys.stderr.write(f"cachekit: {what} {done}/{total}\n")
+            sys.stderr.flush()

@@ -79,15 +79,7 @@ class TestCase:
     @property
     def test_id(self) -> str:
         """A pytest-style node id: ``tests/test_x.py::TestY::test_a``."""
-        module = self.file[:-3].replace("/", ".") if self.file.endswith(".py") else ""
-        if module and self.classname == module:
-            classes = ""
-        elif module and self.classname.startswith(module + "."):
-            classes = self.classname[len(module) + 1 :]
-        else:
-            classes = ".".join(_class_segments(self.classname)) if self.file else ""
-        head = self.file or self.classname
-        return "::".join(part for part in (head, *classes.split("."), self.name) if part)
+        return join_test_id(test_id_prefix(self.file, self.classname), self.name)
 
     @property
     def flaky(self) -> bool:
@@ -171,6 +163,25 @@ def file_from_classname(classname: str) -> str:
     classes = _class_segments(classname)
     module = segments[: len(segments) - len(classes)]
     return "/".join(module) + ".py" if module else ""
+
+
+def test_id_prefix(file: str, classname: str) -> str:
+    """What the test ids of the cases of one file and classname start with:
+    ``tests/test_x.py::TestY`` (computed once for many cases by `cachekit.stats.cases`)."""
+    module = file[:-3].replace("/", ".") if file.endswith(".py") else ""
+    if module and classname == module:
+        classes = ""
+    elif module and classname.startswith(module + "."):
+        classes = classname[len(module) + 1 :]
+    else:
+        classes = ".".join(_class_segments(classname)) if file else ""
+    head = file or classname
+    return "::".join(part for part in (head, *classes.split(".")) if part)
+
+
+def join_test_id(prefix: str, name: str) -> str:
+    """A test id from `test_id_prefix` and the case's name."""
+    return f"{prefix}::{name}" if prefix and name else prefix or name
 
 
 def _class_segments(classname: str) -> list[str]:

@@ -1,8 +1,9 @@
 """``cachekit stats report``: what the HTML page of plots over the stored runs says.
 
-The data comes first, in plain typed records computed from `cachekit.stats.runs.Run`s
-(`build_report`); rendering is a separate step (`cachekit.stats.report_html.render_html`)
-that turns them into one HTML file.
+The data comes first, in plain typed records computed from stored runs read a run at a
+time (`build_report` over a `cachekit.stats.history.RunSource`, or `Run`s in memory);
+rendering is a separate step (`cachekit.stats.report_html.render_html`) that turns them
+into one HTML file.
 """
 
 from __future__ import annotations
@@ -13,8 +14,10 @@ from collections.abc import Iterable, Sequence
 
 import attrs
 
+from cachekit.stats.cases import Cases
+from cachekit.stats.history import LatestPerTest, MemoryRuns, RunInfo, RunSource
 from cachekit.stats.junit import CaseOutcome, TestCase
-from cachekit.stats.runs import Run, latest_attempts, latest_per_test
+from cachekit.stats.runs import Run
 
 #: How many CI runs the history and shard plots cover by default.
 DEFAULT_RUNS = 30
@@ -42,11 +45,8 @@ class CIRun:
     name: str
     #: When its first report was recorded (seconds since the epoch).
     at: float
-    reports: tuple[Run, ...]
-
-    @property
-    def cases(self) -> list[TestCase]:
-        return [case for report in self.reports for case in report.cases]
+    #: Its reports (their tallies, not their cases), oldest first.
+    reports: tuple[RunInfo, ...]
 
 
 @attrs.frozen
@@ -154,42 +154,56 @@ class StatsReport:
 
 
 def build_report(
-    runs: Sequence[Run],
+    runs: Sequence[Run] | RunSource,
     *,
     scope: str = "",
     top: int = DEFAULT_TOP,
     max_runs: int = DEFAULT_RUNS,
     now: float | None = None,
 ) -> StatsReport:
-    """The report over the last ``max_runs`` CI runs of ``runs`` (as `load_runs` gives
-    them), with ``top`` bars per ranking."""
-    ci_runs = group_ci_runs(runs)[-max_runs:] if max_runs > 0 else []
-    reports = [report for ci_run in ci_runs for report in ci_run.reports]
-    latest = latest_per_test(reports)
-    files = duration_by_file(latest)
+    """The report over the last ``max_runs`` CI runs of ``runs`` (`Run`s, or stored
+    runs read a run at a time), with ``top`` bars per ranking."""
+    source = MemoryRuns(runs) if isinstance(runs, Sequence) else runs
+    ci_runs = group_infos(source.infos())[-max_runs:] if max_runs > 0 else []
+    covered = {
+        report.id: index for index, ci_run in enumerate(ci_runs) for report in ci_run.reports
+    }
+    latest = LatestPerTest()
+    unstable = UnstableTally()
+    for report, cases in source.cases(covered):
+        index = covered[report.id]
+        latest.add(report.order, cases)
+        unstable.add(index, ci_runs[index].name, report.order, cases)
+    tests = latest.cases()
+    files = duration_by_file(tests)
     return StatsReport(
         scope=scope,
         generated_at=time.time() if now is None else now,
         runs=tuple(ci_runs),
-        tests=len(latest),
-        slowest=tuple(slowest_tests(latest, top)),
+        tests=len(tests),
+        slowest=tuple(slowest_tests(tests, top)),
         files=tuple(files[:top]),
         files_total=len(files),
         shards=tuple(_fit(shard_balance(ci_runs[-SHARD_RUNS:]), SHARD_BARS)),
         outcomes=tuple(outcome_history(ci_runs)),
-        unstable=tuple(unstable_tests(ci_runs, top)),
+        unstable=tuple(unstable.ranking(top)),
     )
 
 
 def group_ci_runs(runs: Iterable[Run]) -> list[CIRun]:
     """Reports grouped by CI run, oldest first (by the time of each run's first report);
     of a shard run more than once, the latest attempt (`latest_attempts`)."""
-    groups: dict[str, list[Run]] = {}
-    for report in latest_attempts(list(runs)):
+    return group_infos(MemoryRuns(runs).infos())
+
+
+def group_infos(infos: Iterable[RunInfo]) -> list[CIRun]:
+    """`group_ci_runs` of runs as `RunSource.infos` gives them."""
+    groups: dict[str, list[RunInfo]] = {}
+    for report in infos:
         groups.setdefault(report.run_id or f"report {report.id}", []).append(report)
     ci_runs = []
     for key, reports in groups.items():
-        reports.sort(key=lambda report: (report.at, report.id))
+        reports.sort(key=lambda report: report.order)
         first = reports[0]
         name = first.run_id or format_utc(first.at)
         ci_runs.append(CIRun(key=key, name=name, at=first.at, reports=tuple(reports)))
@@ -215,7 +229,7 @@ def duration_by_file(cases: Iterable[TestCase]) -> list[FileTime]:
     return sorted(files, key=lambda item: (-item.seconds, item.file))
 
 
-def shard_of(report: Run) -> str:
+def shard_of(report: Run | RunInfo) -> str:
     """The shard a report came from, as it was recorded (`UNSHARDED` if none)."""
     return report.shard or UNSHARDED
 
@@ -229,8 +243,8 @@ def shard_balance(ci_runs: Iterable[CIRun]) -> list[ShardBalance]:
         counts: dict[str, int] = {}
         for report in ci_run.reports:
             shard = shard_of(report)
-            seconds[shard] = seconds.get(shard, 0.0) + sum(c.duration for c in report.cases)
-            counts[shard] = counts.get(shard, 0) + len(report.cases)
+            seconds[shard] = seconds.get(shard, 0.0) + report.seconds
+            counts[shard] = counts.get(shard, 0) + report.tests
         shards = tuple(
             ShardTime(shard, round(seconds[shard], 6), counts[shard])
             for shard in sorted(seconds, key=_natural)
@@ -248,64 +262,71 @@ def _fit(balances: list[ShardBalance], bars: int) -> list[ShardBalance]:
 
 def outcome_history(ci_runs: Iterable[CIRun]) -> list[RunOutcomes]:
     """Per CI run, how many tests passed, passed after reruns, failed and were skipped."""
-    history = []
-    for ci_run in ci_runs:
-        counts = {"passed": 0, "flaky": 0, "failed": 0, "skipped": 0}
-        for case in ci_run.cases:
-            counts[_kind(case)] += 1
-        history.append(RunOutcomes(run=ci_run.name, at=ci_run.at, **counts))
-    return history
-
-
-def unstable_tests(ci_runs: Iterable[CIRun], top: int) -> list[UnstableTest]:
-    """The ``top`` tests that most often failed or passed only after reruns, counted
-    once per CI run (a failure outranks a flaky pass within one run)."""
-    failed: dict[str, int] = {}
-    flaky: dict[str, int] = {}
-    seen: dict[str, int] = {}
-    last: dict[str, tuple[str, str]] = {}
-    # A test id is built from its parts on every access: build each one once.
-    ids: dict[tuple[str, str, str], str] = {}
-    for ci_run in ci_runs:
-        kinds: dict[str, str] = {}
-        for case in ci_run.cases:
-            key = (case.file, case.classname, case.name)
-            test_id = ids.get(key) or ids.setdefault(key, case.test_id)
-            kind = _kind(case)
-            if kind == "failed":
-                last[test_id] = (case.message, ci_run.name)
-            if _RANK[kind] >= _RANK[kinds.get(test_id, "skipped")]:
-                kinds[test_id] = kind
-        for test_id, kind in kinds.items():
-            seen[test_id] = seen.get(test_id, 0) + 1
-            if kind == "failed":
-                failed[test_id] = failed.get(test_id, 0) + 1
-            elif kind == "flaky":
-                flaky[test_id] = flaky.get(test_id, 0) + 1
-    tests = [
-        UnstableTest(
-            test_id=test_id,
-            failed=failed.get(test_id, 0),
-            flaky=flaky.get(test_id, 0),
-            runs=seen[test_id],
-            last_message=last.get(test_id, ("", ""))[0],
-            last_failed_run=last.get(test_id, ("", ""))[1],
+    return [
+        RunOutcomes(
+            run=ci_run.name,
+            at=ci_run.at,
+            passed=sum(report.passed for report in ci_run.reports),
+            flaky=sum(report.flaky for report in ci_run.reports),
+            failed=sum(report.failed for report in ci_run.reports),
+            skipped=sum(report.skipped for report in ci_run.reports),
         )
-        for test_id in sorted(set(failed) | set(flaky))
+        for ci_run in ci_runs
     ]
-    tests.sort(key=lambda test: (-(test.failed + test.flaky), -test.failed, test.test_id))
-    return tests[:top]
 
 
-_RANK = {"skipped": 0, "passed": 1, "flaky": 2, "failed": 3}
+class UnstableTally:
+    """Which tests failed or passed only after reruns, counted once per CI run (a
+    failure outranks a flaky pass within one run), fed a run's cases at a time in any
+    order. Per test it keeps a bit per CI run it ran in; per failure or flake, one entry."""
 
+    _FLAKY, _FAILED = 2, 3
 
-def _kind(case: TestCase) -> str:
-    if case.failed:
-        return "failed"
-    if case.flaky:
-        return "flaky"
-    return case.outcome  # passed or skipped
+    def __init__(self) -> None:
+        #: Test id -> a bit for each CI run (by index) that ran it.
+        self.ran: dict[str, int] = {}
+        #: (CI run index, test id) -> `_FLAKY` or `_FAILED`, the worst of that run.
+        self.kinds: dict[tuple[int, str], int] = {}
+        #: Test id -> where its most recent failure was, its message and CI run's name.
+        self.last: dict[str, tuple[tuple[int, tuple[float, str], int], str, str]] = {}
+
+    def add(self, index: int, name: str, order: tuple[float, str], cases: Cases) -> None:
+        """The cases of one report of CI run ``index`` (named ``name``)."""
+        ran, bit = self.ran, 1 << index
+        for test_id in cases.ids:
+            ran[test_id] = ran.get(test_id, 0) | bit
+        for position in cases.unusual():
+            code = cases.outcomes[position]
+            if code == "s":
+                continue
+            test_id = cases.ids[position]
+            kind = self._FLAKY if code == "p" else self._FAILED
+            key = (index, test_id)
+            self.kinds[key] = max(kind, self.kinds.get(key, 0))
+            where = (index, order, position)
+            if kind == self._FAILED and (test_id not in self.last or self.last[test_id][0] < where):
+                self.last[test_id] = (where, cases.messages.get(position, ""), name)
+
+    def ranking(self, top: int) -> list[UnstableTest]:
+        """The ``top`` tests that most often failed or passed only after reruns."""
+        failed: dict[str, int] = {}
+        flaky: dict[str, int] = {}
+        for (_index, test_id), kind in self.kinds.items():
+            counts = failed if kind == self._FAILED else flaky
+            counts[test_id] = counts.get(test_id, 0) + 1
+        tests = [
+            UnstableTest(
+                test_id=test_id,
+                failed=failed.get(test_id, 0),
+                flaky=flaky.get(test_id, 0),
+                runs=self.ran[test_id].bit_count(),
+                last_message=self.last[test_id][1] if test_id in self.last else "",
+                last_failed_run=self.last[test_id][2] if test_id in self.last else "",
+            )
+            for test_id in sorted(set(failed) | set(flaky))
+        ]
+        tests.sort(key=lambda test: (-(test.failed + test.flaky), -test.failed, test.test_id))
+        return tests[:top]
 
 
 def _natural(text: str) -> tuple[tuple[int, str], ...]:

@@ -1,17 +1,20 @@
 """Test statistics: ingested reports stored as `Cache` parts, summaries, durations.
 
-Each ingested report is one immutable part of `layout.STATS_RUNS_KEY`, a mapping
-``{report id: Run}``, so shards ingest concurrently without losing anything; a second
-part of `layout.DURATIONS_KEY` records the latest duration per test for
-duration-balanced sharding (`cachekit.stats.sharding`) without reading whole reports.
+Each ingested report (or pytest run) is one immutable part of `layout.STATS_RUNS_KEY`, a
+mapping ``{report id: run}`` whose cases are stored by column (`cachekit.stats.cases`),
+so shards ingest concurrently without losing anything; a second part of
+`layout.DURATIONS_KEY` records each test's duration for duration-balanced sharding
+(`cachekit.stats.sharding`, `cachekit.values.durations`) without reading whole reports.
+The runs are read a run at a time (`cachekit.stats.history`): nothing holds a whole
+history of a large suite.
 
 A test counts once per CI run and shard however often it was recorded: an ingested
 report's id is a hash of what it holds (ingesting a file twice stores one report), and
 runs are read with only the latest attempt of each shard (`latest_attempts`: a CI retry
 shares its run id, as GitLab's ``CI_PIPELINE_ID``).
 
-Records are attrs classes (un)structured by cattrs; a stored run of the wrong shape is
-skipped with a `CorruptValueWarning`.
+A stored run of the wrong shape, or of another format, is skipped with a
+`CorruptValueWarning`.
 """
 
 from __future__ import annotations
@@ -19,7 +22,6 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -27,16 +29,14 @@ import attrs
 import cattrs
 
 from cachekit.ci import layout
-from cachekit.errors import CorruptValueWarning
+from cachekit.stats import history
+from cachekit.stats.cases import to_stored
 from cachekit.stats.junit import Report, TestCase
 from cachekit.values.cache import Cache, new_part_id
 from cachekit.values.codec import JSON
-from cachekit.values.merge import CLOCK_SKEW, DURATIONS
+from cachekit.values.durations import DURATIONS, durations_part, latest_durations
 
 _converter = cattrs.Converter()
-# Stored runs leave default-valued fields out (no reruns, no message): a run of a large
-# suite stores one record per test, and most have neither.
-_stored = cattrs.Converter(omit_if_default=True)
 
 
 @attrs.frozen
@@ -146,39 +146,54 @@ def record_runs(cache: Cache, runs: Sequence[Run]) -> list[str]:
 def run_parts(run: Run) -> dict[str, JSON]:
     """The parts that record ``run``, by key: the run itself under ``stats/runs`` and,
     if any test ran, its durations under ``stats/durations``."""
-    parts: dict[str, JSON] = {layout.STATS_RUNS_KEY: {run.id: unstructure(run)}}
-    observed: dict[str, JSON] = {
-        test_id: {"at": run.at, "value": seconds}
-        for test_id, seconds in durations_of(run.cases).items()
-    }
+    parts: dict[str, JSON] = {layout.STATS_RUNS_KEY: {run.id: stored(run)}}
+    observed = durations_part(run.at, durations_of(run.cases))
     if observed:
-        parts[layout.DURATIONS_KEY] = observed
+        parts[layout.DURATIONS_KEY] = observed  # type: ignore[assignment]  # JSON
     return parts
 
 
+def stored(run: Run) -> dict[str, Any]:
+    """What ``stats/runs`` stores for a run under its id (`cachekit.stats.cases`)."""
+    meta = {
+        "at": run.at,
+        "run_id": run.run_id,
+        "source": run.source,
+        "label": run.label,
+        "shard": run.shard,
+    }
+    return to_stored(meta, run.cases)
+
+
 def load_runs(cache: Cache) -> list[Run]:
-    """Every stored run, oldest first (ties by id)."""
-    merged = cache.read_merged(layout.STATS_RUNS_KEY, layout.STATS_RUNS)
-    return runs_from_value(merged.value)
+    """Every stored run, oldest first (ties by id), as `latest_attempts` leaves them.
+    This holds every case of every run: for small histories (tests, tools); the
+    ``stats`` commands read a run at a time (`cachekit.stats.history.StoredRuns`)."""
+    return runs_of(history.StoredRuns(cache))
 
 
 def runs_from_value(value: Mapping[str, Any]) -> list[Run]:
-    """Runs from a merged ``stats/runs`` value, the latest attempt of each shard only
-    (`latest_attempts`); malformed entries are skipped with a warning."""
-    runs = []
-    horizon = time.time() + CLOCK_SKEW  # a later attempt wins: none may come from the future
-    for report_id, data in value.items():
-        try:
-            run = _stored.structure(data, Run)
-            if run.at > horizon:
-                raise ValueError(f"a time in the future ({run.at})")
-            runs.append(run)
-        except (cattrs.BaseValidationError, TypeError, ValueError, KeyError) as error:
-            warnings.warn(
-                CorruptValueWarning(f"cachekit: ignoring unreadable run {report_id!r}: {error}"),
-                stacklevel=2,
-            )
-    return latest_attempts(sorted(runs, key=lambda run: (run.at, run.id)))
+    """Runs from a ``stats/runs`` value (a part or a merged value), the latest attempt of
+    each shard only (`latest_attempts`); unreadable entries are skipped with a warning."""
+    return runs_of(history.StoredRuns.of_value(value))
+
+
+def runs_of(source: history.RunSource) -> list[Run]:
+    infos = source.infos()
+    found = dict(source.cases({info.id for info in infos}))
+    cases = {info.id: found_cases for info, found_cases in found.items()}
+    return [
+        Run(
+            id=info.id,
+            at=info.at,
+            run_id=info.run_id,
+            source=info.source,
+            label=info.label,
+            cases=cases[info.id].cases() if info.id in cases else (),
+            shard=info.shard,
+        )
+        for info in infos
+    ]
 
 
 def latest_attempts(runs: Sequence[Run]) -> list[Run]:
@@ -191,39 +206,23 @@ def latest_attempts(runs: Sequence[Run]) -> list[Run]:
     several reports of one attempt (one ``stats ingest`` of many files, which share
     their time) all count, and so do records stored before ``at`` was shared.
     """
-    groups: dict[tuple[str, str], list[Run]] = {}
-    for run in runs:
-        if run.run_id:
-            groups.setdefault((run.run_id, run.shard), []).append(run)
+    by_id = {run.id: run for run in runs}
+    infos = [history.RunInfo(run.id, run.at, run.run_id, "", "", run.shard) for run in runs]
     trimmed: dict[str, Run | None] = {}
-    for group in groups.values():
-        times = sorted({run.at for run in group}, reverse=True)
-        if len(times) < 2:
-            continue
-        claimed: set[str] = set()  # tests a later attempt recorded
-        for at in times:
-            attempt = [run for run in group if run.at == at]
-            recorded: set[str] = set()
-            for run in attempt:
-                ids = [case.test_id for case in run.cases]
-                kept = tuple(
-                    case
-                    for case, test_id in zip(run.cases, ids, strict=True)
-                    if test_id not in claimed
-                )
-                recorded.update(ids)
-                if len(kept) < len(run.cases) or (not run.cases and claimed):
-                    trimmed[run.id] = attrs.evolve(run, cases=kept) if kept else None
-            claimed |= recorded
+    for group in history.retried(infos):
+        found = history.claims(
+            (info.id, info.at, [case.test_id for case in by_id[info.id].cases]) for info in group
+        )
+        for info in group:
+            run, claimed = by_id[info.id], found[info.id]
+            kept = tuple(case for case in run.cases if case.test_id not in claimed)
+            if len(kept) < len(run.cases) or (not run.cases and claimed):
+                trimmed[run.id] = attrs.evolve(run, cases=kept) if kept else None
     if not trimmed:
         return list(runs)
-    result = []
-    for run in runs:
-        if run.id not in trimmed:
-            result.append(run)
-        elif (kept_run := trimmed[run.id]) is not None:
-            result.append(kept_run)
-    return result
+    return [
+        kept_run for run in runs for kept_run in (trimmed.get(run.id, run),) if kept_run is not None
+    ]
 
 
 def load_durations(cache: Cache) -> dict[str, float]:
@@ -233,16 +232,7 @@ def load_durations(cache: Cache) -> dict[str, float]:
 
 def durations_from_value(value: Mapping[str, Any]) -> dict[str, float]:
     """Seconds per test id from a merged ``stats/durations`` value."""
-    return {
-        test_id: float(entry["value"])
-        for test_id, entry in sorted(value.items())
-        if entry is not None and isinstance(entry["value"], (int, float))
-    }
-
-
-def unstructure(run: Run) -> dict[str, Any]:
-    data: dict[str, Any] = _stored.unstructure(run)
-    return data
+    return latest_durations(value)  # type: ignore[arg-type]  # checked by DURATIONS
 
 
 # -- choosing and summarizing ---------------------------------------------------------
@@ -251,27 +241,13 @@ def unstructure(run: Run) -> dict[str, Any]:
 def latest_run(runs: Sequence[Run], run_id: str | None = None) -> list[TestCase]:
     """The cases of one CI run: every report with ``run_id`` (all its shards), by
     default the run of the most recent report."""
-    if not runs:
-        return []
-    wanted = runs[-1].run_id if run_id is None else run_id
-    if not wanted:  # reports without a run id stand alone
-        chosen = [runs[-1]] if run_id is None else []
-    else:
-        chosen = [run for run in runs if run.run_id == wanted]
-    return [case for run in chosen for case in run.cases]
+    chosen = {run.id for run in history.choose_run(runs, run_id)}  # type: ignore[arg-type]
+    return [case for run in runs if run.id in chosen for case in run.cases]
 
 
 def latest_per_test(runs: Iterable[Run]) -> list[TestCase]:
     """The most recent case of every test seen in any run, sorted by test id."""
-    latest: dict[str, tuple[tuple[float, str], TestCase]] = {}
-    for run in runs:
-        order = (run.at, run.id)
-        for case in run.cases:
-            test_id = case.test_id  # built from three fields each time it is asked for
-            seen = latest.get(test_id)
-            if seen is None or order >= seen[0]:
-                latest[test_id] = (order, case)
-    return [case for _test_id, (_order, case) in sorted(latest.items())]
+    return history.latest_per_test(history.MemoryRuns(runs))
 
 
 def durations_of(cases: Iterable[TestCase]) -> dict[str, float]:

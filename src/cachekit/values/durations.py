@@ -1,0 +1,159 @@
+"""`DURATIONS`: the latest duration of every test, kept compact enough for 500,000 tests.
+
+A value groups the tests by when their latest duration was recorded::
+
+    {"1700000000.25": {"tests/test_a.py::test_x": 0.5, ...}, "1700000100.0": {...}}
+
+(the time as a float's ``repr``, in seconds since the epoch; durations in seconds). A
+run's part is one group, and a compacted base a few groups, so a reader decodes one
+string and one float per test instead of an ``{"at", "value"}`` object per test: the
+shard split's read of 500,000 tests decodes in about a third of a second
+(``benchmarks/bench_stats.py``). Each test is in at most one group.
+
+The join keeps, per test, the latest time and, at equal times, the longer duration: a
+join (associative, commutative, idempotent), so parts merge in any order. Joined values
+share their groups with the values joined (nothing changes a group in place).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterable, Mapping
+
+from cachekit.errors import CorruptData
+from cachekit.values.codec import JSON
+from cachekit.values.merge import CLOCK_SKEW
+
+#: Longer than any CI job may run (GitHub's limit is 6 hours, the longest 30 days).
+MAX_DURATION = 31 * 86400.0
+
+#: ``{time: {test id: seconds}}``.
+Groups = dict[str, dict[str, float]]
+
+
+def time_key(at: float) -> str:
+    """The group key of a time: one spelling per float (5, 5.0 and "5.0" are one)."""
+    return repr(float(at))
+
+
+def durations_part(at: float, durations: Mapping[str, float]) -> Groups:
+    """The part a run writes: ``durations`` observed at ``at``; durations outside 0 to
+    `MAX_DURATION` (a clock jump, a hostile report) are left out. ``{}`` if none."""
+    kept = {
+        test_id: float(seconds)
+        for test_id, seconds in durations.items()
+        if 0 <= seconds <= MAX_DURATION
+    }
+    return {time_key(at): kept} if kept else {}
+
+
+def latest_durations(value: Groups) -> dict[str, float]:
+    """Seconds per test id of a (checked) value: its groups laid over each other."""
+    if len(value) == 1:
+        return dict(next(iter(value.values())))
+    result: dict[str, float] = {}
+    for key in sorted(value, key=float):  # later groups last: they win should any overlap
+        result.update(value[key])
+    return result
+
+
+class Durations:
+    """The merge strategy of ``stats/durations`` (see the module's docstring)."""
+
+    def empty(self) -> Groups:
+        return {}
+
+    def join(self, left: Groups, right: Groups) -> Groups:
+        if not right or left is right:
+            return left
+        if not left:
+            return right
+        if sum(map(len, left.values())) < sum(map(len, right.values())):
+            left, right = right, left  # walk the smaller side entry by entry
+        # Groups are shared between values, never changed in place: a group is copied
+        # only when a test leaves it, so joining the disjoint parts of one run's shards
+        # costs a dict per part, not a copy of everything joined so far.
+        where: dict[str, str] = {}  # test id -> its group on the right
+        for key, group in right.items():
+            where.update(dict.fromkeys(group, key))
+        merged = dict(left)
+        incoming = dict(right)
+        copied: set[tuple[int, str]] = set()  # (side, key) of the groups copied already
+
+        def drop(side: int, groups: Groups, key: str, test_id: str) -> None:
+            if (side, key) not in copied:
+                groups[key] = dict(groups[key])
+                copied.add((side, key))
+            del groups[key][test_id]
+
+        for held_key, held in left.items():
+            both = held.keys() & where.keys()  # at C speed, over the smaller of the two
+            if not both:
+                continue
+            held_at = float(held_key)
+            for test_id in both:
+                key = where[test_id]
+                at = float(key)
+                if (at, right[key][test_id]) > (held_at, held[test_id]):
+                    drop(0, merged, held_key, test_id)
+                else:
+                    drop(1, incoming, key, test_id)
+        for key, group in incoming.items():
+            merged[key] = {**merged[key], **group} if key in merged else group
+        return _sorted_groups(merged)
+
+    def check(self, value: JSON) -> Groups:
+        if not isinstance(value, dict):
+            raise CorruptData("expected {time: {test id: seconds}}")
+        horizon = time.time() + CLOCK_SKEW
+        groups: Groups = {}
+        for key, group in value.items():
+            try:
+                at = float(key)
+            except ValueError:
+                raise CorruptData(f"expected a time, not {key[:40]!r}") from None
+            if not math.isfinite(at):
+                raise CorruptData(f"expected a time, not {key[:40]!r}")
+            if at > horizon:
+                raise CorruptData(f"a time in the future ({key})")
+            if not isinstance(group, dict):
+                raise CorruptData("expected {test id: seconds} for each time")
+            groups[time_key(at)] = _checked_group(group)
+        if len(groups) == 1 or sum(map(len, groups.values())) == len(set().union(*groups.values())):
+            return _sorted_groups(groups)
+        # A test in two groups (not what cachekit writes): keep what the join would.
+        return _join_all(self, ({key: group} for key, group in groups.items()))
+
+    def __repr__(self) -> str:
+        return "Durations()"
+
+
+def _checked_group(group: dict[str, JSON]) -> dict[str, float]:
+    # Hot: 500,000 entries in a base. Exact type tests at C speed first.
+    if not all(type(seconds) is float for seconds in group.values()):
+        for seconds in group.values():
+            if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
+                raise CorruptData("expected a duration in seconds")
+        group = {test_id: float(seconds) for test_id, seconds in group.items()}  # type: ignore[arg-type]
+    values: list[float] = list(group.values())  # type: ignore[arg-type]  # checked above
+    if values and not (
+        math.isfinite(sum(values)) and min(values) >= 0 and max(values) <= MAX_DURATION
+    ):
+        raise CorruptData(f"expected durations of 0 to {MAX_DURATION:g} seconds")
+    return group  # type: ignore[return-value]  # checked above
+
+
+def _sorted_groups(groups: Groups) -> Groups:
+    return {key: groups[key] for key in sorted(groups, key=float) if groups[key]}
+
+
+def _join_all(strategy: Durations, values: Iterable[Groups]) -> Groups:
+    result: Groups = {}
+    for value in values:
+        result = strategy.join(result, value)
+    return result
+
+
+#: Per test, the latest duration (``stats/durations``).
+DURATIONS = Durations()
