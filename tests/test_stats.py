@@ -478,11 +478,15 @@ def test_durations_are_stored_by_time_and_checked() -> None:
     assert DURATIONS.check({"5": {"a": 1}}) == {"5.0": {"a": 1.0}}
     # A test in two groups (not what cachekit writes) keeps the later one.
     assert DURATIONS.check({"5": {"a": 1.0}, "6": {"a": 2.0}}) == {"6.0": {"a": 2.0}}
+    assert DURATIONS.check({"5": {"a": 3.0}, "5.0": {"a": 1.0, "b": 1.0}}) == {
+        "5.0": {"a": 3.0, "b": 1.0}
+    }
     bad_values: list[JSON] = [
         {"a.py::t": {"at": 5, "value": 1.5}},  # 0.1.0's form
         {"5": {"a": "slow"}},
         {"5": {"a": True}},
         {"5": {"a": -1.0}},
+        {"5": {"a": 10**400}},
         {"5": [1.0]},
         {str(time.time() + 86400): {"a": 1.0}},  # from the future
         [],
