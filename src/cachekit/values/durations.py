@@ -88,15 +88,27 @@ class Durations:
                 copied.add((side, key))
             del groups[key][test_id]
 
+        times = {key: float(key) for key in right}
         for held_key, held in left.items():
             both = held.keys() & where.keys()  # at C speed, over the smaller of the two
             if not both:
                 continue
             held_at = float(held_key)
+            if len(right) == 1 and times[next(iter(right))] != held_at:
+                # One group on the right (a run's part): it wins or loses as a whole.
+                key = next(iter(right))
+                side, groups, loser = (0, merged, held_key)
+                if times[key] < held_at:
+                    side, groups, loser = (1, incoming, key)
+                if len(both) == len(groups[loser]):
+                    groups[loser] = {}
+                else:
+                    groups[loser] = {t: v for t, v in groups[loser].items() if t not in both}
+                copied.add((side, loser))
+                continue
             for test_id in both:
                 key = where[test_id]
-                at = float(key)
-                if (at, right[key][test_id]) > (held_at, held[test_id]):
+                if (times[key], right[key][test_id]) > (held_at, held[test_id]):
                     drop(0, merged, held_key, test_id)
                 else:
                     drop(1, incoming, key, test_id)
