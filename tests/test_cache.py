@@ -27,7 +27,16 @@ from cachekit.errors import (
 )
 from cachekit.values.cache import INVENTORY_BATCH, RawObject
 from cachekit.values.codec import decode
-from cachekit.values.merge import LASTFAILED, NODEIDS, MappingUnion, Maximum, observe_outcomes
+from cachekit.values.merge import (
+    LASTFAILED,
+    MappingUnion,
+    Maximum,
+    SortedUnion,
+    observe_outcomes,
+)
+
+#: A join of lists of strings, for tests of parts and reads.
+UNION = SortedUnion()
 
 
 class CountingStore:
@@ -202,7 +211,7 @@ def test_write_parts_writes_every_key_concurrently(store):
     written = cache.write_parts("run-1", values)
     assert written == [f"{key}/@parts/run-1" for key in values]
     plain = Cache(store)
-    assert plain.read_merged("cache/nodeids", NODEIDS).parts == ("run-1",)
+    assert plain.read_merged("cache/nodeids", UNION).parts == ("run-1",)
     assert [decode(store.get(key).data)["value"] for key in written] == list(values.values())
 
 
@@ -228,12 +237,12 @@ def test_new_part_id_is_unique_sortable_and_safe(cache):
 
 
 def test_read_merged_joins_base_and_parts(cache):
-    merged = cache.read_merged("nodeids", NODEIDS)
+    merged = cache.read_merged("nodeids", UNION)
     assert (merged.value, merged.has_base, merged.parts) == ([], False, ())
     cache.set("nodeids", ["b"])
     cache.write_part("nodeids", "p2", ["c", "a"])
     cache.write_part("nodeids", "p1", ["a"])
-    merged = cache.read_merged("nodeids", NODEIDS)
+    merged = cache.read_merged("nodeids", UNION)
     assert merged.value == ["a", "b", "c"]
     assert merged.has_base
     assert merged.parts == ("p1", "p2")
@@ -243,7 +252,7 @@ def test_read_merged_ignores_nested_keys(cache):
     cache.write_part("k", "p", ["x"])
     cache.set("k/child", ["not a part"])
     cache.write_part("k/child", "q", ["nor this"])
-    merged = cache.read_merged("k", NODEIDS)
+    merged = cache.read_merged("k", UNION)
     assert merged.value == ["x"]
     assert merged.parts == ("p",)
 
@@ -255,7 +264,7 @@ def test_read_merged_is_one_list_and_one_get_many(store):
         cache.write_part("cache/nodeids", f"p{index}", [f"t{index}"])
     cache.set("cache/nodeids", ["base"])
     counting.calls.clear()
-    merged = cache.read_merged("cache/nodeids", NODEIDS)
+    merged = cache.read_merged("cache/nodeids", UNION)
     assert merged.value == ["base", "t0", "t1", "t2", "t3", "t4"]
     assert counting.calls == Counter(list=1, get_many=1)
 
@@ -295,7 +304,7 @@ def test_read_merged_many_is_one_list_and_one_get_many(store):
     result = cache.read_merged_many(
         {
             lastfailed: LASTFAILED,
-            "cache/nodeids": NODEIDS,
+            "cache/nodeids": UNION,
             "cache/durations": MappingUnion(Maximum()),
         }
     )
@@ -312,7 +321,7 @@ def test_read_merged_many_is_one_list_and_one_get_many(store):
 
 def test_read_merged_many_refuses_reserved_keys(cache):
     with pytest.raises(InvalidKey):
-        cache.read_merged_many({"a/@parts": NODEIDS})
+        cache.read_merged_many({"a/@parts": UNION})
 
 
 # -- compaction -----------------------------------------------------------------------------
@@ -321,30 +330,30 @@ def test_read_merged_many_refuses_reserved_keys(cache):
 def test_compact_folds_parts_into_the_base(cache, store):
     cache.write_part("nodeids", "p1", ["a"])
     cache.write_part("nodeids", "p2", ["b"])
-    assert cache.compact("nodeids", NODEIDS) == 2
+    assert cache.compact("nodeids", UNION) == 2
     assert cache.parts("nodeids") == []
-    merged = cache.read_merged("nodeids", NODEIDS)
+    merged = cache.read_merged("nodeids", UNION)
     assert (merged.value, merged.has_base, merged.parts) == (["a", "b"], True, ())
     assert decode(store.get("nodeids/@base").data)["folded"] == ["p1", "p2"]
     assert cache.get("nodeids") == ["a", "b"]
     # New parts after a compaction join the base.
     cache.write_part("nodeids", "p3", ["c"])
-    merged = cache.read_merged("nodeids", NODEIDS)
+    merged = cache.read_merged("nodeids", UNION)
     assert (merged.value, merged.has_base, merged.parts) == (["a", "b", "c"], True, ("p3",))
-    assert cache.compact("nodeids", NODEIDS) == 1
-    assert cache.read_merged("nodeids", NODEIDS).value == ["a", "b", "c"]
+    assert cache.compact("nodeids", UNION) == 1
+    assert cache.read_merged("nodeids", UNION).value == ["a", "b", "c"]
     assert store.list() == ["nodeids/@base"]
 
 
 def test_compact_respects_min_parts(cache):
     cache.write_part("nodeids", "p1", ["a"])
-    assert cache.compact("nodeids", NODEIDS, min_parts=2) == 0
+    assert cache.compact("nodeids", UNION, min_parts=2) == 0
     assert cache.parts("nodeids") == ["nodeids/@parts/p1"]
-    assert cache.compact("nodeids", NODEIDS) == 1
+    assert cache.compact("nodeids", UNION) == 1
 
 
 def test_compact_with_nothing_to_do(cache):
-    assert cache.compact("nodeids", NODEIDS) == 0
+    assert cache.compact("nodeids", UNION) == 0
     assert cache.get("nodeids") is None
 
 
@@ -361,9 +370,9 @@ def test_compact_loses_to_a_concurrent_base_change_and_keeps_parts(store):
     Cache(store).set("nodeids", ["base"])
     Cache(store).write_part("nodeids", "p1", ["a"])
     cache = Cache(ChangeBaseBeforePut(store))
-    assert cache.compact("nodeids", NODEIDS) == 0
+    assert cache.compact("nodeids", UNION) == 0
     assert Cache(store).parts("nodeids") == ["nodeids/@parts/p1"]
-    assert Cache(store).read_merged("nodeids", NODEIDS).value == ["a", "other"]
+    assert Cache(store).read_merged("nodeids", UNION).value == ["a", "other"]
 
 
 @pytest.mark.parametrize("wrapper", [ReadOnlyStore, NoCompareAndSwap])
@@ -373,18 +382,18 @@ def test_compact_and_update_refuse_without_compare_and_swap(store, wrapper):
     # Both are refused up front, each with its own reason.
     reason = "compare-and-swap" if wrapper is NoCompareAndSwap else "read-only"
     with pytest.raises(UnsupportedOperation, match=reason):
-        cache.compact("nodeids", NODEIDS)
+        cache.compact("nodeids", UNION)
     with pytest.raises(UnsupportedOperation, match=reason):
         cache.update("n", lambda n: 1, default=0)
     assert store.list() == ["nodeids/@parts/p1"]
     # Reading still works.
-    assert cache.read_merged("nodeids", NODEIDS).value == ["a"]
+    assert cache.read_merged("nodeids", UNION).value == ["a"]
 
 
 def test_compact_refuses_before_touching_the_store(store):
     counting = NoCompareAndSwap(store)
     with pytest.raises(UnsupportedOperation):
-        Cache(counting).compact("nodeids", NODEIDS)
+        Cache(counting).compact("nodeids", UNION)
     assert sum(counting.calls.values()) == 0
 
 
@@ -515,8 +524,8 @@ def test_cache_keys_with_at_segments_are_refused(cache, key):
         lambda: cache.update(key, lambda n: 1),
         lambda: cache.write_part(key, "p", 1),
         lambda: cache.parts(key),
-        lambda: cache.read_merged(key, NODEIDS),
-        lambda: cache.compact(key, NODEIDS),
+        lambda: cache.read_merged(key, UNION),
+        lambda: cache.compact(key, UNION),
     ):
         with pytest.raises(InvalidKey):
             operation()
@@ -648,7 +657,7 @@ def test_layered_cache_reads_through_and_writes_on_top(store):
     layered.write_part("cache/nodeids", "branch-run", ["b"])
     assert layered.get("value") == "from branch"
     assert Cache(base_branch).get("value") == "from main"
-    merged = layered.read_merged("cache/nodeids", NODEIDS)
+    merged = layered.read_merged("cache/nodeids", UNION)
     assert merged.value == ["a", "b"]
     assert merged.parts == ("branch-run", "main-run")
     assert base_branch.list() == ["cache/nodeids/@parts/main-run", "value/@base"]

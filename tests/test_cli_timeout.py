@@ -113,7 +113,7 @@ def test_a_bad_timeout_is_a_usage_error(
         (["pull", *NS], False),
         (["push", *NS], True),
         (["push", *NS], False),
-        (["merge", "--from", "v1", "--into", "v1/all"], True),
+        (["merge", "--from", "v2", "--into", "v2/all"], True),
         (["compact"], False),
         (["gc", "--older-than", "30d"], True),
     ],

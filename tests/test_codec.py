@@ -25,7 +25,7 @@ from cachekit.values.codec import (
     decode,
     encode,
 )
-from cachekit.values.merge import NODEIDS
+from cachekit.values.merge import SortedUnion
 
 HEADER = struct.Struct(">2sBBI")
 
@@ -331,7 +331,7 @@ def test_read_merged_skips_a_garbage_part_with_a_warning(store, garbage):
     cache.write_part("nodeids", "good", ["a.py::t"])
     store.put("nodeids/@parts/bad", garbage)
     with pytest.warns(cachekit.CorruptValueWarning, match="nodeids/@parts/bad"):
-        merged = cache.read_merged("nodeids", NODEIDS)
+        merged = cache.read_merged("nodeids", SortedUnion())
     assert merged.value == ["a.py::t"]
     assert merged.parts == ("good",)
 
@@ -341,7 +341,7 @@ def test_read_merged_skips_a_part_of_the_wrong_shape_with_a_warning(store):
     cache.write_part("nodeids", "good", ["a.py::t"])
     cache.write_part("nodeids", "wrong", {"not": "a list"})
     with pytest.warns(cachekit.CorruptValueWarning, match="wrong"):
-        merged = cache.read_merged("nodeids", NODEIDS)
+        merged = cache.read_merged("nodeids", SortedUnion())
     assert merged.value == ["a.py::t"]
     assert merged.parts == ("good",)
 

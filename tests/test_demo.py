@@ -79,7 +79,7 @@ def test_shards_split_by_count_then_by_compacted_durations(demo: tuple[str, Path
     assert "shard 2/2: 7 tests, 0.05 s of sleep" in run_5
     # The final job folds the durations of runs 1-5 (two shards each) into the base.
     compact = section(out, "The workflow's final job")
-    assert "$ cachekit compact --url=$STORE --prefix=v1/local/local" in compact
+    assert "$ cachekit compact --url=$STORE --prefix=v2/local/local" in compact
     assert "stats/durations: folded 10 part(s)" in compact
     # LPT by duration: ranking (0.6 s) alone, the other 13 tests (0.45 s) together.
     run_6 = section(out, "Run 6:")

@@ -27,11 +27,16 @@ from cachekit.errors import CorruptData
 from cachekit.stores.local import STALE_TEMPORARY_AGE, TEMP_PREFIX
 from cachekit.values import codec
 from cachekit.values.codec import Codec, decode, encode
-from cachekit.values.merge import DURATIONS, LASTFAILED, NODEIDS
+from cachekit.values.digests import NODEIDS
+from cachekit.values.durations import DURATIONS, durations_part
+from cachekit.values.merge import LASTFAILED, SortedUnion
 from test_cli import clean_env
 from test_codec import frame
 
 MIB = 1024 * 1024
+
+#: A join of lists of strings, for tests of parts and reads.
+UNION = SortedUnion()
 
 
 def envelope(value_json: str) -> bytes:
@@ -161,7 +166,7 @@ def test_one_read_decodes_no_more_than_its_allowance(tmp_path):
         cache.write_part("cache/nodeids", f"p{index}", [f"t{index}-{n:05d}" for n in range(1000)])
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        merged = cache.read_merged("cache/nodeids", NODEIDS)
+        merged = cache.read_merged("cache/nodeids", UNION)
     read = len(merged.parts)
     assert 0 < read < 10
     assert len(merged.value) == read * 1000
@@ -171,7 +176,7 @@ def test_one_read_decodes_no_more_than_its_allowance(tmp_path):
     # The allowance is per read: the next read starts afresh.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        assert len(cache.read_merged("cache/nodeids", NODEIDS).parts) == read
+        assert len(cache.read_merged("cache/nodeids", UNION).parts) == read
 
 
 # -- non-regular files and names that are not UTF-8 ----------------------------------------
@@ -193,15 +198,15 @@ def run_cachekit(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 READ_AND_COMPACT = """
 import sys, warnings
 from cachekit import Cache, LocalStore
-from cachekit.values.merge import NODEIDS
+from cachekit.values.merge import SortedUnion
 warnings.simplefilter("ignore")
 store = LocalStore(sys.argv[1])
 print(store.get(sys.argv[2]) if sys.argv[2].endswith("fifo") else None)
 print(sys.argv[2] in store.list())
 cache = Cache(store)
-print(cache.read_merged("k", NODEIDS).value)
-print(cache.compact("k", NODEIDS))
-print(cache.read_merged("k", NODEIDS).value)
+print(cache.read_merged("k", SortedUnion()).value)
+print(cache.compact("k", SortedUnion()))
+print(cache.read_merged("k", SortedUnion()).value)
 """
 
 
@@ -241,10 +246,10 @@ def test_a_name_that_is_not_utf8_is_left_out_and_compaction_goes_on(tmp_path):
         os.close(fd)
     store = LocalStore(root)
     assert store.list() == ["cache/nodeids/@parts/p1"]
-    assert cache.read_merged("cache/nodeids", NODEIDS).value == ["a"]
+    assert cache.read_merged("cache/nodeids", UNION).value == ["a"]
     result = run_cachekit("compact", "--url", str(root), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert cache.get("cache/nodeids") == ["a"]
+    assert "a" in NODEIDS.check(cache.get("cache/nodeids"))  # compacted into digests
     # The foreign files are left alone, not deleted.
     assert len(os.listdir(parts)) == 3
 
@@ -258,20 +263,20 @@ def test_an_absurd_duration_is_corrupt_for_its_key_only(tmp_path, seconds):
     OverflowError ("store unavailable"), and compaction kept it."""
     store = LocalStore(tmp_path / "store")
     cache = Cache(store)
-    store.put("stats/durations/@base", envelope(f'{{"a.py::t": {{"at": 5, "value": {seconds}}}}}'))
-    cache.write_part("stats/durations", "p1", {"b.py::t": {"at": 6, "value": 1.5}})
+    store.put("stats/durations/@base", envelope(f'{{"5.0": {{"a.py::t": {seconds}}}}}'))
+    cache.write_part("stats/durations", "p1", durations_part(6, {"b.py::t": 1.5}))
     cache.write_part("cache/nodeids", "p1", ["a.py::t", "b.py::t"])
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        merged = cache.read_merged_many({"stats/durations": DURATIONS, "cache/nodeids": NODEIDS})
-    assert merged["stats/durations"].value == {"b.py::t": {"at": 6, "value": 1.5}}
+        merged = cache.read_merged_many({"stats/durations": DURATIONS, "cache/nodeids": UNION})
+    assert merged["stats/durations"].value == durations_part(6, {"b.py::t": 1.5})
     assert merged["cache/nodeids"].value == ["a.py::t", "b.py::t"]
     [message] = corrupt_warnings(caught)
     assert "stats/durations/@base" in message
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         assert cache.compact("stats/durations", DURATIONS) == 1
-    assert cache.get("stats/durations") == {"b.py::t": {"at": 6, "value": 1.5}}
+    assert cache.get("stats/durations") == durations_part(6, {"b.py::t": 1.5})
 
 
 # -- temporary files of killed writers -------------------------------------------------------

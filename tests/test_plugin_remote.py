@@ -34,8 +34,11 @@ def remote_lastfailed(url: str) -> dict[str, bool]:
 
 
 def remote_nodeids(url: str) -> list[str]:
-    value: list[str] = shared(url).read_merged("cache/nodeids", NODEIDS).value
-    return value
+    """The ids the store knows by name: those of parts (no test here compacts them into
+    digests, which have no names)."""
+    value = shared(url).read_merged("cache/nodeids", NODEIDS).value
+    assert not value.arrays, "compacted into digests: ask `in` instead"
+    return sorted(value.names)
 
 
 def fresh_runner(pytester: pytest.Pytester) -> None:

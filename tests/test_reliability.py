@@ -35,7 +35,10 @@ from cachekit import (
 from cachekit.errors import CacheError, CorruptData, InvalidKey, PreconditionFailed
 from cachekit.stores.local import TEMP_PREFIX
 from cachekit.values.codec import decode
-from cachekit.values.merge import NODEIDS
+from cachekit.values.merge import SortedUnion
+
+#: A join of lists of strings, for tests of parts and compaction.
+UNION = SortedUnion()
 
 SPAWN = multiprocessing.get_context("spawn")
 #: Longest a group of child processes may take before the test fails (not hangs).
@@ -143,7 +146,7 @@ def _compactor(url, stop, barrier, results):
         rounds = folded = 0
         while True:
             stopping = stop.is_set()
-            folded += cache.compact("nodeids", NODEIDS)
+            folded += cache.compact("nodeids", UNION)
             rounds += 1
             if stopping:
                 break
@@ -755,7 +758,7 @@ def test_compaction_racing_with_writers_loses_no_part(store_url):
 
     expected = sorted(f"w{w}-{i}" for w in range(writers) for i in range(parts_each))
     cache = Cache(open_store(store_url))
-    merged = cache.read_merged("nodeids", NODEIDS)
+    merged = cache.read_merged("nodeids", UNION)
     folded = sum(report["folded"] for report in compacted)
     rounds = sum(report["rounds"] for report in compacted)
     puts = [put for report in compacted for put in report["puts"]]
@@ -769,8 +772,8 @@ def test_compaction_racing_with_writers_loses_no_part(store_url):
     assert merged.value == expected, lost
     assert folded > 0, "the compactors never folded anything: the race was not exercised"
     # A last compaction folds the rest, and nothing is lost either.
-    cache.compact("nodeids", NODEIDS)
-    final = cache.read_merged("nodeids", NODEIDS)
+    cache.compact("nodeids", UNION)
+    final = cache.read_merged("nodeids", UNION)
     assert final.value == expected
     assert final.has_base
     assert final.parts == ()

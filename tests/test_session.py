@@ -9,7 +9,13 @@ from urllib.parse import urlencode
 
 import pytest
 
-from cachekit import LASTFAILED, NODEIDS, CorruptValueWarning, LocalStore, StoreUnavailableWarning
+from cachekit import (
+    LASTFAILED,
+    CorruptValueWarning,
+    LocalStore,
+    SortedUnion,
+    StoreUnavailableWarning,
+)
 from cachekit.ci import detect_namespace
 from cachekit.session import Session
 from cachekit.values.merge import observe_outcomes, still_failing
@@ -21,6 +27,9 @@ FEATURE = detect_namespace(
 FORK = detect_namespace(
     {}, repository="acme/app", ref="pr-9", base_ref="main", job="test", trusted=False
 )
+
+#: A join of lists of strings, for tests of parts and reads.
+UNION = SortedUnion()
 
 
 def session(url: str, namespace: object = MAIN, **options: object) -> tuple[Session, list[Warning]]:
@@ -36,10 +45,10 @@ def test_a_branch_reads_what_its_base_wrote_and_writes_only_its_own(tmp_path: Pa
     feature, _ = session(url, FEATURE)
     feature.write_parts(feature.namespace.new_part_id(), {"cache/nodeids": ["t::c"]})
 
-    layers = feature.read_layers("cache/nodeids", NODEIDS)
+    layers = feature.read_layers("cache/nodeids", UNION)
     assert [layer.value for layer in layers] == [["t::c"], ["t::a", "t::b"]]  # nearest first
-    assert feature.read_joined("cache/nodeids", NODEIDS) == ["t::a", "t::b", "t::c"]
-    assert main.read_joined("cache/nodeids", NODEIDS) == ["t::a", "t::b"]
+    assert feature.read_joined("cache/nodeids", UNION) == ["t::a", "t::b", "t::c"]
+    assert main.read_joined("cache/nodeids", UNION) == ["t::a", "t::b"]
 
 
 def test_write_parts_compacts_once_the_threshold_is_reached(tmp_path: Path) -> None:
@@ -66,10 +75,10 @@ def test_an_untrusted_run_reads_but_never_writes(tmp_path: Path) -> None:
     main, _ = session(url)
     main.write_parts(main.namespace.new_part_id(), {"cache/nodeids": ["t::a"]})
     fork, warned = session(url, FORK)
-    assert fork.read_joined("cache/nodeids", NODEIDS) == ["t::a"]
+    assert fork.read_joined("cache/nodeids", UNION) == ["t::a"]
     assert fork.attempt(lambda: fork.write_parts("p", {"cache/nodeids": ["t::evil"]}), "x") is None
     assert fork.degraded
-    assert main.read_joined("cache/nodeids", NODEIDS) == ["t::a"]
+    assert main.read_joined("cache/nodeids", UNION) == ["t::a"]
     assert [type(w) for w in warned] == [StoreUnavailableWarning]
 
 
@@ -77,8 +86,8 @@ def test_a_hanging_store_costs_the_budget_once_and_warns_once(hanging_endpoint: 
     query = urlencode({"endpoint_url": hanging_endpoint})
     hanging, warned = session(f"s3://ck-bucket/cache?{query}", timeout=1.0)
     started = time.monotonic()
-    first = hanging.attempt(lambda: hanging.read_joined("cache/nodeids", NODEIDS), "reading")
-    second = hanging.attempt(lambda: hanging.read_joined("cache/nodeids", NODEIDS), "reading")
+    first = hanging.attempt(lambda: hanging.read_joined("cache/nodeids", UNION), "reading")
+    second = hanging.attempt(lambda: hanging.read_joined("cache/nodeids", UNION), "reading")
     elapsed = time.monotonic() - started
     assert first is None
     assert second is None
@@ -92,7 +101,7 @@ def test_errors_quoting_the_url_never_show_its_credentials(s3_endpoint: str) -> 
     """s3fs reads ``USER:SECRET@bucket`` as a bucket name and quotes it in its error."""
     query = urlencode({"endpoint_url": s3_endpoint})
     broken, warned = session(f"s3://AKIAUSER:hunter2secret@ck-bucket/x?{query}")
-    assert broken.attempt(lambda: broken.read_joined("cache/nodeids", NODEIDS), "reading") is None
+    assert broken.attempt(lambda: broken.read_joined("cache/nodeids", UNION), "reading") is None
     assert len(warned) == 1
     assert "hunter2secret" not in str(warned[0])
     assert "hunter2secret" not in broken.describe()
@@ -107,7 +116,7 @@ def test_corrupt_values_make_one_warning_and_read_as_missing(tmp_path: Path) -> 
     raw.put(f"{prefix}/cache/nodeids/@parts/planted-1", b"not a cachekit value")
     raw.put(f"{prefix}/cache/nodeids/@parts/planted-2", b"\x00\x01 neither")
     for _ in range(2):
-        value = main.attempt(lambda: main.read_joined("cache/nodeids", NODEIDS), "reading")
+        value = main.attempt(lambda: main.read_joined("cache/nodeids", UNION), "reading")
         assert value == ["t::a"]
     assert [type(w) for w in warned] == [CorruptValueWarning]
     assert "2 unreadable" in str(warned[0])

@@ -660,8 +660,11 @@ def test_recording_result_observes_a_run() -> None:
     assert observations.failed == ["pkg.mod.R.test_fail", "pkg.mod.R.test_sub"]
     holders = ["pkg", "pkg.mod", "pkg.mod.R"]
     assert observations.passed == [*holders, "pkg.mod.R.test_ok", "pkg.mod.R.test_skip"]
-    part = observations.part(at=12.0)
+    part = observations.part(at=12.0, failing={"pkg.mod.R.test_ok", "pkg.mod.R.test_gone"})
     assert part["pkg.mod.R.test_sub"] == {"at": 12.0, "failed": True}
+    # Passes only of what was failing at the start: the part grows with fixes.
+    assert part["pkg.mod.R.test_ok"] == {"at": 12.0, "failed": False}
+    assert sorted(part) == ["pkg.mod.R.test_fail", "pkg.mod.R.test_ok", "pkg.mod.R.test_sub"]
 
 
 def test_shared_failures_round_trip(tmp_path: Path) -> None:

@@ -25,17 +25,19 @@ from cachekit.stores import (
 )
 from cachekit.urls import redact_url
 from cachekit.values.cache import Cache, Envelope, Merged, new_part_id
+from cachekit.values.digests import NODEIDS, DigestSet, DigestUnion
+from cachekit.values.durations import DURATIONS
 from cachekit.values.merge import (
-    DURATIONS,
     LASTFAILED,
-    NODEIDS,
     CanonicalMax,
+    LastOutcomes,
     LatestWins,
     MappingUnion,
     Maximum,
     MergeStrategy,
     Outcome,
     SortedUnion,
+    stored_form,
 )
 
 __version__ = "0.1.0"
@@ -52,10 +54,13 @@ __all__ = [
     "Capabilities",
     "CorruptData",
     "CorruptValueWarning",
+    "DigestSet",
+    "DigestUnion",
     "Entry",
     "Envelope",
     "InvalidKey",
     "InvalidURL",
+    "LastOutcomes",
     "LatestWins",
     "LayeredStore",
     "LocalStore",
@@ -75,4 +80,5 @@ __all__ = [
     "new_part_id",
     "open_store",
     "redact_url",
+    "stored_form",
 ]

@@ -15,12 +15,19 @@ from __future__ import annotations
 import contextlib
 import sys
 import threading
+import warnings
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 from cachekit.budget import Budget, BudgetCallFailed, side_by_side
+from cachekit.ci import layout
 from cachekit.ci.namespace import Namespace, detect_namespace, namespaced_cache
-from cachekit.errors import InvalidURL, StoreUnavailableWarning, UnsupportedOperation
+from cachekit.errors import (
+    CorruptValueWarning,
+    InvalidURL,
+    StoreUnavailableWarning,
+    UnsupportedOperation,
+)
 from cachekit.stores.base import CacheStore
 from cachekit.stores.registry import open_store
 from cachekit.stores.wrappers import PrefixedStore, ReadOnlyStore
@@ -177,6 +184,22 @@ class Session:
             self.budget.run(store.close, "closing the store")
 
     # -- reads and writes that every tool makes alike -------------------------------------
+
+    def warn_if_older_layout(self) -> None:
+        """For a read that found nothing: one unreadable-value warning if the run's own
+        namespace holds data in an older layout (0.1.0's ``v1/``), which this version
+        does not read, so that the empty cache is explained. One listing; call it within
+        the budget."""
+        older = layout.legacy_prefix(self.namespace.prefix)
+        if older is not None and self.store.list(older + "/"):
+            warnings.warn(
+                CorruptValueWarning(
+                    f"cachekit: {older}/ holds data of an older cachekit, in a layout this "
+                    f"version does not read (its own is {layout.LAYOUT_VERSION}/): running "
+                    "as with an empty cache; the old objects can be deleted"
+                ),
+                stacklevel=2,
+            )
 
     def read_layers(self, key: str, strategy: MergeStrategy[Any]) -> list[Merged]:
         """``key`` merged in each namespace of the read chain, nearest first, the layers

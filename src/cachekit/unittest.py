@@ -35,7 +35,7 @@ import re
 import sys
 import time
 import unittest
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, cast
 
@@ -140,9 +140,13 @@ class Observations:
         """Ids seen passing, skipped or failing as expected: no longer failures."""
         return sorted(name for name, failed in self.outcomes.items() if not failed)
 
-    def part(self, at: float) -> dict[str, JSON]:
-        """This run's part of the shared failures (`cachekit.values.merge.observe_outcomes`)."""
-        return observe_outcomes(failed=self.failed, passed=self.passed, at=at)
+    def part(self, at: float, *, failing: Collection[str]) -> dict[str, JSON]:
+        """This run's part of the shared failures (`cachekit.values.merge.observe_outcomes`):
+        its failures, and its passes of tests in ``failing`` (what was failing when it
+        started). A pass of any other test changes nothing, so it is not stored: the part
+        grows with failures and fixes, not with the suite."""
+        passed = [name for name in self.passed if name in failing]
+        return observe_outcomes(failed=self.failed, passed=passed, at=at)
 
 
 class RecordingResult(unittest.TestResult):
@@ -304,6 +308,8 @@ class SharedFailures:
         )
         self.namespace: Namespace = self.session.namespace
         self.session.store  # noqa: B018 (opens it now: a URL that names no store is an error)
+        #: What `failed` read, once it has.
+        self._failing: frozenset[str] | None = None
 
     @property
     def degraded(self) -> bool:
@@ -324,7 +330,8 @@ class SharedFailures:
             f"could not read the failures from {self.session.display}, "
             "running as with an empty cache",
         )
-        return frozenset(still_failing(value or {}))
+        self._failing = frozenset(still_failing(value or {}))
+        return self._failing
 
     def record(self, observations: Observations, *, at: float | None = None) -> None:
         """Write what a run observed as its own part. ``at``: when the run started
@@ -334,7 +341,12 @@ class SharedFailures:
         after the store failed, or when nothing was observed."""
         if self.degraded or not self.namespace.trusted or not observations.outcomes:
             return
-        part = observations.part(self.started if at is None else at)
+        failing = self._failing if self._failing is not None else self.failed()
+        if self.degraded:
+            return
+        part = observations.part(self.started if at is None else at, failing=failing)
+        if not part:
+            return
         self.session.attempt(
             lambda: self._write(part),
             f"could not record this run's outcomes in {self.session.display}",

@@ -18,7 +18,8 @@ from cachekit.ci import layout
 from cachekit.errors import CacheError
 from cachekit.files import write_atomically
 from cachekit.values.codec import JSON
-from cachekit.values.merge import LASTFAILED, NODEIDS, observe_outcomes, still_failing
+from cachekit.values.digests import NODEIDS
+from cachekit.values.merge import LASTFAILED, observe_outcomes, still_failing
 
 if TYPE_CHECKING:
     from cachekit.cli.command import CommandGroup, Invocation
@@ -34,7 +35,9 @@ def add_commands(commands: CommandGroup) -> None:
         "fill a local .pytest_cache from the store",
         "Write the merged cache/lastfailed and cache/nodeids of this run's read chain "
         "(own ref, base ref, default branch) into pytest's cache directory, in pytest's "
-        "own layout, so plain 'pytest --lf' sees them. Local values are replaced.",
+        "own layout, so plain 'pytest --lf' sees them. Local values are replaced. "
+        "cache/nodeids gets the ids written since the store's last compaction: "
+        "compacted ids are kept as digests, without names.",
         cmd_pull,
     )
     _cache_dir_option(pull)
@@ -121,7 +124,8 @@ def cmd_pull(invocation: Invocation) -> int:
         "reading the store",
     )
     failing = still_failing(merged[layout.LASTFAILED_KEY].value)
-    nodeids: list[str] = merged[layout.NODEIDS_KEY].value
+    # Ids compacted into digests have no names to write: those of newer parts only.
+    nodeids = sorted(merged[layout.NODEIDS_KEY].value.names)
     _write_local(args.cache_dir, layout.LASTFAILED_KEY, failing)
     _write_local(args.cache_dir, layout.NODEIDS_KEY, nodeids)
     _write_local(args.cache_dir, PULLED_KEY, {"lastfailed": sorted(failing), "at": time.time()})

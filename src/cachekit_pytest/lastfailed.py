@@ -58,7 +58,7 @@ class Recorder:
         (the end of a session asks twice); treat it as read-only."""
         key = (tuple(failing_at_start), len(self.events))
         if self._last is None or self._last[0] != key:
-            replay = Replay(dict.fromkeys(key[0], True), {})
+            replay = Replay(dict.fromkeys(key[0], True), {}, frozenset(key[0]))
             for event in self.events:
                 if isinstance(event, str):
                     replay.see(event, False)
@@ -74,6 +74,8 @@ class Replay:
     failing: dict[str, bool]
     #: This run's observations: node id to whether it failed, the last one winning.
     observed: dict[str, bool]
+    #: What was failing when the run started.
+    failing_at_start: frozenset[str] = frozenset()
 
     def see(self, nodeid: str, failed: bool) -> None:
         self.observed[nodeid] = failed
@@ -82,11 +84,25 @@ class Replay:
         else:
             self.failing.pop(nodeid, None)
 
-    def observations(self, at: float) -> ObservedOutcomes:
-        """The run's ``cache/lastfailed`` part, in short."""
+    def observations(self, at: float, *, every_pass: bool = False) -> ObservedOutcomes | None:
+        """The run's ``cache/lastfailed`` part, in short: its failures, and its passes of
+        tests that were failing when it started (None if neither).
+
+        Any other pass changes nothing a reader sees, so it is not stored: parts grow
+        with failures and fixes, not with the suite (DESIGN.md, "Scale"). The one case
+        where it would count, a failure that a concurrent run wrote after this run
+        started, keeps that failure: the conservative answer (``--lf`` reruns it).
+        ``every_pass``: the run did not read what was failing (``--cache-clear``), so
+        every pass may be a fix.
+        """
+        start = self.failing_at_start
         failed = [nodeid for nodeid, failed in self.observed.items() if failed]
-        passed = [nodeid for nodeid, failed in self.observed.items() if not failed]
-        return ObservedOutcomes(at, failed=failed, passed=passed)
+        passed = [
+            nodeid
+            for nodeid, failed in self.observed.items()
+            if not failed and (every_pass or nodeid in start)
+        ]
+        return ObservedOutcomes(at, failed=failed, passed=passed) if failed or passed else None
 
 
 @attrs.frozen

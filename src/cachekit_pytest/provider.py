@@ -57,6 +57,8 @@ class CacheProvider:
             config.cache = SharedCache(config.cache._cachedir, config, _ispytest=True)
         config.pluginmanager.register(LFPlugin(config), "lfplugin")
         config.pluginmanager.register(NFPlugin(config), "nfplugin")
+        if run is not None and not run.pending:  # read already: what the copy cannot hold
+            run.fold_into_plugins(config)
         if run is not None and isinstance(config.cache, SharedCache):  # folded in later
             config.cache.wait_for_shared(frozenset(run.shared), lambda: run.finish_read(config))
         if settings.num_shards:
@@ -103,6 +105,8 @@ class CacheProvider:
                 config.cache.get(LASTFAILED_KEY, None)  # SharedCache: finishes the read
             except KeyboardInterrupt as interrupt:
                 self.run.interrupted(interrupt)
+        if self.run is not None:
+            self.run.collected(config, getattr(session, "items", []))
         try:
             return (yield)
         finally:

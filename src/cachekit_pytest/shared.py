@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import fnmatch
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pprint import pformat
 from typing import Any
 
@@ -22,6 +22,7 @@ from cachekit.ci.layout import DURATIONS_KEY, LASTFAILED_KEY, NODEIDS_KEY
 from cachekit.ci.namespace import detect_namespace
 from cachekit.session import Session
 from cachekit.values.codec import JSON
+from cachekit.values.digests import DigestSet
 from cachekit_pytest.lastfailed import Recorder
 from cachekit_pytest.options import Settings
 from cachekit_pytest.recording import TestStats
@@ -32,6 +33,7 @@ from cachekit_pytest.sync.keys import (
     DURATIONS_READ,
     Found,
     Shared,
+    known_nodeids,
     shared_keys,
 )
 from cachekit_pytest.sync.remote import InProcessSync, InvalidBackend, Sync, SyncFailed
@@ -65,8 +67,12 @@ class SharedRun:
         self.shared: dict[str, Shared] = shared_keys(settings.shared_keys)
         #: What the start-up read found, by key (empty when it did not happen).
         self.found: dict[str, Found] = {}
+        #: Every test id the store knows (`NodeIdsKey`), once the start-up read is in.
+        self.known_nodeids = DigestSet()
         #: The working copy's value of each shared key right after the start-up sync.
         self.start: dict[str, JSON] = {key: config.cache.get(key, None) for key in self.shared}
+        #: Whether the run read the store at its start (not under ``--cache-clear``).
+        self.read_at_start = True
         #: True while the start-up read runs alongside the session, not yet folded in.
         self.pending = False
         #: True while the end-of-run write goes on (`Sync.written` not yet called).
@@ -96,6 +102,7 @@ class SharedRun:
         except InvalidBackend as error:
             raise pytest.UsageError(f"cachekit: {error}") from None
         run = cls(config, settings, session, sync)
+        run.read_at_start = reading
         if reading:
             run.pending = True
             if run.needs_values_now(config):
@@ -153,7 +160,7 @@ class SharedRun:
         if config.option.cacheshow:
             return
         try:
-            local, self.start = self.start, self._update_working_copy(config.cache)
+            self.start = self._update_working_copy(config.cache)
         except Exception as error:  # pytest's Cache.set failed: a store fault, not the run's
             self.found = {}
             self.session.fail(
@@ -161,20 +168,27 @@ class SharedRun:
                 f"cache and writing nothing back: {type(error).__name__}: {error}"
             )
             return
+        self.known_nodeids = known_nodeids(self.found.get(NODEIDS_KEY))
+        self.fold_into_plugins(config)
+
+    def fold_into_plugins(self, config: pytest.Config) -> None:
+        """Bring ``LFPlugin`` and ``NFPlugin``, where they run already, up to date with
+        the start-up read (`CacheProvider` calls it again once they run)."""
         lfplugin = config.pluginmanager.get_plugin("lfplugin")
         if isinstance(lfplugin, LFPlugin):
             failing = self.recorder.replay(_strings(self.start[LASTFAILED_KEY])).failing
             lfplugin.lastfailed = {_node_key(nodeid): True for nodeid in failing}
         nfplugin = config.pluginmanager.get_plugin("nfplugin")
-        if isinstance(nfplugin, NFPlugin):
-            # NFPlugin started from the working copy's ids: add those only the store knew.
-            # (Ids only the working copy knew stay: a union, no worse for the store.)
-            known = set(_strings(local[NODEIDS_KEY]))
-            nfplugin.cached_nodeids.update(
-                _node_key(nodeid)
-                for nodeid in _strings(self.start[NODEIDS_KEY])
-                if nodeid not in known
-            )
+        if isinstance(nfplugin, NFPlugin) and not isinstance(nfplugin.cached_nodeids, KnownNodeIds):
+            nfplugin.cached_nodeids = KnownNodeIds(nfplugin.cached_nodeids, self.known_nodeids)
+
+    def collected(self, config: pytest.Config, items: Sequence[pytest.Item]) -> None:
+        """Before ``NFPlugin`` writes the working copy: under ``--nf`` it adds only the
+        ids it found new, and those the store knew were not; add every id this machine
+        collected, as pytest alone would have (all were new to it)."""
+        nfplugin = config.pluginmanager.get_plugin("nfplugin")
+        if isinstance(nfplugin, NFPlugin) and isinstance(nfplugin.cached_nodeids, KnownNodeIds):
+            set.update(nfplugin.cached_nodeids, (_node_key(item.nodeid) for item in items))
 
     def read_failed(self, error: Exception) -> None:
         self.pending = False  # the session is degraded now: the run never writes
@@ -198,8 +212,11 @@ class SharedRun:
         new, the working copy stays byte for byte what pytest left. Returns what the
         working copy now holds, by key (None where nothing)."""
         now: dict[str, JSON] = {}
-        for key in self.shared:
+        for key, shared in self.shared.items():
             current = cache.get(key, _MISSING)
+            if not shared.in_working_copy:
+                now[key] = None if current is _MISSING else current
+                continue
             value = self._synced_value(key, None if current is _MISSING else current)
             if value != current and (value or current is not _MISSING):
                 cache.set(key, value)
@@ -237,12 +254,14 @@ class SharedRun:
         assert config.cache is not None
         parts: dict[str, JSON] = {}
         replayed = self.recorder.replay(_strings(self.start[LASTFAILED_KEY]))
-        observed = replayed.observations(self.run_start) if replayed.observed else None
+        observed = replayed.observations(self.run_start, every_pass=not self.read_at_start)
         if not config.getoption("collectonly"):
             nfplugin = config.pluginmanager.get_plugin("nfplugin")
             if isinstance(nfplugin, NFPlugin):
-                collected: list[JSON] = [str(nodeid) for nodeid in nfplugin.cached_nodeids]
-                added = self.shared[NODEIDS_KEY].part(self.start[NODEIDS_KEY], collected, 0.0)
+                # Ids the store did not know: what this machine knows and collected.
+                known = self.known_nodeids
+                ids = {str(nodeid) for nodeid in nfplugin.cached_nodeids}
+                added: list[JSON] = [nodeid for nodeid in sorted(ids) if nodeid not in known]
                 if added:
                     parts[NODEIDS_KEY] = added
         now = time.time()
@@ -303,8 +322,13 @@ class SharedRun:
             sources = (["the base"] if found.has_base else []) + (
                 [f"{len(found.parts)} part(s)"] if found.parts else []
             )
+            value = found.value
+            if key == NODEIDS_KEY:  # digests have no names: count them, list the names
+                known = self.known_nodeids
+                tw.line(f"{key} holds {len(known)} test id(s), as 8-byte digests")
+                value = sorted(known.names)
             tw.line(f"{key} contains (merged from {' and '.join(sources)}):")
-            for line in pformat(found.value).splitlines():
+            for line in pformat(value).splitlines():
                 tw.line("  " + line)
             for part in found.parts:
                 tw.line(f"  part {part}")
@@ -357,6 +381,20 @@ class SharedCache(Cache):  # type: ignore[misc]  # pytest marks it final for its
     def set(self, key: str, value: object) -> None:
         self._wait(key)
         super().set(key, value)
+
+
+class KnownNodeIds(set[Any]):
+    """``NFPlugin``'s ``cached_nodeids`` with a backend: the ids this machine knows, as
+    pytest alone keeps them (iterated, and written to the working copy at the end), and
+    for ``in`` also every id the store knows, kept as digests: a test any shard ran is
+    not new."""
+
+    def __init__(self, local: Iterable[Any], store: DigestSet) -> None:
+        super().__init__(local)
+        self.store = store
+
+    def __contains__(self, nodeid: object) -> bool:
+        return super().__contains__(nodeid) or str(nodeid) in self.store
 
 
 def _strings(value: JSON) -> list[str]:

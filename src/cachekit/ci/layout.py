@@ -5,10 +5,10 @@ other runners) builds keys with this module, so the layout can only change here.
 
 A store shared by CI holds one *namespace* per (repository, ref, job, config)::
 
-    v1/<repository>/<ref>/<job>/<config>/            namespace_prefix(...)
-        cache/lastfailed/@base                       LASTFAILED: per test, last outcome
+    v2/<repository>/<ref>/<job>/<config>/            namespace_prefix(...)
+        cache/lastfailed/@base                       LASTFAILED: failures and recent fixes
         cache/lastfailed/@parts/<part id>            one part per shard and run
-        cache/nodeids/@base | @parts/<part id>       NODEIDS: sorted union of test ids
+        cache/nodeids/@base | @parts/<part id>       NODEIDS: every test id, as digests
         stats/runs/@base | @parts/<part id>          one part per ingested report
         stats/durations/@base | @parts/<part id>     DURATIONS: latest duration per test
         unittest/lastfailed/@base | @parts/<id>      LASTFAILED, for cachekit.unittest
@@ -28,6 +28,10 @@ A store shared by CI holds one *namespace* per (repository, ref, job, config)::
   ``cache/lastfailed`` is stored as observations ``{nodeid: {"at": t, "failed": bool}}``
   (`cachekit.values.merge.observe_outcomes`), and projected back to pytest's ``{nodeid: true}``
   with `cachekit.values.merge.still_failing`.
+- What a run reads and writes grows with what changed, not with the suite (DESIGN.md,
+  "Scale"): ``cache/lastfailed`` holds failures and the passes that fixed them, never a
+  pass per test (`cachekit.values.merge.LastOutcomes`); ``cache/nodeids`` bases hold
+  8-byte digests, not names (`cachekit.values.digests`).
 """
 
 from __future__ import annotations
@@ -35,17 +39,20 @@ from __future__ import annotations
 from typing import Any
 
 from cachekit.stores.keys import safe_segment
+from cachekit.values.digests import NODEIDS
+from cachekit.values.durations import DURATIONS
 from cachekit.values.merge import (
-    DURATIONS,
     LASTFAILED,
-    NODEIDS,
     LatestWins,
     MappingUnion,
     MergeStrategy,
 )
 
-#: The first segment of every namespace; bumped if the layout ever changes.
-LAYOUT_VERSION = "v1"
+#: The first segment of every namespace; bumped when the layout or a stored form changes.
+LAYOUT_VERSION = "v2"
+#: Earlier layouts, which this version does not read (0.1.0 wrote ``v1``): a namespace
+#: found only there reads as empty, with one warning (`legacy_prefix`).
+OLD_LAYOUT_VERSIONS = ("v1",)
 
 #: pytest's ``cache/lastfailed``, stored as per-test observations (`LASTFAILED`).
 LASTFAILED_KEY = "cache/lastfailed"
@@ -53,7 +60,7 @@ LASTFAILED_KEY = "cache/lastfailed"
 NODEIDS_KEY = "cache/nodeids"
 #: Ingested test reports: ``{report id: run record}`` (see `cachekit.stats.runs`).
 STATS_RUNS_KEY = "stats/runs"
-#: Latest duration per test id ``{test id: {"at": t, "value": seconds}}`` (`DURATIONS`).
+#: Latest duration per test id, grouped by when it was recorded (`DURATIONS`).
 DURATIONS_KEY = "stats/durations"
 
 #: ``python -m cachekit.unittest``'s failures: per test id (``pkg.mod.Class.test``), module
@@ -110,6 +117,15 @@ def namespace_prefix(repository: str, ref: str, job: str = "", config: str = "")
     )
 
 
+def legacy_prefix(prefix: str) -> str | None:
+    """The same namespace under the layout before this one (``v1/...`` for ``v2/...``);
+    None for a prefix of no layout."""
+    version, _, rest = prefix.partition("/")
+    if version != LAYOUT_VERSION or not rest:
+        return None
+    return f"{OLD_LAYOUT_VERSIONS[-1]}/{rest}"
+
+
 def repository_prefix(repository: str) -> str:
     """The prefix of every namespace of one repository."""
     return f"{LAYOUT_VERSION}/{segment(repository)}"
@@ -130,7 +146,7 @@ def part_label(*, shard: str = "", run_id: str = "") -> str:
 def strategy_for(key: str) -> MergeStrategy[Any] | None:
     """The merge strategy of a logical key, matched on its last two segments.
 
-    ``v1/acme-app-1a2b/main/test/default/cache/lastfailed`` and ``cache/lastfailed`` both
+    ``v2/acme-app-1a2b/main/test/default/cache/lastfailed`` and ``cache/lastfailed`` both
     give `LASTFAILED`; an unknown key gives None.
     """
     return STRATEGIES.get(_tail(key))

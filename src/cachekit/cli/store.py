@@ -15,7 +15,9 @@ from cachekit.errors import CacheError, CorruptData
 from cachekit.stores.base import CacheStore
 from cachekit.stores.local import LocalStore
 from cachekit.values.cache import Cache, Inventory, Merged, StoredKey, join_balanced, new_part_id
-from cachekit.values.merge import join_all, still_failing
+from cachekit.values.codec import JSON
+from cachekit.values.digests import DigestSet
+from cachekit.values.merge import join_all, still_failing, stored_form
 
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
@@ -94,7 +96,7 @@ def _prefix_option(command: argparse.ArgumentParser) -> None:
         "--prefix",
         default="",
         metavar="PREFIX",
-        help="only keys under this prefix, such as v1/acme-app-1a2b3c/main (default: all)",
+        help="only keys under this prefix, such as v2/acme-app-1a2b3c/main (default: all)",
     )
 
 
@@ -181,7 +183,8 @@ def _show_row(key: StoredKey) -> dict[str, Any]:
                 checked.append(strategy.check(envelope.value))
             except CorruptData:
                 continue
-        value = join_all(strategy, checked)
+        joined = join_all(strategy, checked)
+        value = _shown(joined) if isinstance(joined, DigestSet) else stored_form(strategy, joined)
     else:
         base = key.base.envelope if key.base is not None else None
         value = base.value if base is not None else None
@@ -197,17 +200,23 @@ def _show_row(key: StoredKey) -> dict[str, Any]:
     }
 
 
+def _shown(value: DigestSet) -> dict[str, JSON]:
+    """A set kept as digests, as ``show`` prints it: how many, and the names it has."""
+    names: list[JSON] = [*sorted(value.names)]
+    return {"count": len(value), "names": names}
+
+
 def _brief(key: str, value: Any) -> str:
     """A one-line description of a merged value."""
     tail = "/".join(key.split("/")[-2:])
     if tail == layout.LASTFAILED_KEY and isinstance(value, dict):
         return f"{len(still_failing(value))} failing of {len(value)} observed"
-    if tail == layout.NODEIDS_KEY and isinstance(value, list):
-        return f"{len(value)} test ids"
+    if tail == layout.NODEIDS_KEY and isinstance(value, dict) and "count" in value:
+        return f"{value['count']} test ids"
     if tail == layout.STATS_RUNS_KEY and isinstance(value, dict):
         return f"{len(value)} reports"
-    if tail == layout.DURATIONS_KEY and isinstance(value, dict):
-        return f"{len(value)} durations"
+    if tail == layout.DURATIONS_KEY and isinstance(value, dict):  # grouped by time
+        return f"{sum(len(group) for group in value.values() if isinstance(group, dict))} durations"
     text = json.dumps(value, sort_keys=True, ensure_ascii=False)
     return text if len(text) <= 60 else text[:57] + "..."
 
@@ -283,7 +292,7 @@ def _merge(
         if value == strategy.empty():
             continue
         destination = _join_key(into, tail)
-        written[tail] = cache.write_part(destination, part_id, value)
+        written[tail] = cache.write_part(destination, part_id, stored_form(strategy, value))
         if args.compact:
             compacted[tail] = cache.compact(destination, strategy)
     progress.close()

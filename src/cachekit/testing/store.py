@@ -24,7 +24,10 @@ from cachekit.errors import (
 )
 from cachekit.stores.base import CacheStore
 from cachekit.values.cache import Cache, new_part_id
-from cachekit.values.merge import LASTFAILED, NODEIDS, observe_outcomes, still_failing
+from cachekit.values.merge import LASTFAILED, SortedUnion, observe_outcomes, still_failing
+
+#: A plain join of lists of strings, for the tests of parts.
+UNION = SortedUnion()
 
 #: Keys every store must refuse: each would escape the root or is ambiguous.
 BAD_KEYS = [
@@ -301,7 +304,7 @@ class StoreTests:
         cache.write_part(
             "cache/lastfailed", new_part_id("a"), observe_outcomes(failed=["t2"], passed=[], at=1)
         )
-        merged = cache.read_merged_many({"cache/nodeids": NODEIDS, "cache/lastfailed": LASTFAILED})
+        merged = cache.read_merged_many({"cache/nodeids": UNION, "cache/lastfailed": LASTFAILED})
         assert merged["cache/nodeids"].value == ["t1", "t2", "t3"]
         assert still_failing(merged["cache/lastfailed"].value) == {"t2": True}
 
@@ -312,7 +315,7 @@ class StoreTests:
         with self.preconditions_needed():
             with pytest.raises(PreconditionFailed):
                 cache.write_part("k", "part-1", ["b"])
-            assert cache.read_merged("k", NODEIDS).value == ["a"]
+            assert cache.read_merged("k", UNION).value == ["a"]
 
     def test_garbage_in_the_store_reads_as_a_miss(self, store: CacheStore) -> None:
         cache = Cache(store)
@@ -322,7 +325,7 @@ class StoreTests:
         with pytest.warns(CorruptValueWarning):
             assert cache.get("value", "default") == "default"
         with pytest.warns(CorruptValueWarning):
-            assert cache.read_merged("parts", NODEIDS).value == ["t1"]
+            assert cache.read_merged("parts", UNION).value == ["t1"]
 
     # -- a model ---------------------------------------------------------------------------
 

@@ -35,7 +35,7 @@ from cachekit.stores.base import CacheStore, Entry
 from cachekit.stores.keys import safe_segment, validate_key
 from cachekit.values import codec
 from cachekit.values.codec import JSON
-from cachekit.values.merge import MergeStrategy
+from cachekit.values.merge import MergeStrategy, stored_form
 
 if TYPE_CHECKING:
     from concurrent.futures import ThreadPoolExecutor
@@ -449,7 +449,9 @@ class Cache:
         folded = tuple(part.rpartition("/")[2] for part in present)
         try:
             self._put_conditionally(
-                base_key, self._encode(merged.value, folded=folded), fetched.get(base_key)
+                base_key,
+                self._encode(stored_form(strategy, merged.value), folded=folded),
+                fetched.get(base_key),
             )
         except PreconditionFailed:
             return 0

@@ -34,6 +34,14 @@ class MergeStrategy(Protocol[T]):
         """``value`` if it has this strategy's shape, else raise `CorruptData`."""
 
 
+def stored_form(strategy: MergeStrategy[T], value: T) -> JSON:
+    """What to write for ``value``, joined by ``strategy`` (a compaction, a merge): its
+    ``stored(value)`` where the strategy has one (its joined values are not JSON as they
+    stand, or hold more than a stored value should), else the value."""
+    stored = getattr(strategy, "stored", None)
+    return stored(value) if stored is not None else value  # type: ignore[return-value]
+
+
 def join_all(strategy: MergeStrategy[T], values: Iterable[T]) -> T:
     """Join any number of values (none gives the identity)."""
     result = strategy.empty()
@@ -150,22 +158,6 @@ class LatestWins:
         return value
 
 
-class Duration(LatestWins):
-    """A test's latest duration ``{"at": seconds, "value": seconds}``: `LatestWins` whose
-    value is a number of seconds from 0 to `MAX_DURATION`."""
-
-    #: Longer than any CI job may run (GitHub's limit is 6 hours, the longest 30 days).
-    MAX_DURATION = 31 * 86400.0
-
-    def check(self, value: JSON) -> dict[str, JSON] | None:
-        checked = super().check(value)
-        if checked is not None:
-            seconds = checked["value"]
-            if not _is_number(seconds) or not 0 <= seconds <= self.MAX_DURATION:  # type: ignore[operator]
-                raise CorruptData(f"expected a duration of 0 to {self.MAX_DURATION:g} seconds")
-        return checked
-
-
 class Outcome:
     """A test's last observed outcome ``{"at": seconds, "failed": bool}``.
 
@@ -262,12 +254,41 @@ class CanonicalMax:
         return value
 
 
-#: pytest's ``cache/nodeids``: every test id any shard ever collected.
-NODEIDS = SortedUnion()
-#: Per-test latest observation: a failure stays until a later run passes (or skips) it.
-LASTFAILED = MappingUnion(Outcome())
-#: Per-test latest duration ``{"at": seconds, "value": duration}``.
-DURATIONS = MappingUnion(Duration())
+class LastOutcomes(MappingUnion):
+    """Per test, the latest observation `Outcome`: a failure stays until a later run
+    passes (or skips) the test.
+
+    Runs record their failures, and passes only of tests that were failing when they
+    started (`cachekit_pytest.lastfailed.Replay.observations`): the value grows with
+    failures and fixes, not with the suite. A stored value keeps a pass for
+    `PASS_WINDOW` after the latest observation in it only: long enough to outlast any
+    run that started before the pass (whose late failure it must still outrank), not
+    for ever.
+    """
+
+    #: Longer than any CI run lasts (GitHub's limit is 6 hours, self-hosted 5 days).
+    PASS_WINDOW = 7 * 86400.0
+
+    def __init__(self) -> None:
+        super().__init__(Outcome())
+
+    def stored(self, value: dict[str, Any]) -> JSON:
+        # Counted back from the latest observation, not the clock: the same value is
+        # stored alike whenever and wherever it is compacted.
+        latest = max((outcome["at"] for outcome in value.values() if outcome), default=0)
+        horizon = latest - self.PASS_WINDOW
+        return {
+            nodeid: outcome
+            for nodeid, outcome in value.items()
+            if outcome is not None and (outcome["failed"] or outcome["at"] >= horizon)
+        }
+
+    def __repr__(self) -> str:
+        return "LastOutcomes()"
+
+
+#: Per-test latest observation, failures and recent fixes only (`LastOutcomes`).
+LASTFAILED = LastOutcomes()
 
 
 def observe_outcomes(*, failed: Iterable[str], passed: Iterable[str], at: float) -> dict[str, JSON]:

@@ -11,8 +11,9 @@ import attrs
 from cachekit.ci.layout import DURATIONS_KEY, LASTFAILED_KEY, NODEIDS_KEY, PYTEST_SHARED_KEYS
 from cachekit.stats.runs import durations_from_value
 from cachekit.values.codec import JSON
+from cachekit.values.digests import DigestSet
+from cachekit.values.durations import DURATIONS
 from cachekit.values.merge import (
-    DURATIONS,
     LatestWins,
     MappingUnion,
     MergeStrategy,
@@ -36,6 +37,10 @@ class Shared(Protocol):
     @property
     def strategy(self) -> MergeStrategy[Any]: ...
 
+    #: Whether the working copy takes the merged value (`local`); if not, `local` is
+    #: only what the start-up read hands over.
+    in_working_copy: bool
+
     def local(self, merged: Any) -> JSON:
         """The value the local working copy gets from a merged value."""
 
@@ -51,6 +56,7 @@ S = TypeVar("S")
 class _Shared(Generic[S]):
     key: str
     strategy: MergeStrategy[S]
+    in_working_copy = True
 
 
 class LastFailedKey(_Shared[Any]):
@@ -78,6 +84,27 @@ class ObservedOutcomes:
         seen = [(nodeid, True) for nodeid in self.failed]
         seen += [(nodeid, False) for nodeid in self.passed]
         return {nodeid: {"at": self.at, "failed": failed} for nodeid, failed in sorted(seen)}
+
+
+class NodeIdsKey(_Shared[Any]):
+    """``cache/nodeids``: every test id any run collected, kept as digests
+    (`cachekit.values.digests`). The working copy keeps what this machine collected,
+    as pytest alone would; ``NFPlugin`` asks the store's set whether a test is new
+    (`cachekit_pytest.shared.KnownNodeIds`). Parts hold the ids the store did not know.
+    """
+
+    in_working_copy = False
+
+    def local(self, merged: Any) -> JSON:
+        return merged.to_json()  # type: ignore[no-any-return]
+
+    def part(self, start: JSON, end: JSON, now: float) -> JSON:
+        raise NotImplementedError("nodeids parts come from NFPlugin and the store's set")
+
+
+def known_nodeids(found: Found | None) -> DigestSet:
+    """The store's test ids as the start-up read found them (empty if it did not)."""
+    return DigestSet() if found is None else DigestSet.from_json(found.value)
 
 
 class UnionKey(_Shared[Any]):
@@ -152,7 +179,7 @@ DURATIONS_READ = SharedKey(DURATIONS_KEY, "durations")
 BUILTIN_SHARED_KEYS = tuple(PYTEST_SHARED_KEYS)
 _BUILTIN_KINDS: dict[str, Callable[[str, MergeStrategy[Any]], Shared]] = {
     LASTFAILED_KEY: LastFailedKey,
-    NODEIDS_KEY: UnionKey,
+    NODEIDS_KEY: NodeIdsKey,
 }
 
 #: How a key listed in the ``cache_shared_keys`` ini option is kept, by the name after

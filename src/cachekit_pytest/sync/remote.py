@@ -43,6 +43,9 @@ class Remote:
     def __init__(self, session: Session, keys: Mapping[str, Shared]) -> None:
         self.session = session
         self.keys = dict(keys)
+        #: The start-up read found no value at all (a new namespace, or one that an
+        #: older cachekit wrote: the first write looks, off the start-up's path).
+        self.found_nothing = False
 
     def open(self) -> Cache:
         """The namespace's cache. Opening makes no request, but it imports the backend's
@@ -59,6 +62,7 @@ class Remote:
             key for key, shared in self.keys.items() if isinstance(shared, DurationsKey)
         ]
         merged = self.open().read_merged_many(strategies, bases_only=as_compacted)
+        self.found_nothing = not any(value.has_base or value.parts for value in merged.values())
         return {
             key: Found(self.keys[key].local(value.value), value.has_base, value.parts)
             for key, value in merged.items()
@@ -77,6 +81,9 @@ class Remote:
         as this run's part, then compact ``compact``."""
         part_id = self.session.namespace.new_part_id()
         self.open()
+        if self.found_nothing:
+            self.found_nothing = False
+            self.session.warn_if_older_layout()
         parts = dict(parts)
         if observed is not None:
             parts[LASTFAILED_KEY] = observed.part()
