@@ -18,7 +18,8 @@ The namespace is built through the product's own write path: real pytest runs wi
 plugin (`scale_suite` generates ``shard_000/`` ... , 25 files of one parametrized test
 per shard, ~0.2% failing by seed), each shard on a fresh runner (`scale_suite.run_shard`)
 and on its own directory, two at a time, into a local-directory store. Run 1 lets the
-store compact as the plugin does (default ``cache_compact_threshold``); run 2, the steady
+store compact as the plugin does (default ``cache_compact_threshold``), then its final
+job runs ``cachekit compact`` as a workflow's does; run 2, the steady
 state (half of run 1's failures fixed, a few new failures and new tests), holds
 compaction back (``-o cache_compact_threshold=1000000000``) so that the final job has
 the 200 shards' parts to fold. Build runs get ``--cache-timeout=300``: the build must not
@@ -184,6 +185,12 @@ def build(config: Config, suite: Path, store: Path, logs: Path, found: Findings)
     for number in range(1, config.passes + 1):
         start = time.perf_counter()
         found.build[number] = build_run(config, number, suite, store, logs)
+        if number != config.final_pass:
+            # The workflow's final job, as every CI run has one: what the next run's
+            # shards start from. The final run's parts are left for the timed fold.
+            compact = cachekit("compact", f"--url={store}", f"--prefix={found.namespace['prefix']}")
+            env = pytest_environment(number, f"run{number}")
+            subprocess.run(compact, check=True, capture_output=True, env=env)
         found.build_seconds[number] = time.perf_counter() - start
 
 

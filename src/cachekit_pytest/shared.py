@@ -187,7 +187,11 @@ class SharedRun:
         ids it found new, and those the store knew were not; add every id this machine
         collected, as pytest alone would have (all were new to it)."""
         nfplugin = config.pluginmanager.get_plugin("nfplugin")
-        if isinstance(nfplugin, NFPlugin) and isinstance(nfplugin.cached_nodeids, KnownNodeIds):
+        if (
+            isinstance(nfplugin, NFPlugin)
+            and nfplugin.active  # otherwise NFPlugin adds every collected id itself
+            and isinstance(nfplugin.cached_nodeids, KnownNodeIds)
+        ):
             set.update(nfplugin.cached_nodeids, (_node_key(item.nodeid) for item in items))
 
     def read_failed(self, error: Exception) -> None:
