@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
@@ -666,3 +667,34 @@ def test_layered_cache_reads_through_and_writes_on_top(store):
 def test_layered_store_needs_a_layer():
     with pytest.raises(ValueError, match="at least one layer"):
         LayeredStore([])
+
+
+def test_compact_keeps_the_parts_a_read_may_not_decode_for_a_later_compaction(store):
+    """Parts refused only because the read's total allowance ran out (not for being
+    corrupt) were deleted with the folded ones: 94 of 100 durations parts were lost so.
+    Now only what was read is folded, and the rest waits for the next compaction."""
+    values = {f"p{index}": [f"t{index}-{item:04d}" for item in range(100)] for index in range(4)}
+    writer = Cache(store)
+    writer.set("k", ["base"])
+    for part_id, value in values.items():
+        writer.write_part("k", part_id, value)
+    one_value = len(json.dumps(values["p0"]))
+    tight = Cache(store, read_size=3 * one_value)  # the base and about two parts
+    with pytest.warns(CorruptValueWarning):
+        folded = tight.compact("k", UNION)
+    assert 1 <= folded < 4
+    assert len(writer.parts("k")) == 4 - folded
+    everything = sorted({"base", *(item for value in values.values() for item in value)})
+    assert writer.read_merged("k", UNION).value == everything
+    assert writer.compact("k", UNION) == 4 - folded  # a later compaction with room
+    assert writer.read_merged("k", UNION).value == everything
+
+
+def test_compact_never_replaces_a_base_it_could_not_read_for_the_allowance(store):
+    writer = Cache(store)
+    writer.set("k", [f"t{item:05d}" for item in range(1000)])
+    writer.write_part("k", "p1", ["new"])
+    tiny = Cache(store, read_size=100)
+    with pytest.warns(CorruptValueWarning):
+        assert tiny.compact("k", UNION) == 0
+    assert len(writer.read_merged("k", UNION).value) == 1001

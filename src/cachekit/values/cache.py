@@ -446,6 +446,12 @@ class Cache:
         present = [part for part in part_keys if part in fetched]
         allowance = codec.Allowance(self.read_size)
         merged = self._join(key, strategy, [base_key, *present], fetched, allowance)
+        if allowance.exhausted:
+            # Parts beyond what one read may decode stay for a later compaction (and a
+            # base never read is never replaced): only what was read is folded.
+            if base_key in fetched and not merged.has_base:
+                return 0
+            present = [part for part in present if part.rpartition("/")[2] in merged.parts]
         folded = tuple(part.rpartition("/")[2] for part in present)
         try:
             self._put_conditionally(

@@ -66,6 +66,8 @@ class Allowance:
     def __init__(self, size: int = MAX_READ_SIZE) -> None:
         self.size = size
         self._left = size
+        #: Whether a value was refused because too little was left (not for itself).
+        self.exhausted = False
         self._lock = threading.Lock()
 
     @property
@@ -76,6 +78,7 @@ class Allowance:
         """Spend ``size`` bytes, or raise `CorruptData` if fewer are left."""
         with self._lock:
             if size > self._left:
+                self.exhausted = True
                 raise CorruptData(
                     f"{size} bytes of JSON, beyond what is left of the {self.size} bytes "
                     "one read may decode"
@@ -121,7 +124,12 @@ def decode(data: bytes, *, allowance: Allowance | None = None) -> JSON:
         raise CorruptData("checksum mismatch: the value was truncated or altered")
     limit = MAX_DECODED_SIZE if allowance is None else min(MAX_DECODED_SIZE, allowance.left)
     if codec == Codec.JSON_ZSTD:
-        payload = _inflate(payload, limit)
+        try:
+            payload = _inflate(payload, limit)
+        except CorruptData:
+            if allowance is not None and limit < MAX_DECODED_SIZE:
+                allowance.exhausted = True  # perhaps fine alone: the read's total ran out
+            raise
     elif codec != Codec.JSON:
         raise CorruptData(f"unknown codec {codec}")
     if len(payload) > MAX_DECODED_SIZE:
