@@ -698,3 +698,20 @@ def test_compact_never_replaces_a_base_it_could_not_read_for_the_allowance(store
     with pytest.warns(CorruptValueWarning):
         assert tiny.compact("k", UNION) == 0
     assert len(writer.read_merged("k", UNION).value) == 1001
+
+
+def test_copy_parts_copies_what_reads_accept_once(store):
+    cache = Cache(store)
+    cache.set("runs", {"r0": 0})
+    for index in range(1, 20):  # over one batch
+        cache.write_part("runs", f"p{index:02d}", {f"r{index}": index})
+    store.put("runs/@parts/planted", b"not a cachekit value")
+    with pytest.warns(CorruptValueWarning):
+        assert cache.copy_parts("runs", "all/runs", MappingUnion()) == 20
+    copied = cache.read_merged("all/runs", MappingUnion())
+    with pytest.warns(CorruptValueWarning):
+        assert copied.value == cache.read_merged("runs", MappingUnion()).value
+    assert not copied.has_base  # the base became a part
+    assert len(copied.parts) == 20
+    with pytest.warns(CorruptValueWarning):
+        assert cache.copy_parts("runs", "all/runs", MappingUnion()) == 0  # all there

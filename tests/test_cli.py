@@ -20,6 +20,7 @@ from cachekit.ci.layout import (
     DURATIONS_KEY,
     LASTFAILED_KEY,
     NODEIDS_KEY,
+    STATS_RUNS_KEY,
     STRATEGIES,
     namespace_prefix,
     ref_prefix,
@@ -267,6 +268,43 @@ def test_stats_ingest_and_summary(tmp_path: Path, url: str) -> None:
         cli("stats", "summary", "--url", url, *NS, "--ref", "dev", "--json", cwd=tmp_path)
     )
     assert other["totals"]["tests"] == 0
+
+
+def test_compact_keeps_runs_as_parts_and_merge_copies_them(tmp_path: Path, url: str) -> None:
+    """A run of 500,000 tests is 2 MB: a hundred folded into one value would be more than
+    a value may hold, so ``stats/runs`` stays one part per run; a merge copies them."""
+    for shard in ("1/2", "2/2"):
+        ok(
+            cli(
+                *("stats", "ingest", "--url", url, *NS, "--ref", "main", "--run-id", "7"),
+                *("--shard", shard, str(DATA / "pytest_xunit2.xml")),
+                cwd=tmp_path,
+            )
+        )
+    summary = as_json(
+        cli("stats", "summary", "--url", url, *NS, "--ref", "main", "--json", cwd=tmp_path)
+    )
+    compacted = as_json(cli("compact", "--url", url, "--json", cwd=tmp_path))
+    [kept] = compacted["kept_as_parts"]
+    assert kept.endswith("/stats/runs")
+    assert not any(key.endswith("/stats/runs") for key in compacted["compacted"])
+    into = namespace_prefix("acme/app", "main", "all")
+    source = namespace_prefix("acme/app", "main", NS[NS.index("--job") + 1])
+    merges = [
+        as_json(
+            cli("merge", "--url", url, "--from", source, "--into", into, "--json", cwd=tmp_path)
+        )
+        for _ in range(2)
+    ]
+    assert [merged["copied"] for merged in merges] == [{STATS_RUNS_KEY: 2}, {}]  # once
+    merged = merges[0]
+    assert STATS_RUNS_KEY not in merged["written"]
+    runs = Cache(PrefixedStore(open_store(url), into)).parts(STATS_RUNS_KEY)
+    assert len(runs) == 2
+    merged_summary = as_json(
+        cli("stats", "summary", "--url", url, "--namespace-prefix", into, "--json", cwd=tmp_path)
+    )
+    assert merged_summary["totals"] == summary["totals"]
 
 
 def test_ingesting_a_report_twice_changes_no_summary(tmp_path: Path) -> None:

@@ -101,6 +101,12 @@ STRATEGIES: dict[str, MergeStrategy[Any]] = {
 #: into another would not verify anyway).
 SIGNED_KEYS = frozenset({SKIP_PASSED_KEY})
 
+#: Keys kept as parts, never folded into one base: each part records one run (2 MB for
+#: a run of 500,000 tests; a hundred joined would be more than one value may hold).
+#: ``cachekit compact`` leaves them, ``cachekit merge`` copies their parts, and
+#: ``cachekit gc --older-than`` retires old runs.
+UNFOLDED_KEYS = frozenset({STATS_RUNS_KEY})
+
 #: Used for a namespace field that is empty.
 DEFAULT_SEGMENT = "default"
 
@@ -156,6 +162,12 @@ def is_signed(key: str) -> bool:
     """Whether a logical key holds signed records (`SIGNED_KEYS`), matched like
     `strategy_for`."""
     return _tail(key) in SIGNED_KEYS
+
+
+def is_unfolded(key: str) -> bool:
+    """Whether a logical key is kept as parts (`UNFOLDED_KEYS`), matched like
+    `strategy_for`."""
+    return _tail(key) in UNFOLDED_KEYS
 
 
 def _tail(key: str) -> str:

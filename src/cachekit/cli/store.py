@@ -238,12 +238,18 @@ def cmd_merge(invocation: Invocation) -> int:
     args, out = invocation.args, invocation.out
     session = invocation.session()
     into = args.into.strip("/")
-    sources, written, compacted = invocation.run(
+    sources, written, compacted, copied = invocation.run(
         session, lambda: _merge(args, Cache(session.store, writer="cachekit merge")), "merging"
     )
     if args.json:
         invocation.print_json(
-            {"into": into, "sources": sources, "written": written, "compacted": compacted}
+            {
+                "into": into,
+                "sources": sources,
+                "written": written,
+                "compacted": compacted,
+                "copied": copied,
+            }
         )
     else:
         out.write(f"merged {len(sources)} namespace(s) into {into or '(root)'}:\n")
@@ -251,14 +257,16 @@ def cmd_merge(invocation: Invocation) -> int:
             out.write(f"  from {source or '(root)'}\n")
         for part_key in written.values():
             out.write(f"  wrote {part_key}\n")
+        for tail, count in copied.items():
+            out.write(f"  copied {count} part(s) of {tail}\n")
     return EXIT_OK
 
 
 def _merge(
     args: argparse.Namespace, cache: Cache
-) -> tuple[list[str], dict[str, str], dict[str, int]]:
-    """The store work of ``merge``: the namespaces read, the part written per key and
-    the parts compacted per key."""
+) -> tuple[list[str], dict[str, str], dict[str, int], dict[str, int]]:
+    """The store work of ``merge``: the namespaces read, the part written per key, the
+    parts compacted per key, and the parts copied per key kept as parts."""
     into = args.into.strip("/")
     sources: list[str] = []
     # Every key of every namespace under a --from prefix is read with the one listing
@@ -296,11 +304,31 @@ def _merge(
         if args.compact:
             compacted[tail] = cache.compact(destination, strategy)
     progress.close()
-    return sources, written, compacted
+    return sources, written, compacted, _copy_parts(cache, sources, into)
 
 
-#: What ``merge`` joins: every key but the signed ones (`layout.SIGNED_KEYS`).
-_MERGED = {tail: s for tail, s in layout.STRATEGIES.items() if tail not in layout.SIGNED_KEYS}
+def _copy_parts(cache: Cache, sources: list[str], into: str) -> dict[str, int]:
+    """The keys kept as parts (`layout.UNFOLDED_KEYS`: one run each, too large to join
+    into one value) are merged by copying their parts; a part copied by an earlier merge
+    is there already. Returns the parts copied per key."""
+    copied: dict[str, int] = {}
+    for tail in sorted(layout.UNFOLDED_KEYS):
+        strategy, destination = layout.STRATEGIES[tail], _join_key(into, tail)
+        count = sum(
+            cache.copy_parts(_join_key(source, tail), destination, strategy) for source in sources
+        )
+        if count:
+            copied[tail] = count
+    return copied
+
+
+#: What ``merge`` joins: every key but the signed ones (`layout.SIGNED_KEYS`) and those
+#: kept as parts (`layout.UNFOLDED_KEYS`, copied instead).
+_MERGED = {
+    tail: s
+    for tail, s in layout.STRATEGIES.items()
+    if tail not in layout.SIGNED_KEYS | layout.UNFOLDED_KEYS
+}
 
 
 def _join_key(namespace: str, tail: str) -> str:
@@ -311,47 +339,59 @@ def _join_key(namespace: str, tail: str) -> str:
 def cmd_compact(invocation: Invocation) -> int:
     args, out = invocation.args, invocation.out
     session = invocation.session()
-    folded, skipped, signed = invocation.run(
+    folded, skipped, signed, kept = invocation.run(
         session,
         lambda: _compact(args, Cache(session.store, writer="cachekit compact")),
         "compacting",
     )
     if args.json:
         invocation.print_json(
-            {"compacted": folded, "skipped_unknown": skipped, "skipped_signed": signed}
+            {
+                "compacted": folded,
+                "skipped_unknown": skipped,
+                "skipped_signed": signed,
+                "kept_as_parts": kept,
+            }
         )
         return EXIT_OK
     for name, count in folded.items():
         out.write(f"{name}: folded {count} part(s)\n")
+    for name in kept:
+        out.write(f"{name}: kept as parts (one per run; cachekit gc retires old runs)\n")
     for name in skipped:
         out.write(f"{name}: skipped (no known merge strategy for this key)\n")
     for name in signed:
         out.write(f"{name}: skipped (signed records: runs holding the key compact them)\n")
-    if not folded and not skipped and not signed:
+    if not folded and not skipped and not signed and not kept:
         out.write("nothing to compact\n")
     return EXIT_OK
 
 
-def _compact(args: argparse.Namespace, cache: Cache) -> tuple[dict[str, int], list[str], list[str]]:
+def _compact(
+    args: argparse.Namespace, cache: Cache
+) -> tuple[dict[str, int], list[str], list[str], list[str]]:
     """The store work of ``compact``: parts folded per key, keys of no known strategy,
-    keys of signed records (left to the runs that hold the key)."""
+    keys of signed records (left to the runs that hold the key), keys kept as parts."""
     inventory = cache.inventory(args.prefix, fetch="none")
     folded: dict[str, int] = {}
     skipped: list[str] = []
     signed: list[str] = []
+    kept: list[str] = []
     candidates = [key for key in inventory.keys if key.parts]
     progress = Progress("compacting", len(candidates))
     for done, key in enumerate(candidates, 1):
         strategy = layout.strategy_for(key.name)
         if layout.is_signed(key.name):
             signed.append(key.name)
+        elif layout.is_unfolded(key.name):
+            kept.append(key.name)
         elif strategy is None:
             skipped.append(key.name)
         elif len(key.parts) >= args.min_parts:
             folded[key.name] = cache.compact(key.name, strategy, min_parts=args.min_parts)
         progress.step(done)
     progress.close()
-    return folded, skipped, signed
+    return folded, skipped, signed, kept
 
 
 def cmd_gc(invocation: Invocation) -> int:

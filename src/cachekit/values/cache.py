@@ -14,6 +14,7 @@ holds in these terms, for tools that look after a store (``cachekit show``, ``gc
 
 from __future__ import annotations
 
+import hashlib
 import random
 import secrets
 import time
@@ -429,6 +430,51 @@ class Cache:
                 yield part_id, value
             if progress is not None:
                 progress(min(start + batch, len(wanted)), len(wanted))
+
+    def copy_parts(
+        self, key: str, destination: str, strategy: MergeStrategy[Any], *, batch: int = 16
+    ) -> int:
+        """Copy the base and each part of ``key`` as parts of ``destination`` (for keys kept
+        as parts, which a merge must not join into one value); returns how many.
+
+        Each object is checked by ``strategy`` first (unreadable ones are left behind
+        with a warning, as a read does) and copied as stored, create-only under its part
+        id (a base under one named by its bytes): copying again copies nothing twice. ``batch``
+        objects are fetched, checked one at a time and written side by side, so memory
+        holds a batch's stored bytes and one decoded value.
+        """
+        _check_cache_key(key)
+        _check_cache_key(destination)
+        wanted = [_base_key(key), *self.store.list(_parts_prefix(key))]
+        copied = 0
+        for start in range(0, len(wanted), batch):
+            fetched = self.store.get_many(wanted[start : start + batch])
+            copies: list[tuple[str, bytes]] = []
+            for store_key, entry in fetched.items():
+                envelope = self._decode(store_key, entry)
+                if envelope is None:
+                    continue
+                try:
+                    strategy.check(envelope.value)
+                except CorruptData as error:
+                    _warn_corrupt(store_key, error)
+                    continue
+                # A base is copied under a part id named by its bytes: once, too.
+                part_id = store_key.rpartition("/")[2]
+                if store_key.endswith(BASE):
+                    part_id = "base-" + hashlib.sha256(entry.data).hexdigest()[:32]
+                copies.append((_part_key(destination, part_id), entry.data))
+            if copies:
+                with _thread_pool(len(copies), "cachekit-copy") as pool:
+                    copied += sum(pool.map(lambda copy: self._put_new(*copy), copies))
+        return copied
+
+    def _put_new(self, store_key: str, data: bytes) -> bool:
+        try:
+            self.store.put(store_key, data, if_absent=self.store.capabilities.create_only)
+        except PreconditionFailed:
+            return False
+        return True
 
     def compact(self, key: str, strategy: MergeStrategy[Any], *, min_parts: int = 1) -> int:
         """Fold the parts of ``key`` into its base and retire them; returns how many.

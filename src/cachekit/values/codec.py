@@ -140,6 +140,7 @@ def decode(data: bytes, *, allowance: Allowance | None = None) -> JSON:
         allowance.take(len(payload))
     try:
         text = str(payload, "utf-8")
+        del payload  # the inflated bytes: not held while the objects are built
         value: JSON = json.loads(text, parse_constant=_refuse_constant)
     except ValueError as error:  # bad UTF-8, bad JSON, an int of over 4300 digits
         raise CorruptData(f"not valid JSON: {error}") from error
