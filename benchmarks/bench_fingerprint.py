@@ -104,8 +104,8 @@ def generate(root: Path) -> list[Path]:
             init = "from . import mod0\n" if sub % 3 == 0 else ""
             files[f"{package_dir}/sub{sub}/__init__.py"] = f'"""Subpackage {sub}."""\n{init}'
             for module in range(MODULES):
-                path = f"{package_dir}/sub{sub}/mod{module}.py"
-                files[path] = module_source(rng, package, sub, module)
+                name = f"{package_dir}/sub{sub}/mod{module}.py"
+                files[name] = module_source(rng, package, sub, module)
             files[f"tests/pkg{package:02d}/test_sub{sub}.py"] = source_of_test(rng, package, sub)
     for name, text in files.items():
         path = root / name
