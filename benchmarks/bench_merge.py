@@ -48,9 +48,7 @@ import json
 import os
 import random
 import statistics
-import subprocess
 import sys
-import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -81,6 +79,7 @@ from benchmarks.harness import (
     fmt_seconds,
     interleave,
     run_alone,
+    run_process,
 )
 from benchmarks.latency_proxy import ProxyProcess
 from cachekit import Cache, PrefixedStore, open_store
@@ -334,33 +333,22 @@ class Runner:
         server_cpu = _process_cpu_seconds(self.bench.moto_pid)
         proxy_cpu = _process_cpu_seconds(self.bench.proxy.pid)
         machine_cpu, own_cpu = _machine_busy_seconds(), time.process_time()
-        with open(log, "wb") as errors:
-            start = time.perf_counter()
-            process = subprocess.Popen(
-                self.command(variant, destination),
-                env=self.env,
-                stdout=subprocess.PIPE,
-                stderr=errors,
-                stdin=subprocess.DEVNULL,
-            )
-            watchdog = threading.Timer(RUN_TIMEOUT, process.kill)
-            watchdog.start()
-            try:
-                assert process.stdout is not None
-                output = process.stdout.read().decode("utf-8", "replace")
-                _, status, usage = os.wait4(process.pid, 0)
-            finally:
-                watchdog.cancel()
-            seconds = time.perf_counter() - start
-        process.returncode = os.waitstatus_to_exitcode(status)
+        done = run_process(
+            self.command(variant, destination),
+            log=log,
+            env=self.env,
+            timeout=RUN_TIMEOUT,
+            capture=True,
+        )
+        output = done.output
         stats = self.bench.proxy.stats()
         one = Run(
             variant,
             destination,
-            seconds,
-            usage.ru_utime + usage.ru_stime,
-            usage.ru_maxrss,
-            process.returncode,
+            done.seconds,
+            done.cpu_seconds,
+            done.peak_rss_kib,
+            done.exit_code,
             stats["requests"],
             stats["by_kind"],
             _process_cpu_seconds(self.bench.moto_pid) - server_cpu,

@@ -53,7 +53,6 @@ import shutil
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -84,6 +83,7 @@ from benchmarks.harness import (
     busy_warning,
     fmt_seconds,
     run_alone,
+    run_process,
 )
 from benchmarks.latency_proxy import ProxyProcess
 
@@ -279,30 +279,11 @@ def run_pytest(
     """``python [python...] -m pytest ... args`` in the suite's directory, timed with
     ``perf_counter``, its CPU and peak RSS read from ``os.wait4``; output goes to ``log``."""
     command = [sys.executable, *python, *BASE_ARGS, *args]
-    with open(log, "wb") as output:
-        start = time.perf_counter()
-        process = subprocess.Popen(
-            command, cwd=SUITE_DIR, env=env, stdout=output, stderr=subprocess.STDOUT
-        )
-        watchdog = threading.Timer(RUN_TIMEOUT, process.kill)
-        watchdog.start()
-        try:
-            _, status, usage = os.wait4(process.pid, 0)
-        finally:
-            watchdog.cancel()
-        seconds = time.perf_counter() - start
-    process.returncode = os.waitstatus_to_exitcode(status)
+    done = run_process(command, log=log, env=env, timeout=RUN_TIMEOUT, cwd=SUITE_DIR)
     text = log.read_text(encoding="utf-8", errors="replace")
     last = text.strip().splitlines()[-1] if text.strip() else ""
     counts = {_singular(kind): int(n) for n, kind in _SUMMARY.findall(last)}
-    run = Run(
-        variant,
-        seconds,
-        usage.ru_utime + usage.ru_stime,
-        usage.ru_maxrss,
-        process.returncode,
-        counts,
-    )
+    run = Run(variant, done.seconds, done.cpu_seconds, done.peak_rss_kib, done.exit_code, counts)
     run.problems += [f"{word} in the output" for word in _BAD_OUTPUT if word in text]
     return run
 

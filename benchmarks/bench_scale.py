@@ -78,6 +78,7 @@ from benchmarks.harness import (
     busy_warning,
     fmt_seconds,
     run_alone,
+    run_process,
 )
 from benchmarks.latency_proxy import ProxyProcess
 from benchmarks.scale_report import (
@@ -148,29 +149,15 @@ def detect_namespace() -> dict[str, Any]:
 
 def run_command(label: str, command: Sequence[str], log: Path) -> Command:
     """A CLI process timed from spawn to exit, its CPU and peak RSS from ``os.wait4``."""
-    with open(log, "wb") as errors:
-        start = time.perf_counter()
-        process = subprocess.Popen(
-            command,
-            env=bench_merge.environment(),
-            stdout=subprocess.PIPE,
-            stderr=errors,
-            stdin=subprocess.DEVNULL,
-        )
-        watchdog = threading.Timer(RUN_TIMEOUT, process.kill)
-        watchdog.start()
-        try:
-            assert process.stdout is not None
-            output = process.stdout.read().decode("utf-8", "replace")
-            _, status, usage = os.wait4(process.pid, 0)
-        finally:
-            watchdog.cancel()
-        seconds = time.perf_counter() - start
-    exit_code = os.waitstatus_to_exitcode(status)
-    if exit_code:
+    done = run_process(
+        command, log=log, env=bench_merge.environment(), timeout=RUN_TIMEOUT, capture=True
+    )
+    output = done.output
+    if done.exit_code:
         output += log.read_text(encoding="utf-8", errors="replace")[-500:]
-    cpu = usage.ru_utime + usage.ru_stime
-    return Command(label, seconds, cpu, usage.ru_maxrss / 1024, exit_code, output)
+    return Command(
+        label, done.seconds, done.cpu_seconds, done.peak_rss_kib / 1024, done.exit_code, output
+    )
 
 
 def cachekit(*args: str) -> list[str]:

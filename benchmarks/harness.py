@@ -66,6 +66,63 @@ def time_once(function: Callable[[], object]) -> tuple[float, Any]:
     return time.perf_counter() - start, result
 
 
+@dataclass(frozen=True)
+class Finished:
+    """A process `run_process` timed: from spawn to exit, its CPU and peak RSS as the
+    kernel accounted them (``os.wait4``: the process and the children it waited for)."""
+
+    seconds: float
+    exit_code: int
+    cpu_seconds: float
+    peak_rss_kib: int
+    #: What it printed on stdout, when ``capture`` asked for it ("" otherwise).
+    output: str
+
+
+def run_process(
+    command: Sequence[str],
+    *,
+    log: Path,
+    env: dict[str, str],
+    timeout: float,
+    cwd: Path | None = None,
+    capture: bool = False,
+) -> Finished:
+    """Run ``command`` to its end, killed past ``timeout`` seconds. Output goes to ``log``
+    (stdout and stderr), or with ``capture`` stdout is returned and stderr goes to ``log``."""
+    import threading  # noqa: PLC0415 (only the process benchmarks need it)
+
+    with open(log, "wb") as logged:
+        start = time.perf_counter()
+        process = subprocess.Popen(
+            command,
+            cwd=cwd,
+            env=env,
+            stdout=subprocess.PIPE if capture else logged,
+            stderr=logged if capture else subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+        watchdog = threading.Timer(timeout, process.kill)
+        watchdog.start()
+        try:
+            output = ""
+            if capture:
+                assert process.stdout is not None
+                output = process.stdout.read().decode("utf-8", "replace")
+            _, status, usage = os.wait4(process.pid, 0)
+        finally:
+            watchdog.cancel()
+        seconds = time.perf_counter() - start
+    process.returncode = os.waitstatus_to_exitcode(status)
+    return Finished(
+        seconds,
+        process.returncode,
+        usage.ru_utime + usage.ru_stime,
+        usage.ru_maxrss,
+        output,
+    )
+
+
 @dataclass
 class Comparison:
     """A versus B, interleaved: seconds per operation for each sample, and their ratios."""

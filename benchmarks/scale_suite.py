@@ -16,14 +16,10 @@ tests.
 
 from __future__ import annotations
 
-import os
 import random
 import re
 import shutil
-import subprocess
 import sys
-import threading
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +28,7 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: make ``benchmarks`` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks.harness import run_process
 from cachekit.values.cache import BASE, PARTS
 
 #: Change when the generator changes, so an old suite in .work/ is regenerated.
@@ -220,24 +217,13 @@ def run_shard(
     shutil.copytree(suite / shard_dir(shard), runner / shard_dir(shard))
     log = runners / f"{label}.log"
     command = [sys.executable, *BASE_ARGS, *args, shard_dir(shard)]
-    with open(log, "wb") as output:
-        start = time.perf_counter()
-        process = subprocess.Popen(
-            command, cwd=runner, env=env, stdout=output, stderr=subprocess.STDOUT
-        )
-        watchdog = threading.Timer(timeout, process.kill)
-        watchdog.start()
-        try:
-            _, status, usage = os.wait4(process.pid, 0)
-        finally:
-            watchdog.cancel()
-        seconds = time.perf_counter() - start
+    done = run_process(command, log=log, env=env, timeout=timeout, cwd=runner)
     shutil.rmtree(runner, ignore_errors=True)
-    exit_code = os.waitstatus_to_exitcode(status)
+    exit_code = done.exit_code
     text = log.read_text(encoding="utf-8", errors="replace")
     last = text.strip().splitlines()[-1] if text.strip() else ""
     counts = {_singular(kind): int(n) for n, kind in _SUMMARY.findall(last)}
-    one = Run(label, seconds, usage.ru_utime + usage.ru_stime, usage.ru_maxrss, exit_code, counts)
+    one = Run(label, done.seconds, done.cpu_seconds, done.peak_rss_kib, exit_code, counts)
     one.warnings = sorted({line.strip() for line in _CACHEKIT_WARNING.findall(text)})
     found = {kind: counts.get(kind, 0) for kind in ("passed", "failed", "error")}
     wanted_exit = 1 if expected.get("failed") else 0
