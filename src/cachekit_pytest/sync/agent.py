@@ -37,6 +37,7 @@ from cachekit.ci.namespace import Namespace
 from cachekit.errors import CacheKitWarning, CorruptValueWarning, StoreUnavailableWarning
 from cachekit.session import UNLIMITED, Session
 from cachekit.values.codec import JSON
+from cachekit.values.digests import DigestSet
 from cachekit_pytest.recording import RunRecord
 from cachekit_pytest.sync.keys import Found, ObservedOutcomes, SharedKey, shared_keys
 from cachekit_pytest.sync.remote import InvalidBackend, Remote, SyncFailed
@@ -103,7 +104,15 @@ _converter.register_unstructure_hook_func(lambda type_: type_ is Any, lambda val
 
 def encode(record: Request | Reply) -> bytes:
     document = _converter.unstructure(record)
-    return json.dumps(document, separators=(",", ":"), allow_nan=False).encode() + b"\n"
+    text = json.dumps(document, separators=(",", ":"), allow_nan=False, default=_as_json)
+    return text.encode() + b"\n"
+
+
+def _as_json(value: object) -> JSON:
+    """Values that are not JSON as they stand: the test ids the store knows."""
+    if isinstance(value, DigestSet):
+        return value.to_json()
+    raise TypeError(f"{type(value).__name__} is not JSON")
 
 
 def decode(line: bytes, kind: type[T]) -> T:

@@ -96,15 +96,20 @@ class NodeIdsKey(_Shared[Any]):
     in_working_copy = False
 
     def local(self, merged: Any) -> JSON:
-        return merged.to_json()  # type: ignore[no-any-return]
+        # The set as it is: in process nothing converts it; the sync agent sends it as
+        # `DigestSet.to_json` (`cachekit_pytest.sync.agent.encode`).
+        return merged  # type: ignore[no-any-return]
 
     def part(self, start: JSON, end: JSON, now: float) -> JSON:
         raise NotImplementedError("nodeids parts come from NFPlugin and the store's set")
 
 
 def known_nodeids(found: Found | None) -> DigestSet:
-    """The store's test ids as the start-up read found them (empty if it did not)."""
-    return DigestSet() if found is None else DigestSet.from_json(found.value)
+    """The store's test ids as the start-up read found them (empty if it did not): the
+    set itself, or as the sync agent sent it."""
+    if found is None:
+        return DigestSet()
+    return found.value if isinstance(found.value, DigestSet) else DigestSet.from_json(found.value)
 
 
 class UnionKey(_Shared[Any]):
