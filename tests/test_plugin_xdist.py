@@ -4,6 +4,7 @@ collected ids from the workers, so ``nodeids`` and ``lastfailed`` come out right
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from typing import Any
 
@@ -57,6 +58,24 @@ def test_xdist_round_trip(
     assert still_failing(cache.read_merged("cache/lastfailed", LASTFAILED).value) == {
         ALL_IDS[4]: True
     }
+
+
+def test_xdist_new_first_knows_what_any_machine_ran(
+    pytester: pytest.Pytester, remote_url: str
+) -> None:
+    """Under xdist the workers collect, so their ``NFPlugin`` orders the tests: the
+    controller hands them the store's ids (the working copy of a fresh runner has none),
+    so a test another machine ran is not new, however recently its file changed."""
+    pytester.makepyfile(test_x=TESTS)
+    pytester.runpytest_subprocess("-n", "1", f"--cache-url={remote_url}")
+    fresh_runner(pytester)
+    new = pytester.makepyfile(test_new="def test_new(): pass")
+    old = pytester.path / "test_x.py"
+    os.utime(new, (1_000_000, 1_000_000))  # the known file is the newest: pytest alone
+    os.utime(old, (2_000_000, 2_000_000))  # would run it first, all being new to it
+    result = pytester.runpytest_subprocess("-n", "1", f"--cache-url={remote_url}", "--nf", "-v")
+    ran = [line for line in result.outlines if "PASSED" in line or "FAILED" in line]
+    assert "test_new.py::test_new" in ran[0], ran
 
 
 def test_xdist_fixed_collection_error_drops_out(pytester: pytest.Pytester, remote_url: str) -> None:

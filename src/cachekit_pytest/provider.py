@@ -23,7 +23,7 @@ from _pytest.cacheprovider import Cache, LFPlugin, NFPlugin
 
 from cachekit.ci.layout import LASTFAILED_KEY
 from cachekit_pytest.options import Settings
-from cachekit_pytest.shared import SharedCache, SharedRun, XdistCollection
+from cachekit_pytest.shared import SharedCache, SharedRun, XdistCollection, known_to_worker
 from cachekit_pytest.split import WORKERINPUT_KEY, DurationsForWorkers, ShardSelection
 
 
@@ -59,6 +59,8 @@ class CacheProvider:
         config.pluginmanager.register(NFPlugin(config), "nfplugin")
         if run is not None and not run.pending:  # read already: what the copy cannot hold
             run.fold_into_plugins(config)
+        if hasattr(config, "workerinput"):
+            known_to_worker(config)
         if run is not None and isinstance(config.cache, SharedCache):  # folded in later
             config.cache.wait_for_shared(frozenset(run.shared), lambda: run.finish_read(config))
         if settings.num_shards:

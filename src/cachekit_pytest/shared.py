@@ -408,6 +408,11 @@ def _strings(value: JSON) -> list[str]:
     return []
 
 
+#: Where the xdist controller hands its workers the store's test ids (under ``--nf``:
+#: workers collect, and their ``NFPlugin`` orders the new tests first).
+KNOWN_NODEIDS_WORKERINPUT_KEY = "cachekit_known_nodeids"
+
+
 class XdistCollection:
     """Registered on the xdist controller only when xdist is installed."""
 
@@ -417,3 +422,18 @@ class XdistCollection:
 
     def pytest_xdist_node_collection_finished(self, node: object, ids: Sequence[str]) -> None:
         self.run.workers_collected(self.config, ids)
+
+    def pytest_configure_node(self, node: object) -> None:
+        workerinput = getattr(node, "workerinput", None)
+        if isinstance(workerinput, dict) and self.config.getoption("newfirst"):
+            workerinput[KNOWN_NODEIDS_WORKERINPUT_KEY] = self.run.known_nodeids.to_json()
+
+
+def known_to_worker(config: pytest.Config) -> None:
+    """On an xdist worker: ``NFPlugin`` also asks the store's set the controller read
+    whether a test is new (`XdistCollection.pytest_configure_node`)."""
+    workerinput = getattr(config, "workerinput", {})
+    nfplugin = config.pluginmanager.get_plugin("nfplugin")
+    if KNOWN_NODEIDS_WORKERINPUT_KEY in workerinput and isinstance(nfplugin, NFPlugin):
+        known = DigestSet.from_json(workerinput[KNOWN_NODEIDS_WORKERINPUT_KEY])
+        nfplugin.cached_nodeids = KnownNodeIds(nfplugin.cached_nodeids, known)
