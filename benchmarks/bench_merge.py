@@ -86,8 +86,8 @@ from cachekit import Cache, PrefixedStore, open_store
 from cachekit.ci import layout
 from cachekit.ci.namespace import Namespace
 from cachekit.values import codec
-from cachekit.values.cache import BASE, PARTS, new_part_id
 from cachekit.values.merge import join_all, observe_outcomes, still_failing
+from cachekit.values.objects import BASE, PARTS, new_part_id
 
 SHARDS = 256
 TESTS = 100_000

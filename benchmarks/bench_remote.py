@@ -66,8 +66,8 @@ from benchmarks.harness import (
 from benchmarks.latency_proxy import LOOPBACK, ProxyProcess
 from cachekit import Cache, CacheStore, MemoryStore, Merged, open_store
 from cachekit.values import codec
-from cachekit.values.cache import BASE, PARTS
 from cachekit.values.merge import LASTFAILED, observe_outcomes, still_failing
+from cachekit.values.objects import BASE, PARTS
 
 #: Static fake credentials, and no probing of cloud metadata addresses, ever.
 FAKE_AWS_ENV = {

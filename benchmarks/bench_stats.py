@@ -65,8 +65,9 @@ from cachekit.ci import layout
 from cachekit.ci.namespace import Namespace, detect_namespace, namespaced_cache
 from cachekit.stats.junit import TestCase
 from cachekit.stats.runs import Run, record_runs
-from cachekit.values.cache import Cache, new_part_id
+from cachekit.values.cache import Cache
 from cachekit.values.durations import DURATIONS, durations_part
+from cachekit.values.objects import new_part_id
 
 SCRIPT_COMMAND = ".venv/bin/python benchmarks/bench_stats.py --write"
 NAMESPACE = {"repository": "bench/stats", "ref": "main", "job": "test"}

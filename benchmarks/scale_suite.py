@@ -29,7 +29,7 @@ if __package__ in (None, ""):  # run as a script: make ``benchmarks`` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.harness import run_process
-from cachekit.values.cache import BASE, PARTS
+from cachekit.values.objects import BASE, PARTS
 
 #: Change when the generator changes, so an old suite in .work/ is regenerated.
 SUITE_VERSION = "1"

@@ -24,7 +24,7 @@ from cachekit.stores import (
     open_store,
 )
 from cachekit.urls import redact_url
-from cachekit.values.cache import Cache, Envelope, Merged, new_part_id
+from cachekit.values.cache import Cache, Merged
 from cachekit.values.digests import NODEIDS, DigestSet, DigestUnion
 from cachekit.values.durations import DURATIONS
 from cachekit.values.merge import (
@@ -39,6 +39,7 @@ from cachekit.values.merge import (
     SortedUnion,
     stored_form,
 )
+from cachekit.values.objects import Envelope, new_part_id
 
 __version__ = "0.1.0"
 

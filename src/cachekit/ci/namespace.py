@@ -33,7 +33,8 @@ import attrs
 from cachekit.ci import layout
 from cachekit.stores.base import CacheStore
 from cachekit.stores.wrappers import LayeredStore, PrefixedStore, ReadOnlyStore
-from cachekit.values.cache import Cache, new_part_id
+from cachekit.values.cache import Cache
+from cachekit.values.objects import new_part_id
 
 #: ``CACHEKIT_<NAME>`` overrides the field of that name.
 ENV_PREFIX = "CACHEKIT_"

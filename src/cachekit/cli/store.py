@@ -14,10 +14,11 @@ from cachekit.cli.output import Progress, format_age, format_size, print_table
 from cachekit.errors import CacheError, CorruptData
 from cachekit.stores.base import CacheStore
 from cachekit.stores.local import LocalStore
-from cachekit.values.cache import Cache, Inventory, Merged, StoredKey, join_balanced, new_part_id
+from cachekit.values.cache import Cache, Inventory, Merged, StoredKey, join_balanced
 from cachekit.values.codec import JSON
 from cachekit.values.digests import DigestSet
 from cachekit.values.merge import join_all, still_failing, stored_form
+from cachekit.values.objects import new_part_id
 
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 

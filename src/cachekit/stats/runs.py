@@ -32,9 +32,10 @@ from cachekit.ci import layout
 from cachekit.stats import history
 from cachekit.stats.cases import to_stored
 from cachekit.stats.junit import Report, TestCase
-from cachekit.values.cache import Cache, new_part_id
+from cachekit.values.cache import Cache
 from cachekit.values.codec import JSON
 from cachekit.values.durations import DURATIONS, durations_part, latest_durations
+from cachekit.values.objects import new_part_id
 
 _converter = cattrs.Converter()
 

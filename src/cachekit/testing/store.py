@@ -23,8 +23,9 @@ from cachekit.errors import (
     UnsupportedOperation,
 )
 from cachekit.stores.base import CacheStore
-from cachekit.values.cache import Cache, new_part_id
+from cachekit.values.cache import Cache
 from cachekit.values.merge import LASTFAILED, SortedUnion, observe_outcomes, still_failing
+from cachekit.values.objects import new_part_id
 
 #: A plain join of lists of strings, for the tests of parts.
 UNION = SortedUnion()

@@ -16,36 +16,33 @@ from __future__ import annotations
 
 import hashlib
 import random
-import secrets
 import time
 import warnings
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import attrs
-import cattrs
 
 from cachekit.errors import (
     CorruptData,
     CorruptValueWarning,
-    InvalidKey,
     PreconditionFailed,
     UnsupportedOperation,
 )
 from cachekit.stores.base import CacheStore, Entry
-from cachekit.stores.keys import safe_segment, validate_key
-from cachekit.values import codec
+from cachekit.values import codec, objects
 from cachekit.values.codec import JSON
 from cachekit.values.merge import MergeStrategy, stored_form
+from cachekit.values.objects import (
+    BASE,
+    Envelope,
+)
 
 if TYPE_CHECKING:
     from concurrent.futures import ThreadPoolExecutor
 
 T = TypeVar("T")
 
-BASE = "@base"
-PARTS = "@parts"
-_RESERVED_MARK = "@"
 #: How many times a read is retried when compaction retired a part it had listed.
 _READ_ATTEMPTS = 3
 #: Objects per `CacheStore.get_many` call of `Cache.inventory`: enough to keep a remote
@@ -54,18 +51,6 @@ INVENTORY_BATCH = 256
 #: Objects fetched together by `Cache.read_each`: round trips overlap, memory stays a few
 #: values' worth.
 READ_EACH_BATCH = 8
-
-
-@attrs.frozen
-class Envelope:
-    """What is stored: the value, plus when and by whom it was written."""
-
-    #: Any JSON value, passed through as json.loads made it (typed Any for cattrs).
-    value: Any
-    written_at: float
-    writer: str = ""
-    #: For a base written by `Cache.compact`: the part ids folded into it.
-    folded: tuple[str, ...] = ()
 
 
 @attrs.frozen
@@ -149,9 +134,6 @@ class Inventory:
     listed: tuple[str, ...]
 
 
-_converter = cattrs.Converter(forbid_extra_keys=True)
-
-
 def _thread_pool(workers: int, name: str) -> ThreadPoolExecutor:
     """A pool for concurrent store calls. `concurrent.futures` is imported here, not at
     the top: importing it creates a logger, and pytest's log capture walks every logger
@@ -181,29 +163,6 @@ def join_balanced(strategy: MergeStrategy[T], values: Sequence[T]) -> T:
     # As join_all does, end with a join against the identity: the result is then never
     # one of the inputs itself (for mappings, a fresh dict), whatever their number.
     return strategy.join(strategy.empty(), level[0])
-
-
-def new_part_id(label: str = "") -> str:
-    """A unique, roughly chronological part id; ``label`` (a shard name) is sanitized."""
-    stamp = f"{time.time_ns():020d}"
-    suffix = secrets.token_hex(4)
-    return f"{stamp}-{safe_segment(label)}-{suffix}" if label else f"{stamp}-{suffix}"
-
-
-_STAMP_DIGITS = 20
-_SUFFIX_HEX_DIGITS = 8
-
-
-def _parse_part_id(part_id: str) -> tuple[float | None, str]:
-    """What a part id says about its writing: the time (seconds) in its leading
-    nanosecond stamp, and the writer's label; (None, "") for what `new_part_id` did not
-    make. An id that starts with a stamp but lacks the random suffix has no label."""
-    stamp, _, rest = part_id.partition("-")
-    if len(stamp) != _STAMP_DIGITS or not stamp.isdigit():
-        return None, ""
-    label, _, suffix = rest.rpartition("-")
-    is_suffix = len(suffix) == _SUFFIX_HEX_DIGITS and all(c in "0123456789abcdef" for c in suffix)
-    return int(stamp) / 1e9, label if is_suffix else ""
 
 
 class Cache:
@@ -241,7 +200,7 @@ class Cache:
     def get(self, key: str, default: JSON = None) -> JSON:
         """The value last `set` (or compacted) under ``key``, or ``default``; the first
         store of the read chain that has one answers."""
-        base_key = _base_key(key)
+        base_key = objects.base_key(key)
         for store in self.read_chain:
             envelope = self._decode(base_key, store.get(base_key))
             if envelope is not None:
@@ -250,11 +209,11 @@ class Cache:
         return default
 
     def set(self, key: str, value: JSON) -> None:
-        self.store.put(_base_key(key), self._encode(value))
+        self.store.put(objects.base_key(key), self._encode(value))
 
     def delete(self, key: str) -> None:
         """Remove the value and every part of ``key``."""
-        self.store.delete_many([_base_key(key), *self.parts(key)])
+        self.store.delete_many([objects.base_key(key), *self.parts(key)])
 
     def update(self, key: str, function: Callable[[JSON], JSON], *, default: JSON = None) -> JSON:
         """Replace the value with ``function(old value or default)`` by compare-and-swap.
@@ -264,7 +223,7 @@ class Cache:
         Returns the value written.
         """
         self._require_compare_and_swap("update")
-        base_key = _base_key(key)
+        base_key = objects.base_key(key)
         for attempt in range(self.update_attempts):
             entry = self.store.get(base_key)
             envelope = self._decode(base_key, entry)
@@ -284,7 +243,7 @@ class Cache:
 
         Returns the store key of the part.
         """
-        part_key = _part_key(key, part_id)
+        part_key = objects.part_key(key, part_id)
         # Create-only where the store can; part ids are unique, so elsewhere a plain write
         # is safe too (parts work with or without conditional writes).
         create_only = self.store.capabilities.create_only
@@ -306,7 +265,7 @@ class Cache:
 
     def parts(self, key: str) -> list[str]:
         """Store keys of the parts of ``key`` not yet compacted, sorted."""
-        return self.store.list(_parts_prefix(key))
+        return self.store.list(objects.parts_prefix(key))
 
     def read_merged(self, key: str, strategy: MergeStrategy[T]) -> Merged:
         """Join the base and every part of ``key`` (one listing, one batched fetch)."""
@@ -337,7 +296,7 @@ class Cache:
         durations every shard of a CI run must split the tests by alike).
         """
         for key in strategies:
-            _check_cache_key(key)
+            objects.check_cache_key(key)
         prefix = list_prefix if list_prefix is not None else _common_directory(strategies)
         if listed is not None and (list_prefix is None or len(self.read_chain) != 1):
             raise ValueError("listed= needs list_prefix= and a cache without a read chain")
@@ -378,7 +337,7 @@ class Cache:
         for attempt in range(_READ_ATTEMPTS):
             if attempt or listed is None:
                 listed = store.list(prefix)
-            stored = _stored_keys_by_name(listed)
+            stored = objects.stored_keys_by_name(listed)
             wanted = {
                 key: [k for k in stored.get(key, []) if key not in bases_only or k.endswith(BASE)]
                 for key in strategies
@@ -411,8 +370,8 @@ class Cache:
         key's bytes. Parts a compaction retires meanwhile are skipped: their contents
         are in the base, which is read first. No read chain: this cache's own store.
         """
-        _check_cache_key(key)
-        wanted = [_base_key(key), *self.store.list(_parts_prefix(key))]
+        objects.check_cache_key(key)
+        wanted = [objects.base_key(key), *self.store.list(objects.parts_prefix(key))]
         for start in range(0, len(wanted), batch):
             chunk = wanted[start : start + batch]
             fetched = dict(self.store.get_many(chunk))  # each dropped once decoded
@@ -443,9 +402,9 @@ class Cache:
         objects are fetched, checked one at a time and written side by side, so memory
         holds a batch's stored bytes and one decoded value.
         """
-        _check_cache_key(key)
-        _check_cache_key(destination)
-        wanted = [_base_key(key), *self.store.list(_parts_prefix(key))]
+        objects.check_cache_key(key)
+        objects.check_cache_key(destination)
+        wanted = [objects.base_key(key), *self.store.list(objects.parts_prefix(key))]
         copied = 0
         for start in range(0, len(wanted), batch):
             fetched = self.store.get_many(wanted[start : start + batch])
@@ -463,7 +422,7 @@ class Cache:
                 part_id = store_key.rpartition("/")[2]
                 if store_key.endswith(BASE):
                     part_id = "base-" + hashlib.sha256(entry.data).hexdigest()[:32]
-                copies.append((_part_key(destination, part_id), entry.data))
+                copies.append((objects.part_key(destination, part_id), entry.data))
             if copies:
                 with _thread_pool(len(copies), "cachekit-copy") as pool:
                     copied += sum(pool.map(lambda copy: self._put_new(*copy), copies))
@@ -484,7 +443,7 @@ class Cache:
         were fewer than ``min_parts`` parts or another compactor won the race.
         """
         self._require_compare_and_swap("compact")
-        base_key = _base_key(key)
+        base_key = objects.base_key(key)
         part_keys = self.parts(key)
         if len(part_keys) < min_parts:
             return 0
@@ -564,7 +523,7 @@ class Cache:
         if entry is None:
             return None
         try:
-            return _structure_envelope(codec.decode(entry.data, allowance=allowance))
+            return objects.structure_envelope(codec.decode(entry.data, allowance=allowance))
         except CorruptData as error:
             _warn_corrupt(store_key, error)
         return None
@@ -583,47 +542,6 @@ class Cache:
             raise UnsupportedOperation(
                 f"{operation} needs compare-and-swap, which {self.store!r} cannot honour"
             )
-
-
-def _structure_envelope(value: JSON) -> Envelope:
-    if not isinstance(value, dict):
-        raise CorruptData(f"not a cachekit envelope: a JSON {type(value).__name__}")
-    try:
-        return _converter.structure(value, Envelope)
-    except (cattrs.BaseValidationError, TypeError, ValueError) as error:
-        raise CorruptData(f"not a cachekit envelope: {error}") from error
-
-
-def _check_cache_key(key: str) -> str:
-    validate_key(key)
-    if any(segment.startswith(_RESERVED_MARK) for segment in key.split("/")):
-        raise InvalidKey(f"cache key segments must not start with {_RESERVED_MARK!r}: {key!r}")
-    return key
-
-
-def _base_key(key: str) -> str:
-    return f"{_check_cache_key(key)}/{BASE}"
-
-
-def _parts_prefix(key: str) -> str:
-    return f"{_check_cache_key(key)}/{PARTS}/"
-
-
-def _part_key(key: str, part_id: str) -> str:
-    if "/" in part_id or part_id.startswith(_RESERVED_MARK):
-        raise InvalidKey(f"a part id must be one key segment not starting with '@': {part_id!r}")
-    return validate_key(_parts_prefix(key) + part_id)
-
-
-def _stored_keys_by_name(listed: Iterable[str]) -> dict[str, list[str]]:
-    """The listed bases and parts (all a read needs to fetch) by the key they belong to,
-    in listing order: one pass over the listing, however many keys are read from it."""
-    stored: dict[str, list[str]] = {}
-    for listed_key in listed:
-        split = _split_store_key(listed_key)
-        if split is not None:
-            stored.setdefault(split[0], []).append(listed_key)
-    return stored
 
 
 def take_inventory(
@@ -645,7 +563,7 @@ def take_inventory(
     parts: dict[str, list[tuple[str, str]]] = {}  # logical key -> (store key, part id)
     raw: list[str] = []
     for store_key in listed:
-        split = _split_store_key(store_key)
+        split = objects.split_store_key(store_key)
         if split is None:
             raw.append(store_key)
         elif split[1]:
@@ -659,7 +577,7 @@ def take_inventory(
             store_key
             for key_parts in parts.values()
             for store_key, part_id in key_parts
-            if _parse_part_id(part_id)[0] is None
+            if objects.parse_part_id(part_id)[0] is None
         ]
     else:
         wanted = []
@@ -692,26 +610,13 @@ def _fetch_in_batches(
     return fetched
 
 
-def _split_store_key(store_key: str) -> tuple[str, str] | None:
-    """(logical key, part id) of a part, (logical key, "") of a base, None for a key
-    that is neither."""
-    name, marker, last = store_key.rpartition("/")
-    if marker and last == BASE:
-        return name, ""
-    # A part is one segment right under ``<key>/@parts/``: the last such marker.
-    name, marker, part_id = store_key.rpartition(f"/{PARTS}/")
-    if marker and part_id and "/" not in part_id:
-        return name, part_id
-    return None
-
-
 def _stored_object(store_key: str, part_id: str, fetched: Mapping[str, Entry]) -> StoredObject:
-    stamped_at, label = _parse_part_id(part_id) if part_id else (None, "")
+    stamped_at, label = objects.parse_part_id(part_id) if part_id else (None, "")
     entry = fetched.get(store_key)
     if entry is None:
         return StoredObject(store_key, part_id, label, stamped_at)
     try:
-        envelope = _structure_envelope(codec.decode(entry.data))
+        envelope = objects.structure_envelope(codec.decode(entry.data))
     except CorruptData:
         return StoredObject(store_key, part_id, label, stamped_at, len(entry.data), None, True)
     return StoredObject(store_key, part_id, label, envelope.written_at, len(entry.data), envelope)
