@@ -432,8 +432,12 @@ class XdistCollection:
 def known_to_worker(config: pytest.Config) -> None:
     """On an xdist worker: ``NFPlugin`` also asks the store's set the controller read
     whether a test is new (`XdistCollection.pytest_configure_node`)."""
-    workerinput = getattr(config, "workerinput", {})
+    workerinput = getattr(config, "workerinput", None)  # pytest's own tests set True
     nfplugin = config.pluginmanager.get_plugin("nfplugin")
-    if KNOWN_NODEIDS_WORKERINPUT_KEY in workerinput and isinstance(nfplugin, NFPlugin):
+    if (
+        isinstance(workerinput, dict)
+        and KNOWN_NODEIDS_WORKERINPUT_KEY in workerinput
+        and isinstance(nfplugin, NFPlugin)
+    ):
         known = DigestSet.from_json(workerinput[KNOWN_NODEIDS_WORKERINPUT_KEY])
         nfplugin.cached_nodeids = KnownNodeIds(nfplugin.cached_nodeids, known)
