@@ -129,14 +129,21 @@ def test_ctrl_c_during_the_end_of_run_write(
     # The second run's write is held by the proxy; Ctrl-C while it waits.
     bucket = urlsplit(direct).netloc
     held = f"s3://{bucket}/cache?{urlencode({'endpoint_url': holding_proxy.endpoint})}"
-    process = subprocess.Popen(
-        pytest_command(held, "--cache-timeout=60"),
-        cwd=pytester.path,
-        env=environment,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,  # its own process group: the signal reaches it and the agent
-    )
+    # Ctrl-C as in a terminal, whatever this test process was left with: a child keeps
+    # an ignored SIGINT across exec, and Python then never raises KeyboardInterrupt (seen
+    # in CI's full runs only). A handler of ours is reset to the default by exec.
+    inherited = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        process = subprocess.Popen(
+            pytest_command(held, "--cache-timeout=60"),
+            cwd=pytester.path,
+            env=environment,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own group: the signal reaches it and the agent
+        )
+    finally:
+        signal.signal(signal.SIGINT, inherited)
     lines: list[str] = []
     in_summary = threading.Event()
 
@@ -162,7 +169,7 @@ def test_ctrl_c_during_the_end_of_run_write(
         if process.poll() is None:
             process.kill()
     text = "".join(lines)
-    assert process.returncode == pytest.ExitCode.INTERRUPTED, text
+    assert process.returncode == pytest.ExitCode.INTERRUPTED, (inherited, text)
     assert "Traceback" not in text, text
     assert "KeyboardInterrupt" in text  # pytest's interrupted summary...
     assert "1 failed, 1 passed" in text  # ...with its results line
