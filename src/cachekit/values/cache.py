@@ -370,25 +370,8 @@ class Cache:
         key's bytes. Parts a compaction retires meanwhile are skipped: their contents
         are in the base, which is read first. No read chain: this cache's own store.
         """
-        objects.check_cache_key(key)
-        wanted = [objects.base_key(key), *self.store.list(objects.parts_prefix(key))]
-        for start in range(0, len(wanted), batch):
-            chunk = wanted[start : start + batch]
-            fetched = dict(self.store.get_many(chunk))  # each dropped once decoded
-            for store_key in chunk:
-                # Each value within the per-value cap; no total: the point is to stream.
-                envelope = self._decode(store_key, fetched.pop(store_key, None))
-                if envelope is None:
-                    continue
-                try:
-                    value = strategy.check(envelope.value)
-                except CorruptData as error:
-                    _warn_corrupt(store_key, error)
-                    continue
-                part_id = "" if store_key.endswith(BASE) else store_key.rpartition("/")[2]
-                yield part_id, value
-            if progress is not None:
-                progress(min(start + batch, len(wanted)), len(wanted))
+        for store_key, _, value in self._each_checked(key, strategy, batch, progress):
+            yield ("" if store_key.endswith(BASE) else store_key.rpartition("/")[2]), value
 
     def copy_parts(
         self, key: str, destination: str, strategy: MergeStrategy[Any], *, batch: int = 16
@@ -398,35 +381,59 @@ class Cache:
 
         Each object is checked by ``strategy`` first (unreadable ones are left behind
         with a warning, as a read does) and copied as stored, create-only under its part
-        id (a base under one named by its bytes): copying again copies nothing twice. ``batch``
-        objects are fetched, checked one at a time and written side by side, so memory
-        holds a batch's stored bytes and one decoded value.
+        id (a base under one named by its bytes): copying again copies nothing twice.
+        ``batch`` objects are fetched, checked one at a time and written side by side,
+        so memory holds a batch's stored bytes and one decoded value.
         """
-        objects.check_cache_key(key)
         objects.check_cache_key(destination)
-        wanted = [objects.base_key(key), *self.store.list(objects.parts_prefix(key))]
         copied = 0
+        copies: list[tuple[str, bytes]] = []
+        for store_key, data, _ in self._each_checked(key, strategy, batch, None):
+            # A base is copied under a part id named by its bytes: once, too.
+            part_id = store_key.rpartition("/")[2]
+            if store_key.endswith(BASE):
+                part_id = "base-" + hashlib.sha256(data).hexdigest()[:32]
+            copies.append((objects.part_key(destination, part_id), data))
+            if len(copies) == batch:
+                copied, copies = copied + self._put_all_new(copies), []
+        return copied + self._put_all_new(copies)
+
+    def _each_checked(
+        self,
+        key: str,
+        strategy: MergeStrategy[T],
+        batch: int,
+        progress: Callable[[int, int], None] | None,
+    ) -> Iterator[tuple[str, bytes, T]]:
+        """The base and each part of ``key`` as ``(store key, stored bytes, checked
+        value)``: fetched ``batch`` at a time, decoded one at a time (each within the
+        per-value cap, no total: the point is to stream), unreadable ones skipped with a
+        warning."""
+        objects.check_cache_key(key)
+        wanted = [objects.base_key(key), *self.store.list(objects.parts_prefix(key))]
         for start in range(0, len(wanted), batch):
-            fetched = self.store.get_many(wanted[start : start + batch])
-            copies: list[tuple[str, bytes]] = []
-            for store_key, entry in fetched.items():
+            chunk = wanted[start : start + batch]
+            fetched = dict(self.store.get_many(chunk))  # each dropped once decoded
+            for store_key in chunk:
+                entry = fetched.pop(store_key, None)
                 envelope = self._decode(store_key, entry)
-                if envelope is None:
+                if entry is None or envelope is None:
                     continue
                 try:
-                    strategy.check(envelope.value)
+                    value = strategy.check(envelope.value)
                 except CorruptData as error:
                     _warn_corrupt(store_key, error)
                     continue
-                # A base is copied under a part id named by its bytes: once, too.
-                part_id = store_key.rpartition("/")[2]
-                if store_key.endswith(BASE):
-                    part_id = "base-" + hashlib.sha256(entry.data).hexdigest()[:32]
-                copies.append((objects.part_key(destination, part_id), entry.data))
-            if copies:
-                with _thread_pool(len(copies), "cachekit-copy") as pool:
-                    copied += sum(pool.map(lambda copy: self._put_new(*copy), copies))
-        return copied
+                yield store_key, entry.data, value
+            if progress is not None:
+                progress(min(start + batch, len(wanted)), len(wanted))
+
+    def _put_all_new(self, copies: list[tuple[str, bytes]]) -> int:
+        """Write each ``(store key, bytes)`` create-only, side by side; how many were new."""
+        if not copies:
+            return 0
+        with _thread_pool(len(copies), "cachekit-copy") as pool:
+            return sum(pool.map(lambda copy: self._put_new(*copy), copies))
 
     def _put_new(self, store_key: str, data: bytes) -> bool:
         try:
