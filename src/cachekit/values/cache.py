@@ -211,6 +211,17 @@ class Cache:
     def set(self, key: str, value: JSON) -> None:
         self.store.put(objects.base_key(key), self._encode(value))
 
+    def add(self, key: str, value: JSON) -> bool:
+        """`set` only if ``key`` has no value yet: of many racing writers exactly one
+        gets True, atomically where the store can create only (elsewhere the last
+        writer's value stays, and each gets True)."""
+        create_only = self.store.capabilities.create_only
+        try:
+            self.store.put(objects.base_key(key), self._encode(value), if_absent=create_only)
+        except PreconditionFailed:
+            return False
+        return True
+
     def delete(self, key: str) -> None:
         """Remove the value and every part of ``key``."""
         self.store.delete_many([objects.base_key(key), *self.parts(key)])
