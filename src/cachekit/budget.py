@@ -4,10 +4,16 @@ A cache must never cost a run more than it saves: every call to the store is spe
 one budget of seconds, and a call that fails or runs past it turns into one
 `BudgetCallFailed`, after which the caller leaves the store alone and runs as with an
 empty cache.
+
+A worker thread that runs past the budget is abandoned, but it cannot be stopped, and a
+thread inside ``json.loads`` holds the GIL: the calls run under the budget's deadline
+(`codec.decoding_until`), so they stop decoding values once it has passed, and never
+start on a value that cannot be decoded before it.
 """
 
 from __future__ import annotations
 
+import contextvars
 import math
 import threading
 import time
@@ -16,6 +22,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from cachekit.errors import CacheKitWarning, CorruptValueWarning
+from cachekit.values import codec
 
 T = TypeVar("T")
 
@@ -45,13 +52,15 @@ class Budget:
 
         Each runs in a daemon thread of its own, abandoned past the deadline: a hung
         server costs no more than the budget, and nothing waits for it at exit (as the
-        workers of a `concurrent.futures` pool would be waited for).
+        workers of a `concurrent.futures` pool would be waited for). Values are decoded
+        only until the deadline (`codec.decoding_until`): a read that could not finish
+        in time ends as one that ran past it.
         """
         if self.remaining <= 0:
             raise BudgetCallFailed(f"{what}: no time left of the budget ({self.described})")
-        threads, outcomes = _daemon_threads(calls)
         started = time.monotonic()
         deadline = started + self.remaining
+        threads, outcomes = _daemon_threads(calls, deadline)
         # Warnings from the workers go through the process-wide filters: catch them here,
         # in the main thread, while it waits, so no worker touches that state.
         with warnings.catch_warnings(record=True) as caught:
@@ -70,7 +79,7 @@ class Budget:
         self.warnings += [w.message for w in caught if isinstance(w.message, CacheKitWarning)]
         results: list[T] = []
         for outcome in outcomes:
-            if not outcome:
+            if not outcome or isinstance(outcome[0][1], codec.OutOfTime):
                 self.remaining = 0.0
                 raise BudgetCallFailed(
                     f"{what}: no answer within the time budget ({self.described})"
@@ -103,9 +112,9 @@ def side_by_side(calls: Sequence[Callable[[], T]]) -> list[T]:
 
     For calls made inside a `Budget` call: when the budget abandons the outer call, these
     threads never hold the process at exit (the workers of a `concurrent.futures` pool
-    would be waited for).
+    would be waited for), and its deadline holds in them too.
     """
-    threads, outcomes = _daemon_threads(calls)
+    threads, outcomes = _daemon_threads(calls, math.inf)
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -119,19 +128,28 @@ def side_by_side(calls: Sequence[Callable[[], T]]) -> list[T]:
 
 
 def _daemon_threads(
-    calls: Sequence[Callable[[], Any]],
+    calls: Sequence[Callable[[], Any]], deadline: float
 ) -> tuple[list[threading.Thread], list[list[tuple[bool, Any]]]]:
-    """A daemon thread per call, not started, and the list each puts its outcome in."""
+    """A daemon thread per call, not started, and the list each puts its outcome in.
+
+    Each runs in a copy of this thread's context (as an enclosing budget's deadline is
+    kept), decoding values until ``deadline`` (`time.monotonic`) at the latest.
+    """
     outcomes: list[list[tuple[bool, Any]]] = [[] for _ in calls]
     threads = [
-        threading.Thread(target=_capture, args=(call, outcome), daemon=True)
+        threading.Thread(
+            target=contextvars.copy_context().run,
+            args=(_capture, call, outcome, deadline),
+            daemon=True,
+        )
         for call, outcome in zip(calls, outcomes, strict=True)
     ]
     return threads, outcomes
 
 
-def _capture(call: Callable[[], Any], outcome: list[tuple[bool, Any]]) -> None:
+def _capture(call: Callable[[], Any], outcome: list[tuple[bool, Any]], deadline: float) -> None:
     try:
-        outcome.append((True, call()))
+        with codec.decoding_until(deadline):
+            outcome.append((True, call()))
     except BaseException as error:  # reported by `Budget.run_all`
         outcome.append((False, error))

@@ -14,12 +14,13 @@ holds in these terms, for tools that look after a store (``cachekit show``, ``gc
 
 from __future__ import annotations
 
+import contextvars
 import hashlib
 import random
 import time
 import warnings
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 import attrs
 
@@ -38,10 +39,8 @@ from cachekit.values.objects import (
     Envelope,
 )
 
-if TYPE_CHECKING:
-    from concurrent.futures import ThreadPoolExecutor
-
 T = TypeVar("T")
+R = TypeVar("R")
 
 #: How many times a read is retried when compaction retired a part it had listed.
 _READ_ATTEMPTS = 3
@@ -134,13 +133,21 @@ class Inventory:
     listed: tuple[str, ...]
 
 
-def _thread_pool(workers: int, name: str) -> ThreadPoolExecutor:
-    """A pool for concurrent store calls. `concurrent.futures` is imported here, not at
-    the top: importing it creates a logger, and pytest's log capture walks every logger
-    on each phase of each test, so a logger the plugin brings costs every pytest run."""
+def _side_by_side(function: Callable[[T], R], items: Sequence[T], name: str) -> list[R]:
+    """``function(item)`` for each item, concurrently (store calls), in order.
+
+    Each runs in a copy of the caller's context, so the deadline of a time budget
+    (`codec.decoding_until`) holds in the pool's threads too: past it they stop
+    decoding, and the pool does not hold the process at exit for long.
+    `concurrent.futures` is imported here, not at the top: importing it creates a
+    logger, and pytest's log capture walks every logger on each phase of each test, so a
+    logger the plugin brings costs every pytest run.
+    """
     from concurrent.futures import ThreadPoolExecutor  # noqa: PLC0415 (see above)
 
-    return ThreadPoolExecutor(workers, thread_name_prefix=name)
+    contexts = [contextvars.copy_context() for _ in items]
+    with ThreadPoolExecutor(len(items), thread_name_prefix=name) as pool:
+        return list(pool.map(lambda context, item: context.run(function, item), contexts, items))
 
 
 def join_balanced(strategy: MergeStrategy[T], values: Sequence[T]) -> T:
@@ -170,6 +177,8 @@ class Cache:
 
     Corrupt or foreign bytes read as a miss with a `CorruptValueWarning`; store errors
     (`StoreUnavailable` and friends) propagate, for the caller to decide how to degrade.
+    Within `codec.decoding_until` (a time budget's calls), reads raise `codec.OutOfTime`
+    rather than decode a value past its deadline.
     """
 
     def __init__(
@@ -269,10 +278,11 @@ class Cache:
         """
         if len(values) <= 1:
             return [self.write_part(key, part_id, value) for key, value in values.items()]
-        with _thread_pool(len(values), "cachekit-write") as pool:
-            return list(
-                pool.map(lambda item: self.write_part(item[0], part_id, item[1]), values.items())
-            )
+        return _side_by_side(
+            lambda item: self.write_part(item[0], part_id, item[1]),
+            list(values.items()),
+            "cachekit-write",
+        )
 
     def parts(self, key: str) -> list[str]:
         """Store keys of the parts of ``key`` not yet compacted, sorted."""
@@ -317,15 +327,13 @@ class Cache:
             return self._read_merged_from(
                 self.store, strategies, prefix, allowance, listed=listed, bases_only=bases_only
             )
-        with _thread_pool(len(self.read_chain), "cachekit-read") as pool:
-            reads = list(
-                pool.map(
-                    lambda s: self._read_merged_from(
-                        s, strategies, prefix, allowance, bases_only=bases_only
-                    ),
-                    self.read_chain,
-                )
-            )
+        reads = _side_by_side(
+            lambda store: self._read_merged_from(
+                store, strategies, prefix, allowance, bases_only=bases_only
+            ),
+            self.read_chain,
+            "cachekit-read",
+        )
         return {
             key: Merged(
                 join_balanced(strategy, [read[key].value for read in reads]),
@@ -423,6 +431,7 @@ class Cache:
         objects.check_cache_key(key)
         wanted = [objects.base_key(key), *self.store.list(objects.parts_prefix(key))]
         for start in range(0, len(wanted), batch):
+            codec.check_deadline()  # past it, no more fetching either
             chunk = wanted[start : start + batch]
             fetched = dict(self.store.get_many(chunk))  # each dropped once decoded
             for store_key in chunk:
@@ -443,8 +452,7 @@ class Cache:
         """Write each ``(store key, bytes)`` create-only, side by side; how many were new."""
         if not copies:
             return 0
-        with _thread_pool(len(copies), "cachekit-copy") as pool:
-            return sum(pool.map(lambda copy: self._put_new(*copy), copies))
+        return sum(_side_by_side(lambda copy: self._put_new(*copy), copies, "cachekit-copy"))
 
     def _put_new(self, store_key: str, data: bytes) -> bool:
         try:
@@ -652,6 +660,9 @@ def _common_directory(keys: Iterable[str]) -> str:
 
 
 def _warn_corrupt(store_key: str, error: CorruptData) -> None:
+    # Past the deadline of a time budget nobody catches the warning: it would reach
+    # the user as a stray line after the run gave up on the read. Stop instead.
+    codec.check_deadline()
     warnings.warn(
         CorruptValueWarning(f"cachekit: ignoring unreadable {store_key!r}: {error}"), stacklevel=4
     )

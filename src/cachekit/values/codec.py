@@ -14,16 +14,26 @@ What a value may cost is bounded before it is built: JSON text beyond `MAX_DECOD
 `MAX_EXPANSION` times, is refused while decompressing, not after. ``json.loads`` holds
 the GIL for the whole text, so these bounds are what keeps a hostile value from stalling
 every thread of a run, the one that enforces the time budget included.
+
+For the same reason a value is decoded only while there is time: a caller that spends a
+time budget (`cachekit.budget`) sets a deadline (`decoding_until`), and past it `decode`
+raises `OutOfTime` instead of starting on a value, or instead of starting on one that
+could not be decoded before it at the slowest JSON decodes (`worst_decode_seconds`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import json
+import math
 import re
 import struct
 import threading
+import time
 import zlib
+from collections.abc import Iterator
+from contextvars import ContextVar
 from typing import TypeAlias
 
 import zstandard
@@ -57,6 +67,81 @@ _HEADER = struct.Struct(">2sBBI")
 #: An escaped UTF-16 surrogate: the only way JSON text that is valid UTF-8 can produce a
 #: ``str`` that is not Unicode (a lone surrogate), which nothing can encode again.
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+#: The slowest ``json.loads`` gets (CPython 3.11, measured on values up to the 128 MiB cap,
+#: planted shapes included): up to 2 us per ``,`` (a flat object of 11 million entries; a
+#: list of numbers costs 0.07-0.6 us), 0.35 us per ``[`` or ``{`` (containers nested as
+#: deep as JSON allows), 30 ns per byte besides (integers of 4,000 digits). Upper bounds:
+#: what cachekit writes decodes 3 to 40 times faster than estimated (the
+#: ``cache/lastfailed`` of 500,000 tests, 38 MB: 0.6-0.8 s, estimated 3.6 s).
+_SECONDS_PER_COMMA = 2e-6
+_SECONDS_PER_OPENING = 0.5e-6
+_SECONDS_PER_BYTE = 35e-9
+#: Seconds past the deadline that a value estimated to take longer may still be started:
+#: the estimate is an upper bound, and a read that refuses what would have fitted fails.
+OVERRUN = 1.0
+#: When the values being decoded in this context must be decoded by (`decoding_until`).
+_deadline: ContextVar[float] = ContextVar("cachekit_decoding_deadline", default=math.inf)
+
+
+class OutOfTime(Exception):
+    """The deadline of `decoding_until` passed, or a value could not be decoded before it:
+    nothing more is decoded. Not `CorruptData`: the value is not at fault, the read is
+    (its caller treats it as running out of its time budget)."""
+
+
+@contextlib.contextmanager
+def decoding_until(deadline: float) -> Iterator[None]:
+    """Within: `decode` decodes values only until ``deadline`` (a `time.monotonic` time;
+    an earlier deadline of an enclosing call stays), then raises `OutOfTime`.
+
+    A context variable: it holds in the thread that sets it, and in threads started with
+    a copy of that thread's context (`contextvars.copy_context`), as `Cache` starts its
+    threads. The caller's time budget cannot stop a thread inside ``json.loads`` (it
+    holds the GIL), so the thread decoding stops itself.
+    """
+    token = _deadline.set(min(deadline, _deadline.get()))
+    try:
+        yield
+    finally:
+        _deadline.reset(token)
+
+
+def check_deadline() -> None:
+    """`OutOfTime` if the deadline of `decoding_until` has passed: past it nobody waits
+    for what a read finds (nor for its warnings)."""
+    if time.monotonic() >= _deadline.get():
+        raise OutOfTime("the deadline for reading passed")
+
+
+def worst_decode_seconds(text: str) -> float:
+    """How long ``json.loads(text)`` may take at most, from the cost of its slowest
+    shapes (three counts of one character: about 1 ms per MB)."""
+    return (
+        text.count(",") * _SECONDS_PER_COMMA
+        + (text.count("[") + text.count("{")) * _SECONDS_PER_OPENING
+        + len(text) * _SECONDS_PER_BYTE
+    )
+
+
+def _check_time_for(text: str, *, twice: bool) -> None:
+    """`OutOfTime` unless there is time to decode ``text`` (``twice``: and encode it
+    again) before the deadline, give or take `OVERRUN`."""
+    deadline = _deadline.get()
+    if math.isinf(deadline):
+        return
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise OutOfTime("the deadline for reading passed")
+    times = 2 if twice else 1
+    # At most one comma or opening per character: a text this short needs no counting.
+    if len(text) * (_SECONDS_PER_COMMA + _SECONDS_PER_BYTE) * times <= left + OVERRUN:
+        return
+    worst = worst_decode_seconds(text) * times
+    if worst > left + OVERRUN:
+        raise OutOfTime(
+            f"{len(text)} characters of JSON may take up to {worst:.1f} s to decode, "
+            f"{left:.1f} s before the deadline for reading"
+        )
 
 
 class Allowance:
@@ -108,7 +193,8 @@ def decode(data: bytes, *, allowance: Allowance | None = None) -> JSON:
     """Decode bytes that `encode` wrote, or raise `CorruptData` saying what is wrong.
 
     ``allowance``: what is left to decode of the read this value belongs to; the value's
-    JSON text is spent from it.
+    JSON text is spent from it. `OutOfTime` past the deadline of `decoding_until`, or for
+    a value that could not be decoded before it.
     """
     if len(data) < _HEADER.size:
         raise CorruptData(f"too short to be a cachekit value ({len(data)} bytes)")
@@ -140,13 +226,22 @@ def decode(data: bytes, *, allowance: Allowance | None = None) -> JSON:
         allowance.take(len(payload))
     try:
         text = str(payload, "utf-8")
-        del payload  # the inflated bytes: not held while the objects are built
+    except ValueError as error:
+        raise CorruptData(f"not valid JSON: {error}") from error
+    del payload  # the inflated bytes: not held while the objects are built
+    # Rare: `encode` writes none. Refusing one encodes the value again: twice the time.
+    escaped = "\\" in text and _SURROGATE_ESCAPE.search(text) is not None
+    _check_time_for(text, twice=escaped)
+    try:
         value: JSON = json.loads(text, parse_constant=_refuse_constant)
-    except ValueError as error:  # bad UTF-8, bad JSON, an int of over 4300 digits
+    except ValueError as error:  # bad JSON, an int of over 4300 digits
+        check_deadline()  # past it, a corrupt value is no one's news
         raise CorruptData(f"not valid JSON: {error}") from error
     except RecursionError as error:  # hostile nesting: no value of ours is that deep
+        check_deadline()
         raise CorruptData("JSON nested too deeply") from error
-    if "\\" in text and _SURROGATE_ESCAPE.search(text):  # rare: `encode` writes none
+    check_deadline()  # decoded too late: its reader has given up on it
+    if escaped:
         _refuse_surrogates(value)
     return value
 
