@@ -20,6 +20,7 @@ import attrs
 import pytest
 
 from cachekit import open_store
+from cachekit.ci.commit import COMMIT_VARIABLES
 from cachekit.ci.namespace import Namespace, detect_namespace, namespaced_cache
 from cachekit.stats.junit import TestCase
 from cachekit.stats.report import (
@@ -89,11 +90,12 @@ SHARDS = {"1/2": ["test_fast.py", "test_slow.py"], "2/2": ["test_unstable.py", "
 
 
 def clean_environment(**extra: str) -> dict[str, str]:
-    """This process's environment without any cachekit or outer pytest settings."""
+    """This process's environment without any cachekit or outer pytest settings, nor the
+    commit a CI system names (the runs below test no commit in particular)."""
     env = {
         name: value
         for name, value in os.environ.items()
-        if not name.startswith(("CACHEKIT_", "PYTEST_"))
+        if not name.startswith(("CACHEKIT_", "PYTEST_")) and name not in COMMIT_VARIABLES
     }
     return {**env, **extra}
 
@@ -205,6 +207,13 @@ def test_the_report_data_follows_what_the_runs_recorded(store: Path) -> None:
     assert (broken.failed, broken.flaky, broken.runs) == (2, 0, 3)
     assert "<b>boom</b> & more" in broken.last_message
     assert broken.last_failed_run == "ci-2"
+    # Flaky: test_flaky passed after reruns; test_broken failed until ci-3 (no commit
+    # recorded: each CI run may be other code), fixed rather than flaky.
+    assert [test.test_id for test in report.flaky] == ["test_unstable.py::test_flaky"]
+    assert report.flaky_total == 1
+    (flaky_test,) = report.flaky
+    assert [seen.run_id for seen in flaky_test.passes] == ["ci-3", "ci-2", "ci-1"]
+    assert {seen.reruns for seen in flaky_test.passes} == {1}
 
 
 def test_only_the_most_recent_runs_are_covered(store: Path) -> None:
@@ -332,7 +341,7 @@ def test_the_command_writes_a_self_contained_page(store: Path, tmp_path: Path) -
     page = parse_page(text)
     assert_loads_nothing(page)
     plots = [attrs["data-plot"] for _tag, attrs in page.tags if "data-plot" in attrs]
-    assert plots == ["slowest", "files", "shards", "history"]
+    assert plots == ["slowest", "files", "shards", "history", "flaky"]
     # Store text is text: the test named like markup, the failure message with markup.
     assert "<script>" not in text
     assert "<b>boom" not in text
@@ -554,6 +563,10 @@ def test_the_page_renders_in_chromium_without_the_network(
     points = page.locator('[data-plot="history"] svg circle.point')
     assert points.count() == 3
     assert page.locator("#unstable-tests tbody tr").count() == 2
+    flaky_rows = page.locator("#flaky-tests tbody tr")
+    assert flaky_rows.count() == 1
+    assert flaky_rows.first.get_attribute("data-test-id") == "test_unstable.py::test_flaky"
+    assert flaky_rows.first.is_visible()
 
     screenshot = tmp_path / "report.png"
     page.screenshot(path=str(screenshot), full_page=True)

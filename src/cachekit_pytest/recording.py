@@ -15,6 +15,7 @@ from typing import Any
 import attrs
 from _pytest.reports import TestReport
 
+from cachekit.ci.commit import detect_commit
 from cachekit.stats.junit import CaseOutcome, TestCase
 from cachekit.stats.runs import Run, run_parts
 from cachekit.values.codec import JSON
@@ -59,12 +60,17 @@ class TestStats:
             entry[0] = outcome
             entry[2] = _message(report)
 
-    def record(self, *, at: float, run_id: str, label: str, shard: str = "") -> RunRecord:
+    def record(
+        self, *, at: float, run_id: str, label: str, shard: str = "", commit: str | None = None
+    ) -> RunRecord:
+        """The run's record; ``commit`` by default from the CI environment
+        (`detect_commit`), for telling flaky tests from fixed ones."""
         return RunRecord(
             at=at,
             run_id=run_id,
             label=label,
             shard=shard,
+            commit=detect_commit() if commit is None else commit,
             # Whole microseconds, the precision recorded: integers are a third of the
             # work of floats to send to the sync agent as JSON.
             microseconds={nodeid: round(value * 1e6) for nodeid, value in self.seconds.items()},
@@ -82,6 +88,8 @@ class RunRecord:
     label: str
     #: Which shard of the CI run this is (`cachekit.ci.namespace.Namespace.shard`).
     shard: str
+    #: The commit the run tested ("" if unknown; `cachekit.ci.commit`).
+    commit: str
     #: node id -> duration in whole microseconds, for every test that reported.
     microseconds: dict[str, int]
     #: node id -> [outcome, reruns, message] where not [passed, 0, ""] (typed Any: passed
@@ -105,6 +113,7 @@ class RunRecord:
             label=self.label,
             cases=self.cases(),
             shard=self.shard,
+            commit=self.commit,
         )
         return run_parts(run)
 

@@ -1,19 +1,26 @@
-"""``cachekit stats ingest``, ``summary`` and ``report``: test statistics."""
+"""``cachekit stats ingest``, ``summary``, ``flaky`` and ``report``: test statistics."""
 
 from __future__ import annotations
 
+import argparse
 import sys
 import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, TextIO
 
+import cattrs
+
+from cachekit.ci.commit import COMMIT_VARIABLES, detect_commit, valid_commit
 from cachekit.cli.command import EXIT_OK, CommandGroup, Invocation, UsageError
 from cachekit.cli.output import Progress, print_table
 from cachekit.stats import history, report_html
 from cachekit.stats import report as stats_report
+from cachekit.stats.flaky import FlakyTest, Seen, find_flaky
 from cachekit.stats.junit import TestCase, parse_junit_file
 from cachekit.stats.runs import make_run, record_runs, summarize, summary_to_json
+
+_converter = cattrs.Converter()
 
 
 def add_commands(commands: CommandGroup) -> None:
@@ -31,6 +38,13 @@ def add_commands(commands: CommandGroup) -> None:
         cmd_stats_ingest,
     )
     ingest.add_argument("reports", nargs="+", metavar="REPORT.xml", help="JUnit XML files")
+    ingest.add_argument(
+        "--commit",
+        type=_commit,
+        default=None,
+        help="the commit the reports tested, which tells flaky tests from fixed ones "
+        f"(default: ${', $'.join(COMMIT_VARIABLES)}, the first set)",
+    )
     stats_commands.add_namespace_options(ingest)
 
     summary = stats_commands.add(
@@ -51,6 +65,32 @@ def add_commands(commands: CommandGroup) -> None:
         "--top", type=int, default=10, metavar="N", help="how many slowest tests (default 10)"
     )
     stats_commands.add_namespace_options(summary)
+
+    flaky = stats_commands.add(
+        "flaky",
+        "list the flaky tests with their evidence",
+        "The tests that passed and failed on the same commit (without a recorded commit: "
+        "in the same CI run, any shard or attempt), or passed only after reruns, most "
+        "recently seen first, each with the runs and shards that passed and failed, the "
+        "failure messages, and when and on which commit. A test that fails every time is "
+        "broken, and one that failed until its code changed was fixed: neither is listed.",
+        cmd_stats_flaky,
+    )
+    flaky.add_argument(
+        "--runs",
+        type=int,
+        default=history.DEFAULT_RUNS,
+        metavar="N",
+        help=f"cover the N most recent CI runs (default {history.DEFAULT_RUNS})",
+    )
+    flaky.add_argument(
+        "--evidence",
+        type=int,
+        default=3,
+        metavar="N",
+        help="runs shown per test that passed, and that failed (default 3; --json lists all)",
+    )
+    stats_commands.add_namespace_options(flaky)
 
     report = stats_commands.add(
         "report",
@@ -74,9 +114,9 @@ def add_commands(commands: CommandGroup) -> None:
     report.add_argument(
         "--runs",
         type=int,
-        default=stats_report.DEFAULT_RUNS,
+        default=history.DEFAULT_RUNS,
         metavar="N",
-        help=f"cover the N most recent CI runs (default {stats_report.DEFAULT_RUNS})",
+        help=f"cover the N most recent CI runs (default {history.DEFAULT_RUNS})",
     )
     stats_commands.add_namespace_options(report)
 
@@ -97,6 +137,7 @@ def cmd_stats_ingest(invocation: Invocation) -> int:
         return EXIT_OK
     session = invocation.session(namespace)
     at = time.time()  # the reports of one ingest are one attempt (`latest_attempts`)
+    commit = detect_commit() if args.commit is None else args.commit
     runs = [
         make_run(
             report,
@@ -104,6 +145,7 @@ def cmd_stats_ingest(invocation: Invocation) -> int:
             label=namespace.describe(),
             shard=namespace.shard,
             at=at,
+            commit=commit,
         )
         for report in reports
     ]
@@ -121,6 +163,7 @@ def cmd_stats_ingest(invocation: Invocation) -> int:
                 "reports": [run.id for run in runs],
                 "tests": len(cases),
                 "failed": failed,
+                "commit": commit,
                 "prefix": invocation.prefix(session),
             },
         )
@@ -137,19 +180,22 @@ def cmd_stats_summary(invocation: Invocation) -> int:
     session = invocation.session()
     namespace = session.namespace
 
-    def read() -> tuple[list[TestCase], str]:
+    def read() -> tuple[list[TestCase], str, int]:
         source = history.StoredRuns(
             invocation.cache(session, read_chain=False), progress=ReadProgress().step
         )
         infos = source.infos()
         if args.all_runs:
             cases = history.latest_per_test(source, infos)
-            return cases, f"latest result of each test over {len(infos)} report(s)"
-        cases = history.cases_of(source, history.choose_run(infos, args.run))
-        run_id = args.run if args.run is not None else (infos[-1].run_id if infos else "")
-        return cases, f"run {run_id or '(no id)'}" if infos else "no reports"
+            scope = f"latest result of each test over {len(infos)} report(s)"
+        else:
+            cases = history.cases_of(source, history.choose_run(infos, args.run))
+            run_id = args.run if args.run is not None else (infos[-1].run_id if infos else "")
+            scope = f"run {run_id or '(no id)'}" if infos else "no reports"
+        flaky = find_flaky(source, ci_runs=history.DEFAULT_RUNS) if infos else []
+        return cases, scope, len(flaky)
 
-    cases, scope = invocation.run(session, read, "reading the store")
+    cases, scope, flaky_tests = invocation.run(session, read, "reading the store")
     summary = summarize(cases, slowest=max(0, args.top))
     if args.json:
         invocation.print_json(
@@ -158,6 +204,8 @@ def cmd_stats_summary(invocation: Invocation) -> int:
                 "prefix": invocation.prefix(session),
                 "scope": scope,
                 **summary_to_json(summary),
+                "flaky_tests": flaky_tests,
+                "flaky_tests_runs": history.DEFAULT_RUNS,
             },
         )
         return EXIT_OK
@@ -191,7 +239,66 @@ def cmd_stats_summary(invocation: Invocation) -> int:
     _section(out, "failed", ((c.test_id, f"{c.outcome}: {c.message}") for c in summary.failed))
     _section(out, "flaky", ((c.test_id, f"{c.reruns} rerun(s)") for c in summary.flaky))
     _section(out, "slowest", ((c.test_id, f"{c.duration:.2f}s") for c in summary.slowest))
+    out.write(
+        f"\nflaky tests over the last {history.DEFAULT_RUNS} CI runs: {flaky_tests}"
+        f"{' (cachekit stats flaky lists them)' if flaky_tests else ''}\n"
+    )
     return EXIT_OK
+
+
+def cmd_stats_flaky(invocation: Invocation) -> int:
+    args, out = invocation.args, invocation.out
+    if args.runs < 1 or args.evidence < 0:
+        raise UsageError("--runs must be at least 1, --evidence at least 0")
+    session = invocation.session()
+    namespace = session.namespace
+
+    def read() -> tuple[list[FlakyTest], int]:
+        source = history.StoredRuns(
+            invocation.cache(session, read_chain=False), progress=ReadProgress().step
+        )
+        covered = history.last_ci_runs(source.every_attempt().infos(), args.runs)
+        ci_runs = len({history.ci_run_key(info) for info in covered})
+        return find_flaky(source, ci_runs=args.runs), ci_runs
+
+    flaky, ci_runs = invocation.run(session, read, "reading the store")
+    if args.json:
+        invocation.print_json([flaky_to_json(test) for test in flaky])
+        return EXIT_OK
+    out.write(f"{namespace.describe()}\n{len(flaky)} flaky test(s) over {ci_runs} CI run(s)\n")
+    for test in flaky:
+        out.write(
+            f"\n{test.test_id}\n  passed {len(test.passes)}, failed {len(test.failures)} "
+            f"on {', '.join(test.code)}; first seen {stats_report.format_utc(test.first_seen)}, "
+            f"last seen {stats_report.format_utc(test.last_seen)}\n"
+        )
+        for seen in (*test.failures[: args.evidence], *test.passes[: args.evidence]):
+            out.write(f"  {_evidence(seen)}\n")
+    return EXIT_OK
+
+
+def flaky_to_json(test: FlakyTest) -> dict[str, Any]:
+    """A flaky test as ``stats flaky --json`` prints it."""
+    data: dict[str, Any] = _converter.unstructure(test)
+    data["last_message"] = test.last_message
+    return data
+
+
+def _evidence(seen: Seen) -> str:
+    how = seen.outcome + (f" after {seen.reruns} rerun(s)" if seen.reruns else "")
+    where = f"run {seen.run_id}" if seen.run_id else "a report"
+    where += f" shard {seen.shard}" if seen.shard else ""
+    where += f" at {seen.commit[:12]}" if seen.commit else ""
+    message = f": {seen.message}" if seen.message else ""
+    return f"{how:<9} {where}, {stats_report.format_utc(seen.at)}{message}"
+
+
+def _commit(text: str) -> str:
+    """``--commit``: a commit-like token (`cachekit.ci.commit.valid_commit`)."""
+    text = text.strip()
+    if text and not valid_commit(text):
+        raise argparse.ArgumentTypeError(f"not a commit: {text[:40]!r}")
+    return text
 
 
 def cmd_stats_report(invocation: Invocation) -> int:

@@ -8,6 +8,7 @@ where present: 23 MB of JSON, about 2 MB after zstd, decoded in a tenth of a sec
 (``benchmarks/bench_stats.py``). Stored form, `FORMAT` 2::
 
     {"format": 2, "at": ..., "run_id": ..., "source": ..., "label": ..., "shard": ...,
+     "commit": ...,
      "file": [["tests/test_a.py", 120], ...],   # run-length encoded, per case
      "classname": [["tests.test_a.TestA", 100], ["tests.test_a", 20], ...],
      "name": "test_x\\ntest_y...",             # joined by newlines (a list if a name has one)
@@ -15,8 +16,10 @@ where present: 23 MB of JSON, about 2 MB after zstd, decoded in a tenth of a sec
      "us": [1500, 250000, ...],                 # durations, whole microseconds
      "reruns": {"2": 1}, "message": {"2": "assert 1 == 2"}}   # by case index, if any
 
-``shard``, ``reruns`` and ``message`` are left out when empty. Durations are kept to the
-microsecond (what the pytest plugin measures; a JUnit report's extra digits are rounded).
+``shard``, ``commit`` (the commit the run tested, `cachekit.ci.commit`; runs stored
+before it existed have none), ``reruns`` and ``message`` are left out when empty.
+Durations are kept to the microsecond (what the pytest plugin measures; a JUnit report's
+extra digits are rounded).
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ OUTCOMES: dict[str, CaseOutcome] = {code: outcome for outcome, code in CODES.ite
 #: The longest duration stored, in microseconds: about 285 years, exact in a float.
 MAX_MICROSECONDS = 2**53
 #: The fields of a stored run besides its cases.
-_META = ("at", "run_id", "source", "label", "shard")
+_META = ("at", "run_id", "source", "label", "shard", "commit")
 _NOT_PASSED = re.compile("[fes]")
 
 
@@ -122,7 +125,7 @@ def to_stored(meta: dict[str, Any], cases: Sequence[TestCase]) -> dict[str, Any]
     """The stored form of a run: ``meta`` (`_META`'s fields) and its cases by column."""
     names = [case.name for case in cases]
     stored: dict[str, Any] = {"format": FORMAT, "at": meta["at"]}
-    stored.update((key, meta[key]) for key in _META[1:] if meta[key])
+    stored.update((key, meta[key]) for key in _META[1:] if meta.get(key))
     stored.update(
         file=_run_lengths(case.file for case in cases),
         classname=_run_lengths(case.classname for case in cases),
@@ -158,6 +161,8 @@ class StoredMeta:
     flaky: int
     failed: int
     skipped: int
+    #: The commit the run tested ("" if unknown).
+    commit: str = ""
 
 
 def read_meta(data: Any) -> StoredMeta:

@@ -16,10 +16,14 @@ Peak memory is thus about one run's cases plus the per-test results. A history o
 most `HOLD` cases in all is read once and kept for the later passes. Should a run be
 written meanwhile, the read answers as of its first pass; should ``cachekit gc`` delete a
 run meanwhile, that run's cases are left out.
+
+Flaky tests (`cachekit.stats.flaky`) read every attempt instead
+(`RunSource.every_attempt`): a failure that a retried job passed is evidence for them.
 """
 
 from __future__ import annotations
 
+import copy
 import itertools
 import sys
 import time
@@ -46,6 +50,9 @@ from cachekit.values.merge import CLOCK_SKEW
 #: Cases of the newest runs a read keeps in memory between its passes rather than read
 #: the store again: two runs of a 500,000-test suite, about 100 MB.
 HOLD = 1_000_000
+#: How many of the most recent CI runs the report, the flaky tests and the summary's count
+#: of them cover by default.
+DEFAULT_RUNS = 30
 #: Runs fetched together: a remote store's round trips overlap, memory stays a few runs.
 READ_BATCH = 8
 #: ``progress(what, done, total)``: ``done`` of ``total`` stored objects read by the pass
@@ -73,6 +80,8 @@ class RunInfo:
     flaky: int = 0
     failed: int = 0
     skipped: int = 0
+    #: The commit the run tested ("" if unknown: runs stored before it was recorded).
+    commit: str = ""
 
     @property
     def order(self) -> tuple[float, str]:
@@ -107,6 +116,11 @@ class RunSource(Protocol):
     def cases(self, wanted: Collection[str]) -> Iterator[tuple[RunInfo, Cases]]:
         """The cases of the runs with ids in ``wanted`` (as `latest_attempts` left
         them), a run at a time, in no particular order."""
+
+    def every_attempt(self) -> RunSource:
+        """The same runs with every attempt of a retried shard whole (no
+        `latest_attempts`): a failure its retry replaced is evidence of a flaky test
+        (`cachekit.stats.flaky`). Shares what this source has read."""
 
 
 def claims(attempts: Iterable[tuple[str, float, Collection[str]]]) -> dict[str, set[str]]:
@@ -150,6 +164,8 @@ class Recorded(Protocol):
     @property
     def shard(self) -> str: ...
     @property
+    def commit(self) -> str: ...
+    @property
     def cases(self) -> Sequence[TestCase]: ...
 
 
@@ -159,14 +175,16 @@ class MemoryRuns:
     def __init__(self, runs: Iterable[Recorded]) -> None:
         ordered = sorted(runs, key=lambda run: (run.at, run.id))
         self._cases = {run.id: Cases.of(run.cases) for run in ordered}
-        infos = [
+        self._all = [
             tallied(
-                RunInfo(run.id, run.at, run.run_id, run.source, run.label, run.shard),
+                RunInfo(
+                    run.id, run.at, run.run_id, run.source, run.label, run.shard, commit=run.commit
+                ),
                 self._cases[run.id],
             )
             for run in ordered
         ]
-        self._infos, self._claims = trim(infos, self._cases)
+        self._infos, self._claims = trim(self._all, self._cases)
 
     def infos(self) -> list[RunInfo]:
         return list(self._infos)
@@ -175,6 +193,11 @@ class MemoryRuns:
         for info in self._infos:
             if info.id in wanted:
                 yield info, _unclaimed(self._cases[info.id], self._claims.get(info.id))
+
+    def every_attempt(self) -> RunSource:
+        attempts = copy.copy(self)
+        attempts._infos, attempts._claims = self._all, {}
+        return attempts
 
 
 def trim(
@@ -225,6 +248,7 @@ class StoredRuns:
         self.hold = hold
         self.batch = batch
         self._infos: list[RunInfo] | None = None
+        self._planned: list[RunInfo] | None = None
         #: Stored records the first pass kept, by report id, and whether that is all.
         self._held: dict[str, Any] = {}
         self._complete = False
@@ -235,13 +259,16 @@ class StoredRuns:
 
     def infos(self) -> list[RunInfo]:
         if self._infos is None:
-            self._infos = self._trim(self._plan())
+            self._infos = self._trim(self.planned())
         return list(self._infos)
 
     def cases(self, wanted: Collection[str]) -> Iterator[tuple[RunInfo, Cases]]:
         infos = {info.id: info for info in self.infos()}
         for info, cases in self._read({i for i in wanted if i in infos}, "summarizing runs"):
             yield infos[info.id], _unclaimed(cases, self._claims.get(info.id))
+
+    def every_attempt(self) -> RunSource:
+        return _EveryAttempt(self)
 
     @classmethod
     def of_value(cls, value: Mapping[str, Any]) -> StoredRuns:
@@ -251,6 +278,12 @@ class StoredRuns:
         return runs
 
     # -- the passes -------------------------------------------------------------------------
+
+    def planned(self) -> list[RunInfo]:
+        """Every run, every attempt (`RunSource.every_attempt`), oldest first."""
+        if self._planned is None:
+            self._planned = self._plan()
+        return list(self._planned)
 
     def _plan(self) -> list[RunInfo]:
         found: dict[str, tuple[tuple[float, str, str], RunInfo]] = {}
@@ -347,6 +380,24 @@ class StoredRuns:
             del value
 
 
+class _EveryAttempt:
+    """`StoredRuns.every_attempt`: its plan and reads, untrimmed."""
+
+    def __init__(self, runs: StoredRuns) -> None:
+        self._runs = runs
+
+    def infos(self) -> list[RunInfo]:
+        return self._runs.planned()
+
+    def cases(self, wanted: Collection[str]) -> Iterator[tuple[RunInfo, Cases]]:
+        infos = {info.id: info for info in self._runs.planned()}
+        for info, cases in self._runs._read({i for i in wanted if i in infos}, "reading runs"):
+            yield infos[info.id], cases
+
+    def every_attempt(self) -> RunSource:
+        return self
+
+
 # -- aggregating ------------------------------------------------------------------------
 
 #: A case as `LatestPerTest` keeps it: the run's order, then `TestCase`'s fields.
@@ -401,6 +452,25 @@ def latest_per_test(source: RunSource, infos: Sequence[RunInfo] | None = None) -
     for info, cases in source.cases(wanted):
         latest.add(info.order, cases)
     return latest.cases()
+
+
+def last_ci_runs(infos: Sequence[RunInfo], count: int) -> list[RunInfo]:
+    """The reports of the ``count`` most recent CI runs of ``infos`` (a CI run: the
+    reports that share a run id; a report without one stands alone), in their order. A
+    CI run is as recent as its first report."""
+    first: dict[str, float] = {}
+    for info in infos:
+        key = ci_run_key(info)
+        first[key] = min(first.get(key, info.at), info.at)
+    if count <= 0:
+        return []
+    kept = set(sorted(first, key=lambda key: (first[key], key))[-count:])
+    return [info for info in infos if ci_run_key(info) in kept]
+
+
+def ci_run_key(info: RunInfo) -> str:
+    """Which CI run a report belongs to: its run id, or the report alone."""
+    return info.run_id or f"report {info.id}"
 
 
 def choose_run(infos: Sequence[RunInfo], run_id: str | None = None) -> list[RunInfo]:

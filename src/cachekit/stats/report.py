@@ -15,12 +15,11 @@ from collections.abc import Iterable, Sequence
 import attrs
 
 from cachekit.stats.cases import Cases
-from cachekit.stats.history import LatestPerTest, MemoryRuns, RunInfo, RunSource
+from cachekit.stats.flaky import FlakyTest, find_flaky
+from cachekit.stats.history import DEFAULT_RUNS, LatestPerTest, MemoryRuns, RunInfo, RunSource
 from cachekit.stats.junit import CaseOutcome, TestCase
 from cachekit.stats.runs import Run
 
-#: How many CI runs the history and shard plots cover by default.
-DEFAULT_RUNS = 30
 #: How many bars the slowest-tests and per-file plots and the unstable table show.
 DEFAULT_TOP = 20
 #: How many of the most recent CI runs the shard balance plot shows, and at most how
@@ -143,6 +142,10 @@ class StatsReport:
     shards: tuple[ShardBalance, ...]
     outcomes: tuple[RunOutcomes, ...]
     unstable: tuple[UnstableTest, ...]
+    #: The flaky tests of the covered runs (`cachekit.stats.flaky`), most recently seen
+    #: first, the first ``top`` of ``flaky_total``.
+    flaky: tuple[FlakyTest, ...] = ()
+    flaky_total: int = 0
 
     @property
     def empty(self) -> bool:
@@ -165,17 +168,10 @@ def build_report(
     runs read a run at a time), with ``top`` bars per ranking."""
     source = MemoryRuns(runs) if isinstance(runs, Sequence) else runs
     ci_runs = group_infos(source.infos())[-max_runs:] if max_runs > 0 else []
-    covered = {
-        report.id: index for index, ci_run in enumerate(ci_runs) for report in ci_run.reports
-    }
-    latest = LatestPerTest()
-    unstable = UnstableTally()
-    for report, cases in source.cases(covered):
-        index = covered[report.id]
-        latest.add(report.order, cases)
-        unstable.add(index, ci_runs[index].name, report.order, cases)
+    latest, unstable = _tally(source, ci_runs)
     tests = latest.cases()
     files = duration_by_file(tests)
+    flaky = find_flaky(source, ci_runs=len(ci_runs)) if ci_runs else []
     return StatsReport(
         scope=scope,
         generated_at=time.time() if now is None else now,
@@ -187,7 +183,24 @@ def build_report(
         shards=tuple(_fit(shard_balance(ci_runs[-SHARD_RUNS:]), SHARD_BARS)),
         outcomes=tuple(outcome_history(ci_runs)),
         unstable=tuple(unstable.ranking(top)),
+        flaky=tuple(flaky[:top]),
+        flaky_total=len(flaky),
     )
+
+
+def _tally(source: RunSource, ci_runs: Sequence[CIRun]) -> tuple[LatestPerTest, UnstableTally]:
+    """The latest case of each test and the unstable ones, over a run's cases at a time
+    (none held once it returns)."""
+    covered = {
+        report.id: index for index, ci_run in enumerate(ci_runs) for report in ci_run.reports
+    }
+    latest = LatestPerTest()
+    unstable = UnstableTally()
+    for report, cases in source.cases(covered):
+        index = covered[report.id]
+        latest.add(report.order, cases)
+        unstable.add(index, ci_runs[index].name, report.order, cases)
+    return latest, unstable
 
 
 def group_ci_runs(runs: Iterable[Run]) -> list[CIRun]:

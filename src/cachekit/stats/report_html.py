@@ -17,6 +17,7 @@ from pathlib import Path
 import attrs
 
 from cachekit.files import write_atomically
+from cachekit.stats.flaky import FlakyTest, Seen
 from cachekit.stats.report import RunOutcomes, StatsReport, UnstableTest, format_utc
 
 # -- writing --------------------------------------------------------------------------
@@ -127,6 +128,7 @@ def render_html(report: StatsReport) -> str:
             _files_section(report),
             _shards_section(report),
             _history_section(report),
+            _flaky_section(report),
         ]
     parts += ["</main>", "</body>", "</html>", ""]
     return "\n".join(parts)
@@ -139,6 +141,7 @@ def _cards(report: StatsReport) -> str:
         ("", f"{report.tests}", "tests seen"),
         ("bad" if latest.failed else "", f"{latest.failed}", "failed in the latest run"),
         ("warn" if latest.flaky else "", f"{latest.flaky}", "flaky in the latest run"),
+        ("warn" if report.flaky_total else "", f"{report.flaky_total}", "flaky tests"),
         ("", _seconds(sum(s.seconds for s in report.shards[-1].shards)), "test time, latest run"),
     ]
     cards = "".join(
@@ -263,6 +266,52 @@ def _unstable_table(tests: Sequence[UnstableTest]) -> str:
         "<th>last failure</th></tr></thead>"
         f"<tbody>{rows}</tbody></table>"
     )
+
+
+def _flaky_section(report: StatsReport) -> str:
+    note = (
+        f"Tests that passed and failed on the same commit (or, without one, in the same CI "
+        f"run), or passed only after reruns, over these {len(report.runs)} CI runs, most "
+        "recently seen first. A test that always fails, or failed until its code changed, "
+        "is not here."
+    )
+    if report.flaky_total > len(report.flaky):
+        note += f" The first {len(report.flaky)} of {report.flaky_total}."
+    if not report.flaky:
+        body = '<p class="note">No flaky test in these runs.</p>'
+    else:
+        rows = "".join(_flaky_row(test) for test in report.flaky)
+        body = (
+            '<table id="flaky-tests"><thead><tr><th>Flaky test</th>'
+            '<th class="num">passed</th><th class="num">failed</th><th>on</th>'
+            "<th>last seen</th><th>last failure</th></tr></thead>"
+            f"<tbody>{rows}</tbody></table>"
+        )
+    return _section("flaky", f"Flaky tests ({report.flaky_total})", note, body)
+
+
+def _flaky_row(test: FlakyTest) -> str:
+    code = ", ".join(_shorten_end(key, 12) for key in test.code[:3])
+    code += f" (+{len(test.code) - 3})" if len(test.code) > 3 else ""
+    where = "\n".join(_where(seen) for seen in (*test.failures, *test.passes)[:12])
+    return (
+        f'<tr data-test-id="{_e(test.test_id)}">'
+        f'<td><code title="{_e(where)}">{_e(test.test_id)}</code></td>'
+        f'<td class="num">{len(test.passes)}</td>'
+        f'<td class="num">{len(test.failures)}</td>'
+        f'<td title="{_e(", ".join(test.code))}"><code>{_e(code)}</code></td>'
+        f"<td>{_e(format_utc(test.last_seen))}</td>"
+        f'<td title="{_e(test.last_message)}">{_e(_shorten_end(test.last_message, 80))}</td>'
+        "</tr>"
+    )
+
+
+def _where(seen: Seen) -> str:
+    """One piece of evidence, for a tooltip."""
+    how = seen.outcome + (f" after {seen.reruns} rerun(s)" if seen.reruns else "")
+    run = f"run {seen.run_id}" if seen.run_id else "a report"
+    shard = f" shard {seen.shard}" if seen.shard else ""
+    return f"{how}: {run}{shard}, {format_utc(seen.at)}"
 
 
 def _where_failed(test: UnstableTest) -> str:

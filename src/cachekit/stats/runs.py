@@ -63,6 +63,9 @@ class Run:
     #: split). A field of its own, not parsed out of ``label``: that text is for people.
     #: Records stored before it existed load with "".
     shard: str = ""
+    #: The commit the run tested (`cachekit.ci.commit.detect_commit`), "" if unknown: what
+    #: tells a flaky test from a fixed one (`cachekit.stats.flaky`).
+    commit: str = ""
 
 
 @attrs.frozen
@@ -105,6 +108,7 @@ def make_run(
     label: str = "",
     shard: str = "",
     at: float | None = None,
+    commit: str = "",
 ) -> Run:
     """A `Run` for a parsed report, named by what it holds (`report_id`). The reports
     of one ingest share ``at``: they are one attempt."""
@@ -116,6 +120,7 @@ def make_run(
         label=label,
         cases=report.cases,
         shard=shard,
+        commit=commit,
     )
 
 
@@ -162,6 +167,7 @@ def stored(run: Run) -> dict[str, Any]:
         "source": run.source,
         "label": run.label,
         "shard": run.shard,
+        "commit": run.commit,
     }
     return to_stored(meta, run.cases)
 
@@ -192,6 +198,7 @@ def runs_of(source: history.RunSource) -> list[Run]:
             label=info.label,
             cases=cases[info.id].cases() if info.id in cases else (),
             shard=info.shard,
+            commit=info.commit,
         )
         for info in infos
     ]

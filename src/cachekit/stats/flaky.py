@@ -1,0 +1,203 @@
+"""Flaky tests: told apart from broken and fixed ones by the code they ran against.
+
+A test is flaky when the stored runs saw it both pass and fail on the same code, or pass
+only after reruns (pytest-rerunfailures' ``reruns`` column). The code of a run is its
+commit (`cachekit.ci.commit`); a run stored without one is compared only with the other
+shards and attempts of its own CI run (they test one commit), and a report without a run
+id only with itself. So a test that fails every time is broken, not flaky, and one that
+failed until its code changed and passes since was fixed, not flaky. Every attempt of a
+retried shard counts here (`RunSource.every_attempt`): a failure that the retry passed
+is the commonest evidence there is.
+
+Runs are read a run at a time, and per-test state is kept only for tests that ever
+failed or were rerun (most tests always pass): `find_flaky` reads the runs once for
+those, then again only the runs on code where one of them failed, for its passes. Asked
+about given test ids (``ids``: this run's failures, say), it reads the runs once and
+keeps state only for those.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Collection, Iterable
+
+import attrs
+
+from cachekit.stats.cases import OUTCOMES, Cases
+from cachekit.stats.history import RunInfo, RunSource, last_ci_runs
+from cachekit.stats.junit import CaseOutcome
+
+#: One case of a test as `FlakyTally` keeps it: its run, outcome code, reruns, message.
+_Seen = tuple[RunInfo, str, int, str]
+
+
+@attrs.frozen
+class Seen:
+    """One run (report) of a flaky test: where, on what code, and how it went."""
+
+    at: float
+    run_id: str
+    shard: str
+    #: The commit the run tested ("" if it recorded none).
+    commit: str
+    outcome: CaseOutcome
+    reruns: int
+    message: str
+
+
+@attrs.frozen
+class FlakyTest:
+    """A flaky test and its evidence, newest first."""
+
+    test_id: str
+    #: Runs where it passed on code it also failed on, or passed after reruns.
+    passes: tuple[Seen, ...]
+    #: Runs where it failed (or errored) on code it also passed on.
+    failures: tuple[Seen, ...]
+    #: The code it flaked on (`code_key`), newest first.
+    code: tuple[str, ...]
+    #: The first and last of that evidence (seconds since the epoch).
+    first_seen: float
+    last_seen: float
+
+    @property
+    def last_message(self) -> str:
+        """The most recent failure message ("" if it only passed after reruns)."""
+        return next((seen.message for seen in self.failures if seen.message), "")
+
+
+def code_key(info: RunInfo) -> str:
+    """Which code a run tested: its commit; without one, its CI run (``run ID``: all its
+    shards and attempts test one commit); without either, the report alone."""
+    if info.commit:
+        return info.commit
+    if info.run_id:
+        return f"run {info.run_id}"
+    return f"report {info.id}"
+
+
+class FlakyTally:
+    """The cases of tests that might be flaky, fed a run's cases at a time in any order.
+
+    With ``ids``, only those tests are watched and `add` takes every case of theirs.
+    Without, `add_unusual` first takes the failures and reruns of every test (its
+    `failed_code` then says which runs `add_passes` needs), and `add_passes` then takes
+    the plain passes of the tests seen so far.
+    """
+
+    def __init__(self, ids: Iterable[str] | None = None) -> None:
+        self.watched: set[str] | None = None if ids is None else set(ids)
+        #: Test id -> its unusual cases, and its plain passes once `add_passes` ran.
+        self.seen: dict[str, list[_Seen]] = {}
+        #: The code (`code_key`) of the runs where a watched test failed or errored.
+        self.failed_code: set[str] = set()
+
+    def add(self, info: RunInfo, cases: Cases) -> None:
+        """Every case of the watched tests in one run (needs ``ids``)."""
+        assert self.watched is not None, "add needs the ids to watch"
+        self.add_unusual(info, cases)
+        self.add_passes(info, cases)
+
+    def add_unusual(self, info: RunInfo, cases: Cases) -> None:
+        """The failures, errors and passes after reruns of one run."""
+        watched = self.watched
+        for position in cases.unusual():
+            outcome = cases.outcomes[position]
+            test_id = cases.ids[position]
+            if outcome == "s" or (watched is not None and test_id not in watched):
+                continue
+            reruns = cases.reruns.get(position, 0)
+            self._note(test_id, (info, outcome, reruns, cases.messages.get(position, "")))
+            if outcome != "p":
+                self.failed_code.add(code_key(info))
+
+    def add_passes(self, info: RunInfo, cases: Cases) -> None:
+        """The plain passes (no reruns) of the watched tests, or of those seen so far."""
+        known: Collection[str] = self.seen if self.watched is None else self.watched
+        if not known:
+            return
+        outcomes, reruns = cases.outcomes, cases.reruns
+        for position in itertools.compress(range(len(cases)), map(known.__contains__, cases.ids)):
+            if outcomes[position] == "p" and position not in reruns:
+                self._note(cases.ids[position], (info, "p", 0, ""))
+
+    def flaky(self) -> list[FlakyTest]:
+        """The flaky tests among those seen, most recently seen first."""
+        found = [test for test_id, seen in self.seen.items() if (test := _judge(test_id, seen))]
+        found.sort(key=lambda test: (-test.last_seen, test.test_id))
+        return found
+
+    def _note(self, test_id: str, seen: _Seen) -> None:
+        held = self.seen.get(test_id)
+        if held is None:
+            self.seen[test_id] = [seen]
+        else:
+            held.append(seen)
+
+
+def find_flaky(
+    source: RunSource,
+    *,
+    ci_runs: int | None = None,
+    ids: Iterable[str] | None = None,
+) -> list[FlakyTest]:
+    """The flaky tests of ``source``'s runs (every attempt), most recently seen first:
+    over its ``ci_runs`` most recent CI runs (default all), among ``ids`` (default every
+    test). See the module's docstring for what it reads."""
+    attempts = source.every_attempt()
+    infos = attempts.infos()
+    if ci_runs is not None:
+        infos = last_ci_runs(infos, ci_runs)
+    covered = {info.id for info in infos}
+    tally = FlakyTally(ids)
+    if ids is not None:
+        for info, cases in attempts.cases(covered):
+            tally.add(info, cases)
+        return tally.flaky()
+    for info, cases in attempts.cases(covered):
+        tally.add_unusual(info, cases)
+    again = {info.id for info in infos if code_key(info) in tally.failed_code}
+    if tally.seen and again:
+        for info, cases in attempts.cases(again):
+            tally.add_passes(info, cases)
+    return tally.flaky()
+
+
+def _judge(test_id: str, seen: list[_Seen]) -> FlakyTest | None:
+    """The evidence that a test is flaky, or None if there is none."""
+    passed: set[str] = set()
+    failed: set[str] = set()
+    for info, outcome, _reruns, _message in seen:
+        (passed if outcome == "p" else failed).add(code_key(info))
+    both = passed & failed
+    evidence = [
+        item
+        for item in seen
+        if code_key(item[0]) in both or (item[1] == "p" and item[2] > 0)  # passed after reruns
+    ]
+    if not evidence:
+        return None
+    evidence.sort(key=lambda item: item[0].order, reverse=True)
+    shown = [_shown(item) for item in evidence]
+    code = dict.fromkeys(code_key(item[0]) for item in evidence)  # in order, once each
+    return FlakyTest(
+        test_id=test_id,
+        passes=tuple(item for item in shown if item.outcome == "passed"),
+        failures=tuple(item for item in shown if item.outcome != "passed"),
+        code=tuple(code),
+        first_seen=evidence[-1][0].at,
+        last_seen=evidence[0][0].at,
+    )
+
+
+def _shown(item: _Seen) -> Seen:
+    info, outcome, reruns, message = item
+    return Seen(
+        at=info.at,
+        run_id=info.run_id,
+        shard=info.shard,
+        commit=info.commit,
+        outcome=OUTCOMES[outcome],
+        reruns=reruns,
+        message=message,
+    )
