@@ -70,10 +70,25 @@ def test_github_push(tmp_path: Path) -> None:
         default_branch="trunk",
         job="test",
         run_id="9001-2",
+        ci_run="9001",
         provider="github",
     )
     assert ns.read_refs == ("main", "trunk")
     assert ns.trusted
+
+
+def test_every_attempt_of_a_ci_run_is_the_same_ci_run(tmp_path: Path) -> None:
+    """A rerun of a failed shard must find its CI run's split plan: GitHub's attempt is
+    in the run id (parts of two attempts stay apart) but not in the CI run; elsewhere
+    a retry keeps the run id itself; ``CACHEKIT_CI_RUN`` overrides both."""
+    event = {"repository": {"full_name": "acme/app", "default_branch": "main"}}
+    first = github_env(tmp_path, "push", event) | {"GITHUB_RUN_ATTEMPT": "1"}
+    rerun = first | {"GITHUB_RUN_ATTEMPT": "3"}
+    assert detect_namespace(first).run_id != detect_namespace(rerun).run_id
+    assert detect_namespace(first).ci_run == detect_namespace(rerun).ci_run == "9001"
+    assert detect_namespace({"CACHEKIT_RUN_ID": "41"}).ci_run == "41"
+    assert detect_namespace(rerun | {"CACHEKIT_CI_RUN": "wf-9"}).ci_run == "wf-9"
+    assert detect_namespace({}).ci_run == ""
 
 
 def test_github_pull_request_same_repository(tmp_path: Path) -> None:

@@ -667,25 +667,25 @@ def test_shard_command_splits_by_recorded_durations(tmp_path: Path, url: str) ->
         "test_nn.py::TestConv::test_conv2d",
         "test_new.py::test_unknown",
     ]
-    shards = [
-        ok(
-            cli(
-                "shard",
-                "--url",
-                url,
-                *NS,
-                "--ref",
-                "main",
-                which,
-                cwd=tmp_path,
-                stdin="\n".join(ids) + "\n",
-            )
-        ).stdout.split()
-        for which in ("1/2", "2/2")
-    ]
-    assert sorted(shards[0] + shards[1]) == sorted(ids)
+
+    def shard(which: str, *options: str) -> Any:
+        stdin = "\n".join(ids) + "\n"
+        args = ["shard", "--url", url, *NS, "--ref", "main", *options, "--json", which]
+        return json.loads(ok(cli(*args, cwd=tmp_path, stdin=stdin)).stdout)
+
+    # The first shard of CI run 5 reads the report's durations (not yet compacted) and
+    # stores them as the run's split plan; the second splits by that plan.
+    first, second = (shard(which, "--run-id", "5") for which in ("1/2", "2/2"))
+    assert first["split_by"] == "split plan of CI run 5, written by this shard"
+    assert second["split_by"] == "split plan of CI run 5, from the store"
+    assert sorted(first["tests"] + second["tests"]) == sorted(ids)
     # The 1234.5 s test is alone on its shard.
-    assert shards[0] == ["test_torch.py::TestTorch::test_matmul"]
+    assert first["tests"] == ["test_torch.py::TestTorch::test_matmul"]
+    # Without a CI run id nothing fixes what shards read: durations as of the last
+    # compaction only (none yet), so the split is by count.
+    unplanned = shard("1/2")
+    assert unplanned["split_by"].startswith("durations as of the last compaction (no CI run id")
+    assert len(unplanned["tests"]) == 3
 
 
 def test_merged_lastfailed_read_in_process_matches_cli(tmp_path: Path, url: str) -> None:

@@ -158,3 +158,100 @@ def test_the_run_says_which_shard_it_is(pytester: pytest.Pytester) -> None:
     result.stdout.fnmatch_lines(
         ["cachekit: shard 2/4 (--shard-id=1): 2 test(s), 0 with a recorded duration*"]
     )
+
+
+SHIFTING = """
+import os, time, pytest
+
+SLOW = int(os.environ.get("CK_SLOW", "0"))
+
+@pytest.mark.parametrize("n", range(8))
+def test_t(n):
+    time.sleep(0.4 if n == SLOW else 0.02)
+"""
+
+
+def test_a_rerun_after_a_compaction_splits_as_its_ci_run_did(
+    pytester: pytest.Pytester, remote_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Between a CI run's shards and a rerun of one of them, another run records other
+    durations and its final job compacts: the rerun still splits as its CI run did, so
+    every test runs exactly once in the final set of attempts."""
+    pytester.makepyfile(test_sleepy=SHIFTING)
+    url = f"--cache-url={remote_url}"
+
+    def record_durations(slow: int) -> dict[str, float]:
+        monkeypatch.setenv("CK_SLOW", str(slow))
+        monkeypatch.setenv("CACHEKIT_RUN_ID", f"recorder-{slow}")
+        pytester.runpytest(url).assert_outcomes(passed=8)
+        compact(remote_url, pytester.path)
+        return load_durations(shared(remote_url))
+
+    before = record_durations(slow=0)
+    monkeypatch.setenv("CACHEKIT_RUN_ID", "ci-7")
+    attempt = every_shard(pytester, 2, url)
+    assert_partition(attempt, ALL)
+    after = record_durations(slow=7)
+    # Without the plan the rerun would split by these and run some tests twice, others never.
+    assert split(ALL, after, 2) != split(ALL, before, 2)
+    monkeypatch.setenv("CACHEKIT_RUN_ID", "ci-7")
+    result = pytester.runpytest("-v", url, "--num-shards=2", "--shard-id=1")
+    result.stdout.fnmatch_lines(
+        ["cachekit: shard 2/2 *; split plan of CI run ci-7, from the store"]
+    )
+    assert ran(result) == attempt[1]
+    # A new CI run splits by the new durations, and writes its own plan.
+    monkeypatch.setenv("CACHEKIT_RUN_ID", "ci-8")
+    result = pytester.runpytest("-v", url, "--num-shards=2", "--shard-id=1")
+    result.stdout.fnmatch_lines(["*; split plan of CI run ci-8, written by this shard"])
+    assert ran(result) == set(split(ALL, after, 2)[1])
+
+
+def test_without_a_ci_run_id_the_run_says_how_it_split(
+    pytester: pytest.Pytester, tmp_path: Path
+) -> None:
+    pytester.makepyfile(test_sleepy=SLEEPY.replace("time.sleep(SECONDS[n])", "pass"))
+    result = pytester.runpytest(
+        f"--cache-url={tmp_path / 'store'}", "--num-shards=2", "--shard-id=0"
+    )
+    result.stdout.fnmatch_lines(
+        [
+            "*; durations as of the last compaction (no CI run id, so a rerun after a compaction "
+            "may split differently: set CACHEKIT_RUN_ID)"
+        ]
+    )
+    assert list((tmp_path / "store").rglob("split-plans")) == []
+
+
+def test_a_read_only_run_writes_no_plan(
+    pytester: pytest.Pytester, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytester.makepyfile(test_sleepy=SLEEPY.replace("time.sleep(SECONDS[n])", "pass"))
+    monkeypatch.setenv("CACHEKIT_RUN_ID", "ci-3")
+    monkeypatch.setenv("CACHEKIT_READONLY", "1")
+    store = tmp_path / "store"
+    result = pytester.runpytest(f"--cache-url={store}", "--num-shards=2", "--shard-id=0")
+    result.stdout.fnmatch_lines(
+        ["*CI run ci-3 has no split plan, and a read-only run writes none)"]
+    )
+    assert not store.exists() or list(store.rglob("split-plans")) == []
+
+
+def test_a_planted_plan_that_is_not_one_is_a_miss(
+    pytester: pytest.Pytester, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whatever a store writer puts under the plan's key, every test still runs on exactly
+    one shard: a plan that is not one is ignored with one warning (and a plan only ever
+    holds durations, so a plausible one can only unbalance the shards)."""
+    pytester.makepyfile(test_sleepy=SLEEPY.replace("time.sleep(SECONDS[n])", "pass"))
+    monkeypatch.setenv("CACHEKIT_RUN_ID", "ci-5")
+    store = tmp_path / "store"
+    shared(str(store)).set("stats/split-plans/ci-5", {"format": 1, "durations": {"x": -1}})
+    shards = []
+    for index in range(2):
+        result = pytester.runpytest(
+            "-v", f"--cache-url={store}", "--num-shards=2", f"--shard-id={index}"
+        )
+        result.stdout.fnmatch_lines(["*ignored the split plan at *not a plan of this version*"])
+        shards.append(ran(result))
+    assert_partition(shards, ALL)

@@ -147,14 +147,15 @@ class CacheProvider:
     def _split(self, config: pytest.Config, settings: Settings) -> None:
         """Run one shard of the selected tests, balanced by recorded durations."""
         workerinput = getattr(config, "workerinput", None)
+        source = ""
         if workerinput is not None:
             durations = workerinput.get(WORKERINPUT_KEY, {})
         else:
-            durations = self.run.durations() if self.run is not None else {}
+            durations, source = self.run.durations() if self.run is not None else ({}, "")
             if config.pluginmanager.hasplugin("xdist"):
                 plugin = DurationsForWorkers(durations)
                 config.pluginmanager.register(plugin, "cachekit-durations-for-workers")
-        selection = ShardSelection(settings.shard_id, settings.num_shards, durations)
+        selection = ShardSelection(settings.shard_id, settings.num_shards, durations, source)
         config.pluginmanager.register(selection, "cachekit-shard-selection")
 
     def _cacheshow(self, config: pytest.Config, session: pytest.Session) -> int:

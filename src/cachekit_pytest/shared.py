@@ -295,10 +295,11 @@ class SharedRun:
         self.sync.write(parts, observed=observed, compact=compact, min_parts=threshold, stats=stats)
         return True
 
-    def durations(self) -> dict[str, float]:
-        """Recorded durations per test id, for the shard split."""
+    def durations(self) -> tuple[dict[str, float], str]:
+        """Recorded durations per test id, for the shard split, and where they came from
+        (the CI run's split plan, `cachekit.stats.split_plan`; "" when not read)."""
         found = self.found.get(DURATIONS_KEY)
-        return found.value if found is not None else {}
+        return (found.value, found.note) if found is not None else ({}, "")
 
     def workers_collected(self, config: pytest.Config, ids: Sequence[str]) -> None:
         """Under xdist the controller never collects: learn the ids from the workers."""

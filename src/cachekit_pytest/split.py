@@ -3,9 +3,10 @@ the selected tests, of about equal run time by the durations earlier runs record
 
 The split is `cachekit.stats.sharding.split` (longest first onto the least loaded shard;
 unknown tests count at the average), computed by every shard alike from the same
-durations, so each selected test runs on exactly one shard. It applies last, to the
-tests that ``-k``, ``-m``, ``--deselect``, ``--lf`` and the rest selected, keeping their
-order (``--ff``, ``--nf``).
+durations, so each selected test runs on exactly one shard: the durations of the CI run's
+split plan, which every rerun of a shard reads too (`cachekit.stats.split_plan`). It
+applies last, to the tests that ``-k``, ``-m``, ``--deselect``, ``--lf`` and the rest
+selected, keeping their order (``--ff``, ``--nf``).
 """
 
 from __future__ import annotations
@@ -24,10 +25,14 @@ class ShardSelection:
     """Registered after ``LFPlugin``: its wrapper then encloses ``LFPlugin``'s, and it
     sees the tests after every other plugin chose them."""
 
-    def __init__(self, shard_id: int, num_shards: int, durations: Mapping[str, float]) -> None:
+    def __init__(
+        self, shard_id: int, num_shards: int, durations: Mapping[str, float], source: str = ""
+    ) -> None:
         self.shard_id = shard_id
         self.num_shards = num_shards
         self.durations = durations
+        #: Where the durations came from (`cachekit.stats.split_plan.SplitPlan.source`).
+        self.source = source
         self.summary = ""
 
     @pytest.hookimpl(wrapper=True, tryfirst=True)
@@ -46,6 +51,7 @@ class ShardSelection:
         self.summary = (
             f"cachekit: {describe_shard(self.shard_id, self.num_shards)}: {len(mine)} "
             f"test(s), {known} with a recorded duration ({planned:.1f} s recorded)"
+            + (f"; {self.source}" if self.source else "")
         )
 
     def pytest_report_collectionfinish(self) -> str | None:

@@ -11,6 +11,7 @@ A store shared by CI holds one *namespace* per (repository, ref, job, config)::
         cache/nodeids/@base | @parts/<part id>       NODEIDS: every test id, as digests
         stats/runs/@base | @parts/<part id>          one part per ingested report
         stats/durations/@base | @parts/<part id>     DURATIONS: latest duration per test
+        stats/split-plans/<CI run>/@base             the durations one CI run splits by
         unittest/lastfailed/@base | @parts/<id>      LASTFAILED, for cachekit.unittest
 
 - Every segment of the prefix is user-controlled text passed through
@@ -62,6 +63,11 @@ NODEIDS_KEY = "cache/nodeids"
 STATS_RUNS_KEY = "stats/runs"
 #: Latest duration per test id, grouped by when it was recorded (`DURATIONS`).
 DURATIONS_KEY = "stats/durations"
+
+#: Where each CI run keeps the durations all its shards, and every rerun of one, split
+#: the tests by: one plain value per run, written create-only by its first shard
+#: (`split_plan_key`, `cachekit.stats.split_plan`); ``cachekit gc`` retires old ones.
+SPLIT_PLANS_PREFIX = "stats/split-plans"
 
 #: ``python -m cachekit.unittest``'s failures: per test id (``pkg.mod.Class.test``), module
 #: or class, the last outcome, stored like `LASTFAILED_KEY` (see `cachekit.unittest`).
@@ -147,6 +153,11 @@ def part_label(*, shard: str = "", run_id: str = "") -> str:
     shard = shard.replace("/", "of")  # "2/4" -> "2of4": readable and one segment
     pieces = [f"run-{run_id}" if run_id else "", f"shard-{shard}" if shard else ""]
     return "-".join(piece for piece in pieces if piece)
+
+
+def split_plan_key(ci_run: str) -> str:
+    """The key of one CI run's split plan (`SPLIT_PLANS_PREFIX`)."""
+    return f"{SPLIT_PLANS_PREFIX}/{segment(ci_run)}"
 
 
 def strategy_for(key: str) -> MergeStrategy[Any] | None:

@@ -47,6 +47,7 @@ _OVERRIDABLE = (
     "config",
     "shard",
     "run_id",
+    "ci_run",
 )
 _TRUE = {"1", "true", "yes", "on"}
 
@@ -64,7 +65,12 @@ class Namespace:
     config: str = ""
     #: Which shard of the job this is, such as ``2/4`` ("" when not sharded).
     shard: str = ""
+    #: This run and attempt, in the ids of the parts it writes ("" when unknown).
     run_id: str = ""
+    #: The CI run whatever the attempt (GitHub's run id without its attempt; elsewhere
+    #: the run id, which a retry keeps): the shards of one CI run and every rerun of
+    #: them share one split plan (`cachekit.stats.split_plan`). "" when unknown.
+    ci_run: str = ""
     #: False for pull requests from forks and runs configured read-only.
     trusted: bool = True
     #: The CI system detected ("local" when none).
@@ -132,6 +138,7 @@ def detect_namespace(
     config: str | None = None,
     shard: str | None = None,
     run_id: str | None = None,
+    ci_run: str | None = None,
     trusted: bool | None = None,
 ) -> Namespace:
     """The namespace of this run: explicit arguments, then ``CACHEKIT_*`` variables
@@ -156,6 +163,7 @@ def detect_namespace(
         "config": config,
         "shard": shard,
         "run_id": run_id,
+        "ci_run": ci_run,
     }
     for name in _OVERRIDABLE:
         from_env = env.get(ENV_PREFIX + name.upper(), "").strip()
@@ -169,6 +177,8 @@ def detect_namespace(
         for name, value in fields.items()
         if value is not None and (value != "" or name not in ("repository", "ref"))
     }
+    # A retry keeps the run id everywhere but on GitHub, whose detector sets its own.
+    fields.setdefault("ci_run", fields.get("run_id", ""))
     reason = str(fields.pop("untrusted_reason", ""))
     if not reason and env.get(ENV_PREFIX + "READONLY", "").strip().lower() in _TRUE:
         reason = "CACHEKIT_READONLY is set"
@@ -310,6 +320,7 @@ def _github(env: Mapping[str, str]) -> Detected | None:
         "default_branch": str(_dig(event or {}, "repository", "default_branch") or ""),
         "job": env.get("GITHUB_JOB", ""),
         "run_id": f"{run_id}-{attempt}" if run_id and attempt else run_id,
+        "ci_run": run_id,
         "untrusted_reason": reason,
     }
 

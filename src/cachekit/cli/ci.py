@@ -10,8 +10,8 @@ import attrs
 from cachekit.ci import layout
 from cachekit.ci.namespace import Namespace
 from cachekit.cli.command import EXIT_OK, CommandGroup, Invocation, UsageError
-from cachekit.stats.runs import load_durations
 from cachekit.stats.sharding import parse_shard, select
+from cachekit.stats.split_plan import agree_on_durations
 
 
 def add_commands(commands: CommandGroup) -> None:
@@ -20,7 +20,8 @@ def add_commands(commands: CommandGroup) -> None:
         "print the test ids of one duration-balanced shard",
         "Read test ids (one per line) from standard input and print those of shard "
         "INDEX/COUNT (1-based), balanced by the recorded durations of this namespace. Every shard "
-        "computes the same split.",
+        "of one CI run, and every rerun of one, computes the same split: the first stores the "
+        "durations it split by as the run's split plan, and the others read them.",
         cmd_shard,
     )
     shard.add_argument("which", metavar="INDEX/COUNT", help="the shard to print, such as 2/4")
@@ -88,12 +89,16 @@ def cmd_shard(invocation: Invocation) -> int:
         raise UsageError(str(error)) from None
     session = invocation.session()
     test_ids = [line.strip() for line in sys.stdin if line.strip()]
-    durations = invocation.run(
-        session, lambda: load_durations(invocation.cache(session)), "reading the store"
+    plan = invocation.run(
+        session,
+        lambda: agree_on_durations(invocation.cache(session), session.namespace),
+        "reading the store",
     )
-    chosen = select(test_ids, durations, index, count)
+    chosen = select(test_ids, plan.durations, index, count)
     if args.json:
-        invocation.print_json({"shard": f"{index}/{count}", "tests": chosen})
+        invocation.print_json(
+            {"shard": f"{index}/{count}", "tests": chosen, "split_by": plan.source}
+        )
     else:
         out.writelines(f"{test_id}\n" for test_id in chosen)
     return EXIT_OK

@@ -191,6 +191,7 @@ _NAMESPACE_OPTIONS = (
     ("config", "configuration, such as a Python version in a matrix"),
     ("shard", "this shard, such as 2/4"),
     ("run-id", "CI run id (shared by the shards of one run)"),
+    ("ci-run", "the CI run whatever the attempt, for its split plan (default: the run id)"),
 )
 
 

@@ -163,11 +163,11 @@ def _strings(value: JSON) -> list[str]:
 
 
 class DurationsKey(_Shared[Any]):
-    """``stats/durations``, read for duration-balanced sharding as of its last compaction
-    (by ``cachekit compact`` or ``merge``, typically in a CI workflow's final job): every
-    shard of a run, and any re-run of one, then splits by the same durations, however
-    soon other shards write theirs. Its parts come from the runs' test statistics
-    (`cachekit.stats.runs.run_parts`), never from the working copy."""
+    """``stats/durations``, read for duration-balanced sharding: every shard of a CI run,
+    and any rerun of one, splits by the durations its run's split plan holds
+    (`cachekit.stats.split_plan`; without one, as of their last compaction). Its parts
+    come from the runs' test statistics (`cachekit.stats.runs.run_parts`), never from
+    the working copy."""
 
     def local(self, merged: Any) -> JSON:
         return durations_from_value(merged)  # type: ignore[return-value]
@@ -220,6 +220,9 @@ class Found:
     has_base: bool
     #: The ids of the parts joined into it, sorted.
     parts: tuple[str, ...]
+    #: Where the value came from, when that is worth a line in the run's report (the
+    #: durations of a split: `cachekit.stats.split_plan.SplitPlan.source`).
+    note: str = ""
 
     @property
     def has_data(self) -> bool:

@@ -12,12 +12,14 @@ reported as one `SyncFailed`.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Protocol
+from functools import partial
+from typing import Any, Protocol
 
 from cachekit.budget import BudgetCallFailed
 from cachekit.ci.layout import LASTFAILED_KEY
 from cachekit.errors import InvalidURL
 from cachekit.session import Session
+from cachekit.stats.split_plan import SplitPlans
 from cachekit.values.cache import Cache
 from cachekit.values.codec import JSON
 from cachekit_pytest.recording import RunRecord
@@ -56,17 +58,39 @@ class Remote:
             raise InvalidBackend(str(error)) from error
 
     def read(self) -> dict[str, Found]:
-        """Every key's merged value: one listing and one batched fetch per namespace."""
+        """Every key's merged value: one listing and one batched fetch per namespace.
+
+        Durations (read only to pick this shard's tests) come from the CI run's split
+        plan when one is stored, read first and in place of them; otherwise they are read
+        and offered as the plan (`cachekit.stats.split_plan`).
+        """
+        cache = self.open()
         strategies = {key: shared.strategy for key, shared in self.keys.items()}
-        as_compacted = [
-            key for key, shared in self.keys.items() if isinstance(shared, DurationsKey)
-        ]
-        merged = self.open().read_merged_many(strategies, bases_only=as_compacted)
-        self.found_nothing = not any(value.has_base or value.parts for value in merged.values())
-        return {
+        split_by = [key for key, shared in self.keys.items() if isinstance(shared, DurationsKey)]
+        plans = SplitPlans(cache, self.session.namespace)
+        plan = plans.stored() if split_by else None
+        if plan is not None:
+            strategies = {key: value for key, value in strategies.items() if key not in split_by}
+        as_compacted = split_by if plans.as_of_compaction else []
+        merged = cache.read_merged_many(strategies, bases_only=as_compacted)
+        self.found_nothing = plan is None and not any(
+            value.has_base or value.parts for value in merged.values()
+        )
+        found = {
             key: Found(self.keys[key].local(value.value), value.has_base, value.parts)
             for key, value in merged.items()
         }
+        for key in split_by:
+            if plan is None:
+                plan = plans.offer(found[key].value, partial(self._read_compacted, cache, key))
+            found[key] = Found(plan.durations, bool(plan.durations), (), note=plan.source)
+        return found
+
+    def _read_compacted(self, cache: Cache, key: str) -> Any:
+        """A key's value in pytest's shape as of its last compaction (parts left out)."""
+        shared = self.keys[key]
+        merged = cache.read_merged_many({key: shared.strategy}, bases_only=[key])
+        return shared.local(merged[key].value)
 
     def write(
         self,
