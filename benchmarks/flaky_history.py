@@ -26,7 +26,7 @@ import attrs
 from cachekit.stats.junit import CaseOutcome, TestCase
 from cachekit.stats.runs import Run
 
-#: Test files; a test's file is its number modulo this.
+#: Test files, each of consecutive tests.
 FILES = 10
 FAIL_RATE = 0.3
 RERUN_RATE = 0.3
@@ -168,7 +168,7 @@ def _shards(tests: int) -> Iterator[tuple[int, range]]:
 
 
 def _file_name(tests: int, n: int) -> tuple[str, str]:
-    return f"tests/test_m{n % FILES}.py", f"test_{n}"
+    return f"tests/test_m{n * FILES // tests}.py", f"test_{n}"  # a file's tests together
 
 
 def _test_id(tests: int, n: int) -> str:

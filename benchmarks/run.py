@@ -2,7 +2,8 @@
 plugin's (`bench_plugin`) into ``results/plugin.md`` and ``plugin.json``, the test-file
 keys' (`bench_fingerprint`) into ``results/fingerprint.md`` and ``fingerprint.json``,
 ``cachekit merge``'s (`bench_merge`) into ``results/merge.md`` and ``merge.json``,
-``--skip-passed``'s (`bench_skip`) into ``results/skip.md`` and ``skip.json``.
+``--skip-passed``'s (`bench_skip`) into ``results/skip.md`` and ``skip.json``, flaky tests
+(`bench_flaky`) into ``results/flaky.md`` and ``flaky.json``.
 
 Why one entry point: the committed result file must say exactly how it was produced, on
 what machine, and whether each target passed, so it is written by the same code that
@@ -11,9 +12,10 @@ the proxy exist, so those processes cannot disturb the microsecond timings.
 
 Run from the project root: ``.venv/bin/python -m benchmarks`` (or
 ``.venv/bin/python benchmarks/run.py``); ``--only plugin`` (or ``local``, ``remote``,
-``merge``, ``fingerprint``, ``skip``, ``scale``; repeatable) runs just those. The plugin's
-benchmark runs near the end: it takes about six minutes of whole pytest runs; the
-``--skip-passed`` one, after it, about two more. The scale benchmark (`bench_scale`,
+``merge``, ``fingerprint``, ``skip``, ``flaky``, ``scale``; repeatable) runs just those.
+The plugin's benchmark runs near the end: it takes about six minutes of whole pytest
+runs; the ``--skip-passed`` one, after it, about two more; the flaky tests' one, about a
+minute. The scale benchmark (`bench_scale`,
 ``results/scale.*``) takes about fifteen minutes, so it runs only with ``--only scale``.
 Exits non-zero when a target fails.
 """
@@ -30,6 +32,7 @@ if __package__ in (None, ""):  # run as a script: make ``benchmarks`` importable
 
 from benchmarks import (
     bench_fingerprint,
+    bench_flaky,
     bench_local,
     bench_merge,
     bench_plugin,
@@ -47,7 +50,7 @@ from benchmarks.harness import (
 )
 
 COMMAND = ".venv/bin/python -m benchmarks"
-BENCHMARKS = ("local", "remote", "merge", "fingerprint", "plugin", "skip", "scale")
+BENCHMARKS = ("local", "remote", "merge", "fingerprint", "plugin", "skip", "flaky", "scale")
 #: What runs without ``--only``: all but the quarter-hour scale benchmark.
 DEFAULT = tuple(name for name in BENCHMARKS if name != "scale")
 
@@ -114,6 +117,10 @@ def main(argv: list[str] | None = None) -> int:
         reports.append(plugin)
     if "skip" in selected:  # whole runs of the plugin benchmark's suite, about two minutes
         reports.append(run_alone("skip", bench_skip.run, COMMAND + flags, write=not args.no_write))
+    if "flaky" in selected:  # simulated histories of 500 and 100,000 tests: about a minute
+        reports.append(
+            run_alone("flaky", bench_flaky.run, COMMAND + flags, write=not args.no_write)
+        )
     if "scale" in selected:  # 500,000 tests from 200 shards: about fifteen minutes
         scale = bench_scale.default_config()
         reports.append(
