@@ -19,10 +19,11 @@ from cachekit import Cache, MemoryStore, open_store
 from cachekit.ci.commit import COMMIT_VARIABLES, detect_commit
 from cachekit.ci.layout import STATS_RUNS_KEY
 from cachekit.ci.namespace import detect_namespace, namespaced_cache
-from cachekit.stats.cases import read_meta
-from cachekit.stats.flaky import FlakyTally, find_flaky
+from cachekit.stats.cases import Cases, Pick, read_cases, read_meta
+from cachekit.stats.flaky import FlakyTally, find_flaky, names_of
 from cachekit.stats.history import MemoryRuns, StoredRuns
-from cachekit.stats.runs import record_runs
+from cachekit.stats.junit import CaseOutcome, TestCase
+from cachekit.stats.runs import Run, record_runs, stored
 from plugin_support import shared
 
 REPOSITORY = Path(__file__).resolve().parent.parent
@@ -374,3 +375,59 @@ def test_asked_about_some_tests_it_answers_as_for_all() -> None:
     }
     assert set(tally.seen) == unusual
     assert unusual == history.flaky | history.broken | history.fixed  # 15 of 500
+
+
+# -- reading only the cases in question ------------------------------------------------
+
+
+def columns(cases: Cases) -> tuple[object, ...]:
+    return (
+        cases.files,
+        cases.classnames,
+        cases.names,
+        cases.outcomes,
+        cases.seconds,
+        cases.reruns,
+        cases.messages,
+        cases.ids,
+    )
+
+
+@pytest.mark.parametrize("newline", [False, True])
+def test_picked_cases_are_those_of_the_whole_run(newline: bool) -> None:
+    """Cases picked out of a stored run (unusual ones, by name) are exactly the ones a
+    whole read has at those places, whatever the files, classes and names."""
+    outcomes: list[CaseOutcome] = ["passed", "failed", "error", "skipped"]
+    cases = [
+        TestCase(
+            file=f"tests/test_{n % 3 if n < 30 else 9}.py",
+            classname=f"tests.test_{n % 3 if n < 30 else 9}" + (".TestK" if n % 5 == 0 else ""),
+            name=f"test_{n}[a::b]"
+            if n % 7 == 0
+            else f"test_{n}" + ("\nx" if newline and n == 3 else ""),
+            outcome=outcomes[n % 4] if n % 6 == 0 else "passed",
+            duration=n / 1000,
+            reruns=1 if n % 11 == 0 else 0,
+            message=f"m{n}" if n % 6 == 0 else "",
+        )
+        for n in range(60)
+    ]
+    data = stored(Run("r", 1.0, "", "", "", tuple(cases)))
+    whole = read_cases(data)
+    unusual = whole.unusual()
+    assert unusual  # failures, errors, skips and reruns
+    wanted_ids = {whole.ids[7], whole.ids[14], whole.ids[25], "tests/test_9.py::test_59"}
+    for pick in (
+        Pick(unusual=True),
+        Pick(names=names_of(wanted_ids)),
+        Pick(unusual=True, names=names_of(wanted_ids)),
+    ):
+        picked = read_cases(data, pick)
+        indexes = sorted(
+            {i for i in range(len(whole)) if pick.unusual and i in unusual}
+            | {i for i, name in enumerate(whole.names) if name in pick.names}
+        )
+        assert columns(picked) == columns(whole.select(indexes))
+        assert columns(whole.picked(pick)) == columns(picked)
+        if pick.names:
+            assert wanted_ids <= set(picked.ids)

@@ -13,22 +13,25 @@ Runs are read a run at a time, and per-test state is kept only for tests that ev
 failed or were rerun (most tests always pass): `find_flaky` reads the runs once for
 those, then again only the runs on code where one of them failed, for its passes. Asked
 about given test ids (``ids``: this run's failures, say), it reads the runs once and
-keeps state only for those.
+keeps state only for those. Either way only the cases wanted are built out of a stored
+run (`Pick`: the unusual ones, and those by the names of the tests in question).
 """
 
 from __future__ import annotations
 
 import itertools
+import re
 from collections.abc import Collection, Iterable
 
 import attrs
 
-from cachekit.stats.cases import OUTCOMES, Cases
+from cachekit.stats.cases import OUTCOMES, Cases, Pick
 from cachekit.stats.history import RunInfo, RunSource, last_ci_runs
 from cachekit.stats.junit import CaseOutcome
 
 #: One case of a test as `FlakyTally` keeps it: its run, outcome code, reruns, message.
 _Seen = tuple[RunInfo, str, int, str]
+_SEPARATOR = re.compile("::")
 
 
 @attrs.frozen
@@ -150,17 +153,30 @@ def find_flaky(
         infos = last_ci_runs(infos, ci_runs)
     covered = {info.id for info in infos}
     tally = FlakyTally(ids)
-    if ids is not None:
-        for info, cases in attempts.cases(covered):
-            tally.add(info, cases)
+    if tally.watched is not None:
+        if tally.watched:
+            pick = Pick(unusual=True, names=names_of(tally.watched))
+            for info, cases in attempts.cases(covered, pick):
+                tally.add(info, cases)
         return tally.flaky()
-    for info, cases in attempts.cases(covered):
+    for info, cases in attempts.cases(covered, Pick(unusual=True)):
         tally.add_unusual(info, cases)
     again = {info.id for info in infos if code_key(info) in tally.failed_code}
     if tally.seen and again:
-        for info, cases in attempts.cases(again):
+        for info, cases in attempts.cases(again, Pick(names=names_of(tally.seen))):
             tally.add_passes(info, cases)
     return tally.flaky()
+
+
+def names_of(ids: Iterable[str]) -> frozenset[str]:
+    """Every ``name`` a case of these test ids may have (`cachekit.stats.junit.join_test_id`:
+    what follows some ``::``, or the whole id), to pick their cases out of a stored run
+    without building every case's id; `FlakyTally` then matches whole ids."""
+    names = {""}
+    for test_id in ids:
+        names.add(test_id)
+        names.update(test_id[match.end() :] for match in _SEPARATOR.finditer(test_id))
+    return frozenset(names)
 
 
 def _judge(test_id: str, seen: list[_Seen]) -> FlakyTest | None:

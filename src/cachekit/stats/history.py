@@ -38,6 +38,7 @@ from cachekit.errors import CorruptValueWarning
 from cachekit.stats.cases import (
     OUTCOMES,
     Cases,
+    Pick,
     StoredMeta,
     StoredRunError,
     read_cases,
@@ -113,9 +114,12 @@ class RunSource(Protocol):
     def infos(self) -> list[RunInfo]:
         """Every run, latest attempts only (`latest_attempts`), oldest first."""
 
-    def cases(self, wanted: Collection[str]) -> Iterator[tuple[RunInfo, Cases]]:
+    def cases(
+        self, wanted: Collection[str], pick: Pick | None = None
+    ) -> Iterator[tuple[RunInfo, Cases]]:
         """The cases of the runs with ids in ``wanted`` (as `latest_attempts` left
-        them), a run at a time, in no particular order."""
+        them), a run at a time, in no particular order; only those ``pick`` wants, if
+        given."""
 
     def every_attempt(self) -> RunSource:
         """The same runs with every attempt of a retried shard whole (no
@@ -189,10 +193,13 @@ class MemoryRuns:
     def infos(self) -> list[RunInfo]:
         return list(self._infos)
 
-    def cases(self, wanted: Collection[str]) -> Iterator[tuple[RunInfo, Cases]]:
+    def cases(
+        self, wanted: Collection[str], pick: Pick | None = None
+    ) -> Iterator[tuple[RunInfo, Cases]]:
         for info in self._infos:
             if info.id in wanted:
-                yield info, _unclaimed(self._cases[info.id], self._claims.get(info.id))
+                cases = _unclaimed(self._cases[info.id], self._claims.get(info.id))
+                yield info, cases.picked(pick)
 
     def every_attempt(self) -> RunSource:
         attempts = copy.copy(self)
@@ -262,9 +269,12 @@ class StoredRuns:
             self._infos = self._trim(self.planned())
         return list(self._infos)
 
-    def cases(self, wanted: Collection[str]) -> Iterator[tuple[RunInfo, Cases]]:
+    def cases(
+        self, wanted: Collection[str], pick: Pick | None = None
+    ) -> Iterator[tuple[RunInfo, Cases]]:
         infos = {info.id: info for info in self.infos()}
-        for info, cases in self._read({i for i in wanted if i in infos}, "summarizing runs"):
+        chosen = {i for i in wanted if i in infos}
+        for info, cases in self._read(chosen, "summarizing runs", pick):
             yield infos[info.id], _unclaimed(cases, self._claims.get(info.id))
 
     def every_attempt(self) -> RunSource:
@@ -332,8 +342,11 @@ class StoredRuns:
         trimmed, self._claims = trim(infos, cases)
         return trimmed
 
-    def _read(self, wanted: set[str], what: str) -> Iterator[tuple[RunInfo, Cases]]:
-        """The cases of the winning copy of each wanted run, untrimmed."""
+    def _read(
+        self, wanted: set[str], what: str, pick: Pick | None = None
+    ) -> Iterator[tuple[RunInfo, Cases]]:
+        """The cases of the winning copy of each wanted run (those ``pick`` wants),
+        untrimmed."""
         done: set[str] = set()
         for report_id, record in self._records(what, wanted):
             if report_id not in wanted or report_id in done:
@@ -345,7 +358,7 @@ class StoredRuns:
             if (meta.at, meta.source, meta.label) != self._winners.get(report_id):
                 continue
             done.add(report_id)
-            yield info_of(report_id, meta), read_cases(record)
+            yield info_of(report_id, meta), read_cases(record, pick)
 
     def _records(self, what: str, wanted: set[str] | None) -> Iterator[tuple[str, Any]]:
         """(report id, stored record) of the ``wanted`` runs (None: the first pass,
@@ -389,9 +402,12 @@ class _EveryAttempt:
     def infos(self) -> list[RunInfo]:
         return self._runs.planned()
 
-    def cases(self, wanted: Collection[str]) -> Iterator[tuple[RunInfo, Cases]]:
+    def cases(
+        self, wanted: Collection[str], pick: Pick | None = None
+    ) -> Iterator[tuple[RunInfo, Cases]]:
         infos = {info.id: info for info in self._runs.planned()}
-        for info, cases in self._runs._read({i for i in wanted if i in infos}, "reading runs"):
+        chosen = {i for i in wanted if i in infos}
+        for info, cases in self._runs._read(chosen, "reading every attempt", pick):
             yield infos[info.id], cases
 
     def every_attempt(self) -> RunSource:
