@@ -12,11 +12,15 @@ from hypothesis import strategies as st
 from cachekit.stats.sharding import (
     DEFAULT_DURATION,
     estimate,
+    loads,
     makespan,
     parse_shard,
+    scopes_of,
     select,
     split,
+    units,
 )
+from cachekit.values.durations import scoped_setup_key
 
 durations_st = st.dictionaries(
     st.text("abcdefgh", min_size=1, max_size=3),
@@ -145,3 +149,166 @@ def test_parse_shard(text: str, expected: tuple[int, int]) -> None:
 def test_parse_shard_rejects(text: str) -> None:
     with pytest.raises(ValueError, match="shard"):
         parse_shard(text)
+
+
+# -- scoped setups: a module (class, package) kept on one shard -----------------------
+
+
+def fixture_suite(
+    fixtures: int = 4, plain: int = 8, setup: float = 1.0
+) -> tuple[list[str], dict[str, float]]:
+    """The benchmark's suite: modules with a ``setup``-second module-scoped fixture and 20
+    tiny tests each, and modules of 10 tests of 50 ms; test ids, durations."""
+    durations: dict[str, float] = {}
+    for module in range(fixtures):
+        durations[scoped_setup_key(f"tests/test_fix{module}.py")] = setup
+        durations.update({f"tests/test_fix{module}.py::test_{n}": 0.001 for n in range(20)})
+    for module in range(plain):
+        durations.update({f"tests/test_plain{module}.py::test_{n}": 0.05 for n in range(10)})
+    return [test_id for test_id in durations if "::" in test_id], durations
+
+
+def modules_of(shard: list[str]) -> set[str]:
+    return {test_id.split("::")[0] for test_id in shard}
+
+
+def test_a_module_with_a_scoped_setup_stays_on_one_shard() -> None:
+    ids, durations = fixture_suite()
+    shards = split(ids, durations, 4)
+    assert sorted(t for shard in shards for t in shard) == sorted(ids)
+    for module in (f"tests/test_fix{n}.py" for n in range(4)):
+        assert sum(module in modules_of(shard) for shard in shards) == 1, module
+    # Each shard pays one setup; the plan is the ideal: (tests + each setup once) / 4.
+    ideal = (sum(durations[t] for t in ids) + 4 * 1.0) / 4
+    assert max(loads(shards, durations)) == pytest.approx(ideal)
+    # Per test, as before, the four modules' tests would spread over every shard.
+    per_test = split(ids, {t: durations[t] for t in ids}, 4)
+    assert max(loads(per_test, durations)) > 2 * ideal
+
+
+def test_the_split_counts_each_setup_once_per_shard() -> None:
+    durations = {scoped_setup_key("a.py"): 5.0, "a.py::x": 1.0, "a.py::y": 1.0, "b.py::z": 1.0}
+    assert loads([["a.py::x", "a.py::y"], ["b.py::z"]], durations) == [7.0, 1.0]
+    assert loads([["a.py::x", "b.py::z"], ["a.py::y"]], durations) == [7.0, 6.0]
+
+
+def test_without_scoped_setups_the_split_is_per_test_as_before() -> None:
+    rng = random.Random(3)
+    durations = {f"t{n // 7}.py::t{n}": rng.lognormvariate(0, 1) for n in range(300)}
+    expected = split(durations, durations, 5)
+    # Setups of scopes none of these tests is in change nothing.
+    unrelated = {**durations, scoped_setup_key("other.py"): 100.0, scoped_setup_key("t1"): 9.0}
+    assert split(durations, unrelated, 5) == expected
+    assert [len(unit.tests) for unit in units(durations, unrelated, 5)] == [1] * 300
+
+
+def test_a_group_far_above_the_ideal_load_is_cut_paying_its_setup_again() -> None:
+    """One module holds most of the suite: kept whole it would run 13 s on one shard
+    while the others idle; cut into 4 pieces, each paying its 3 s setup, the slowest
+    shard runs 6 s."""
+    durations = {scoped_setup_key("big.py"): 3.0}
+    durations.update({f"big.py::t{n:03d}": 0.1 for n in range(100)})
+    durations.update({f"small.py::t{n:02d}": 0.1 for n in range(20)})
+    ids = [t for t in durations if "::" in t]
+    shards = split(ids, durations, 4)
+    assert sorted(t for shard in shards for t in shard) == sorted(ids)
+    assert sum("big.py" in modules_of(shard) for shard in shards) == 4
+    assert max(loads(shards, durations)) == pytest.approx(6.0)
+
+
+def test_a_group_just_above_the_ideal_stays_whole_when_cutting_costs_more() -> None:
+    """Its 4 s setup dominates: cut in two, both halves pay it (and the others' load
+    grows by as much), so the bound is 7 s against 6 s kept whole."""
+    durations = {scoped_setup_key("db.py"): 4.0}
+    durations.update({f"db.py::t{n}": 0.5 for n in range(4)})
+    durations.update({f"other.py::t{n}": 0.5 for n in range(8)})
+    ids = [t for t in durations if "::" in t]
+    shards = split(ids, durations, 2)
+    assert sum("db.py" in modules_of(shard) for shard in shards) == 1
+    assert max(loads(shards, durations)) == pytest.approx(6.0)
+
+
+def test_a_class_kept_whole_inside_its_module_and_a_package_across_modules() -> None:
+    durations = {
+        scoped_setup_key("pkg"): 2.0,  # a package-scoped fixture of pkg/conftest.py
+        scoped_setup_key("pkg/test_a.py::TestDb"): 1.0,
+        **{f"pkg/test_a.py::TestDb::t{n}": 0.01 for n in range(5)},
+        **{f"pkg/test_b.py::t{n}": 0.01 for n in range(5)},
+        **{f"z/test_c.py::t{n}[{n}::x]": 0.5 for n in range(12)},
+    }
+    ids = [t for t in durations if "::" in t]
+    shards = split(ids, durations, 3)
+    assert [len([t for t in shard if t.startswith("pkg/")]) for shard in shards].count(10) == 1
+    by_unit = {unit.id: unit.tests for unit in units(ids, durations, 3)}
+    assert len(by_unit["pkg"]) == 10  # the class inside it, the other module beside
+
+
+def test_scopes_of_a_test_id() -> None:
+    assert scopes_of("a/b/test_x.py::C::D::test[p::q/r]") == [
+        "a",
+        "a/b",
+        "a/b/test_x.py",
+        "a/b/test_x.py::C",
+        "a/b/test_x.py::C::D",
+    ]
+    assert scopes_of("test_x.py::test") == ["test_x.py"]
+    assert scopes_of("plain id") == []
+
+
+scoped_suite_st = st.lists(
+    st.tuples(
+        st.sampled_from(["p/a.py", "p/b.py", "c.py", "p/a.py::K", "q/d.py"]),
+        st.integers(0, 5),
+        st.floats(0, 5),
+    ),
+    max_size=40,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    tests=scoped_suite_st,
+    setups=st.dictionaries(
+        st.sampled_from(["p", "p/a.py", "c.py", "p/a.py::K", "q", "q/d.py"]), st.floats(0, 20)
+    ),
+    count=st.integers(min_value=1, max_value=5),
+    seed=st.integers(0, 1000),
+)
+def test_scoped_splits_cover_every_test_once_whatever_the_order(
+    tests: list[tuple[str, int, float]], setups: dict[str, float], count: int, seed: int
+) -> None:
+    durations = {f"{container}::t{n}": seconds for container, n, seconds in tests}
+    durations.update({scoped_setup_key(scope): seconds for scope, seconds in setups.items()})
+    ids = [t for t in durations if not t.startswith(scoped_setup_key(""))]
+    shards = split(ids, durations, count)
+    assert sorted(t for shard in shards for t in shard) == sorted(ids)
+    shuffled = list(ids)
+    rng = random.Random(seed)
+    rng.shuffle(shuffled)
+    reordered = list(durations.items())
+    rng.shuffle(reordered)
+    assert split(shuffled, dict(reordered), count) == shards
+    # Never worse than paying every scope's setup on every shard on top of the per-test
+    # LPT split (the bound the cutting rule keeps to, give or take LPT's own slack).
+    per_test = split(ids, {t: durations[t] for t in ids}, count)
+    assert (
+        max(loads(shards, durations), default=0)
+        <= max(loads(per_test, durations), default=0) * 4 / 3 + sum(setups.values()) + 1e-9
+    )
+
+
+def test_ten_thousand_tests_with_fixtures_within_five_percent_of_ideal() -> None:
+    rng = random.Random(20261206)
+    durations: dict[str, float] = {}
+    for module in range(500):
+        path = f"tests/pkg{module // 50}/test_{module}.py"
+        if module % 3 == 0:
+            durations[scoped_setup_key(path)] = rng.uniform(0.5, 5.0)
+        for n in range(20):
+            durations[f"{path}::test_{n}"] = rng.lognormvariate(-1.5, 1.0)
+    ids = [t for t in durations if "::" in t]
+    for count in (4, 16, 32):
+        shards = split(ids, durations, count)
+        setups = sum(v for k, v in durations.items() if "::" not in k)
+        ideal = (sum(durations[t] for t in ids) + setups) / count
+        assert max(loads(shards, durations)) <= 1.05 * ideal, count

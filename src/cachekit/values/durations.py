@@ -10,6 +10,12 @@ string and one float per test instead of an ``{"at", "value"}`` object per test:
 shard split's read of 500,000 tests decodes in about a third of a second
 (``benchmarks/bench_stats.py``). Each test is in at most one group.
 
+Besides tests, a group may hold the setup (and teardown) time of a module-, class- or
+package-scoped fixture, recorded apart from the test that happened to trigger it, under
+`scoped_setup_key` of the scope's node id (`SCOPED_SETUP_PREFIX`). Such an entry is no
+test id: readers look up the test ids they hold (`cachekit.stats.sharding`) and never
+list the entries as tests.
+
 The join keeps, per test, the latest time and, at equal times, the longer duration: a
 join (associative, commutative, idempotent), so parts merge in any order. Joined values
 share their groups with the values joined (nothing changes a group in place).
@@ -28,6 +34,13 @@ from cachekit.values.merge import CLOCK_SKEW
 #: Longer than any CI job may run (GitHub's limit is 6 hours, the longest 30 days).
 MAX_DURATION = 31 * 86400.0
 
+#: What starts the entry of a scoped setup in a group, followed by the scope's node id
+#: (``"\x00setup tests/test_db.py"``, ``"\x00setup tests/test_db.py::TestUsers"``,
+#: ``"\x00setup tests/db"`` for a package). A pytest node id starts with a file path or a
+#: collector's name, and no path holds a NUL, so no test id is ever one of these. The one
+#: place that says so.
+SCOPED_SETUP_PREFIX = "\x00setup "
+
 #: ``{time: {test id: seconds}}``.
 Groups = dict[str, dict[str, float]]
 
@@ -35,6 +48,12 @@ Groups = dict[str, dict[str, float]]
 def time_key(at: float) -> str:
     """The group key of a time: one spelling per float (5, 5.0 and "5.0" are one)."""
     return repr(float(at))
+
+
+def scoped_setup_key(scope_id: str) -> str:
+    """The entry that holds the setup time of the fixtures scoped to ``scope_id`` (the
+    node id of a module, class or package)."""
+    return SCOPED_SETUP_PREFIX + scope_id
 
 
 def durations_part(at: float, durations: Mapping[str, float]) -> Groups:
