@@ -377,6 +377,22 @@ def test_asked_about_some_tests_it_answers_as_for_all() -> None:
     assert unusual == history.flaky | history.broken | history.fixed  # 15 of 500
 
 
+def test_a_tally_that_observed_the_plan_finds_the_same() -> None:
+    """The first pass done as the plan reads (`StoredRuns`' ``observe``) finds what a
+    first pass of its own finds, over all runs or the last few."""
+    history = flaky_history().simulate()
+    cache = Cache(MemoryStore())
+    record_runs(cache, list(history.runs()))
+    for ci_runs in (None, 50, 12, 3):
+        plain = find_flaky(StoredRuns(cache, hold=0), ci_runs=ci_runs)
+        tally = FlakyTally()
+        source = StoredRuns(cache, hold=0, observe=tally.observe)
+        assert find_flaky(source, ci_runs=ci_runs, observed=tally) == plain
+        assert tally.observed
+    assert {test.test_id for test in plain} <= history.flaky
+    assert {test.test_id for test in find_flaky(StoredRuns(cache))} == history.flaky
+
+
 # -- reading only the cases in question ------------------------------------------------
 
 

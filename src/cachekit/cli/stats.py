@@ -16,7 +16,7 @@ from cachekit.cli.command import EXIT_OK, CommandGroup, Invocation, UsageError
 from cachekit.cli.output import Progress, print_table
 from cachekit.stats import history, report_html
 from cachekit.stats import report as stats_report
-from cachekit.stats.flaky import FlakyTest, Seen, find_flaky
+from cachekit.stats.flaky import FlakyTally, FlakyTest, Seen, find_flaky
 from cachekit.stats.junit import TestCase, parse_junit_file
 from cachekit.stats.runs import make_run, record_runs, summarize, summary_to_json
 
@@ -181,8 +181,11 @@ def cmd_stats_summary(invocation: Invocation) -> int:
     namespace = session.namespace
 
     def read() -> tuple[list[TestCase], str, int]:
+        observed = FlakyTally()  # the flaky count's first pass, as the plan reads
         source = history.StoredRuns(
-            invocation.cache(session, read_chain=False), progress=ReadProgress().step
+            invocation.cache(session, read_chain=False),
+            progress=ReadProgress().step,
+            observe=observed.observe,
         )
         infos = source.infos()
         if args.all_runs:
@@ -192,7 +195,7 @@ def cmd_stats_summary(invocation: Invocation) -> int:
             cases = history.cases_of(source, history.choose_run(infos, args.run))
             run_id = args.run if args.run is not None else (infos[-1].run_id if infos else "")
             scope = f"run {run_id or '(no id)'}" if infos else "no reports"
-        flaky = find_flaky(source, ci_runs=history.DEFAULT_RUNS) if infos else []
+        flaky = find_flaky(source, ci_runs=history.DEFAULT_RUNS, observed=observed) if infos else []
         return cases, scope, len(flaky)
 
     cases, scope, flaky_tests = invocation.run(session, read, "reading the store")
@@ -254,12 +257,15 @@ def cmd_stats_flaky(invocation: Invocation) -> int:
     namespace = session.namespace
 
     def read() -> tuple[list[FlakyTest], int]:
+        observed = FlakyTally()
         source = history.StoredRuns(
-            invocation.cache(session, read_chain=False), progress=ReadProgress().step
+            invocation.cache(session, read_chain=False),
+            progress=ReadProgress().step,
+            observe=observed.observe,
         )
         covered = history.last_ci_runs(source.every_attempt().infos(), args.runs)
         ci_runs = len({history.ci_run_key(info) for info in covered})
-        return find_flaky(source, ci_runs=args.runs), ci_runs
+        return find_flaky(source, ci_runs=args.runs, observed=observed), ci_runs
 
     flaky, ci_runs = invocation.run(session, read, "reading the store")
     if args.json:
@@ -314,11 +320,14 @@ def cmd_stats_report(invocation: Invocation) -> int:
     namespace = session.namespace
 
     def read() -> stats_report.StatsReport:
+        observed = FlakyTally()
         source = history.StoredRuns(
-            invocation.cache(session, read_chain=False), progress=ReadProgress().step
+            invocation.cache(session, read_chain=False),
+            progress=ReadProgress().step,
+            observe=observed.observe,
         )
         return stats_report.build_report(
-            source, scope=namespace.describe(), top=args.top, max_runs=args.runs
+            source, scope=namespace.describe(), top=args.top, max_runs=args.runs, observed=observed
         )
 
     report = invocation.run(session, read, "reading the store")

@@ -22,10 +22,11 @@ from __future__ import annotations
 import itertools
 import re
 from collections.abc import Collection, Iterable
+from typing import Any
 
 import attrs
 
-from cachekit.stats.cases import OUTCOMES, Cases, Pick
+from cachekit.stats.cases import OUTCOMES, Cases, Pick, read_cases
 from cachekit.stats.history import RunInfo, RunSource, last_ci_runs
 from cachekit.stats.junit import CaseOutcome
 
@@ -83,17 +84,19 @@ class FlakyTally:
     """The cases of tests that might be flaky, fed a run's cases at a time in any order.
 
     With ``ids``, only those tests are watched and `add` takes every case of theirs.
-    Without, `add_unusual` first takes the failures and reruns of every test (its
-    `failed_code` then says which runs `add_passes` needs), and `add_passes` then takes
-    the plain passes of the tests seen so far.
+    Without, `add_unusual` first takes the failures and reruns of every test, and
+    `add_passes` then the plain passes of the tests seen so far in the runs on code where
+    one of them failed (`failed_code`). `observe` is `add_unusual` for a stored run as
+    `cachekit.stats.history.StoredRuns` reads its plan (its ``observe``): `find_flaky`
+    then needs no first pass of its own.
     """
 
     def __init__(self, ids: Iterable[str] | None = None) -> None:
         self.watched: set[str] | None = None if ids is None else set(ids)
         #: Test id -> its unusual cases, and its plain passes once `add_passes` ran.
         self.seen: dict[str, list[_Seen]] = {}
-        #: The code (`code_key`) of the runs where a watched test failed or errored.
-        self.failed_code: set[str] = set()
+        #: Whether `observe` saw a plan's runs.
+        self.observed = False
 
     def add(self, info: RunInfo, cases: Cases) -> None:
         """Every case of the watched tests in one run (needs ``ids``)."""
@@ -111,8 +114,26 @@ class FlakyTally:
                 continue
             reruns = cases.reruns.get(position, 0)
             self._note(test_id, (info, outcome, reruns, cases.messages.get(position, "")))
-            if outcome != "p":
-                self.failed_code.add(code_key(info))
+
+    def observe(self, info: RunInfo, record: dict[str, Any]) -> None:
+        """`add_unusual` of a stored run (`cachekit.stats.history.Observer`)."""
+        self.observed = True
+        self.add_unusual(info, read_cases(record, Pick(unusual=True)))
+
+    def keep(self, infos: Collection[RunInfo]) -> None:
+        """Forget what was seen in runs other than ``infos`` (older ones, copies a
+        later copy replaced)."""
+        wanted = set(infos)
+        for test_id, seen in list(self.seen.items()):
+            kept = [item for item in seen if item[0] in wanted]
+            if kept:
+                self.seen[test_id] = kept
+            else:
+                del self.seen[test_id]
+
+    def failed_code(self) -> set[str]:
+        """The code (`code_key`) of the runs where a test seen failed or errored."""
+        return {code_key(item[0]) for seen in self.seen.values() for item in seen if item[1] != "p"}
 
     def add_passes(self, info: RunInfo, cases: Cases) -> None:
         """The plain passes (no reruns) of the watched tests, or of those seen so far."""
@@ -143,15 +164,21 @@ def find_flaky(
     *,
     ci_runs: int | None = None,
     ids: Iterable[str] | None = None,
+    observed: FlakyTally | None = None,
 ) -> list[FlakyTest]:
     """The flaky tests of ``source``'s runs (every attempt), most recently seen first:
     over its ``ci_runs`` most recent CI runs (default all), among ``ids`` (default every
-    test). See the module's docstring for what it reads."""
+    test). ``observed``: a `FlakyTally` that observed ``source``'s plan (see
+    `FlakyTally`), which saves a read of the runs. See the module's docstring for what
+    it reads."""
     attempts = source.every_attempt()
     infos = attempts.infos()
     if ci_runs is not None:
         infos = last_ci_runs(infos, ci_runs)
     covered = {info.id for info in infos}
+    if ids is None and observed is not None and observed.observed:
+        observed.keep(infos)
+        return _passes(observed, attempts, infos)
     tally = FlakyTally(ids)
     if tally.watched is not None:
         if tally.watched:
@@ -161,7 +188,14 @@ def find_flaky(
         return tally.flaky()
     for info, cases in attempts.cases(covered, Pick(unusual=True)):
         tally.add_unusual(info, cases)
-    again = {info.id for info in infos if code_key(info) in tally.failed_code}
+    return _passes(tally, attempts, infos)
+
+
+def _passes(tally: FlakyTally, attempts: RunSource, infos: Iterable[RunInfo]) -> list[FlakyTest]:
+    """The second pass: the plain passes of the tests seen, in the runs on code where
+    one of them failed; then the verdict."""
+    failed = tally.failed_code()
+    again = {info.id for info in infos if code_key(info) in failed}
     if tally.seen and again:
         for info, cases in attempts.cases(again, Pick(names=names_of(tally.seen))):
             tally.add_passes(info, cases)

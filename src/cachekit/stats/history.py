@@ -56,6 +56,9 @@ HOLD = 1_000_000
 DEFAULT_RUNS = 30
 #: Runs fetched together: a remote store's round trips overlap, memory stays a few runs.
 READ_BATCH = 8
+#: ``observe(info, record)``: a stored run (`read_meta` accepted it) as the first pass
+#: reads it (`StoredRuns`' ``observe``).
+Observer = Callable[["RunInfo", dict[str, Any]], None]
 #: ``progress(what, done, total)``: ``done`` of ``total`` stored objects read by the pass
 #: named ``what`` (such as "reading runs").
 Progress = Callable[[str, int, int], None]
@@ -247,9 +250,13 @@ class StoredRuns:
         progress: Progress | None = None,
         hold: int = HOLD,
         batch: int = READ_BATCH,
+        observe: Observer | None = None,
     ) -> None:
         self.cache = cache
         self.progress = progress
+        #: Shown each readable run the first pass reads (a copy that a later one of the
+        #: same report replaces included): a caller's own first pass, for free.
+        self.observe = observe
         #: At most how many cases the first pass keeps, of the newest runs, for the
         #: later passes: a pass that needs only those reads no more from the store.
         self.hold = hold
@@ -318,6 +325,8 @@ class StoredRuns:
             if report_id in found and found[report_id][0] >= copy:
                 continue
             found[report_id] = (copy, info_of(report_id, meta))
+            if self.observe is not None:
+                self.observe(found[report_id][1], record)
             if report_id in held:
                 held_cases -= found[report_id][1].tests
             held[report_id] = record

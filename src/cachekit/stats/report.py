@@ -15,7 +15,7 @@ from collections.abc import Iterable, Sequence
 import attrs
 
 from cachekit.stats.cases import Cases
-from cachekit.stats.flaky import FlakyTest, find_flaky
+from cachekit.stats.flaky import FlakyTally, FlakyTest, find_flaky
 from cachekit.stats.history import DEFAULT_RUNS, LatestPerTest, MemoryRuns, RunInfo, RunSource
 from cachekit.stats.junit import CaseOutcome, TestCase
 from cachekit.stats.runs import Run
@@ -163,15 +163,17 @@ def build_report(
     top: int = DEFAULT_TOP,
     max_runs: int = DEFAULT_RUNS,
     now: float | None = None,
+    observed: FlakyTally | None = None,
 ) -> StatsReport:
     """The report over the last ``max_runs`` CI runs of ``runs`` (`Run`s, or stored
-    runs read a run at a time), with ``top`` bars per ranking."""
+    runs read a run at a time), with ``top`` bars per ranking. ``observed``: as for
+    `find_flaky`."""
     source = MemoryRuns(runs) if isinstance(runs, Sequence) else runs
     ci_runs = group_infos(source.infos())[-max_runs:] if max_runs > 0 else []
     latest, unstable = _tally(source, ci_runs)
     tests = latest.cases()
     files = duration_by_file(tests)
-    flaky = find_flaky(source, ci_runs=len(ci_runs)) if ci_runs else []
+    flaky = find_flaky(source, ci_runs=len(ci_runs), observed=observed) if ci_runs else []
     return StatsReport(
         scope=scope,
         generated_at=time.time() if now is None else now,
