@@ -275,7 +275,7 @@ def cmd_stats_flaky(invocation: Invocation) -> int:
     for test in flaky:
         out.write(
             f"\n{test.test_id}\n  passed {len(test.passes)}, failed {len(test.failures)} "
-            f"on {', '.join(test.code)}; first seen {stats_report.format_utc(test.first_seen)}, "
+            f"on {_code(test.code)}; first seen {stats_report.format_utc(test.first_seen)}, "
             f"last seen {stats_report.format_utc(test.last_seen)}\n"
         )
         for seen in (*test.failures[: args.evidence], *test.passes[: args.evidence]):
@@ -288,6 +288,14 @@ def flaky_to_json(test: FlakyTest) -> dict[str, Any]:
     data: dict[str, Any] = _converter.unstructure(test)
     data["last_message"] = test.last_message
     return data
+
+
+def _code(code: tuple[str, ...], shown: int = 3) -> str:
+    """The code a test flaked on, for people: commits cut to 12 characters, the newest
+    ``shown`` of them."""
+    names = [key if " " in key else key[:12] for key in code[:shown]]  # "run ID" stays whole
+    more = f" and {len(code) - shown} more" if len(code) > shown else ""
+    return ", ".join(names) + more
 
 
 def _evidence(seen: Seen) -> str:
