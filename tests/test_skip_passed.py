@@ -26,9 +26,9 @@ import cachekit.skip.fingerprint
 from cachekit import Cache, CacheStore, LocalStore, cli, open_store
 from cachekit.ci.layout import SKIP_PASSED, SKIP_PASSED_KEY
 from cachekit.ci.namespace import detect_namespace, namespaced_cache
+from cachekit.ci.signing import ENV_SIGNING_KEY
 from cachekit.values import codec
 from cachekit_pytest.skip.keys import CACHE_DIR_NAME
-from cachekit_pytest.skip.run import ENV_SIGNING_KEY
 
 SIGNING_KEY = "test-signing-key-" + "0123456789abcdef" * 2
 OTHER_KEY = "another-signing-key-" + "fedcba9876543210" * 2

@@ -52,6 +52,7 @@ import attrs
 import cattrs
 
 from cachekit.ci.namespace import Namespace
+from cachekit.ci.signing import SigningKeyError, signing_key_from_text
 from cachekit.values.codec import JSON
 from cachekit.values.merge import LatestWins, MappingUnion
 
@@ -64,8 +65,6 @@ HASH_HEX = 32
 SIGNATURE_HEX = 32
 #: Hex digits of a signing key's id (signed into every record).
 KEY_ID_HEX = 16
-#: Shortest signing key accepted, in bytes.
-MIN_SIGNING_KEY = 16
 #: The per-machine key generated for local use (hex of this many random bytes).
 GENERATED_KEY_BYTES = 32
 #: How far in the future (seconds) a record may be dated: runners' clocks differ a little.
@@ -79,10 +78,6 @@ PASSED = "passed"
 FAILED = "failed"
 
 _converter = cattrs.Converter(forbid_extra_keys=True, detailed_validation=False)
-
-
-class SigningKeyError(Exception):
-    """No usable signing key; the message says why and what to do."""
 
 
 _HEX_HASH = re.compile(f"[0-9a-f]{{{HASH_HEX}}}")
@@ -270,16 +265,6 @@ def _structure(value: dict[str, Any], kind: type[Any]) -> Any:
 
 
 # -- the signing key ----------------------------------------------------------------------
-
-
-def signing_key_from_text(text: str, origin: str) -> bytes:
-    key = text.strip().encode("utf-8")
-    if len(key) < MIN_SIGNING_KEY:
-        raise SigningKeyError(
-            f"{origin} is too short ({len(key)} bytes; at least {MIN_SIGNING_KEY} needed, "
-            "e.g. the output of `python -c 'import secrets; print(secrets.token_hex(32))'`)"
-        )
-    return key
 
 
 def machine_key(path: Path) -> bytes:

@@ -42,16 +42,15 @@ from _pytest.reports import TestReport
 
 from cachekit import CacheKitWarning, LocalStore
 from cachekit.ci.namespace import Namespace, detect_namespace
+from cachekit.ci.signing import ENV_SIGNING_KEY, SigningKeyError, signing_key_from_text
 from cachekit.errors import InvalidURL
 from cachekit.session import Session
 from cachekit.skip.records import (
     Secrets,
-    SigningKeyError,
     Table,
     machine_key,
     run_label,
     sign_outcomes,
-    signing_key_from_text,
 )
 from cachekit_pytest.options import Mode, Settings, SkipSettings
 from cachekit_pytest.report import warn
@@ -74,7 +73,6 @@ from cachekit_pytest.skip.summary import (
 from cachekit_pytest.skip.wire import WIRE, WORKER_INPUT, WORKER_OUTPUT, WorkerInput
 from cachekit_pytest.skip.worker import start_worker
 
-ENV_SIGNING_KEY = "CACHEKIT_SIGNING_KEY"
 #: How the header names the local store under the cache directory (no URL).
 LOCAL_STORE_NAME = "the local cache directory"
 
