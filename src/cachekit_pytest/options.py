@@ -260,6 +260,12 @@ def _yes_or_no(text: str) -> bool:
     raise ValueError(f"expected yes or no, got {text!r}")
 
 
+def parse_yes_or_no(text: str, what: str) -> bool:
+    """A yes-or-no setting (``yes``/``no``, ``true``/``false``, ``1``/``0``, ``on``/``off``);
+    a usage error naming ``what`` otherwise."""
+    return _parse(text, _yes_or_no, what)
+
+
 def _threshold(text: str) -> int:
     value = int(text)
     if value < 1:

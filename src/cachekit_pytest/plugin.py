@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from cachekit_pytest import options
+from cachekit_pytest import options, quarantine
 from cachekit_pytest.provider import CacheProvider
 
 PLUGIN_NAME = "cacheprovider"
@@ -19,11 +19,15 @@ PLUGIN_NAME = "cacheprovider"
 def pytest_addoption(parser: pytest.Parser, pluginmanager: pytest.PytestPluginManager) -> None:
     options.register(parser)
     options.register_skip_passed(parser)
+    quarantine.register(parser)
     take_over(pluginmanager)
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """``--skip-passed``: its modules (`cachekit_pytest.skip`: fingerprints, signatures, its
+    """``--quarantine-flaky`` (`cachekit_pytest.quarantine`), with the shared cache's
+    session if there is one.
+
+    ``--skip-passed``: its modules (`cachekit_pytest.skip`: fingerprints, signatures, its
     store) are imported only when the feature is on, so that without it no test run pays
     for loading them. `cachekit_pytest.skip.run.configure` registers its plugins."""
     settings = options.SkipSettings.from_config(config)
@@ -31,6 +35,9 @@ def pytest_configure(config: pytest.Config) -> None:
         from cachekit_pytest.skip import run as skipping  # noqa: PLC0415 (see above)
 
         skipping.configure(config, settings)
+    provider = config.pluginmanager.get_plugin(PLUGIN_NAME)
+    run = provider.run if isinstance(provider, CacheProvider) else None
+    quarantine.configure(config, None if run is None else run.session)
 
 
 def take_over(pluginmanager: pytest.PytestPluginManager) -> None:

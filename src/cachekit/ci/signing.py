@@ -8,6 +8,9 @@ quarantine a flaky test (`cachekit.stats.signatures`).
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
+
 #: Where runs find the signing key.
 ENV_SIGNING_KEY = "CACHEKIT_SIGNING_KEY"
 #: Shortest signing key accepted, in bytes.
@@ -26,3 +29,10 @@ def signing_key_from_text(text: str, origin: str) -> bytes:
             "e.g. the output of `python -c 'import secrets; print(secrets.token_hex(32))'`)"
         )
     return key
+
+
+def signing_key_from_env(environ: Mapping[str, str] | None = None) -> bytes | None:
+    """The key `ENV_SIGNING_KEY` holds, or None when it is not set; `SigningKeyError` if
+    it is too short to use."""
+    text = (os.environ if environ is None else environ).get(ENV_SIGNING_KEY, "")
+    return signing_key_from_text(text, ENV_SIGNING_KEY) if text.strip() else None

@@ -19,6 +19,7 @@ from cachekit.stats import report as stats_report
 from cachekit.stats.flaky import FlakyTally, FlakyTest, Seen, find_flaky
 from cachekit.stats.junit import TestCase, parse_junit_file
 from cachekit.stats.runs import make_run, record_runs, summarize, summary_to_json
+from cachekit.stats.signatures import run_signer
 
 _converter = cattrs.Converter()
 
@@ -151,7 +152,9 @@ def cmd_stats_ingest(invocation: Invocation) -> int:
     ]
     invocation.run(
         session,
-        lambda: record_runs(invocation.cache(session, read_chain=False), runs),
+        lambda: record_runs(
+            invocation.cache(session, read_chain=False), runs, signer=run_signer(namespace)
+        ),
         "writing to the store",
     )
     cases = [case for run in runs for case in run.cases]

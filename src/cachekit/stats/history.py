@@ -251,8 +251,12 @@ class StoredRuns:
         hold: int = HOLD,
         batch: int = READ_BATCH,
         observe: Observer | None = None,
+        accept: Callable[[str, Any], bool] | None = None,
     ) -> None:
         self.cache = cache
+        #: Only the runs this accepts, given report id and stored record, count (say,
+        #: those a trusted run signed: `cachekit.stats.signatures`); None: every run.
+        self.accept = accept
         self.progress = progress
         #: Shown each readable run the first pass reads (a copy that a later one of the
         #: same report replaces included): a caller's own first pass, for free.
@@ -370,6 +374,14 @@ class StoredRuns:
             yield info_of(report_id, meta), read_cases(record, pick)
 
     def _records(self, what: str, wanted: set[str] | None) -> Iterator[tuple[str, Any]]:
+        """`_stored_records` that ``accept`` accepts."""
+        records = self._stored_records(what, wanted)
+        if self.accept is None:
+            return records
+        accept = self.accept
+        return ((report_id, record) for report_id, record in records if accept(report_id, record))
+
+    def _stored_records(self, what: str, wanted: set[str] | None) -> Iterator[tuple[str, Any]]:
         """(report id, stored record) of the ``wanted`` runs (None: the first pass,
         every run): from those the first pass kept if they are there, else read again
         one part at a time (warnings about unreadable parts only the first time)."""

@@ -32,6 +32,7 @@ from cachekit.ci import layout
 from cachekit.stats import history
 from cachekit.stats.cases import to_stored
 from cachekit.stats.junit import Report, TestCase
+from cachekit.stats.signatures import RunSigner, sign_runs
 from cachekit.values.cache import Cache
 from cachekit.values.codec import JSON
 from cachekit.values.durations import DURATIONS, durations_part, latest_durations
@@ -138,14 +139,18 @@ def report_id(run_id: str, shard: str, cases: Iterable[TestCase]) -> str:
     return "report-" + hashlib.sha256(content.encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
 
-def record_runs(cache: Cache, runs: Sequence[Run]) -> list[str]:
-    """Write each run as a part of ``stats/runs`` and its durations as a part of
-    ``stats/durations`` (each under a fresh part id: parts are written once, and a report
-    ingested again is still one entry); returns the store keys written."""
+def record_runs(cache: Cache, runs: Sequence[Run], *, signer: RunSigner | None = None) -> list[str]:
+    """Write each run as a part of ``stats/runs`` (signed by ``signer``, if given) and its
+    durations as a part of ``stats/durations`` (each under a fresh part id: parts are
+    written once, and a report ingested again is still one entry); returns the store keys
+    written."""
     written = []
     for run in runs:
         part_id = new_part_id(f"run-{run.run_id}" if run.run_id else "report")
-        written += [cache.write_part(key, part_id, value) for key, value in run_parts(run).items()]
+        parts = run_parts(run)
+        if signer is not None:
+            parts[layout.STATS_RUNS_KEY] = sign_runs(signer, parts[layout.STATS_RUNS_KEY])  # type: ignore[arg-type]
+        written += [cache.write_part(key, part_id, value) for key, value in parts.items()]
     return written
 
 

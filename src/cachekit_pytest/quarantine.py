@@ -1,0 +1,137 @@
+"""``--quarantine-flaky``: a failure of a test known to be flaky does not fail the run.
+
+Known to be flaky: the signed history says so (`cachekit.stats.flaky` over the runs of
+this namespace's read chain that a holder of ``CACHEKIT_SIGNING_KEY`` signed,
+`cachekit.stats.signatures`), so a store writer without the key cannot quarantine a test,
+nor can a run without it. Quarantined tests still run; their failures are listed in a
+summary section of their own, and when nothing else failed the run exits 0. Any other
+failure fails the run as before.
+
+The history is read only when tests failed, at the end of the run, within its time budget
+(the most recent `HISTORY_CI_RUNS` CI runs); a store that cannot answer quarantines
+nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+
+from cachekit.ci.signing import ENV_SIGNING_KEY
+from cachekit.errors import CacheKitWarning
+from cachekit.session import Session
+from cachekit.stats.flaky import FlakyTest, find_flaky
+from cachekit.stats.history import StoredRuns
+from cachekit.stats.signatures import RunSigner, run_signer
+from cachekit_pytest.options import parse_yes_or_no
+from cachekit_pytest.report import warn
+
+ENV_QUARANTINE = "CACHEKIT_QUARANTINE_FLAKY"
+_OFF = "cachekit: --quarantine-flaky quarantines nothing in this run"
+#: How many of the most recent CI runs tell which tests are flaky.
+HISTORY_CI_RUNS = 50
+
+
+class QuarantineWarning(CacheKitWarning):
+    """``--quarantine-flaky`` cannot quarantine anything in this run."""
+
+
+def register(parser: pytest.Parser) -> None:
+    group = parser.getgroup("cachekit")
+    group.addoption(
+        "--quarantine-flaky",
+        dest="cachekit_quarantine_flaky",
+        action="store_true",
+        default=None,
+        help="Failures of tests that the signed history knows to be flaky are listed "
+        "apart and do not fail the run (needs --cache-url and CACHEKIT_SIGNING_KEY). "
+        f"Also {ENV_QUARANTINE} and the quarantine_flaky ini option.",
+    )
+    parser.addini(
+        "quarantine_flaky",
+        "Failures of known flaky tests do not fail the run (yes or no)",
+        default="no",
+    )
+
+
+def enabled(config: pytest.Config) -> bool:
+    if config.getoption("cachekit_quarantine_flaky"):
+        return True
+    text = os.environ.get(ENV_QUARANTINE) or str(config.getini("quarantine_flaky") or "no")
+    return parse_yes_or_no(text, f"quarantine_flaky / {ENV_QUARANTINE}")
+
+
+def configure(config: pytest.Config, session: Session | None) -> None:
+    """Register the quarantine if the run asks for it and can tell flaky tests apart;
+    otherwise one warning says why not."""
+    if hasattr(config, "workerinput") or not enabled(config):
+        return  # xdist workers: the controller sees every report
+    if session is None:
+        warn(config, QuarantineWarning(f"{_OFF}: it needs a store (--cache-url)"))
+        return
+    signer = run_signer(session.namespace)
+    if signer is None:
+        warn(
+            config,
+            QuarantineWarning(
+                f"{_OFF}: it needs {ENV_SIGNING_KEY}, as only runs signed with it tell "
+                "which tests are flaky (so that no store writer can quarantine a test)"
+            ),
+        )
+        return
+    config.pluginmanager.register(Quarantine(session, signer), "cachekit-quarantine")
+
+
+class Quarantine:
+    """Collects the run's failures; at its end, sets aside those of known flaky tests."""
+
+    def __init__(self, session: Session, signer: RunSigner) -> None:
+        self.session = session
+        self.signer = signer
+        #: Node ids of the tests that failed (in any phase), in order.
+        self.failed: dict[str, None] = {}
+        self.quarantined: list[FlakyTest] = []
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if report.failed:
+            self.failed[report.nodeid] = None
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        """Before the terminal summary and the exit code: which failures are set aside."""
+        if not self.failed or session.exitstatus != pytest.ExitCode.TESTS_FAILED:
+            return
+        found = self.session.attempt(self._flaky, "reading the history of flaky tests")
+        self.quarantined = [test for test in found or () if test.test_id in self.failed]
+        if len(self.quarantined) == len(self.failed):
+            session.exitstatus = pytest.ExitCode.OK
+
+    def _flaky(self) -> list[FlakyTest]:
+        """The flaky tests among this run's failures, by every namespace of the read
+        chain (a pull request counts its base branch's history): signed runs only."""
+        found: dict[str, FlakyTest] = {}
+        for prefix in self.session.namespace.read_prefixes:
+            history = StoredRuns(self.session.cache_under(prefix), accept=self.signer.verified)
+            for test in find_flaky(history, ci_runs=HISTORY_CI_RUNS, ids=list(self.failed)):
+                found.setdefault(test.test_id, test)
+        return list(found.values())
+
+    def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
+        if not self.quarantined:
+            return
+        write = terminalreporter.write_line
+        terminalreporter.section("cachekit: quarantined flaky tests", sep="=", yellow=True)
+        for test in self.quarantined:
+            passes, failures = len(test.passes), len(test.failures)
+            write(
+                f"QUARANTINED {test.test_id}: flaky in the signed history ({passes} "
+                f"pass(es), {failures} failure(s) on the same code; last seen "
+                f"{time.strftime('%Y-%m-%d %H:%M', time.gmtime(test.last_seen))} UTC)"
+            )
+        others = len(self.failed) - len(self.quarantined)
+        write(
+            f"{len(self.quarantined)} failure(s) quarantined: they do not fail the run"
+            + (f"; {others} other failure(s) do" if others else "")
+        )
