@@ -3,6 +3,7 @@ the durations earlier runs recorded; every selected test runs on exactly one sha
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -12,6 +13,7 @@ import pytest
 
 from cachekit.stats.runs import load_durations
 from cachekit.stats.sharding import split
+from cachekit.values.durations import scoped_setup_key
 from plugin_support import shared
 
 SLEEPY = """
@@ -255,3 +257,143 @@ def test_a_planted_plan_that_is_not_one_is_a_miss(
         result.stdout.fnmatch_lines(["*ignored the split plan at *not a plan of this version*"])
         shards.append(ran(result))
     assert_partition(shards, ALL)
+
+
+# -- scoped fixtures: a module with an expensive fixture stays on one shard ----------
+
+EXPENSIVE = """
+import os, time, pytest
+
+@pytest.fixture(scope="module")
+def database():
+    with open("setups.log", "a") as log:
+        log.write(f"{os.getpid()}\\n")
+    time.sleep(0.6)
+    yield
+    time.sleep(0.2)
+
+@pytest.mark.parametrize("n", range(6))
+def test_query(database, n):
+    pass
+"""
+
+PLAIN = """
+import time, pytest
+
+@pytest.mark.parametrize("n", range(6))
+def test_p(n):
+    time.sleep(0.1)
+"""
+
+DATABASE = {f"test_db.py::test_query[{n}]" for n in range(6)}
+PLAIN_IDS = {f"test_plain.py::test_p[{n}]" for n in range(6)}
+
+
+def record_scoped_suite(pytester: pytest.Pytester, url: str) -> dict[str, float]:
+    pytester.makepyfile(test_db=EXPENSIVE, test_plain=PLAIN)
+    pytester.runpytest(f"--cache-url={url}").assert_outcomes(passed=12)
+    compact(url, pytester.path)
+    return load_durations(shared(url))
+
+
+def test_a_module_with_an_expensive_module_fixture_stays_on_one_shard(
+    pytester: pytest.Pytester, remote_url: str
+) -> None:
+    durations = record_scoped_suite(pytester, remote_url)
+    # The fixture's setup and teardown are recorded under its module, not in the tests
+    # that happened to trigger them (the first and the last of the module).
+    assert durations[scoped_setup_key("test_db.py")] >= 0.75
+    assert max(durations[test_id] for test_id in DATABASE) < 0.3
+    assert set(durations) == DATABASE | PLAIN_IDS | {scoped_setup_key("test_db.py")}
+    (pytester.path / "setups.log").unlink()
+    shards = every_shard(pytester, 2, f"--cache-url={remote_url}")
+    assert_partition(shards, DATABASE | PLAIN_IDS)
+    assert [bool(shard & DATABASE) for shard in shards].count(True) == 1
+    assert len((pytester.path / "setups.log").read_text().split()) == 1  # paid once
+    # Split per test, the six database tests would land three and three.
+    per_test = split(DATABASE | PLAIN_IDS, {t: durations[t] for t in DATABASE | PLAIN_IDS}, 2)
+    assert all(set(shard) & DATABASE for shard in per_test)
+
+
+def test_under_xdist_a_scoped_setup_is_recorded_once_and_kept_from_the_tests(
+    pytester: pytest.Pytester, tmp_path: Path
+) -> None:
+    store = str(tmp_path / "store")
+    pytester.makepyfile(test_db=EXPENSIVE, test_plain=PLAIN)
+    pytester.runpytest_subprocess("-n", "2", f"--cache-url={store}").assert_outcomes(passed=12)
+    durations = load_durations(shared(store))
+    # Each worker that ran a database test paid the setup: the most one paid is recorded.
+    assert 0.75 <= durations[scoped_setup_key("test_db.py")] < 1.5
+    assert max(durations[test_id] for test_id in DATABASE) < 0.3
+
+
+_WORKER_RAN = re.compile(r"\[(gw\d+)\].* PASSED (\S+::\S+)")
+
+
+def test_shard_order_duration_runs_the_longest_block_first_and_keeps_it_on_one_worker(
+    pytester: pytest.Pytester, tmp_path: Path
+) -> None:
+    store = str(tmp_path / "store")
+    durations = record_scoped_suite(pytester, store)
+    args = ["-v", f"--cache-url={store}", "--num-shards=1", "--shard-order=duration"]
+    result = pytester.runpytest(*args, "-p", "no:randomly")
+    result.stdout.fnmatch_lines(["*12 with a recorded duration (0.6 s recorded, 0.* s setup*"])
+    order = [line.split(" ")[0] for line in result.stdout.lines if " PASSED" in line]
+    # The database module (0.8 s with its setup) first, in pytest's order, then the
+    # 0.1 s tests longest first.
+    assert order[:6] == sorted(DATABASE)
+    assert set(order[6:]) == PLAIN_IDS
+    assert [durations[t] for t in order[6:]] == sorted(
+        (durations[t] for t in PLAIN_IDS), reverse=True
+    )
+    # Under xdist, --dist loadscope keeps the block on one worker: one setup.
+    (pytester.path / "setups.log").unlink()
+    result = pytester.runpytest_subprocess(*args, "-n", "2", "--dist", "loadscope")
+    assert len(worker_of(result)["test_db.py"]) == 1
+    assert len((pytester.path / "setups.log").read_text().split()) == 1
+
+
+MARKS = """
+import json, pytest
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config, items):
+    if hasattr(config, "workerinput"):
+        marks = {item.nodeid: [m.args for m in item.iter_markers("xdist_group")] for item in items}
+        with open(f"marks-{config.workerinput['workerid']}.json", "w") as out:
+            json.dump(marks, out)
+"""
+
+
+def test_under_dist_loadgroup_a_scoped_block_is_one_xdist_group(
+    pytester: pytest.Pytester, tmp_path: Path
+) -> None:
+    """The marks xdist's ``loadgroup`` sends to one worker (xdist 3.8 writes the group
+    into the node id, which pytest 9.2 no longer lets it do: its scheduler then sees no
+    group, hence --dist loadscope in the test above)."""
+    store = str(tmp_path / "store")
+    record_scoped_suite(pytester, store)
+    pytester.makeconftest(MARKS)
+    args = [f"--cache-url={store}", "--num-shards=1", "--shard-order=duration"]
+    pytester.runpytest_subprocess(*args, "-n", "2", "--dist", "loadgroup").assert_outcomes(
+        passed=12
+    )
+    for worker in ("gw0", "gw1"):
+        marks = json.loads((pytester.path / f"marks-{worker}.json").read_text())
+        assert {t: m for t, m in marks.items() if m} == {t: [["test_db.py"]] for t in DATABASE}
+
+
+def worker_of(result: pytest.RunResult) -> dict[str, set[str]]:
+    """Per test file, the xdist workers a ``-v`` run reports running its tests."""
+    workers: dict[str, set[str]] = {}
+    for line in result.stdout.lines:
+        match = _WORKER_RAN.search(line)
+        if match:
+            workers.setdefault(match[2].split("::")[0], set()).add(match[1])
+    return workers
+
+
+def test_a_bad_shard_order_is_a_usage_error(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("def test_a(): pass")
+    result = pytester.runpytest("-p", "no:randomly", "--num-shards=1", "--shard-order=fast")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR

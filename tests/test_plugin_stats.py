@@ -12,6 +12,7 @@ import pytest
 from cachekit.ci import layout
 from cachekit.stats.junit import TestCase
 from cachekit.stats.runs import latest_run, load_durations, load_runs, runs_from_value
+from cachekit.values.durations import scoped_setup_key
 from cachekit_pytest.recording import TestStats
 from plugin_support import shared
 
@@ -189,3 +190,45 @@ def test_under_xdist_the_controller_records_every_test_once(
     assert cases["test_many.py::test_n[7]"] == "failed"
     assert layout.DURATIONS_KEY  # durations recorded alongside
     assert len(load_durations(shared(remote_url))) == 20
+
+
+CLASS_FIXTURE = """
+import time, pytest
+
+class TestAccounts:
+    @pytest.fixture(scope="class", autouse=True)
+    @classmethod
+    def ledger(cls):
+        time.sleep(0.3)
+        yield
+        time.sleep(0.4)
+
+    def test_open(self):
+        pass
+
+    def test_close(self):
+        pass
+
+def test_alone():
+    pass
+"""
+
+
+def test_scoped_fixture_setup_and_teardown_are_recorded_apart_from_the_tests(
+    pytester: pytest.Pytester, remote_url: str
+) -> None:
+    """The class's first test triggers the setup and its last the teardown; neither is
+    recorded as theirs (nor in the run's cases), but once, under the class."""
+    pytester.makepyfile(test_accounts=CLASS_FIXTURE)
+    pytester.runpytest(f"--cache-url={remote_url}").assert_outcomes(passed=3)
+    durations = load_durations(shared(remote_url))
+    assert 0.7 <= durations[scoped_setup_key("test_accounts.py::TestAccounts")] < 2
+    tests = {t: seconds for t, seconds in durations.items() if "::" in t and "\x00" not in t}
+    assert set(tests) == {
+        "test_accounts.py::TestAccounts::test_open",
+        "test_accounts.py::TestAccounts::test_close",
+        "test_accounts.py::test_alone",
+    }
+    assert max(tests.values()) < 0.2
+    cases = recorded(remote_url)
+    assert max(case.duration for case in cases.values()) < 0.2

@@ -32,6 +32,8 @@ from cachekit_pytest.sync.keys import (
 T = TypeVar("T")
 
 DEFAULT_COMPACT_THRESHOLD = 10
+#: ``--shard-order``'s choices, the default first.
+SHARD_ORDERS = ("collected", "duration")
 
 
 def register(parser: pytest.Parser) -> None:
@@ -90,7 +92,22 @@ def register(parser: pytest.Parser) -> None:
         help="Run shard I of --num-shards, counted from 0 as in pytest-shard (0 to N-1); "
         "cachekit shows it as shard I+1/N. Also CACHEKIT_SHARD_ID.",
     )
+    group.addoption(
+        "--shard-order",
+        dest="cachekit_shard_order",
+        default=None,
+        choices=SHARD_ORDERS,
+        help="With --num-shards: 'collected' (default) keeps pytest's order; 'duration' "
+        "runs the shard's tests longest first, each module or class with a recorded "
+        "scoped fixture setup as one block (one xdist_group under -n N --dist loadgroup). "
+        "Also CACHEKIT_SHARD_ORDER and the shard_order ini option.",
+    )
     parser.addini("cache_url", "Store that shares the cache (a path or URL)", default="")
+    parser.addini(
+        "shard_order",
+        "Order of a shard's tests: collected or duration (longest scoped block first)",
+        default="collected",
+    )
     parser.addini("cache_stats", "Record test statistics in the store (yes or no)", default="yes")
     parser.addini("cache_shard", "Name of this CI shard", default="")
     parser.addini(
@@ -125,6 +142,8 @@ class Settings:
     #: Duration-balanced sharding: run shard ``shard_id`` (0-based) of ``num_shards``.
     shard_id: int = 0
     num_shards: int = 0
+    #: ``--shard-order``: "collected" or "duration" (`cachekit_pytest.split`).
+    shard_order: str = "collected"
 
     @property
     def remote(self) -> bool:
@@ -161,6 +180,7 @@ class Settings:
             timeout=timeout,
             shared_keys=_shared_keys(config.getini("cache_shared_keys")),
             compact_threshold=threshold,
+            shard_order=_shard_order(config),
         )
 
 
@@ -236,6 +256,21 @@ def _sharding(config: pytest.Config) -> tuple[int, int]:
             f"cachekit: --shard-id {index} does not exist: shards are 0 to {count - 1}"
         )
     return index, count
+
+
+def _shard_order(config: pytest.Config) -> str:
+    order = _choose(
+        config.getoption("cachekit_shard_order"),
+        "CACHEKIT_SHARD_ORDER",
+        config.getini("shard_order"),
+    )
+    order = order.strip().lower() or SHARD_ORDERS[0]
+    if order not in SHARD_ORDERS:
+        raise pytest.UsageError(
+            f"cachekit: shard_order / CACHEKIT_SHARD_ORDER is {order!r}: expected "
+            + " or ".join(SHARD_ORDERS)
+        )
+    return order
 
 
 def _choose_optional(option: object, variable: str) -> str | None:

@@ -23,8 +23,15 @@ from _pytest.cacheprovider import Cache, LFPlugin, NFPlugin
 
 from cachekit.ci.layout import LASTFAILED_KEY
 from cachekit_pytest.options import Settings
+from cachekit_pytest.scoped import WORKERINPUT_KEY as TIME_SCOPED_KEY
+from cachekit_pytest.scoped import ScopedSetupTimer, TimersForWorkers
 from cachekit_pytest.shared import SharedCache, SharedRun, XdistCollection, known_to_worker
-from cachekit_pytest.split import WORKERINPUT_KEY, DurationsForWorkers, ShardSelection
+from cachekit_pytest.split import (
+    WORKERINPUT_KEY,
+    DurationsForWorkers,
+    ScopedGroups,
+    ShardSelection,
+)
 
 
 class CacheProvider:
@@ -65,6 +72,7 @@ class CacheProvider:
             config.cache.wait_for_shared(frozenset(run.shared), lambda: run.finish_read(config))
         if settings.num_shards:
             self._split(config, settings)
+        self._time_scoped_fixtures(config)
         if run is not None:
             config.pluginmanager.register(run.recorder, "cachekit-recorder")
             if config.pluginmanager.hasplugin("xdist"):
@@ -155,8 +163,23 @@ class CacheProvider:
             if config.pluginmanager.hasplugin("xdist"):
                 plugin = DurationsForWorkers(durations)
                 config.pluginmanager.register(plugin, "cachekit-durations-for-workers")
-        selection = ShardSelection(settings.shard_id, settings.num_shards, durations, source)
+        by_duration = settings.shard_order == "duration"
+        selection = ShardSelection(
+            settings.shard_id, settings.num_shards, durations, source, by_duration=by_duration
+        )
         config.pluginmanager.register(selection, "cachekit-shard-selection")
+        if by_duration and workerinput is not None:
+            config.pluginmanager.register(ScopedGroups(durations), "cachekit-scoped-groups")
+
+    def _time_scoped_fixtures(self, config: pytest.Config) -> None:
+        """Where tests run and their statistics are recorded (here, or on the workers of
+        a controller that records them), time scoped fixtures apart from the tests."""
+        workerinput = getattr(config, "workerinput", None)
+        recording = self.run is not None and self.run.test_stats is not None
+        if recording or (isinstance(workerinput, dict) and workerinput.get(TIME_SCOPED_KEY)):
+            config.pluginmanager.register(ScopedSetupTimer(), "cachekit-scoped-setups")
+        if recording and config.pluginmanager.hasplugin("xdist"):
+            config.pluginmanager.register(TimersForWorkers(), "cachekit-scoped-setups-workers")
 
     def _cacheshow(self, config: pytest.Config, session: pytest.Session) -> int:
         code = builtin.cacheshow(config, session)

@@ -6,6 +6,10 @@ report, so ``cachekit stats summary`` and duration-balanced sharding read both a
 The pytest process only tallies reports; the records are built where the parts are
 written (`RunRecord.parts`: in the sync agent for a remote store), off the test run's
 critical path.
+
+A test's duration is its own: the setup and teardown of module-, class- and
+package-scoped fixtures it happened to trigger (`cachekit_pytest.scoped`) are taken out
+and recorded under their scope, in the same ``stats/durations`` part.
 """
 
 from __future__ import annotations
@@ -16,9 +20,12 @@ import attrs
 from _pytest.reports import TestReport
 
 from cachekit.ci.commit import detect_commit
+from cachekit.ci.layout import DURATIONS_KEY
 from cachekit.stats.junit import CaseOutcome, TestCase
 from cachekit.stats.runs import Run, run_parts
 from cachekit.values.codec import JSON
+from cachekit.values.durations import durations_part, scoped_setup_key
+from cachekit_pytest.scoped import UNSPLITTABLE, scoped_paid
 
 #: failure > error > skipped > success, as for JUnit reports (DESIGN.md).
 _RANK: dict[CaseOutcome, int] = {"passed": 0, "skipped": 1, "error": 2, "failed": 3}
@@ -36,11 +43,17 @@ class TestStats:
         self.seconds: dict[str, float] = {}
         #: node id -> [outcome, reruns, message], for tests that did not simply pass.
         self.unusual: dict[str, list[Any]] = {}
+        #: xdist worker ("" without xdist) -> scope node id -> seconds of its scoped
+        #: fixtures' setups and teardowns there.
+        self.scoped: dict[str, dict[str, float]] = {}
 
     def tally(self, report: TestReport) -> None:
         nodeid = report.nodeid
         seconds = self.seconds
-        seconds[nodeid] = seconds.get(nodeid, 0.0) + report.duration
+        duration = report.duration
+        if "cachekit_scoped" in report.__dict__:  # `scoped.REPORT_ATTRIBUTE`, tested fast
+            duration = self._scoped(report, duration)
+        seconds[nodeid] = seconds.get(nodeid, 0.0) + duration
         if report.outcome == "passed":
             return
         entry = self.unusual.get(nodeid)
@@ -60,6 +73,27 @@ class TestStats:
             entry[0] = outcome
             entry[2] = _message(report)
 
+    def _scoped(self, report: TestReport, duration: float) -> float:
+        """``duration`` less the scoped fixtures paid in the report's phase, which are
+        tallied by scope instead."""
+        paid = scoped_paid(report)
+        if not paid:
+            return duration
+        worker = self.scoped.setdefault(str(getattr(report, "worker_id", "")), {})
+        for scope_id, spent in paid.items():
+            worker[scope_id] = worker.get(scope_id, 0.0) + spent
+        return max(0.0, duration - sum(paid.values()))
+
+    def scoped_setups(self) -> dict[str, float]:
+        """Seconds per scope: the most one process paid (xdist workers each set up the
+        fixtures of the scopes they ran), sessions left out (`scoped.UNSPLITTABLE`)."""
+        result: dict[str, float] = {}
+        for paid in self.scoped.values():
+            for scope_id, spent in paid.items():
+                if scope_id not in UNSPLITTABLE:
+                    result[scope_id] = max(spent, result.get(scope_id, 0.0))
+        return result
+
     def record(
         self, *, at: float, run_id: str, label: str, shard: str = "", commit: str | None = None
     ) -> RunRecord:
@@ -75,6 +109,9 @@ class TestStats:
             # work of floats to send to the sync agent as JSON.
             microseconds={nodeid: round(value * 1e6) for nodeid, value in self.seconds.items()},
             unusual=self.unusual,
+            scoped_microseconds={
+                scope_id: round(spent * 1e6) for scope_id, spent in self.scoped_setups().items()
+            },
         )
 
 
@@ -95,6 +132,8 @@ class RunRecord:
     #: node id -> [outcome, reruns, message] where not [passed, 0, ""] (typed Any: passed
     #: through as JSON).
     unusual: dict[str, Any]
+    #: scope node id -> setup and teardown of its scoped fixtures, in whole microseconds.
+    scoped_microseconds: dict[str, int] = attrs.field(factory=dict)
 
     def cases(self) -> tuple[TestCase, ...]:
         passed = ("passed", 0, "")
@@ -115,7 +154,18 @@ class RunRecord:
             shard=self.shard,
             commit=self.commit,
         )
-        return run_parts(run)
+        parts = run_parts(run)
+        scoped = durations_part(
+            self.at,
+            {scoped_setup_key(scope): us / 1e6 for scope, us in self.scoped_microseconds.items()},
+        )
+        if scoped:  # in the run's group of ``stats/durations``, beside its tests
+            tests: dict[str, Any] = parts.get(DURATIONS_KEY) or {}  # type: ignore[assignment]
+            parts[DURATIONS_KEY] = {
+                **tests,
+                **{at: {**tests.get(at, {}), **group} for at, group in scoped.items()},
+            }
+        return parts
 
 
 def _case(nodeid: str, seconds: float, outcome: CaseOutcome, reruns: int, message: str) -> TestCase:
