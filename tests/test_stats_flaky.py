@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from cachekit import Cache, MemoryStore, open_store
+from cachekit import Cache, LocalStore, MemoryStore, open_store
 from cachekit.ci.commit import COMMIT_VARIABLES, detect_commit
 from cachekit.ci.layout import STATS_RUNS_KEY
 from cachekit.ci.namespace import detect_namespace, namespaced_cache
@@ -25,6 +25,7 @@ from cachekit.stats.history import MemoryRuns, StoredRuns
 from cachekit.stats.junit import CaseOutcome, TestCase
 from cachekit.stats.runs import Run, record_runs, stored
 from plugin_support import shared
+from test_cache import CountingStore
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 
@@ -447,3 +448,31 @@ def test_picked_cases_are_those_of_the_whole_run(newline: bool) -> None:
         assert columns(whole.picked(pick)) == columns(picked)
         if pick.names:
             assert wanted_ids <= set(picked.ids)
+
+
+def test_later_passes_read_only_the_parts_of_the_runs_they_want(tmp_path: Path) -> None:
+    """The first pass reads every stored run; a pass that wants some of them (the runs
+    on code where a test failed, say) fetches only their parts, not the whole history."""
+    counting = CountingStore(LocalStore(tmp_path / "store"))
+    cache = Cache(counting)
+    outcomes: list[CaseOutcome] = ["passed"] * 19 + ["failed"]
+    runs = [
+        Run(
+            id=f"report-{n}",
+            at=1000.0 + n,
+            run_id=str(n),
+            source="junit",
+            label="",
+            cases=(TestCase("t.py", "t", "test_a", outcomes[n]),),
+            commit=f"c{n}",
+        )
+        for n in range(20)
+    ]
+    record_runs(cache, runs)
+    history = StoredRuns(cache, hold=0)  # keeps no run from the first pass
+    assert len(history.infos()) == 20
+    counting.fetched.clear()
+    assert [info.id for info, _cases in history.cases({"report-19"})] == ["report-19"]
+    fetched = [key for batch in counting.fetched for key in batch]
+    assert len(fetched) == 1
+    assert "-run-19-" in fetched[0]

@@ -274,6 +274,9 @@ class StoredRuns:
         self._winners: dict[str, tuple[float, str, str]] = {}
         #: Tests a later attempt replaced, by run id (runs that keep some cases only).
         self._claims: dict[str, set[str]] = {}
+        #: The parts (ids) each report was found in by the first pass: a later pass that
+        #: wants some runs reads only their parts.
+        self._parts_of: dict[str, set[str]] = {}
 
     def infos(self) -> list[RunInfo]:
         if self._infos is None:
@@ -397,8 +400,11 @@ class StoredRuns:
             if progress is not None:
                 progress(what, done, total)
 
+        only = None
+        if wanted is not None:
+            only = {part for report_id in wanted for part in self._parts_of.get(report_id, ())}
         parts = self.cache.read_each(
-            layout.STATS_RUNS_KEY, layout.STATS_RUNS, batch=self.batch, progress=step
+            layout.STATS_RUNS_KEY, layout.STATS_RUNS, batch=self.batch, progress=step, only=only
         )
         while True:
             with warnings.catch_warnings():
@@ -407,9 +413,11 @@ class StoredRuns:
                 item = next(parts, None)
             if item is None:
                 return
-            _part_id, value = item
+            part_id, value = item
             del item
             for report_id in list(value):
+                if wanted is None:
+                    self._parts_of.setdefault(report_id, set()).add(part_id)
                 yield report_id, value.pop(report_id)  # hold one run at a time
             del value
 

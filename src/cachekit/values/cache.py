@@ -378,10 +378,12 @@ class Cache:
         *,
         batch: int = READ_EACH_BATCH,
         progress: Callable[[int, int], None] | None = None,
+        only: Collection[str] | None = None,
     ) -> Iterator[tuple[str, T]]:
         """The base and each part of ``key``, one at a time, unjoined: ``(part id, value)``
         with ``""`` for the base, checked by ``strategy`` (unreadable ones are skipped
-        with a warning, as in `read_merged`).
+        with a warning, as in `read_merged`). ``only``: just these part ids (``""``: the
+        base), for a caller that knows where what it wants is.
 
         For values too large to hold joined (a history of test runs): a caller holds one
         at a time. Objects are fetched ``batch`` at a time (``progress(done, total)``
@@ -389,8 +391,8 @@ class Cache:
         key's bytes. Parts a compaction retires meanwhile are skipped: their contents
         are in the base, which is read first. No read chain: this cache's own store.
         """
-        for store_key, _, value in self._each_checked(key, strategy, batch, progress):
-            yield ("" if store_key.endswith(BASE) else store_key.rpartition("/")[2]), value
+        for store_key, _, value in self._each_checked(key, strategy, batch, progress, only):
+            yield _part_id_of(store_key), value
 
     def copy_parts(
         self, key: str, destination: str, strategy: MergeStrategy[Any], *, batch: int = 16
@@ -423,13 +425,17 @@ class Cache:
         strategy: MergeStrategy[T],
         batch: int,
         progress: Callable[[int, int], None] | None,
+        only: Collection[str] | None = None,
     ) -> Iterator[tuple[str, bytes, T]]:
-        """The base and each part of ``key`` as ``(store key, stored bytes, checked
-        value)``: fetched ``batch`` at a time, decoded one at a time (each within the
-        per-value cap, no total: the point is to stream), unreadable ones skipped with a
-        warning."""
+        """The base and each part of ``key`` (those ``only`` names, if given: part ids,
+        ``""`` for the base) as ``(store key, stored bytes, checked value)``: fetched
+        ``batch`` at a time, decoded one at a time (each within the per-value cap, no
+        total: the point is to stream), unreadable ones skipped with a warning."""
         objects.check_cache_key(key)
         wanted = [objects.base_key(key), *self.store.list(objects.parts_prefix(key))]
+        if only is not None:
+            named = frozenset(only)
+            wanted = [store_key for store_key in wanted if _part_id_of(store_key) in named]
         for start in range(0, len(wanted), batch):
             codec.check_deadline()  # past it, no more fetching either
             chunk = wanted[start : start + batch]
@@ -646,6 +652,11 @@ def _stored_object(store_key: str, part_id: str, fetched: Mapping[str, Entry]) -
     except CorruptData:
         return StoredObject(store_key, part_id, label, stamped_at, len(entry.data), None, True)
     return StoredObject(store_key, part_id, label, envelope.written_at, len(entry.data), envelope)
+
+
+def _part_id_of(store_key: str) -> str:
+    """The part id of a part's store key; ``""`` for the base."""
+    return "" if store_key.endswith(BASE) else store_key.rpartition("/")[2]
 
 
 def _common_directory(keys: Iterable[str]) -> str:
