@@ -121,14 +121,14 @@ def test_the_deadline_holds_in_the_threads_of_a_read_chain(tmp_path: Path) -> No
 
 def test_a_value_that_cannot_be_decoded_in_time_is_not_started(tmp_path: Path) -> None:
     """A flat object of 40 MiB (4-5 s to decode) with half a second left: refused at
-    once, from a count of its commas, while one that fits decodes."""
+    once, from a count of its characters, while one that fits decodes."""
     store = LocalStore(tmp_path / "store")
     store.put(f"{LASTFAILED_KEY}/@base", flat_object(40 * MIB))
     cache = Cache(store)
     started = time.monotonic()
     with decoding_until(started + 0.5), pytest.raises(OutOfTime, match="may take up to"):
         cache.get(LASTFAILED_KEY)
-    # Reading 40 MiB and counting its commas, on a loaded machine: not decoding them.
+    # Reading 40 MiB and counting characters, on a loaded machine: not decoding them.
     assert time.monotonic() - started < 2
     # What the layout holds for a large suite (100,000 failed tests, 8 MB) is no bomb:
     # it decodes with a few seconds left (in about 0.2 s; estimated under 1 s).
@@ -138,6 +138,19 @@ def test_a_value_that_cannot_be_decoded_in_time_is_not_started(tmp_path: Path) -
     cache.set(LASTFAILED_KEY, outcomes)
     with decoding_until(time.monotonic() + 3):
         assert cache.get(LASTFAILED_KEY) == outcomes
+
+
+def test_the_estimate_cannot_be_lowered_by_spelling() -> None:
+    """Whitespace, or colons inside strings, do not hide what a value costs; a ``::``
+    (every test id has one) is never taken for an object's entry."""
+    compact = b'{"a":[1,2],"b":{"c":0}}'
+    spaced = b'{ "a" :\n[ 1 , 2 ] ,\t"b" : { "c" : 0 } }'
+    assert codec.worst_decode_seconds(spaced) > codec.worst_decode_seconds(compact)
+    one_entry = codec.worst_decode_seconds(b'{"t":0}')
+    for key in (b"t::", b"t:::", b":t::t:", b"::::"):
+        assert codec.worst_decode_seconds(b'{"' + key + b'":0}') >= one_entry, key
+    list_of_ids = codec.worst_decode_seconds(b'["a.py::t","a.py::u"]')
+    assert list_of_ids == codec.worst_decode_seconds(b'["a.pyxxt","a.pyxxu"]')
 
 
 def test_budget_calls_decode_until_the_budgets_deadline() -> None:

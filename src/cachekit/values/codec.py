@@ -67,15 +67,19 @@ _HEADER = struct.Struct(">2sBBI")
 #: An escaped UTF-16 surrogate: the only way JSON text that is valid UTF-8 can produce a
 #: ``str`` that is not Unicode (a lone surrogate), which nothing can encode again.
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
-#: The slowest ``json.loads`` gets (CPython 3.11, measured on values up to the 128 MiB cap,
-#: planted shapes included): up to 2 us per ``,`` (a flat object of 11 million entries; a
-#: list of numbers costs 0.07-0.6 us), 0.35 us per ``[`` or ``{`` (containers nested as
-#: deep as JSON allows), 30 ns per byte besides (integers of 4,000 digits). Upper bounds:
-#: what cachekit writes decodes 3 to 40 times faster than estimated (the
-#: ``cache/lastfailed`` of 500,000 tests, 38 MB: 0.6-0.8 s, estimated 3.6 s).
-_SECONDS_PER_COMMA = 2e-6
-_SECONDS_PER_OPENING = 0.5e-6
-_SECONDS_PER_BYTE = 35e-9
+#: What a character costs ``json.loads`` at most, the garbage collector running (CPython
+#: 3.11, values near the 128 MiB cap, planted shapes included; measured by
+#: ``benchmarks/bench_decode.py``): an object's entry (``:``) 1.1-1.5 us besides its
+#: ``,``; an item (``,``) up to 0.5 us (subnormal floats; zeros 0.05 us); a ``[`` or
+#: ``{`` up to 0.6 us (lists nested 100 deep); a digit up to 25 ns (integers of 4,000
+#: digits); any other byte 1-2 ns (escaped strings). Rounded up: what cachekit writes
+#: decodes 4 to 25 times faster than this estimates.
+_SECONDS_PER_COLON = 1.6e-6
+_SECONDS_PER_COMMA = 0.6e-6
+_SECONDS_PER_OPENING = 1.0e-6
+_SECONDS_PER_DIGIT = 40e-9
+_SECONDS_PER_BYTE = 3e-9
+_DIGITS = b"0123456789"
 #: Seconds past the deadline that a value estimated to take longer may still be started:
 #: the estimate is an upper bound, and a read that refuses what would have fitted fails.
 OVERRUN = 1.0
@@ -113,19 +117,26 @@ def check_deadline() -> None:
         raise OutOfTime("the deadline for reading passed")
 
 
-def worst_decode_seconds(text: str) -> float:
-    """How long ``json.loads(text)`` may take at most, from the cost of its slowest
-    shapes (three counts of one character: about 1 ms per MB)."""
+def worst_decode_seconds(text: bytes) -> float:
+    """How long ``json.loads`` may take at most on the JSON ``text`` (UTF-8), from the
+    cost of its slowest shapes: a few counts of characters and one deletion of digits,
+    about 3 ms per MB."""
+    digits = len(text) - len(text.translate(None, _DIGITS))
+    # A "::" is in a string (no entry's colon has a colon beside it in valid JSON): test
+    # ids have one each, and counting it would double the estimate of what cachekit writes.
+    colons = text.count(b":") - 2 * text.count(b"::")
     return (
-        text.count(",") * _SECONDS_PER_COMMA
-        + (text.count("[") + text.count("{")) * _SECONDS_PER_OPENING
+        colons * _SECONDS_PER_COLON
+        + text.count(b",") * _SECONDS_PER_COMMA
+        + (text.count(b"[") + text.count(b"{")) * _SECONDS_PER_OPENING
+        + digits * _SECONDS_PER_DIGIT
         + len(text) * _SECONDS_PER_BYTE
     )
 
 
-def _check_time_for(text: str, *, twice: bool) -> None:
-    """`OutOfTime` unless there is time to decode ``text`` (``twice``: and encode it
-    again) before the deadline, give or take `OVERRUN`."""
+def _check_time_for(text: bytes, *, twice: bool) -> None:
+    """`OutOfTime` unless there is time to decode the JSON ``text`` (``twice``: and
+    encode it again) before the deadline, give or take `OVERRUN`."""
     deadline = _deadline.get()
     if math.isinf(deadline):
         return
@@ -133,13 +144,13 @@ def _check_time_for(text: str, *, twice: bool) -> None:
     if left <= 0:
         raise OutOfTime("the deadline for reading passed")
     times = 2 if twice else 1
-    # At most one comma or opening per character: a text this short needs no counting.
-    if len(text) * (_SECONDS_PER_COMMA + _SECONDS_PER_BYTE) * times <= left + OVERRUN:
+    # At most one costly character per byte: a text this short needs no counting.
+    if len(text) * (_SECONDS_PER_COLON + _SECONDS_PER_BYTE) * times <= left + OVERRUN:
         return
     worst = worst_decode_seconds(text) * times
     if worst > left + OVERRUN:
         raise OutOfTime(
-            f"{len(text)} characters of JSON may take up to {worst:.1f} s to decode, "
+            f"{len(text)} bytes of JSON may take up to {worst:.1f} s to decode, "
             f"{left:.1f} s before the deadline for reading"
         )
 
@@ -228,10 +239,11 @@ def decode(data: bytes, *, allowance: Allowance | None = None) -> JSON:
         text = str(payload, "utf-8")
     except ValueError as error:
         raise CorruptData(f"not valid JSON: {error}") from error
-    del payload  # the inflated bytes: not held while the objects are built
     # Rare: `encode` writes none. Refusing one encodes the value again: twice the time.
     escaped = "\\" in text and _SURROGATE_ESCAPE.search(text) is not None
-    _check_time_for(text, twice=escaped)
+    # Counted in bytes (a memoryview's are `data`'s, its 8-byte header included).
+    _check_time_for(payload if isinstance(payload, bytes) else data, twice=escaped)
+    del payload  # the inflated bytes: not held while the objects are built
     try:
         value: JSON = json.loads(text, parse_constant=_refuse_constant)
     except ValueError as error:  # bad JSON, an int of over 4300 digits
