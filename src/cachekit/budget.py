@@ -79,7 +79,9 @@ class Budget:
         self.warnings += [w.message for w in caught if isinstance(w.message, CacheKitWarning)]
         results: list[T] = []
         for outcome in outcomes:
-            if not outcome or isinstance(outcome[0][1], codec.OutOfTime):
+            # A read that stopped for want of time (`codec.OutOfTime`) ran out of it too.
+            stopped = bool(outcome) and _ran_out_of_time(outcome[0])
+            if not outcome or stopped:
                 self.remaining = 0.0
                 raise BudgetCallFailed(
                     f"{what}: no answer within the time budget ({self.described})"
@@ -145,6 +147,11 @@ def _daemon_threads(
         for call, outcome in zip(calls, outcomes, strict=True)
     ]
     return threads, outcomes
+
+
+def _ran_out_of_time(outcome: tuple[bool, Any]) -> bool:
+    succeeded, value = outcome
+    return not succeeded and isinstance(value, codec.OutOfTime)
 
 
 def _capture(call: Callable[[], Any], outcome: list[tuple[bool, Any]], deadline: float) -> None:
