@@ -13,13 +13,17 @@ Scoped setups: the durations may also hold the setup time of a module-, class- o
 package-scoped fixture (`cachekit.values.durations.scoped_setup_key`), which every shard
 running a test of that scope pays once. The split then places *units*, not tests: a
 scope with a recorded setup is one unit (its tests plus its setup once), built innermost
-scope first, so a class kept whole ends up inside its module's unit. A scope too large
-for one shard is cut into pieces, each paying the setup again (`pieces`): the number of
-pieces is the one that gives the smallest bound on the makespan, the larger of the
-biggest piece and the mean shard load with every extra setup counted; one piece (kept
-whole) wins ties. Without scoped setups every unit is one test and the split is the LPT
-above, test for test. Units are ordered by (load descending, id), so the split depends
-only on the set of test ids and the durations, never on collection order.
+scope first, so a class kept whole ends up inside its module's unit. Big units leave
+shards uneven, so the split also tries cutting every scope larger than a limit into
+pieces no larger, each paying the setup again (`pieces`), for limits of the ideal shard
+load (every setup once) times each of `CUTS`, and keeps the candidate whose longest-first
+split plans the shortest slowest shard, the fewest cuts on a tie. When scopes are bigger
+than a shard (a package-scoped fixture over much of the suite), filling shard after shard
+in test id order (`_wrap`: a scope's tests are neighbours, so only the scopes a shard
+boundary falls in pay their setup again) packs better, and is taken when it plans a
+shorter slowest shard. Without scoped setups every unit is one test and the split is the
+LPT above, test for test. Units are ordered by (load descending, id), so the split
+depends only on the set of test ids and the durations, never on collection order.
 """
 
 from __future__ import annotations
@@ -66,10 +70,15 @@ def split(test_ids: Iterable[str], durations: Mapping[str, float], count: int) -
             shards[index].append(test_id)
             heapq.heappush(loads, (load + planned[test_id], index))
         return [sorted(shard) for shard in shards]
+    spans = [0.0] * count
     for unit in _units(planned, setups, members, count):
         load, index = heapq.heappop(loads)
         shards[index].extend(unit.tests)
-        heapq.heappush(loads, (load + unit.load, index))
+        spans[index] = load + unit.load
+        heapq.heappush(loads, (spans[index], index))
+    wrapped = _wrap(planned, setups, members, count, max(spans))
+    if wrapped is not None:
+        shards = wrapped
     return [sorted(shard) for shard in shards]
 
 
@@ -80,7 +89,7 @@ class Unit:
 
     #: The test's id, the scope's node id, or for a piece ``scope [i/m]``.
     id: str
-    #: Sorted.
+    #: In a fixed order (not sorted).
     tests: tuple[str, ...]
     #: Planned seconds: the tests' and the scoped setups the unit pays.
     load: float
@@ -98,43 +107,140 @@ def _units(
     members: Mapping[str, list[str]],
     count: int,
 ) -> list[Unit]:
-    unit_of = {test_id: Unit(test_id, (test_id,), seconds) for test_id, seconds in planned.items()}
-    whole = sum(planned.values()) + sum(setups.values())  # every setup paid once
-    for scope in sorted(setups, key=lambda scope: (-_depth(scope), scope)):
+    """The units of the candidate cut (`CUTS`) whose longest-first split plans the
+    shortest slowest shard; the fewest cuts on a tie."""
+    ideal = (sum(planned.values()) + sum(setups.values())) / count  # every setup once
+    best: tuple[float, list[Unit]] | None = None
+    tests = {test_id: Unit(test_id, (test_id,), seconds) for test_id, seconds in planned.items()}
+    for cut in CUTS:
+        built = _cut(tests, setups, members, count, ideal * cut)
+        span = _slowest(built, count)
+        if best is None or span < best[0] * (1 - 1e-9):
+            best = (span, built)
+    assert best is not None
+    return best[1]
+
+
+#: The largest block the split tries to allow, as fractions of the ideal shard load
+#: (`pieces`); ``inf`` keeps every scope whole. The fewest cuts come first.
+CUTS = (math.inf, 1.0, 1 / 2, 1 / 4, 1 / 8, 1 / 16, 1 / 32)
+
+
+def _cut(
+    tests: Mapping[str, Unit],
+    setups: Mapping[str, float],
+    members: Mapping[str, list[str]],
+    count: int,
+    limit: float,
+) -> list[Unit]:
+    unit_of = dict(tests)
+    for scope in sorted(setups, key=lambda scope: (-_depth(scope), scope)):  # inner first
         inner = {id(unit): unit for unit in (unit_of[test_id] for test_id in members[scope])}
-        for unit in pieces(scope, list(inner.values()), setups[scope], whole, count):
+        for unit in pieces(scope, list(inner.values()), setups[scope], limit, count):
             unit_of.update(dict.fromkeys(unit.tests, unit))
     distinct = {id(unit): unit for unit in unit_of.values()}.values()
     return sorted(distinct, key=lambda unit: (-unit.load, unit.id))
 
 
-def pieces(scope: str, inner: Sequence[Unit], setup: float, whole: float, count: int) -> list[Unit]:
+def _slowest(units: Iterable[Unit], count: int) -> float:
+    """The planned load of the slowest shard of a longest-first split of ``units``."""
+    loads = [0.0] * count
+    heap = [(0.0, index) for index in range(count)]
+    for unit in units:
+        load, index = heapq.heappop(heap)
+        loads[index] = load + unit.load
+        heapq.heappush(heap, (loads[index], index))
+    return max(loads)
+
+
+def _wrap(
+    planned: Mapping[str, float],
+    setups: Mapping[str, float],
+    members: Mapping[str, list[str]],
+    count: int,
+    to_beat: float,
+) -> list[list[str]] | None:
+    """Wrap-around, for suites whose scopes are too big for the units to pack well (a
+    package-scoped fixture over most of the suite): the tests in id order (a package's,
+    module's or class's tests are neighbours) filled into shard after shard up to a
+    capacity, each shard paying the setups of the scopes it runs a test of; the smallest
+    capacity that fits in ``count`` shards, found by bisection. Its shards if their
+    slowest plans shorter than ``to_beat``, else None."""
+    scopes: dict[str, set[str]] = {}
+    for scope, tests in members.items():
+        for test_id in tests:
+            scopes.setdefault(test_id, set()).add(scope)
+    # The tests of a scope are neighbours in id order (every id with a prefix is), so a
+    # test continuing a shard pays the setups its neighbour before it did not.
+    order = sorted(planned)
+    starting: list[float] = []  # a test's cost on a new shard
+    continuing: list[float] = []  # after the test before it on the same shard
+    before: set[str] = set()
+    for test_id in order:
+        mine = scopes.get(test_id, set())
+        starting.append(planned[test_id] + sum(setups[scope] for scope in mine))
+        continuing.append(planned[test_id] + sum(setups[scope] for scope in mine - before))
+        before = mine
+
+    def fill(capacity: float) -> tuple[float, list[int]] | None:
+        starts = [0]  # where each shard starts in ``order``
+        load = slowest = 0.0
+        for index, cost in enumerate(continuing):
+            if load + cost > capacity and index > starts[-1]:
+                if len(starts) == count:
+                    return None
+                starts.append(index)
+                load = starting[index]
+            else:
+                load += cost
+            slowest = max(slowest, load)
+        return slowest, starts
+
+    low = (sum(planned.values()) + sum(setups.values())) / count
+    best = fill(to_beat)
+    if best is None or best[0] >= to_beat * (1 - 1e-9):
+        return None
+    high = best[0]
+    for _ in range(_BISECTIONS):
+        middle = (low + high) / 2
+        found = fill(middle)
+        if found is None:
+            low = middle
+        else:
+            best, high = found, found[0]
+    ends = [*best[1][1:], len(order)]
+    shards = [order[start:end] for start, end in zip(best[1], ends, strict=True)]
+    return shards + [[] for _ in range(count - len(shards))]
+
+
+#: Halvings of the wrap-around's capacity range: to within 1/65,536 of it.
+_BISECTIONS = 16
+
+
+def pieces(
+    scope: str, inner: Sequence[Unit], setup: float, limit: float, shards: int
+) -> list[Unit]:
     """The units of a scope whose fixtures cost ``setup`` to set up, made of the units
-    ``inner`` inside it, in a split of ``whole`` seconds (every setup once) into
-    ``count`` shards: one unit (the scope kept whole) unless cutting it into m pieces,
-    each paying the setup, lowers the bound ``max(largest piece, (whole + (m - 1) *
-    setup) / count)``; then m pieces filled longest first."""
+    ``inner`` inside it: one (the scope kept whole) when it fits in ``limit`` seconds or
+    its setup alone does not; otherwise as many pieces as it takes to fit (at most one per
+    inner unit and per shard), each paying the setup, filled longest first."""
     inner = sorted(inner, key=lambda unit: (-unit.load, unit.id))
     total = sum(unit.load for unit in inner)
-    largest = inner[0].load if inner else 0.0
-
-    def bound(m: int) -> float:
-        return max(total / m + setup, largest + setup, (whole + (m - 1) * setup) / count)
-
-    best = min(range(1, min(count, len(inner)) + 1), key=lambda m: (bound(m), m), default=1)
-    if best == 1:
-        tests = tuple(sorted(test_id for unit in inner for test_id in unit.tests))
-        return [Unit(scope, tests, total + setup)]
-    bins: list[list[Unit]] = [[] for _ in range(best)]
-    heap = [(0.0, index) for index in range(best)]
+    count = 1
+    if total + setup > limit > setup:
+        count = min(len(inner), shards, math.ceil(total / (limit - setup)))
+    if count <= 1:
+        return [Unit(scope, tuple(t for unit in inner for t in unit.tests), total + setup)]
+    bins: list[list[Unit]] = [[] for _ in range(count)]
+    heap = [(0.0, index) for index in range(count)]
     for unit in inner:
         load, index = heapq.heappop(heap)
         bins[index].append(unit)
         heapq.heappush(heap, (load + unit.load, index))
     return [
         Unit(
-            f"{scope} [{index + 1}/{best}]",
-            tuple(sorted(test_id for unit in piece for test_id in unit.tests)),
+            f"{scope} [{index + 1}/{count}]",
+            tuple(t for unit in piece for t in unit.tests),
             sum(unit.load for unit in piece) + setup,
         )
         for index, piece in enumerate(bins)
