@@ -18,14 +18,6 @@ from cachekit.values.durations import DURATIONS
 SHARDS = 8
 
 
-@pytest.fixture(params=["dir", "s3"])
-def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "dir":
-        return str(tmp_path / "store")
-    s3: str = request.getfixturevalue("s3_url")
-    return s3
-
-
 def shard_cache(url: str, shard: int, ci_run: str = "81") -> tuple[Cache, Namespace]:
     namespace = Namespace(
         repository="acme/app",
@@ -45,10 +37,10 @@ def record(cache: Cache, shard: int) -> None:
     )
 
 
-def test_shards_starting_at_once_agree_on_one_plan(url: str) -> None:
+def test_shards_starting_at_once_agree_on_one_plan(remote_url: str) -> None:
     """Each shard has read different durations (parts written by shards that finished
     early), yet all split by the one plan stored first, and a rerun finds it."""
-    caches = [shard_cache(url, shard) for shard in range(SHARDS)]
+    caches = [shard_cache(remote_url, shard) for shard in range(SHARDS)]
     record(caches[0][0], 0)
     plans: list[SplitPlan | None] = [None] * SHARDS
     barrier = threading.Barrier(SHARDS)
@@ -70,7 +62,7 @@ def test_shards_starting_at_once_agree_on_one_plan(url: str) -> None:
     assert sources.count("split plan of CI run 81, written by this shard") == 1
     assert sources.count("split plan of CI run 81, from the store") == SHARDS - 1
     assert len({tuple(sorted(plan.durations.items())) for plan in agreed}) == 1
-    cache, namespace = shard_cache(url, 3)
+    cache, namespace = shard_cache(remote_url, 3)
     rerun = agree_on_durations(cache, namespace)
     assert rerun.durations == agreed[0].durations
     assert rerun.source == "split plan of CI run 81, from the store"
