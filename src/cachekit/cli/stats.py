@@ -77,13 +77,7 @@ def add_commands(commands: CommandGroup) -> None:
         "broken, and one that failed until its code changed was fixed: neither is listed.",
         cmd_stats_flaky,
     )
-    flaky.add_argument(
-        "--runs",
-        type=int,
-        default=history.DEFAULT_RUNS,
-        metavar="N",
-        help=f"cover the N most recent CI runs (default {history.DEFAULT_RUNS})",
-    )
+    _add_runs_option(flaky)
     flaky.add_argument(
         "--evidence",
         type=int,
@@ -112,14 +106,18 @@ def add_commands(commands: CommandGroup) -> None:
         help="bars per ranking and rows of the unstable tests "
         f"(default {stats_report.DEFAULT_TOP})",
     )
-    report.add_argument(
+    _add_runs_option(report)
+    stats_commands.add_namespace_options(report)
+
+
+def _add_runs_option(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
         "--runs",
         type=int,
         default=history.DEFAULT_RUNS,
         metavar="N",
         help=f"cover the N most recent CI runs (default {history.DEFAULT_RUNS})",
     )
-    stats_commands.add_namespace_options(report)
 
 
 def cmd_stats_ingest(invocation: Invocation) -> int:
