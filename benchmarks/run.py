@@ -3,7 +3,8 @@ plugin's (`bench_plugin`) into ``results/plugin.md`` and ``plugin.json``, the te
 keys' (`bench_fingerprint`) into ``results/fingerprint.md`` and ``fingerprint.json``,
 ``cachekit merge``'s (`bench_merge`) into ``results/merge.md`` and ``merge.json``,
 ``--skip-passed``'s (`bench_skip`) into ``results/skip.md`` and ``skip.json``, flaky tests
-(`bench_flaky`) into ``results/flaky.md`` and ``flaky.json``.
+(`bench_flaky`) into ``results/flaky.md`` and ``flaky.json``, shards that respect scoped
+fixtures (`bench_sharding`) into ``results/sharding.md`` and ``sharding.json``.
 
 Why one entry point: the committed result file must say exactly how it was produced, on
 what machine, and whether each target passed, so it is written by the same code that
@@ -12,10 +13,11 @@ the proxy exist, so those processes cannot disturb the microsecond timings.
 
 Run from the project root: ``.venv/bin/python -m benchmarks`` (or
 ``.venv/bin/python benchmarks/run.py``); ``--only plugin`` (or ``local``, ``remote``,
-``merge``, ``fingerprint``, ``skip``, ``flaky``, ``scale``; repeatable) runs just those.
+``merge``, ``fingerprint``, ``skip``, ``flaky``, ``sharding``, ``scale``; repeatable)
+runs just those.
 The plugin's benchmark runs near the end: it takes about six minutes of whole pytest
 runs; the ``--skip-passed`` one, after it, about two more; the flaky tests' one, about a
-minute. The scale benchmark (`bench_scale`,
+minute; the sharding one, about three. The scale benchmark (`bench_scale`,
 ``results/scale.*``) takes about fifteen minutes, so it runs only with ``--only scale``.
 Exits non-zero when a target fails.
 """
@@ -38,6 +40,7 @@ from benchmarks import (
     bench_plugin,
     bench_remote,
     bench_scale,
+    bench_sharding,
     bench_skip,
 )
 from benchmarks.harness import (
@@ -50,7 +53,17 @@ from benchmarks.harness import (
 )
 
 COMMAND = ".venv/bin/python -m benchmarks"
-BENCHMARKS = ("local", "remote", "merge", "fingerprint", "plugin", "skip", "flaky", "scale")
+BENCHMARKS = (
+    "local",
+    "remote",
+    "merge",
+    "fingerprint",
+    "plugin",
+    "skip",
+    "flaky",
+    "sharding",
+    "scale",
+)
 #: What runs without ``--only``: all but the quarter-hour scale benchmark.
 DEFAULT = tuple(name for name in BENCHMARKS if name != "scale")
 
@@ -120,6 +133,10 @@ def main(argv: list[str] | None = None) -> int:
     if "flaky" in selected:  # simulated histories of 500 and 100,000 tests: about a minute
         reports.append(
             run_alone("flaky", bench_flaky.run, COMMAND + flags, write=not args.no_write)
+        )
+    if "sharding" in selected:  # 2 x 3 rounds of 5 pytest runs, and a model: about 3 minutes
+        reports.append(
+            run_alone("sharding", bench_sharding.run, COMMAND + flags, write=not args.no_write)
         )
     if "scale" in selected:  # 500,000 tests from 200 shards: about fifteen minutes
         scale = bench_scale.default_config()
