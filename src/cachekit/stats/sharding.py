@@ -112,7 +112,7 @@ def _units(
     ideal = (sum(planned.values()) + sum(setups.values())) / count  # every setup once
     best: tuple[float, list[Unit]] | None = None
     tests = {test_id: Unit(test_id, (test_id,), seconds) for test_id, seconds in planned.items()}
-    for cut in CUTS:
+    for cut in CUTS if count > 1 else CUTS[:1]:  # one shard: nothing to gain by cutting
         built = _cut(tests, setups, members, count, ideal * cut)
         span = _slowest(built, count)
         if best is None or span < best[0] * (1 - 1e-9):
