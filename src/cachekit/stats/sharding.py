@@ -17,7 +17,8 @@ scope first, so a class kept whole ends up inside its module's unit. Big units l
 shards uneven, so the split also tries cutting every scope larger than a limit into
 pieces no larger, each paying the setup again (`pieces`), for limits of the ideal shard
 load (every setup once) times each of `CUTS`, and keeps the candidate whose longest-first
-split plans the shortest slowest shard, the fewest cuts on a tie. When scopes are bigger
+split plans the shortest slowest shard, the fewest cuts on a tie (stopping at one within
+`CLOSE_ENOUGH` of the ideal). When scopes are bigger
 than a shard (a package-scoped fixture over much of the suite), filling shard after shard
 in test id order (`_wrap`: a scope's tests are neighbours, so only the scopes a shard
 boundary falls in pay their setup again) packs better, and is taken when it plans a
@@ -80,9 +81,11 @@ def split(test_ids: Iterable[str], durations: Mapping[str, float], count: int) -
     for scope, tests in members.items():
         for index in {shard_of[test_id] for test_id in tests}:
             spans[index] += setups[scope]
-    wrapped = _wrap(planned, setups, members, count, max(spans))
-    if wrapped is not None:
-        shards = wrapped
+    ideal = (sum(planned.values()) + sum(setups.values())) / count
+    if max(spans) > ideal * CLOSE_ENOUGH:
+        wrapped = _wrap(planned, setups, members, count, max(spans))
+        if wrapped is not None:
+            shards = wrapped
     return [sorted(shard) for shard in shards]
 
 
@@ -121,8 +124,15 @@ def _units(
         span = _slowest(built, count)
         if best is None or span < best[0] * (1 - 1e-9):
             best = (span, built)
+        if span <= ideal * CLOSE_ENOUGH:
+            break
     assert best is not None
     return best[1]
+
+
+#: A plan this close to the ideal shard load is not worth more candidates (`_units`,
+#: `_wrap`): the time they take counts on every shard.
+CLOSE_ENOUGH = 1.002
 
 
 #: The largest block the split tries to allow, as fractions of the ideal shard load
