@@ -27,7 +27,7 @@ from cachekit.ci.layout import (
 )
 from cachekit.ci.namespace import Namespace
 from cachekit.cli.app import main
-from cachekit.values.durations import durations_part
+from cachekit.values.durations import durations_part, scoped_setup_key
 from cachekit.values.merge import LASTFAILED, join_all, observe_outcomes, still_failing, stored_form
 
 DATA = Path(__file__).parent / "data" / "junit"
@@ -497,6 +497,15 @@ def test_show_compact_show(tmp_path: Path, url: str) -> None:
         if row["key"].endswith(NODEIDS_KEY):  # compacted into digests, which have no names
             before = {"count": before["count"], "names": []}
         assert row["value"] == before
+
+
+def test_show_counts_the_tests_with_a_duration(tmp_path: Path, url: str) -> None:
+    """Each test once however many runs recorded it, and a scope's fixture setup (kept
+    beside the tests for the shard split) is no test."""
+    cache = Cache(PrefixedStore(open_store(url), namespace_prefix("acme/app", "main", "test")))
+    cache.write_part(DURATIONS_KEY, "p1", {"1.0": {"t.py::a": 1.0, scoped_setup_key("t.py"): 2.0}})
+    cache.write_part(DURATIONS_KEY, "p2", {"2.0": {"t.py::a": 1.5, "t.py::b": 0.1}})
+    assert "  2 durations" in ok(cli("show", "--url", url, cwd=tmp_path)).stdout
 
 
 def test_compact_and_merge_leave_signed_records_alone(tmp_path: Path, url: str) -> None:

@@ -17,6 +17,7 @@ from cachekit.stores.local import LocalStore
 from cachekit.values.cache import Cache, Inventory, Merged, StoredKey, join_balanced
 from cachekit.values.codec import JSON
 from cachekit.values.digests import DigestSet
+from cachekit.values.durations import SCOPED_SETUP_PREFIX
 from cachekit.values.merge import join_all, still_failing, stored_form
 from cachekit.values.objects import new_part_id
 
@@ -217,7 +218,14 @@ def _brief(key: str, value: Any) -> str:
     if tail == layout.STATS_RUNS_KEY and isinstance(value, dict):
         return f"{len(value)} reports"
     if tail == layout.DURATIONS_KEY and isinstance(value, dict):  # grouped by time
-        return f"{sum(len(group) for group in value.values() if isinstance(group, dict))} durations"
+        tests = {
+            test_id
+            for group in value.values()
+            if isinstance(group, dict)
+            for test_id in group
+            if not test_id.startswith(SCOPED_SETUP_PREFIX)  # a scope's fixture setup
+        }
+        return f"{len(tests)} durations"
     text = json.dumps(value, sort_keys=True, ensure_ascii=False)
     return text if len(text) <= 60 else text[:57] + "..."
 
