@@ -14,11 +14,8 @@ holds in these terms, for tools that look after a store (``cachekit show``, ``gc
 
 from __future__ import annotations
 
-import contextvars
-import hashlib
 import random
 import time
-import warnings
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from typing import Any, Literal, TypeVar
 
@@ -26,18 +23,18 @@ import attrs
 
 from cachekit.errors import (
     CorruptData,
-    CorruptValueWarning,
     PreconditionFailed,
     UnsupportedOperation,
 )
 from cachekit.stores.base import CacheStore, Entry
-from cachekit.values import codec, objects
+from cachekit.values import codec, objects, streaming
 from cachekit.values.codec import JSON
 from cachekit.values.merge import MergeStrategy, stored_form
 from cachekit.values.objects import (
     BASE,
     Envelope,
 )
+from cachekit.values.pool import side_by_side
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -47,9 +44,6 @@ _READ_ATTEMPTS = 3
 #: Objects per `CacheStore.get_many` call of `Cache.inventory`: enough to keep a remote
 #: store's connections busy, few enough to show progress on a large store.
 INVENTORY_BATCH = 256
-#: Objects fetched together by `Cache.read_each`: round trips overlap, memory stays a few
-#: values' worth.
-READ_EACH_BATCH = 8
 
 
 @attrs.frozen
@@ -133,23 +127,6 @@ class Inventory:
     listed: tuple[str, ...]
 
 
-def _side_by_side(function: Callable[[T], R], items: Sequence[T], name: str) -> list[R]:
-    """``function(item)`` for each item, concurrently (store calls), in order.
-
-    Each runs in a copy of the caller's context, so the deadline of a time budget
-    (`codec.decoding_until`) holds in the pool's threads too: past it they stop
-    decoding, and the pool does not hold the process at exit for long.
-    `concurrent.futures` is imported here, not at the top: importing it creates a
-    logger, and pytest's log capture walks every logger on each phase of each test, so a
-    logger the plugin brings costs every pytest run.
-    """
-    from concurrent.futures import ThreadPoolExecutor  # noqa: PLC0415 (see above)
-
-    contexts = [contextvars.copy_context() for _ in items]
-    with ThreadPoolExecutor(len(items), thread_name_prefix=name) as pool:
-        return list(pool.map(lambda context, item: context.run(function, item), contexts, items))
-
-
 def join_balanced(strategy: MergeStrategy[T], values: Sequence[T]) -> T:
     """`cachekit.values.merge.join_all`, joined pairwise in a balanced tree; the same value.
 
@@ -211,7 +188,7 @@ class Cache:
         store of the read chain that has one answers."""
         base_key = objects.base_key(key)
         for store in self.read_chain:
-            envelope = self._decode(base_key, store.get(base_key))
+            envelope = objects.decode_entry(base_key, store.get(base_key))
             if envelope is not None:
                 value: JSON = envelope.value
                 return value
@@ -246,7 +223,7 @@ class Cache:
         base_key = objects.base_key(key)
         for attempt in range(self.update_attempts):
             entry = self.store.get(base_key)
-            envelope = self._decode(base_key, entry)
+            envelope = objects.decode_entry(base_key, entry)
             new_value = function(default if envelope is None else envelope.value)
             try:
                 self._put_conditionally(base_key, self._encode(new_value), entry)
@@ -278,7 +255,7 @@ class Cache:
         """
         if len(values) <= 1:
             return [self.write_part(key, part_id, value) for key, value in values.items()]
-        return _side_by_side(
+        return side_by_side(
             lambda item: self.write_part(item[0], part_id, item[1]),
             list(values.items()),
             "cachekit-write",
@@ -327,7 +304,7 @@ class Cache:
             return self._read_merged_from(
                 self.store, strategies, prefix, allowance, listed=listed, bases_only=bases_only
             )
-        reads = _side_by_side(
+        reads = side_by_side(
             lambda store: self._read_merged_from(
                 store, strategies, prefix, allowance, bases_only=bases_only
             ),
@@ -376,96 +353,22 @@ class Cache:
         key: str,
         strategy: MergeStrategy[T],
         *,
-        batch: int = READ_EACH_BATCH,
+        batch: int = streaming.READ_EACH_BATCH,
         progress: Callable[[int, int], None] | None = None,
         only: Collection[str] | None = None,
     ) -> Iterator[tuple[str, T]]:
-        """The base and each part of ``key``, one at a time, unjoined: ``(part id, value)``
-        with ``""`` for the base, checked by ``strategy`` (unreadable ones are skipped
-        with a warning, as in `read_merged`). ``only``: just these part ids (``""``: the
-        base), for a caller that knows where what it wants is.
-
-        For values too large to hold joined (a history of test runs): a caller holds one
-        at a time. Objects are fetched ``batch`` at a time (``progress(done, total)``
-        after each), so a remote store's round trips overlap without holding the whole
-        key's bytes. Parts a compaction retires meanwhile are skipped: their contents
-        are in the base, which is read first. No read chain: this cache's own store.
-        """
-        for store_key, _, value in self._each_checked(key, strategy, batch, progress, only):
-            yield _part_id_of(store_key), value
+        """`cachekit.values.streaming.read_each` of this cache's own store (no read
+        chain): the base and each part of ``key``, one at a time, unjoined."""
+        return streaming.read_each(
+            self.store, key, strategy, batch=batch, progress=progress, only=only
+        )
 
     def copy_parts(
         self, key: str, destination: str, strategy: MergeStrategy[Any], *, batch: int = 16
     ) -> int:
-        """Copy the base and each part of ``key`` as parts of ``destination`` (for keys kept
-        as parts, which a merge must not join into one value); returns how many.
-
-        Each object is checked by ``strategy`` first (unreadable ones are left behind
-        with a warning, as a read does) and copied as stored, create-only under its part
-        id (a base under one named by its bytes): copying again copies nothing twice.
-        ``batch`` objects are fetched, checked one at a time and written side by side,
-        so memory holds a batch's stored bytes and one decoded value.
-        """
-        objects.check_cache_key(destination)
-        copied = 0
-        copies: list[tuple[str, bytes]] = []
-        for store_key, data, _ in self._each_checked(key, strategy, batch, None):
-            # A base is copied under a part id named by its bytes: once, too.
-            part_id = store_key.rpartition("/")[2]
-            if store_key.endswith(BASE):
-                part_id = "base-" + hashlib.sha256(data).hexdigest()[:32]
-            copies.append((objects.part_key(destination, part_id), data))
-            if len(copies) == batch:
-                copied, copies = copied + self._put_all_new(copies), []
-        return copied + self._put_all_new(copies)
-
-    def _each_checked(
-        self,
-        key: str,
-        strategy: MergeStrategy[T],
-        batch: int,
-        progress: Callable[[int, int], None] | None,
-        only: Collection[str] | None = None,
-    ) -> Iterator[tuple[str, bytes, T]]:
-        """The base and each part of ``key`` (those ``only`` names, if given: part ids,
-        ``""`` for the base) as ``(store key, stored bytes, checked value)``: fetched
-        ``batch`` at a time, decoded one at a time (each within the per-value cap, no
-        total: the point is to stream), unreadable ones skipped with a warning."""
-        objects.check_cache_key(key)
-        wanted = [objects.base_key(key), *self.store.list(objects.parts_prefix(key))]
-        if only is not None:
-            named = frozenset(only)
-            wanted = [store_key for store_key in wanted if _part_id_of(store_key) in named]
-        for start in range(0, len(wanted), batch):
-            codec.check_deadline()  # past it, no more fetching either
-            chunk = wanted[start : start + batch]
-            fetched = dict(self.store.get_many(chunk))  # each dropped once decoded
-            for store_key in chunk:
-                entry = fetched.pop(store_key, None)
-                envelope = self._decode(store_key, entry)
-                if entry is None or envelope is None:
-                    continue
-                try:
-                    value = strategy.check(envelope.value)
-                except CorruptData as error:
-                    _warn_corrupt(store_key, error)
-                    continue
-                yield store_key, entry.data, value
-            if progress is not None:
-                progress(min(start + batch, len(wanted)), len(wanted))
-
-    def _put_all_new(self, copies: list[tuple[str, bytes]]) -> int:
-        """Write each ``(store key, bytes)`` create-only, side by side; how many were new."""
-        if not copies:
-            return 0
-        return sum(_side_by_side(lambda copy: self._put_new(*copy), copies, "cachekit-copy"))
-
-    def _put_new(self, store_key: str, data: bytes) -> bool:
-        try:
-            self.store.put(store_key, data, if_absent=self.store.capabilities.create_only)
-        except PreconditionFailed:
-            return False
-        return True
+        """`cachekit.values.streaming.copy_parts` within this cache's own store: the base
+        and each part of ``key`` as parts of ``destination``; returns how many."""
+        return streaming.copy_parts(self.store, key, destination, strategy, batch=batch)
 
     def compact(self, key: str, strategy: MergeStrategy[Any], *, min_parts: int = 1) -> int:
         """Fold the parts of ``key`` into its base and retire them; returns how many.
@@ -528,13 +431,13 @@ class Cache:
         parts = []
         has_base = False
         for store_key in keys:
-            envelope = self._decode(store_key, fetched.get(store_key), allowance)
+            envelope = objects.decode_entry(store_key, fetched.get(store_key), allowance)
             if envelope is None:
                 continue
             try:
                 values.append(strategy.check(envelope.value))
             except CorruptData as error:
-                _warn_corrupt(store_key, error)
+                objects.warn_corrupt(store_key, error)
                 continue
             if store_key.endswith(BASE):
                 has_base = True
@@ -548,17 +451,6 @@ class Cache:
         # of it (a third of a second for a 100,000-entry value) to produce the same bytes.
         fields = attrs.asdict(envelope, recurse=False)
         return codec.encode(fields, compress_above=self.compress_above)
-
-    def _decode(
-        self, store_key: str, entry: Entry | None, allowance: codec.Allowance | None = None
-    ) -> Envelope | None:
-        if entry is None:
-            return None
-        try:
-            return objects.structure_envelope(codec.decode(entry.data, allowance=allowance))
-        except CorruptData as error:
-            _warn_corrupt(store_key, error)
-        return None
 
     def _put_conditionally(self, store_key: str, data: bytes, previous: Entry | None) -> None:
         if previous is None:
@@ -654,11 +546,6 @@ def _stored_object(store_key: str, part_id: str, fetched: Mapping[str, Entry]) -
     return StoredObject(store_key, part_id, label, envelope.written_at, len(entry.data), envelope)
 
 
-def _part_id_of(store_key: str) -> str:
-    """The part id of a part's store key; ``""`` for the base."""
-    return "" if store_key.endswith(BASE) else store_key.rpartition("/")[2]
-
-
 def _common_directory(keys: Iterable[str]) -> str:
     """The longest ``/``-terminated prefix shared by all keys ('' when there is none)."""
     split = [key.split("/") for key in keys]
@@ -668,15 +555,6 @@ def _common_directory(keys: Iterable[str]) -> str:
             break
         common.append(segments[0])
     return "/".join(common) + "/" if common else ""
-
-
-def _warn_corrupt(store_key: str, error: CorruptData) -> None:
-    # Past the deadline of a time budget nobody catches the warning: it would reach
-    # the user as a stray line after the run gave up on the read. Stop instead.
-    codec.check_deadline()
-    warnings.warn(
-        CorruptValueWarning(f"cachekit: ignoring unreadable {store_key!r}: {error}"), stacklevel=4
-    )
 
 
 def _backoff(attempt: int) -> None:

@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import secrets
 import time
+import warnings
 from collections.abc import Iterable
 from typing import Any
 
 import attrs
 import cattrs
 
-from cachekit.errors import CorruptData, InvalidKey
+from cachekit.errors import CorruptData, CorruptValueWarning, InvalidKey
+from cachekit.stores.base import Entry
 from cachekit.stores.keys import safe_segment, validate_key
+from cachekit.values import codec
 from cachekit.values.codec import JSON
 
 BASE = "@base"
@@ -113,3 +116,30 @@ def split_store_key(store_key: str) -> tuple[str, str] | None:
     if marker and part_id and "/" not in part_id:
         return name, part_id
     return None
+
+
+def decode_entry(
+    store_key: str, entry: Entry | None, allowance: codec.Allowance | None = None
+) -> Envelope | None:
+    """The envelope an object holds; None if absent, or (with a warning) unreadable."""
+    if entry is None:
+        return None
+    try:
+        return structure_envelope(codec.decode(entry.data, allowance=allowance))
+    except CorruptData as error:
+        warn_corrupt(store_key, error)
+    return None
+
+
+def part_id_of(store_key: str) -> str:
+    """The part id of a part's store key; ``""`` for the base."""
+    return "" if store_key.endswith(BASE) else store_key.rpartition("/")[2]
+
+
+def warn_corrupt(store_key: str, error: CorruptData) -> None:
+    # Past the deadline of a time budget nobody catches the warning: it would reach
+    # the user as a stray line after the run gave up on the read. Stop instead.
+    codec.check_deadline()
+    warnings.warn(
+        CorruptValueWarning(f"cachekit: ignoring unreadable {store_key!r}: {error}"), stacklevel=4
+    )
