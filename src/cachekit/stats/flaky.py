@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import itertools
 import re
-from collections.abc import Collection, Iterable
+from collections import Counter
+from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
 import attrs
@@ -86,7 +87,7 @@ class FlakyTally:
     With ``ids``, only those tests are watched and `add` takes every case of theirs.
     Without, `add_unusual` first takes the failures and reruns of every test, and
     `add_passes` then the plain passes of the tests seen so far in the runs on code where
-    one of them failed (`failed_code`). `observe` is `add_unusual` for a stored run as
+    they failed (`failing_codes`). `observe` is `add_unusual` for a stored run as
     `cachekit.stats.history.StoredRuns` reads its plan (its ``observe``): `find_flaky`
     then needs no first pass of its own.
     """
@@ -131,13 +132,28 @@ class FlakyTally:
             else:
                 del self.seen[test_id]
 
-    def failed_code(self) -> set[str]:
-        """The code (`code_key`) of the runs where a test seen failed or errored."""
-        return {code_key(item[0]) for seen in self.seen.values() for item in seen if item[1] != "p"}
+    def failing_codes(self) -> dict[str, set[str]]:
+        """Per test seen failing or erroring, the code (`code_key`) of those runs."""
+        codes: dict[str, set[str]] = {}
+        for test_id, seen in self.seen.items():
+            for info, outcome, _reruns, _message in seen:
+                if outcome != "p":
+                    codes.setdefault(test_id, set()).add(code_key(info))
+        return codes
 
-    def add_passes(self, info: RunInfo, cases: Cases) -> None:
-        """The plain passes (no reruns) of the watched tests, or of those seen so far."""
-        known: Collection[str] = self.seen if self.watched is None else self.watched
+    def add_passes(
+        self, info: RunInfo, cases: Cases, failing: Mapping[str, Collection[str]] | None = None
+    ) -> None:
+        """The plain passes (no reruns) in one run of the watched tests, or, given
+        ``failing`` (`failing_codes`), of the tests that failed on this run's code: a
+        pass on other code is no evidence, and holding it would cost memory per test
+        per run."""
+        known: Collection[str]
+        if failing is not None:
+            code = code_key(info)
+            known = {test_id for test_id, codes in failing.items() if code in codes}
+        else:
+            known = self.seen if self.watched is None else self.watched
         if not known:
             return
         outcomes, reruns = cases.outcomes, cases.reruns
@@ -192,13 +208,18 @@ def find_flaky(
 
 
 def _passes(tally: FlakyTally, attempts: RunSource, infos: Iterable[RunInfo]) -> list[FlakyTest]:
-    """The second pass: the plain passes of the tests seen, in the runs on code where
-    one of them failed; then the verdict."""
-    failed = tally.failed_code()
-    again = {info.id for info in infos if code_key(info) in failed}
-    if tally.seen and again:
-        for info, cases in attempts.cases(again, Pick(names=names_of(tally.seen))):
-            tally.add_passes(info, cases)
+    """The second pass: the plain passes of the tests that failed, in the other runs on
+    the code they failed on; then the verdict. Code that one report alone tested (a CI
+    run of one shard, without a commit) holds no such pass: its runs are not read."""
+    infos = list(infos)
+    failing = tally.failing_codes()
+    reports = Counter(code_key(info) for info in infos)
+    codes = {code for tested in failing.values() for code in tested if reports[code] > 1}
+    again = {info.id for info in infos if code_key(info) in codes}
+    suspects = [test_id for test_id, tested in failing.items() if not tested.isdisjoint(codes)]
+    if suspects and again:
+        for info, cases in attempts.cases(again, Pick(names=names_of(suspects))):
+            tally.add_passes(info, cases, failing)
     return tally.flaky()
 
 
