@@ -2,8 +2,9 @@
 
 Every run of every shard starts on a fresh runner (an empty ``.pytest_cache``), as in CI;
 a local directory plays the shared bucket. Watch ``--lf`` see failures that other shards
-recorded and a fix on one shard clear a failure for all of them; shards split by count,
-then by the durations the runs recorded; the test statistics; and ``--skip-passed``
+recorded and a fix on one shard clear a failure for all of them; shards split by the
+durations the runs recorded, one split per CI run, reruns included; the test statistics;
+and ``--skip-passed``
 taking out the tests that already passed on exactly the same code.
 
     python3 examples/demo.py [--keep DIR]
@@ -279,35 +280,40 @@ def lf_across_shards(ci: CI) -> None:
     )
 
 
-def balanced_shards(ci: CI) -> tuple[str, str]:
-    """Runs 5-6: the plugin splits the tests, by count and then by duration."""
+def balanced_shards(ci: CI) -> tuple[str, str, str]:
+    """Runs 5-6: the plugin splits the tests by duration, one split per CI run."""
     step(
         ci,
         "the plugin picks each shard's tests: --num-shards=2 --shard-id=I",
-        "Each shard asks for its part of the whole suite, and both compute the same "
-        "split. They split by the durations as of the last compaction: none yet, so "
-        "every test counts the same and each shard gets 7. Four tests sleep (search "
-        "ranking 0.6 s, fuzzy search 0.25 s, tax 0.15 s, signup 0.05 s); ten take no time.",
+        "Each shard asks for its part of the whole suite. The first to start stores the "
+        "durations that runs 1-4 recorded as this CI run's split plan, and both split by "
+        "it: longest first, each onto the shard with the least time so far. Search ranking "
+        "(0.6 s) gets a shard of its own, the other 13 tests (0.45 s) the other: the run "
+        "waits about 0.6 s, where a split by count would wait 1 s.",
     )
-    by_count = show_split(run_split(ci))
+    first = show_split(run_split(ci))
     heading(
         "The workflow's final job: cachekit compact",
         "After the shards, a final job (docs/ci.md) folds every shard's parts into one "
-        "base per key: the next run reads less, and the durations that runs 1-5 "
-        "recorded become the ones the next run's shards split by.",
+        "base per key: the next run reads less.",
     )
     prefix = cachekit(ci, "namespace", "--get", "ref_prefix").strip()
     cachekit(ci, "compact", f"--url={ci.store_url}", f"--prefix={prefix}")
-
+    heading(
+        f"Run {ci.run} again: CI reruns the failed shard 2/2",
+        "Fuzzy search failed on shard 2/2, and CI reruns that shard. The final job has "
+        "changed the durations since, but the rerun belongs to the same CI run: it splits "
+        "by that run's plan and runs exactly the tests its first attempt ran.",
+    )
+    (rerun,) = run(ci, {"1": ["--num-shards=2", "--shard-id=1"]})
+    print(f"    shard 2/2 again: {tests(len(rerun.ran()))}, {rerun.sleep():.2f} s of sleep")
     step(
         ci,
-        "the same command, now split by duration",
-        "Each shard plans with the compacted durations: longest first, each onto the "
-        "shard with the least time so far. Search ranking (0.6 s) gets a shard of its own, "
-        "the other 13 tests (0.45 s) the other: the run now waits about 0.6 s, not 1 s.",
+        "a new CI run, its own split plan",
+        "A new run stores its own plan: the compacted durations of runs 1-5.",
     )
-    by_duration = show_split(run_split(ci))
-    return by_count, by_duration
+    second = show_split(run_split(ci))
+    return first, f"{tests(len(rerun.ran()))} ({rerun.sleep():.2f} s)", second
 
 
 def statistics(ci: CI) -> str:
@@ -393,7 +399,7 @@ def main() -> None:
     print(f"    STORE={ci.store_url}")
 
     lf_across_shards(ci)
-    by_count, by_duration = balanced_shards(ci)
+    by_duration, rerun, next_run = balanced_shards(ci)
     summary = statistics(ci)
     unchanged, changed = skip_passed(ci)
 
@@ -402,8 +408,9 @@ def main() -> None:
         "Runs 1-4: every fresh runner saw the failures that any shard had recorded "
         "(--lf), and a fix seen on one shard cleared the failure for all of them.",
     )
-    print(f"    shards by count (run 5):    {by_count}")
-    print(f"    shards by duration (run 6): {by_duration}")
+    print(f"    shards by duration (run 5): {by_duration}")
+    print(f"    rerun of shard 2/2 (run 5): {rerun}")
+    print(f"    shards of run 6:            {next_run}")
     print(f"    cachekit stats summary:     {summary}")
     print(f"    skip-passed, same code:     {unchanged}")
     print(f"    skip-passed, search fixed:  {changed}")

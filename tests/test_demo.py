@@ -68,31 +68,36 @@ def test_lf_sees_every_shards_failures_and_a_fix_clears_them(demo: tuple[str, Pa
 
 
 @pytest.mark.slow
-def test_shards_split_by_count_then_by_compacted_durations(demo: tuple[str, Path]) -> None:
+def test_shards_split_by_duration_and_a_rerun_splits_as_its_ci_run_did(
+    demo: tuple[str, Path],
+) -> None:
     out, _workdir = demo
-    # Nothing compacted yet: 7 and 7 tests, whatever they cost (LPT over equal weights
-    # alternates the sorted ids, which puts three of the four sleeping tests on shard 0).
+    # Runs 1-4 recorded every test's duration: run 5's first shard stores them as the run's
+    # split plan, and LPT puts ranking (0.6 s) alone, the other 13 tests (0.45 s) together.
     run_5 = section(out, "Run 5:")
-    assert "shard 1/2 (--shard-id=0): 7 test(s), 0 with a recorded duration" in run_5
-    assert "shard 2/2 (--shard-id=1): 7 test(s), 0 with a recorded duration" in run_5
-    assert "shard 1/2: 7 tests, 1.00 s of sleep" in run_5
-    assert "shard 2/2: 7 tests, 0.05 s of sleep" in run_5
+    assert "shard 1/2 (--shard-id=0): 1 test(s), 1 with a recorded duration" in run_5
+    assert "shard 2/2 (--shard-id=1): 13 test(s), 13 with a recorded duration" in run_5
+    assert run_5.count("split plan of CI run 5, written by this shard") == 1
+    assert run_5.count("split plan of CI run 5, from the store") == 1
+    assert "shard 1/2: 1 test, 0.60 s of sleep" in run_5
+    assert "shard 2/2: 13 tests, 0.45 s of sleep" in run_5
     # The final job folds the durations of runs 1-5 (two shards each) into the base.
     compact = section(out, "The workflow's final job")
     assert "$ cachekit compact --url=$STORE --prefix=v2/local/local" in compact
     assert "stats/durations: folded 10 part(s)" in compact
-    # LPT by duration: ranking (0.6 s) alone, the other 13 tests (0.45 s) together.
+    # The rerun of shard 2/2 is CI run 5 still: its plan, the same 13 tests.
+    rerun = section(out, "Run 5 again:")
+    assert "13 with a recorded duration (0.5 s recorded); split plan of CI run 5, from" in rerun
+    assert "shard 2/2 again: 13 tests, 0.45 s of sleep" in rerun
     run_6 = section(out, "Run 6:")
-    assert "shard 1/2 (--shard-id=0): 1 test(s), 1 with a recorded duration" in run_6
-    assert "shard 2/2 (--shard-id=1): 13 test(s), 13 with a recorded duration" in run_6
+    assert run_6.count("split plan of CI run 6, written by this shard") == 1
     assert "--shard-id=0 cachekit: shard 1/2 (--shard-id=0): 1 test(s)" in run_6
     assert "-> 1 passed, 13 deselected in " in run_6  # ranking passes; fuzzy fails on 1
     assert "-> 1 failed, 12 passed, 1 deselected in " in run_6
-    assert "shard 1/2: 1 test, 0.60 s of sleep" in run_6
-    assert "shard 2/2: 13 tests, 0.45 s of sleep" in run_6
     recap = section(out, "Recap")
-    assert "shards by count (run 5): 7 tests (1.00 s) and 7 tests (0.05 s)" in recap
-    assert "shards by duration (run 6): 1 test (0.60 s) and 13 tests (0.45 s)" in recap
+    assert "shards by duration (run 5): 1 test (0.60 s) and 13 tests (0.45 s)" in recap
+    assert "rerun of shard 2/2 (run 5): 13 tests (0.45 s)" in recap
+    assert "shards of run 6: 1 test (0.60 s) and 13 tests (0.45 s)" in recap
 
 
 @pytest.mark.slow
