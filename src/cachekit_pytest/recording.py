@@ -25,7 +25,7 @@ from cachekit.stats.junit import CaseOutcome, TestCase
 from cachekit.stats.runs import Run, run_parts
 from cachekit.values.codec import JSON
 from cachekit.values.durations import durations_part, scoped_setup_key
-from cachekit_pytest.scoped import UNSPLITTABLE, scoped_paid
+from cachekit_pytest.scoped import REPORT_ATTRIBUTE, UNSPLITTABLE, scoped_paid
 
 #: failure > error > skipped > success, as for JUnit reports (DESIGN.md).
 _RANK: dict[CaseOutcome, int] = {"passed": 0, "skipped": 1, "error": 2, "failed": 3}
@@ -51,7 +51,7 @@ class TestStats:
         nodeid = report.nodeid
         seconds = self.seconds
         duration = report.duration
-        if "cachekit_scoped" in report.__dict__:  # `scoped.REPORT_ATTRIBUTE`, tested fast
+        if REPORT_ATTRIBUTE in report.__dict__:
             duration = self._scoped(report, duration)
         seconds[nodeid] = seconds.get(nodeid, 0.0) + duration
         if report.outcome == "passed":

@@ -18,7 +18,7 @@ durations as of the last compaction, as before, and says so in its shard summary
 
 from __future__ import annotations
 
-import math
+import contextlib
 import warnings
 from collections.abc import Callable
 from typing import cast
@@ -28,10 +28,10 @@ import attrs
 from cachekit.ci import layout
 from cachekit.ci.layout import DURATIONS_KEY
 from cachekit.ci.namespace import Namespace
-from cachekit.errors import CorruptValueWarning
+from cachekit.errors import CorruptData, CorruptValueWarning
 from cachekit.values.cache import Cache
 from cachekit.values.codec import JSON
-from cachekit.values.durations import DURATIONS, latest_durations
+from cachekit.values.durations import DURATIONS, checked_group, latest_durations
 
 #: The stored form's version: ``{"format": 1, "durations": {test id: seconds}}``.
 FORMAT = 1
@@ -142,23 +142,11 @@ def _plan_from(value: JSON, key: str, *, warn: bool = True) -> dict[str, float] 
     if isinstance(value, dict) and value.get("format") == FORMAT:
         stored = value.get("durations")
         if isinstance(stored, dict):
-            durations = {test_id: _seconds(seconds) for test_id, seconds in stored.items()}
-            if all(seconds is not None for seconds in durations.values()):
-                return durations  # type: ignore[return-value]  # no None left
+            with contextlib.suppress(CorruptData):
+                return checked_group(stored)
     if warn:
         warnings.warn(
             CorruptValueWarning(f"ignored the split plan at {key!r}: not a plan of this version"),
             stacklevel=2,
         )
     return None
-
-
-def _seconds(value: JSON) -> float | None:
-    """A duration as stored, or None if it is not one (a bool, negative, NaN, 10**400)."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    try:
-        seconds = float(value)
-    except OverflowError:
-        return None
-    return seconds if math.isfinite(seconds) and seconds >= 0 else None
