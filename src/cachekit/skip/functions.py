@@ -1,0 +1,201 @@
+"""A Python file split into what runs when it is imported and what runs only when a
+function is called, each part hashed apart, so that keys can count a function's body only
+for the tests that executed it.
+
+Why the split: a test's outcome depends on all module-level code of the modules it
+imports (it runs on import, whatever the test does), but only on the bodies of the
+functions it actually called. The *skeleton* is everything outside function bodies:
+module-level statements, class bodies, and each ``def``'s name, signature, decorators,
+default arguments and annotations (all evaluated when the ``def`` runs). Each function's
+*body* is hashed on its own; a ``def`` nested in a body counts there by its header only,
+its own body being its own entry.
+
+Why ``ast.dump``: without line numbers and with docstrings dropped, comments, blank lines,
+formatting and moved code hash equal, while any change to what the code does changes a
+hash. Docstrings are hashed apart (`FunctionIndex.docstrings`) for runs that execute them
+(``--doctest-modules``).
+
+Why a function's id is CPython's ``co_qualname`` (with ``#2``... for a name defined
+again in the same scope) and `FunctionIndex.starts` its ``co_firstlineno``: a tracer sees
+code objects, and a code object is found here by the line CPython reports for it.
+Lambdas, comprehensions, generator expressions and class bodies are code objects of their
+own but not entries: `FunctionIndex.function_at` gives the function whose body holds them,
+or None for module-level code (counted in the skeleton).
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import json
+from collections.abc import Iterator, Sequence
+
+import attrs
+
+#: The statements whose nested statements share their scope (for ``global`` names).
+_BLOCKS = (
+    ast.If, ast.For, ast.AsyncFor, ast.While, ast.With, ast.AsyncWith, ast.Try,
+    *((ast.TryStar,) if hasattr(ast, "TryStar") else ()),
+    ast.Match,
+)  # fmt: skip
+_FUNCTIONS = (ast.FunctionDef, ast.AsyncFunctionDef)
+_SCOPES = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
+
+
+@attrs.frozen
+class FunctionIndex:
+    """The hashes of one Python file's parts (sha256 hex), and where its functions are."""
+
+    #: The code outside function bodies (see the module docstring); docstrings excluded.
+    skeleton: str
+    #: Function id -> hash of its header and body; a nested ``def`` counts by its header
+    #: (its body is its own entry). Docstrings excluded.
+    bodies: dict[str, str]
+    #: ``co_firstlineno`` of each function (its first decorator's line when decorated)
+    #: -> function id.
+    starts: dict[int, str]
+    #: ``(first line, last line, function id)`` of every function, in source order.
+    spans: tuple[tuple[int, int, str], ...]
+    #: Hash of every docstring (module, classes, functions) with its owner.
+    docstrings: str = ""
+
+    def function_at(self, firstlineno: int) -> str | None:
+        """The id of the function whose code object starts at ``firstlineno``; for a code
+        object that is no function (lambda, comprehension, class body), the innermost
+        function whose lines hold it; None for module-level code."""
+        found = self.starts.get(firstlineno)
+        if found is not None:
+            return found
+        best: tuple[int, int, str] | None = None
+        for span in self.spans:
+            first, last, _ = span
+            if first <= firstlineno <= last and (best is None or first >= best[0]):
+                best = span
+        return None if best is None else best[2]
+
+    def code_digest(self) -> str:
+        """Hash of the whole file's code: the skeleton and every body (docstrings,
+        comments and formatting excluded)."""
+        return digest_parts(self.skeleton, self.bodies)
+
+
+def digest_parts(skeleton: str, bodies: dict[str, str]) -> str:
+    """Hash of a skeleton and bodies together (`FunctionIndex.code_digest`)."""
+    text = skeleton + "".join(f"\n{name}\0{bodies[name]}" for name in sorted(bodies))
+    return _sha256(text)
+
+
+def function_index(source: bytes) -> FunctionIndex | None:
+    """``source``'s `FunctionIndex`, or None when it does not parse (callers then count
+    the file by its bytes)."""
+    try:
+        tree = ast.parse(source)
+        return index_tree(tree)
+    except (SyntaxError, ValueError, UnicodeDecodeError, RecursionError, MemoryError):
+        return None
+
+
+def index_tree(tree: ast.Module) -> FunctionIndex:
+    """The `FunctionIndex` of a parsed module. Modifies ``tree`` (strips docstrings and
+    function bodies): parse again to reuse it."""
+    indexer = _Indexer()
+    indexer.scope(tree.body, prefix="", in_function=False, owner="")
+    # Every function's own statements, kept before any body is cut.
+    bodies = [(function_id, node, node.body) for function_id, node in indexer.functions]
+    for _, node, _ in bodies:
+        node.body = []
+    hashes: dict[str, str] = {}
+    for function_id, node, statements in bodies:
+        # The header (empty body) too: code objects in it (a lambda default, say) start
+        # on the def's line and are attributed to this function.
+        parts = [ast.dump(node), *(ast.dump(statement) for statement in statements)]
+        hashes[function_id] = _sha256("\n".join(parts))
+    spans = tuple(indexer.spans)
+    return FunctionIndex(
+        skeleton=_sha256(ast.dump(tree)),
+        bodies=hashes,
+        starts={first: function_id for first, _, function_id in spans},
+        spans=spans,
+        docstrings=_sha256(json.dumps(indexer.docstrings)),
+    )
+
+
+class _Indexer:
+    """Names every function as CPython does and strips docstrings, in source order."""
+
+    def __init__(self) -> None:
+        self.functions: list[tuple[str, ast.FunctionDef | ast.AsyncFunctionDef]] = []
+        self.spans: list[tuple[int, int, str]] = []
+        self.docstrings: list[tuple[str, str]] = []
+        self._seen: dict[str, int] = {}
+
+    def scope(self, body: list[ast.stmt], *, prefix: str, in_function: bool, owner: str) -> None:
+        """Visit the statements of one scope (module, class or function body)."""
+        self._strip_docstring(body, owner)
+        declared_global = _global_names(body) if prefix else frozenset()
+        for node in _scope_definitions(body):
+            # CPython: a name declared ``global`` in the enclosing scope gets no prefix.
+            qualname = node.name if node.name in declared_global else prefix + node.name
+            if isinstance(node, ast.ClassDef):
+                self.scope(node.body, prefix=qualname + ".", in_function=False, owner=qualname)
+                continue
+            function_id = self._unique(qualname)
+            first = node.decorator_list[0].lineno if node.decorator_list else node.lineno
+            last = node.end_lineno if node.end_lineno is not None else node.lineno
+            self.functions.append((function_id, node))
+            self.spans.append((first, last, function_id))
+            self.scope(
+                node.body, prefix=function_id + ".<locals>.", in_function=True, owner=function_id
+            )
+
+    def _unique(self, qualname: str) -> str:
+        count = self._seen.get(qualname, 0) + 1
+        self._seen[qualname] = count
+        return qualname if count == 1 else f"{qualname}#{count}"
+
+    def _strip_docstring(self, body: list[ast.stmt], owner: str) -> None:
+        if body and isinstance(body[0], ast.Expr):
+            value = body[0].value
+            if isinstance(value, ast.Constant) and isinstance(value.value, str):
+                self.docstrings.append((owner, value.value))
+                del body[0]
+
+
+def _scope_definitions(
+    body: Sequence[ast.stmt],
+) -> Iterator[ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef]:
+    """The ``def``s and ``class``es of one scope, in source order, including those inside
+    ``if``/``try``/``with``/loops/``match`` (same scope), not inside nested scopes."""
+    for statement in body:
+        if isinstance(statement, _SCOPES):
+            yield statement
+        elif isinstance(statement, _BLOCKS):
+            yield from _scope_definitions(_block_statements(statement))
+
+
+def _block_statements(statement: ast.stmt) -> list[ast.stmt]:
+    nested: list[ast.stmt] = []
+    for field in ("body", "orelse", "finalbody"):
+        nested.extend(getattr(statement, field, ()))
+    for child in getattr(statement, "handlers", ()):
+        nested.extend(child.body)
+    for child in getattr(statement, "cases", ()):
+        nested.extend(child.body)
+    return nested
+
+
+def _global_names(body: Sequence[ast.stmt]) -> frozenset[str]:
+    """The names a scope declares ``global`` (in its own statements)."""
+    names: set[str] = set()
+    stack = list(body)
+    while stack:
+        statement = stack.pop()
+        if isinstance(statement, ast.Global):
+            names.update(statement.names)
+        elif isinstance(statement, _BLOCKS):
+            stack.extend(_block_statements(statement))
+    return frozenset(names)
+
+
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
