@@ -19,6 +19,7 @@ from cachekit import Cache, LocalStore, MemoryStore, open_store
 from cachekit.ci.commit import COMMIT_VARIABLES, detect_commit
 from cachekit.ci.layout import STATS_RUNS_KEY
 from cachekit.ci.namespace import detect_namespace, namespaced_cache
+from cachekit.ci.signing import ENV_SIGNING_KEY
 from cachekit.stats.cases import Cases, Pick, read_cases, read_meta
 from cachekit.stats.flaky import FlakyTally, find_flaky, names_of
 from cachekit.stats.history import MemoryRuns, StoredRuns
@@ -128,6 +129,37 @@ def test_a_fix_between_runs_and_a_test_that_always_fails_are_not_flaky(
     (pytester.path / "outcome").write_text("fail")
     run(pytester, monkeypatch, url, "fail", commit="new", run_id="5")
     assert flaky_ids(pytester.path, url) == ["test_suite.py::test_it"]
+
+
+def test_with_skip_passed_a_test_is_flaky_when_its_code_key_is(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """``--skip-passed`` keys each test file by the code it imports: a failure and a pass
+    with one key are flaky across commits (commits alone would call it fixed), and a
+    failure and a pass with different keys are not, on one commit (commits alone would
+    call it flaky)."""
+    monkeypatch.setenv(ENV_SIGNING_KEY, "k" * 32)  # what CI shares: one key everywhere
+    skipping = ("--skip-passed",)
+    pytester.makepyfile(test_suite=SUITE)
+    across = str(tmp_path / "across-commits")
+    run(pytester, monkeypatch, across, "fail", commit="c1", run_id="1", args=skipping)
+    run(pytester, monkeypatch, across, "pass", commit="c2", run_id="2", args=skipping)
+    (found,) = cachekit(pytester.path, "stats", "flaky", "--url", across)
+    assert found["test_id"] == "test_suite.py::test_it"
+    assert [seen["commit"] for seen in found["failures"] + found["passes"]] == ["c1", "c2"]
+    (code,) = found["code"]
+    assert code.startswith("key ")
+    assert {seen["code"] for seen in found["failures"] + found["passes"]} == {code}
+    without = str(tmp_path / "without-keys")
+    run(pytester, monkeypatch, without, "fail", commit="c1", run_id="1")
+    run(pytester, monkeypatch, without, "pass", commit="c2", run_id="2")
+    assert flaky_ids(pytester.path, without) == []  # what commits alone tell
+
+    one_commit = str(tmp_path / "one-commit")
+    run(pytester, monkeypatch, one_commit, "fail", commit="c3", run_id="3", args=skipping)
+    pytester.makepyfile(test_suite=SUITE + "\n\ndef test_added():\n    pass\n")  # new code
+    run(pytester, monkeypatch, one_commit, "pass", commit="c3", run_id="4", args=skipping)
+    assert flaky_ids(pytester.path, one_commit) == []
 
 
 def test_a_rerun_inside_a_run_is_flaky(pytester: pytest.Pytester, remote_url: str) -> None:

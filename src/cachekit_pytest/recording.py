@@ -14,9 +14,11 @@ and recorded under their scope, in the same ``stats/durations`` part.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import attrs
+import pytest
 from _pytest.reports import TestReport
 
 from cachekit.ci.commit import detect_commit
@@ -27,6 +29,8 @@ from cachekit.values.codec import JSON
 from cachekit.values.durations import durations_part, scoped_setup_key
 from cachekit_pytest.scoped import REPORT_ATTRIBUTE, UNSPLITTABLE, scoped_paid
 
+#: The name `cachekit_pytest.skip.run` registers the ``--skip-passed`` run plugin under.
+SKIP_RUN_PLUGIN = "cachekit-skip-passed-run"
 #: failure > error > skipped > success, as for JUnit reports (DESIGN.md).
 _RANK: dict[CaseOutcome, int] = {"passed": 0, "skipped": 1, "error": 2, "failed": 3}
 
@@ -95,10 +99,18 @@ class TestStats:
         return result
 
     def record(
-        self, *, at: float, run_id: str, label: str, shard: str = "", commit: str | None = None
+        self,
+        *,
+        at: float,
+        run_id: str,
+        label: str,
+        shard: str = "",
+        commit: str | None = None,
+        codes: dict[str, str] | None = None,
     ) -> RunRecord:
         """The run's record; ``commit`` by default from the CI environment
-        (`detect_commit`), for telling flaky tests from fixed ones."""
+        (`detect_commit`), and ``codes`` (test file -> code key, from ``--skip-passed``),
+        for telling flaky tests from fixed ones."""
         return RunRecord(
             at=at,
             run_id=run_id,
@@ -112,6 +124,7 @@ class TestStats:
             scoped_microseconds={
                 scope_id: round(spent * 1e6) for scope_id, spent in self.scoped_setups().items()
             },
+            codes=codes or {},
         )
 
 
@@ -134,6 +147,8 @@ class RunRecord:
     unusual: dict[str, Any]
     #: scope node id -> setup and teardown of its scoped fixtures, in whole microseconds.
     scoped_microseconds: dict[str, int] = attrs.field(factory=dict)
+    #: Test file -> its code key (`cachekit.stats.runs.Run.codes`).
+    codes: dict[str, str] = attrs.field(factory=dict)
 
     def cases(self) -> tuple[TestCase, ...]:
         passed = ("passed", 0, "")
@@ -153,6 +168,7 @@ class RunRecord:
             cases=self.cases(),
             shard=self.shard,
             commit=self.commit,
+            codes=self.codes,
         )
         parts = run_parts(run)
         scoped = durations_part(
@@ -166,6 +182,23 @@ class RunRecord:
                 **{at: {**tests.get(at, {}), **group} for at, group in scoped.items()},
             }
         return parts
+
+
+def code_keys(config: pytest.Config, nodeids: Iterable[str]) -> dict[str, str]:
+    """The code key of each test file of ``nodeids``, when ``--skip-passed`` keyed it:
+    the keyed hash of the file's key that its pass records hold
+    (`cachekit_pytest.skip.selection.Decision`), the same on every run and shard that
+    shares the signing key and ran the same code. Empty when the feature is off."""
+    run = config.pluginmanager.get_plugin(SKIP_RUN_PLUGIN)
+    decisions = getattr(getattr(run, "selection", None), "decisions", None)
+    if not decisions:
+        return {}
+    codes: dict[str, str] = {}
+    for nodeid in nodeids:
+        decision = decisions.get(nodeid)
+        if decision is not None and decision.key_hash:
+            codes.setdefault(nodeid.partition("::")[0], decision.key_hash)
+    return codes
 
 
 def _case(nodeid: str, seconds: float, outcome: CaseOutcome, reruns: int, message: str) -> TestCase:

@@ -25,7 +25,7 @@ from cachekit.values.codec import JSON
 from cachekit.values.digests import DigestSet
 from cachekit_pytest.lastfailed import Recorder
 from cachekit_pytest.options import Settings
-from cachekit_pytest.recording import TestStats
+from cachekit_pytest.recording import TestStats, code_keys
 from cachekit_pytest.report import warn
 from cachekit_pytest.sync import open_sync
 from cachekit_pytest.sync.keys import (
@@ -289,6 +289,7 @@ class SharedRun:
                 run_id=namespace.run_id,
                 label=namespace.describe(),
                 shard=namespace.shard,
+                codes=code_keys(config, self.test_stats.seconds),
             )
         if not (parts or observed or compact or stats):
             return False

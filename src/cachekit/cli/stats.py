@@ -16,7 +16,7 @@ from cachekit.cli.command import EXIT_OK, CommandGroup, Invocation, UsageError
 from cachekit.cli.output import Progress, print_table
 from cachekit.stats import history, report_html
 from cachekit.stats import report as stats_report
-from cachekit.stats.flaky import FlakyTally, FlakyTest, Seen, find_flaky
+from cachekit.stats.flaky import KEY_PREFIX, FlakyTally, FlakyTest, Seen, find_flaky
 from cachekit.stats.junit import TestCase, parse_junit_file
 from cachekit.stats.runs import make_run, record_runs, summarize, summary_to_json
 from cachekit.stats.signatures import run_signer
@@ -292,9 +292,16 @@ def flaky_to_json(test: FlakyTest) -> dict[str, Any]:
 
 
 def _code(code: tuple[str, ...], shown: int = 3) -> str:
-    """The code a test flaked on, for people: commits cut to 12 characters, the newest
-    ``shown`` of them."""
-    names = [key if " " in key else key[:12] for key in code[:shown]]  # "run ID" stays whole
+    """The code a test flaked on, for people: commits and code keys cut to 12
+    characters ("run ID" and "report ID" stay whole), the newest ``shown`` of them."""
+    names = [
+        f"code key {key.removeprefix(KEY_PREFIX)[:12]}"
+        if key.startswith(KEY_PREFIX)
+        else key
+        if " " in key
+        else key[:12]
+        for key in code[:shown]
+    ]
     more = f" and {len(code) - shown} more" if len(code) > shown else ""
     return ", ".join(names) + more
 

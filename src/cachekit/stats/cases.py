@@ -14,10 +14,14 @@ where present: 23 MB of JSON, about 2 MB after zstd, decoded in a tenth of a sec
      "name": "test_x\\ntest_y...",             # joined by newlines (a list if a name has one)
      "outcome": "ppfs...",                      # p passed, f failed, e error, s skipped
      "us": [1500, 250000, ...],                 # durations, whole microseconds
-     "reruns": {"2": 1}, "message": {"2": "assert 1 == 2"}}   # by case index, if any
+     "reruns": {"2": 1}, "message": {"2": "assert 1 == 2"},   # by case index, if any
+     "code": {"tests/test_a.py": "3f2a..."}}    # by file, if any
 
 ``shard``, ``commit`` (the commit the run tested, `cachekit.ci.commit`; runs stored
-before it existed have none), ``reruns`` and ``message`` are left out when empty.
+before it existed have none), ``reruns``, ``message`` and ``code`` are left out when
+empty. ``code`` is each test file's code key: what ``--skip-passed`` keyed the file by
+(its import closure and environment, as a keyed hash), finer than the commit for telling
+flaky tests from fixed ones (`cachekit.stats.flaky`).
 Durations are kept to the microsecond (what the pytest plugin measures; a JUnit report's
 extra digits are rounded).
 """
@@ -28,7 +32,7 @@ import bisect
 import itertools
 import math
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -74,6 +78,8 @@ class Cases:
     messages: dict[int, str]
     #: `TestCase.test_id` of each case, computed once per file and classname.
     ids: list[str]
+    #: Test file -> its code key, for the files the run keyed (see the module docstring).
+    codes: dict[str, str] = attrs.field(factory=dict)
 
     def __len__(self) -> int:
         return len(self.outcomes)
@@ -91,6 +97,10 @@ class Cases:
 
     def cases(self) -> tuple[TestCase, ...]:
         return tuple(self.case(index) for index in range(len(self)))
+
+    def code(self, index: int) -> str:
+        """The code key of the case's file ("" when the run recorded none)."""
+        return self.codes.get(self.files[index], "") if self.codes else ""
 
     def unusual(self) -> list[int]:
         """Indexes of the cases that did not simply pass (failed, errored, skipped, or
@@ -117,6 +127,7 @@ class Cases:
             reruns={new_index[i]: n for i, n in self.reruns.items() if i in new_index},
             messages={new_index[i]: m for i, m in self.messages.items() if i in new_index},
             ids=[self.ids[i] for i in indexes],
+            codes=self.codes,
         )
 
     @classmethod
@@ -138,8 +149,11 @@ class Cases:
         )
 
 
-def to_stored(meta: dict[str, Any], cases: Sequence[TestCase]) -> dict[str, Any]:
-    """The stored form of a run: ``meta`` (`_META`'s fields) and its cases by column."""
+def to_stored(
+    meta: dict[str, Any], cases: Sequence[TestCase], codes: Mapping[str, str] | None = None
+) -> dict[str, Any]:
+    """The stored form of a run: ``meta`` (`_META`'s fields), its cases by column, and
+    ``codes`` (test file -> code key) for the files among its cases."""
     names = [case.name for case in cases]
     stored: dict[str, Any] = {"format": FORMAT, "at": meta["at"]}
     stored.update((key, meta[key]) for key in _META[1:] if meta.get(key))
@@ -156,6 +170,11 @@ def to_stored(meta: dict[str, Any], cases: Sequence[TestCase]) -> dict[str, Any]
         stored["reruns"] = reruns
     if messages:
         stored["message"] = messages
+    if codes:
+        files = {case.file for case in cases}
+        coded = {file: key for file, key in sorted(codes.items()) if file in files}
+        if coded:
+            stored["code"] = coded
     return stored
 
 
@@ -223,6 +242,9 @@ def read_meta(data: Any) -> StoredMeta:
         raise StoredRunError("'us' holds a duration that is not whole microseconds")
     reruns = _sparse(data, "reruns", count, int)
     _sparse(data, "message", count, str)
+    code = data.get("code", {})
+    if not (isinstance(code, dict) and all(type(key) is str for key in code.values())):
+        raise StoredRunError("'code' is not a mapping of files to code keys")
     flaky = sum(1 for index in reruns if outcomes[index] == "p")
     return StoredMeta(
         at=float(at),
@@ -259,6 +281,7 @@ def read_cases(data: dict[str, Any], pick: Pick | None = None) -> Cases:
         reruns=reruns,
         messages=messages,
         ids=_test_ids(files, classnames, names),
+        codes=data.get("code", {}),
     )
 
 
@@ -297,6 +320,7 @@ def _read_picked(
         reruns={new_index[i]: n for i, n in reruns.items() if i in new_index},
         messages={new_index[i]: m for i, m in messages.items() if i in new_index},
         ids=_test_ids(files, classnames, picked_names),
+        codes=data.get("code", {}),
     )
 
 

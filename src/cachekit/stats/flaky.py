@@ -1,10 +1,14 @@
 """Flaky tests: told apart from broken and fixed ones by the code they ran against.
 
 A test is flaky when the stored runs saw it both pass and fail on the same code, or pass
-only after reruns (pytest-rerunfailures' ``reruns`` column). The code of a run is its
-commit (`cachekit.ci.commit`); a run stored without one is compared only with the other
-shards and attempts of its own CI run (they test one commit), and a report without a run
-id only with itself. So a test that fails every time is broken, not flaky, and one that
+only after reruns (pytest-rerunfailures' ``reruns`` or cachekit's ``--rerun-flaky``). The
+code a test ran against is its file's code key where the run recorded one (``--skip-passed``
+keys each test file by its import closure and environment: the same key on two commits
+is the same code for that test, and a key that changed is other code on one commit);
+otherwise the run's commit (`cachekit.ci.commit`); a run stored without one is compared
+only with the other shards and attempts of its own CI run (they test one commit), and a
+report without a run id only with itself. Code keys and commits are never compared
+with each other. So a test that fails every time is broken, not flaky, and one that
 failed until its code changed and passes since was fixed, not flaky. Every attempt of a
 retried shard counts here (`RunSource.every_attempt`): a failure that the retry passed
 is the commonest evidence there is.
@@ -31,8 +35,9 @@ from cachekit.stats.cases import OUTCOMES, Cases, Pick, read_cases
 from cachekit.stats.history import RunInfo, RunSource, last_ci_runs
 from cachekit.stats.junit import CaseOutcome
 
-#: One case of a test as `FlakyTally` keeps it: its run, outcome code, reruns, message.
-_Seen = tuple[RunInfo, str, int, str]
+#: One case of a test as `FlakyTally` keeps it: its run, the code it ran against
+#: (`case_code`), outcome code, reruns, message.
+_Seen = tuple[RunInfo, str, str, int, str]
 _SEPARATOR = re.compile("::")
 
 
@@ -45,6 +50,8 @@ class Seen:
     shard: str
     #: The commit the run tested ("" if it recorded none).
     commit: str
+    #: The code it ran against (`case_code`): a code key, a commit, a CI run or a report.
+    code: str
     outcome: CaseOutcome
     reruns: int
     message: str
@@ -71,6 +78,10 @@ class FlakyTest:
         return next((seen.message for seen in self.failures if seen.message), "")
 
 
+#: How `case_code` names a code key: never a commit, a CI run or a report.
+KEY_PREFIX = "key "
+
+
 def code_key(info: RunInfo) -> str:
     """Which code a run tested: its commit; without one, its CI run (``run ID``: all its
     shards and attempts test one commit); without either, the report alone."""
@@ -79,6 +90,13 @@ def code_key(info: RunInfo) -> str:
     if info.run_id:
         return f"run {info.run_id}"
     return f"report {info.id}"
+
+
+def case_code(info: RunInfo, cases: Cases, position: int) -> str:
+    """Which code one case ran against: its file's code key where the run recorded one,
+    otherwise the run's (`code_key`)."""
+    key = cases.code(position)
+    return KEY_PREFIX + key if key else code_key(info)
 
 
 class FlakyTally:
@@ -114,7 +132,8 @@ class FlakyTally:
             if outcome == "s" or (watched is not None and test_id not in watched):
                 continue
             reruns = cases.reruns.get(position, 0)
-            self._note(test_id, (info, outcome, reruns, cases.messages.get(position, "")))
+            message = cases.messages.get(position, "")
+            self._note(test_id, (info, case_code(info, cases, position), outcome, reruns, message))
 
     def observe(self, info: RunInfo, record: dict[str, Any]) -> None:
         """`add_unusual` of a stored run (`cachekit.stats.history.Observer`)."""
@@ -133,12 +152,12 @@ class FlakyTally:
                 del self.seen[test_id]
 
     def failing_codes(self) -> dict[str, set[str]]:
-        """Per test seen failing or erroring, the code (`code_key`) of those runs."""
+        """Per test seen failing or erroring, the code (`case_code`) of those cases."""
         codes: dict[str, set[str]] = {}
         for test_id, seen in self.seen.items():
-            for info, outcome, _reruns, _message in seen:
+            for _info, code, outcome, _reruns, _message in seen:
                 if outcome != "p":
-                    codes.setdefault(test_id, set()).add(code_key(info))
+                    codes.setdefault(test_id, set()).add(code)
         return codes
 
     def add_passes(
@@ -148,18 +167,18 @@ class FlakyTally:
         ``failing`` (`failing_codes`), of the tests that failed on this run's code: a
         pass on other code is no evidence, and holding it would cost memory per test
         per run."""
-        known: Collection[str]
+        known: Collection[str] = self.seen if self.watched is None else self.watched
         if failing is not None:
-            code = code_key(info)
-            known = {test_id for test_id, codes in failing.items() if code in codes}
-        else:
-            known = self.seen if self.watched is None else self.watched
+            known = failing
         if not known:
             return
         outcomes, reruns = cases.outcomes, cases.reruns
         for position in itertools.compress(range(len(cases)), map(known.__contains__, cases.ids)):
-            if outcomes[position] == "p" and position not in reruns:
-                self._note(cases.ids[position], (info, "p", 0, ""))
+            if outcomes[position] != "p" or position in reruns:
+                continue
+            test_id, code = cases.ids[position], case_code(info, cases, position)
+            if failing is None or code in failing[test_id]:
+                self._note(test_id, (info, code, "p", 0, ""))
 
     def flaky(self) -> list[FlakyTest]:
         """The flaky tests among those seen, most recently seen first."""
@@ -210,12 +229,20 @@ def find_flaky(
 def _passes(tally: FlakyTally, attempts: RunSource, infos: Iterable[RunInfo]) -> list[FlakyTest]:
     """The second pass: the plain passes of the tests that failed, in the other runs on
     the code they failed on; then the verdict. Code that one report alone tested (a CI
-    run of one shard, without a commit) holds no such pass: its runs are not read."""
+    run of one shard, without a commit) holds no such pass: its runs are not read. A
+    failure on a code key may have passes on any run (the key outlives commits): when
+    there is one, every run is read again, for those tests only."""
     infos = list(infos)
     failing = tally.failing_codes()
     reports = Counter(code_key(info) for info in infos)
-    codes = {code for tested in failing.values() for code in tested if reports[code] > 1}
-    again = {info.id for info in infos if code_key(info) in codes}
+    codes = {
+        code
+        for tested in failing.values()
+        for code in tested
+        if code.startswith(KEY_PREFIX) or reports[code] > 1
+    }
+    keyed = any(code.startswith(KEY_PREFIX) for code in codes)
+    again = {info.id for info in infos if keyed or code_key(info) in codes}
     suspects = [test_id for test_id, tested in failing.items() if not tested.isdisjoint(codes)]
     if suspects and again:
         for info, cases in attempts.cases(again, Pick(names=names_of(suspects))):
@@ -238,36 +265,37 @@ def _judge(test_id: str, seen: list[_Seen]) -> FlakyTest | None:
     """The evidence that a test is flaky, or None if there is none."""
     passed: set[str] = set()
     failed: set[str] = set()
-    for info, outcome, _reruns, _message in seen:
-        (passed if outcome == "p" else failed).add(code_key(info))
+    for _info, code, outcome, _reruns, _message in seen:
+        (passed if outcome == "p" else failed).add(code)
     both = passed & failed
     evidence = [
         item
         for item in seen
-        if code_key(item[0]) in both or (item[1] == "p" and item[2] > 0)  # passed after reruns
+        if item[1] in both or (item[2] == "p" and item[3] > 0)  # passed after reruns
     ]
     if not evidence:
         return None
     evidence.sort(key=lambda item: item[0].order, reverse=True)
     shown = [_shown(item) for item in evidence]
-    code = dict.fromkeys(code_key(item[0]) for item in evidence)  # in order, once each
+    codes = dict.fromkeys(item[1] for item in evidence)  # in order, once each
     return FlakyTest(
         test_id=test_id,
         passes=tuple(item for item in shown if item.outcome == "passed"),
         failures=tuple(item for item in shown if item.outcome != "passed"),
-        code=tuple(code),
+        code=tuple(codes),
         first_seen=evidence[-1][0].at,
         last_seen=evidence[0][0].at,
     )
 
 
 def _shown(item: _Seen) -> Seen:
-    info, outcome, reruns, message = item
+    info, code, outcome, reruns, message = item
     return Seen(
         at=info.at,
         run_id=info.run_id,
         shard=info.shard,
         commit=info.commit,
+        code=code,
         outcome=OUTCOMES[outcome],
         reruns=reruns,
         message=message,

@@ -67,6 +67,9 @@ class Run:
     #: The commit the run tested (`cachekit.ci.commit.detect_commit`), "" if unknown: what
     #: tells a flaky test from a fixed one (`cachekit.stats.flaky`).
     commit: str = ""
+    #: Test file -> its code key, where the run keyed its files (``--skip-passed``): the
+    #: code a test ran against, finer than the commit (`cachekit.stats.cases`).
+    codes: Mapping[str, str] = attrs.field(factory=dict)
 
 
 @attrs.frozen
@@ -174,7 +177,7 @@ def stored(run: Run) -> dict[str, Any]:
         "shard": run.shard,
         "commit": run.commit,
     }
-    return to_stored(meta, run.cases)
+    return to_stored(meta, run.cases, run.codes)
 
 
 def load_runs(cache: Cache) -> list[Run]:
@@ -204,6 +207,7 @@ def runs_of(source: history.RunSource) -> list[Run]:
             cases=cases[info.id].cases() if info.id in cases else (),
             shard=info.shard,
             commit=info.commit,
+            codes=cases[info.id].codes if info.id in cases else {},
         )
         for info in infos
     ]
