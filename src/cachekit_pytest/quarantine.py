@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Collection
 
+import attrs
 import pytest
 
 from cachekit.ci.signing import ENV_SIGNING_KEY
@@ -68,28 +70,58 @@ def configure(config: pytest.Config, session: Session | None) -> None:
     otherwise one warning says why not."""
     if hasattr(config, "workerinput") or not enabled(config):
         return  # xdist workers: the controller sees every report
+    history = signed_history(config, session, off=_OFF, warning=QuarantineWarning)
+    if history is not None:
+        config.pluginmanager.register(Quarantine(history), "cachekit-quarantine")
+
+
+@attrs.frozen
+class SignedHistory:
+    """The runs of this namespace's read chain that a holder of the signing key signed:
+    what tells which tests are flaky, for ``--quarantine-flaky`` and ``--rerun-flaky``."""
+
+    session: Session
+    signer: RunSigner
+
+    def flaky(self, ids: Collection[str] | None = None) -> list[FlakyTest]:
+        """The flaky tests (among ``ids``, default all) over the most recent
+        `HISTORY_CI_RUNS` CI runs of every namespace of the read chain (a pull request
+        counts its base branch's history)."""
+        found: dict[str, FlakyTest] = {}
+        for prefix in self.session.namespace.read_prefixes:
+            runs = StoredRuns(self.session.cache_under(prefix), accept=self.signer.verified)
+            for test in find_flaky(runs, ci_runs=HISTORY_CI_RUNS, ids=ids):
+                found.setdefault(test.test_id, test)
+        return list(found.values())
+
+
+def signed_history(
+    config: pytest.Config, session: Session | None, *, off: str, warning: type[Warning]
+) -> SignedHistory | None:
+    """The signed history, or None with one ``warning`` (starting with ``off``) saying
+    why there is none: no store, or no signing key (without which any store writer
+    could make a test look flaky)."""
     if session is None:
-        warn(config, QuarantineWarning(f"{_OFF}: it needs a store (--cache-url)"))
-        return
+        warn(config, warning(f"{off}: it needs a store (--cache-url)"))
+        return None
     signer = run_signer(session.namespace)
     if signer is None:
         warn(
             config,
-            QuarantineWarning(
-                f"{_OFF}: it needs {ENV_SIGNING_KEY}, as only runs signed with it tell "
-                "which tests are flaky (so that no store writer can quarantine a test)"
+            warning(
+                f"{off}: it needs {ENV_SIGNING_KEY}, as only runs signed with it tell "
+                "which tests are flaky (so that no store writer can make a test look flaky)"
             ),
         )
-        return
-    config.pluginmanager.register(Quarantine(session, signer), "cachekit-quarantine")
+        return None
+    return SignedHistory(session, signer)
 
 
 class Quarantine:
     """Collects the run's failures; at its end, sets aside those of known flaky tests."""
 
-    def __init__(self, session: Session, signer: RunSigner) -> None:
-        self.session = session
-        self.signer = signer
+    def __init__(self, history: SignedHistory) -> None:
+        self.history = history
         #: Node ids of the tests that failed (in any phase), in order.
         self.failed: dict[str, None] = {}
         self.quarantined: list[FlakyTest] = []
@@ -103,20 +135,12 @@ class Quarantine:
         """Before the terminal summary and the exit code: which failures are set aside."""
         if not self.failed or session.exitstatus != pytest.ExitCode.TESTS_FAILED:
             return
-        found = self.session.attempt(self._flaky, "reading the history of flaky tests")
+        found = self.history.session.attempt(
+            lambda: self.history.flaky(list(self.failed)), "reading the history of flaky tests"
+        )
         self.quarantined = [test for test in found or () if test.test_id in self.failed]
         if len(self.quarantined) == len(self.failed):
             session.exitstatus = pytest.ExitCode.OK
-
-    def _flaky(self) -> list[FlakyTest]:
-        """The flaky tests among this run's failures, by every namespace of the read
-        chain (a pull request counts its base branch's history): signed runs only."""
-        found: dict[str, FlakyTest] = {}
-        for prefix in self.session.namespace.read_prefixes:
-            history = StoredRuns(self.session.cache_under(prefix), accept=self.signer.verified)
-            for test in find_flaky(history, ci_runs=HISTORY_CI_RUNS, ids=list(self.failed)):
-                found.setdefault(test.test_id, test)
-        return list(found.values())
 
     def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
         if not self.quarantined:
