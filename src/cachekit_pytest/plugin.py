@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from cachekit_pytest import options, quarantine
+from cachekit_pytest import options, quarantine, rerun
 from cachekit_pytest.provider import CacheProvider
 
 PLUGIN_NAME = "cacheprovider"
@@ -20,12 +20,13 @@ def pytest_addoption(parser: pytest.Parser, pluginmanager: pytest.PytestPluginMa
     options.register(parser)
     options.register_skip_passed(parser)
     quarantine.register(parser)
+    rerun.register(parser)
     take_over(pluginmanager)
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """``--quarantine-flaky`` (`cachekit_pytest.quarantine`), with the shared cache's
-    session if there is one.
+    """``--quarantine-flaky`` (`cachekit_pytest.quarantine`) and ``--rerun-flaky``
+    (`cachekit_pytest.rerun`), with the shared cache's session if there is one.
 
     ``--skip-passed``: its modules (`cachekit_pytest.skip`: fingerprints, signatures, its
     store) are imported only when the feature is on, so that without it no test run pays
@@ -37,7 +38,9 @@ def pytest_configure(config: pytest.Config) -> None:
         skipping.configure(config, settings)
     provider = config.pluginmanager.get_plugin(PLUGIN_NAME)
     run = provider.run if isinstance(provider, CacheProvider) else None
-    quarantine.configure(config, None if run is None else run.session)
+    session = None if run is None else run.session
+    quarantine.configure(config, session)
+    rerun.configure(config, session)
 
 
 def take_over(pluginmanager: pytest.PytestPluginManager) -> None:
