@@ -47,6 +47,23 @@ def tests_oldest_pytest(session: nox.Session) -> None:
     session.run("pytest", "tests/test_plugin_local.py", *session.posargs)
 
 
+#: The oldest Python the project supports and the newest: ``--skip-passed`` records what
+#: tests execute with ``sys.settrace`` before Python 3.12 and ``sys.monitoring`` from it.
+SKIP_PYTHONS = ["3.10", "3.14"]
+
+
+@nox.session(python=SKIP_PYTHONS)
+def tests_skip_pythons(session: nox.Session) -> None:
+    """``--skip-passed``'s tests on the oldest and newest Python; not a default
+    session (CI's machine has one Python): run ``nox -s tests_skip_pythons`` where both
+    are installed (a missing one is skipped outside CI)."""
+    session.install("-e", ".[test]")
+    session.run(
+        "pytest", "tests/test_fingerprint.py",
+        *map(str, sorted(ROOT.glob("tests/test_skip_*.py"))), *session.posargs,
+    )  # fmt: skip
+
+
 @nox.session
 def pytest_upstream(session: nox.Session) -> None:
     """pytest's own tests of its cache and stepwise plugins, with cachekit loaded into
