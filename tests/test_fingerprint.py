@@ -124,7 +124,7 @@ def test_a_change_to_a_file_changes_exactly_the_keys_that_depend_on_it(
 ) -> None:
     before = keys(project)
     path = project / name
-    path.write_text(path.read_text() + "# changed\n")
+    path.write_text(path.read_text() + "CHANGED = True\n")
     assert changed(before, keys(project)) == expected
 
 
@@ -762,7 +762,11 @@ def test_save_is_atomic_and_skipped_when_nothing_was_read(project: Path, tmp_pat
     run(project, cache_file)  # everything from the cache: nothing to write
     assert cache_file.stat().st_mtime_ns == written.st_mtime_ns
     assert cache_file.stat().st_ino == written.st_ino
-    assert sorted(path.name for path in tmp_path.iterdir()) == ["fingerprint.json", "project"]
+    assert sorted(path.name for path in tmp_path.iterdir()) == [
+        "fingerprint.functions.json",
+        "fingerprint.json",
+        "project",
+    ]
     Fingerprinter(KeyInputs(root=project)).save()  # no cache file: nothing happens
 
 
@@ -783,7 +787,13 @@ def test_the_cache_file_is_never_pickled(project: Path, tmp_path: Path) -> None:
     cache_file = tmp_path / "fingerprint.json"
     run(project, cache_file)
     entry = next(iter(json.loads(cache_file.read_text())["files"].values()))
-    assert set(entry) == {"mtime_ns", "size", "ino", "digest", "imports"}
+    assert set(entry) == {
+        "mtime_ns", "size", "ino", "digest", "imports", "code", "skeleton", "docstrings"
+    }  # fmt: skip
+    indexes = json.loads((tmp_path / "fingerprint.functions.json").read_text())["indexes"]
+    assert set(next(iter(indexes.values()))) == {
+        "skeleton", "bodies", "starts", "spans", "docstrings"
+    }  # fmt: skip
 
 
 def test_members_explain_a_key(project: Path) -> None:
@@ -798,4 +808,9 @@ def test_members_explain_a_key(project: Path) -> None:
         "tests/unit/conftest.py",
         "tests/unit/test_core.py",
     ]
-    assert all(len(digest) == 64 for _label, digest in members)
+    # Python files by their code (comments, formatting and docstrings left out),
+    # conftests by their bytes.
+    for label, digest in members:
+        kind = "bytes:" if label.endswith("conftest.py") else "code:"
+        assert digest.startswith(kind)
+        assert len(digest) == len(kind) + 64

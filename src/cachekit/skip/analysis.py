@@ -1,5 +1,11 @@
-"""What each file contributes to keys (content hash and imports), and the JSON file that
-keeps it between processes, valid while the file's stat is unchanged."""
+"""What each file contributes to keys (content hash, imports and, for Python files, the
+hashes of their code outside and inside function bodies), and the JSON files that keep it
+between processes, valid while the file's stat is unchanged.
+
+Why the function indexes sit in a file of their own (``*.functions.json`` beside the
+cache file), by content hash: a warm run keys every test file from the records alone, and
+loading every function's hash with them would cost more than the keying itself. They are
+read only when a caller asks for one (`FileAnalyses.functions`)."""
 
 from __future__ import annotations
 
@@ -10,16 +16,18 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import attrs
 import cattrs
 
 from cachekit.files import write_atomically
-from cachekit.skip.imports import import_specs
+from cachekit.skip.functions import FunctionIndex, index_tree
+from cachekit.skip.imports import imports_in_tree, parse_source
 
 #: Identifies cachekit's analysis cache files (a foreign JSON file is ignored).
 CACHE_FORMAT = "cachekit.skip.fingerprint"
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 #: What a file's recorded imports depend on besides its bytes: what parses (and so what
 #: counts as a syntax error) differs between Python versions.
 PARSER = f"{sys.implementation.name}-{sys.version_info[0]}.{sys.version_info[1]}"
@@ -44,6 +52,12 @@ class FileRecord:
     #: the file's directory. Empty when the file does not parse; None when the file
     #: was only hashed (a data file).
     imports: tuple[str, ...] | None
+    #: For a ``.py`` file that parses (`cachekit.skip.functions`): the hash of its code
+    #: without docstrings, comments or formatting (`FunctionIndex.code_digest`), of its
+    #: skeleton, and of its docstrings. None otherwise (then only ``digest`` counts).
+    code: str | None = None
+    skeleton: str | None = None
+    docstrings: str | None = None
 
 
 @attrs.frozen
@@ -52,6 +66,19 @@ class _CacheFile:
     version: int
     parser: str
     files: dict[str, FileRecord]
+
+
+@attrs.frozen
+class _IndexFile:
+    format: str
+    version: int
+    parser: str
+    #: By the sha256 of the file's content (`FileRecord.digest`).
+    indexes: dict[str, FunctionIndex]
+
+
+_Document = TypeVar("_Document", _CacheFile, _IndexFile)
+_ERRORS = (OSError, ValueError, TypeError, KeyError, RecursionError, cattrs.BaseValidationError)
 
 
 class FileAnalyses:
@@ -68,6 +95,11 @@ class FileAnalyses:
         self._records: dict[str, FileRecord] = {}
         self._racy: set[str] = set()
         self._dirty = False
+        #: Function indexes by content digest: those made this session, then (once one is
+        #: asked for that was not) those of the index file.
+        self._indexes: dict[str, FunctionIndex] = {}
+        self._stored_indexes: dict[str, FunctionIndex] | None = None
+        self._new_indexes = False
 
     def record(self, path: str, *, parse: bool) -> FileRecord:
         """``path``'s record (a real path); ``parse`` also wants its imports."""
@@ -93,16 +125,43 @@ class FileAnalyses:
             self._records[path] = record
             self._racy.add(path)
             return record
-        record = FileRecord(
-            *signature,
-            digest=hashlib.sha256(data).hexdigest(),
-            imports=import_specs(data) if parse else None,
-        )
+        digest = hashlib.sha256(data).hexdigest()
+        record = self._analyse(path, data, digest, signature) if parse else None
+        if record is None:
+            record = FileRecord(*signature, digest=digest, imports=None)
         self._records[path] = record
         self._dirty = True
         if abs(time.time_ns() - status.st_mtime_ns) < RACY_NANOSECONDS:
             self._racy.add(path)
         return record
+
+    def _analyse(
+        self, path: str, data: bytes, digest: str, signature: tuple[int, int, int]
+    ) -> FileRecord:
+        """The record of a file read for its imports: one parse serves the imports and,
+        for a ``.py`` file, its function index."""
+        tree = parse_source(data) if b"import" in data or path.endswith(".py") else None
+        if tree is None:
+            return FileRecord(*signature, digest=digest, imports=())
+        imports = imports_in_tree(tree, data)
+        index = None
+        if path.endswith(".py"):
+            try:
+                index = index_tree(tree)
+            except (RecursionError, MemoryError):  # too deep to dump: counted by bytes
+                index = None
+        if index is None:
+            return FileRecord(*signature, digest=digest, imports=imports)
+        self._indexes[digest] = index
+        self._new_indexes = True
+        return FileRecord(
+            *signature,
+            digest=digest,
+            imports=imports,
+            code=index.code_digest(),
+            skeleton=index.skeleton,
+            docstrings=index.docstrings,
+        )
 
     def imports(self, path: str) -> tuple[str, ...]:
         """The modules ``path`` imports (`cachekit.skip.imports.import_specs`)."""
@@ -110,10 +169,41 @@ class FileAnalyses:
         assert imports is not None
         return imports
 
+    def functions(self, path: str) -> FunctionIndex | None:
+        """``path``'s function index as of its record (a real path), or None when it is
+        no ``.py`` file that parses."""
+        record = self.record(path, parse=True)
+        if record.code is None:
+            return None
+        index = self._indexes.get(record.digest)
+        if index is None:
+            if self._stored_indexes is None:
+                self._stored_indexes = self._load_indexes()
+            index = self._stored_indexes.get(record.digest)
+        if index is None:
+            # Its record came from the cache file but its index did not: the file is read
+            # again, and must still be what the record says.
+            try:
+                data = self._read(path)
+            except OSError:
+                return None
+            if hashlib.sha256(data).hexdigest() != record.digest:
+                return None
+            tree = parse_source(data)
+            try:
+                index = None if tree is None else index_tree(tree)
+            except (RecursionError, MemoryError):
+                index = None
+            if index is None or index.code_digest() != record.code:
+                return None
+            self._new_indexes = True
+        self._indexes[record.digest] = index
+        return index
+
     def save(self) -> None:
         """Write the records to ``cache_file`` (atomically), if one was given and anything
         new was read."""
-        if self.cache_file is None or not self._dirty:
+        if self.cache_file is None or not (self._dirty or self._new_indexes):
             return
         files = {
             path: record
@@ -123,35 +213,69 @@ class FileAnalyses:
         files.update(
             (path, record) for path, record in self._records.items() if path not in self._racy
         )
-        document = _CacheFile(CACHE_FORMAT, CACHE_VERSION, PARSER, dict(sorted(files.items())))
-        data = json.dumps(_converter.unstructure(document), separators=(",", ":"))
         self.cache_file.parent.mkdir(parents=True, exist_ok=True)
+        if self._dirty:
+            document = _CacheFile(CACHE_FORMAT, CACHE_VERSION, PARSER, dict(sorted(files.items())))
+            self._write(self.cache_file, document)
+        if self._new_indexes:
+            self._save_indexes(_index_file(self.cache_file), files)
+        self._dirty = self._new_indexes = False
+
+    def _save_indexes(self, path: Path, files: dict[str, FileRecord]) -> None:
+        """Write the function indexes of the files in ``files``: those of this session and
+        those already stored (others are dropped)."""
+        if self._stored_indexes is None:
+            self._stored_indexes = self._load_indexes()
+        wanted = {record.digest for record in files.values() if record.code is not None}
+        indexes = {
+            digest: index
+            for digest, index in (*self._stored_indexes.items(), *self._indexes.items())
+            if digest in wanted
+        }
+        document = _IndexFile(
+            CACHE_FORMAT + ".functions", CACHE_VERSION, PARSER, dict(sorted(indexes.items()))
+        )
+        self._write(path, document)
+
+    @staticmethod
+    def _write(path: Path, document: _CacheFile | _IndexFile) -> None:
+        data = json.dumps(_converter.unstructure(document), separators=(",", ":"))
         # Not durable: a torn or stale file is detected (or caught by the stat check) and
         # costs a re-read, never a wrong key.
-        write_atomically(self.cache_file, data.encode("utf-8"), durable=False)
-        self._dirty = False
+        write_atomically(path, data.encode("utf-8"), durable=False)
 
     def _load_cache(self) -> dict[str, FileRecord]:
         """The cache file's records, or nothing if it is missing, corrupt or foreign."""
         if self.cache_file is None:
             return {}
-        try:
-            data = json.loads(self.cache_file.read_bytes())
-            if not (
-                isinstance(data, dict)
-                and data.get("format") == CACHE_FORMAT
-                and data.get("version") == CACHE_VERSION
-                and data.get("parser") == PARSER
-            ):
-                return {}
-            document = _converter.structure(data, _CacheFile)
-        except (
-            OSError,
-            ValueError,
-            TypeError,
-            KeyError,
-            RecursionError,
-            cattrs.BaseValidationError,
-        ):
+        document = _load(self.cache_file, CACHE_FORMAT, _CacheFile)
+        return {} if document is None else document.files
+
+    def _load_indexes(self) -> dict[str, FunctionIndex]:
+        """The index file's function indexes, or nothing if it is missing, corrupt or
+        foreign. An index is used only for a file whose content has its digest."""
+        if self.cache_file is None:
             return {}
-        return document.files
+        document = _load(_index_file(self.cache_file), CACHE_FORMAT + ".functions", _IndexFile)
+        return {} if document is None else document.indexes
+
+
+def _index_file(cache_file: Path) -> Path:
+    """Where the function indexes of ``cache_file``'s records are kept."""
+    return cache_file.with_name(cache_file.stem + ".functions.json")
+
+
+def _load(path: Path, expected_format: str, kind: type[_Document]) -> _Document | None:
+    """The document in ``path``, or None if it is missing, corrupt or foreign."""
+    try:
+        data = json.loads(path.read_bytes())
+        if not (
+            isinstance(data, dict)
+            and data.get("format") == expected_format
+            and data.get("version") == CACHE_VERSION
+            and data.get("parser") == PARSER
+        ):
+            return None
+        return _converter.structure(data, kind)
+    except _ERRORS:
+        return None

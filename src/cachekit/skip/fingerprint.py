@@ -5,8 +5,15 @@ depend on that cachekit can see without running it: the environment
 (`Fingerprinter.environment_key`: interpreter, platform, tool versions, installed
 distributions or a lock file, named environment variables, declared data files, a salt),
 the ``conftest.py`` chain above it, and the transitive closure of the project files it
-and those conftests import, each by relative path and content hash. Equal keys mean
+and those conftests import, each by relative path and hash. Equal keys mean
 "nothing we track changed"; the pytest adapter then trusts an earlier pass.
+
+A member's hash (`member_digest`): a ``.py`` file that parses counts by its code, without
+comments, formatting or docstrings (`cachekit.skip.functions`), so that such edits rerun
+nothing; conftests, files that do not parse and other files (doctest text files) count by
+their bytes. ``file_key(..., function_bodies=False)`` counts each module by its skeleton
+only (the code that runs on import, and every ``def``'s header), for callers that check
+the bodies of the functions a test executed apart (`Fingerprinter.functions`).
 
 Why static analysis: importing project code to learn its imports would run it (and its
 side effects) before pytest does. The ``ast`` of each file gives its imports, including
@@ -54,6 +61,7 @@ from cachekit.skip.analysis import (
 )
 from cachekit.skip.closure import ImportResolver, is_under
 from cachekit.skip.distributions import installed_distributions, normalize_name
+from cachekit.skip.functions import FunctionIndex, function_index
 from cachekit.skip.imports import import_specs
 
 __all__ = [
@@ -64,14 +72,16 @@ __all__ = [
     "RACY_NANOSECONDS",
     "FileRecord",
     "Fingerprinter",
+    "FunctionIndex",
     "KeyInputs",
+    "function_index",
     "import_specs",
     "installed_distributions",
     "normalize_name",
 ]
 
 #: Part of every key: bump it when what a key covers or how it is computed changes.
-KEY_FORMAT = 1
+KEY_FORMAT = 2
 
 
 @attrs.frozen
@@ -119,7 +129,8 @@ class Fingerprinter:
         # `read` is looked up at each call: a hook that subclasses and tests replace.
         reader = lambda path: self.read(path)  # noqa: E731, PLW0108
         self._analyses = FileAnalyses(cache_file, read=reader)
-        self._lines: dict[int, str] = {}
+        #: Member lines by mode (function bodies, docstrings) and node.
+        self._lines: dict[tuple[bool, bool], dict[int, str]] = {}
         self._resolver = ImportResolver(
             root=self._root,
             search_paths=self._search_paths,
@@ -144,27 +155,59 @@ class Fingerprinter:
             self._environment = self._compute_environment()
         return self._environment
 
-    def file_key(self, test_file: Path) -> str:
+    def file_key(
+        self, test_file: Path, *, function_bodies: bool = True, keep_docstrings: bool = False
+    ) -> str:
         """Hex digest of the environment, the test file's conftest chain and the import
-        closure of the test file and those conftests (relative path and content hash of
-        each member)."""
+        closure of the test file and those conftests (relative path and hash of each
+        member, `member_digest`).
+
+        ``function_bodies=False`` leaves out the bodies of functions (outside conftests):
+        the key of a test whose executed functions are checked apart.
+        ``keep_docstrings`` counts docstrings too: for runs that execute them
+        (``--doctest-modules``).
+        """
         path = self._project_file(test_file)
         conftests = self._conftests(path)
+        mode = (function_bodies, keep_docstrings)
         lines = [
-            f"cachekit-file-key {KEY_FORMAT}",
+            f"cachekit-file-key {KEY_FORMAT} bodies={int(function_bodies)}"
+            f" docstrings={int(keep_docstrings)}",
             self.environment_key(),
             "file " + self._label(path),
             "conftests " + " ".join(self._label(conftest) for conftest in conftests),
-            *self._member_lines(path, conftests),
+            *self._member_lines(path, conftests, mode),
         ]
         return hashlib.sha256("\n".join(lines).encode("utf-8", "surrogateescape")).hexdigest()
 
-    def members(self, test_file: Path) -> list[tuple[str, str]]:
-        """``(relative path, sha256)`` of every project file in ``test_file``'s key,
-        sorted: the closure of the test file and of its conftests (for explaining a key)."""
+    def members(
+        self, test_file: Path, *, function_bodies: bool = True, keep_docstrings: bool = False
+    ) -> list[tuple[str, str]]:
+        """``(relative path, member digest)`` of every project file in ``test_file``'s
+        key, sorted: the closure of the test file and of its conftests (for explaining a
+        key)."""
         path = self._project_file(test_file)
-        lines = self._member_lines(path, self._conftests(path))
+        mode = (function_bodies, keep_docstrings)
+        lines = self._member_lines(path, self._conftests(path), mode)
         return [(label, digest) for label, _, digest in (line.partition("\0") for line in lines)]
+
+    def functions(self, path: Path) -> FunctionIndex | None:
+        """The function index of a project file (`cachekit.skip.functions`), as of this
+        snapshot; None when it is no project file, or no ``.py`` file that parses (then
+        count it whole)."""
+        try:
+            real = self._project_file(path)
+        except (ValueError, OSError):
+            return None
+        return self._analyses.functions(real)
+
+    def project_file_label(self, path: Path) -> str | None:
+        """A project file's name in keys (its path relative to the root, ``/``-separated),
+        or None when it is no project file."""
+        real = os.path.realpath(path)
+        if not real.startswith(self._prefixes):
+            return None
+        return self._label(real)
 
     def closure(self, path: Path) -> list[Path]:
         """The project files ``path`` depends on transitively, itself included, sorted.
@@ -269,20 +312,40 @@ class Fingerprinter:
 
     # -- members of a key -------------------------------------------------------------
 
-    def _line(self, node: int) -> str:
-        line = self._lines.get(node)
+    def _line(self, node: int, mode: tuple[bool, bool]) -> str:
+        lines = self._lines.setdefault(mode, {})
+        line = lines.get(node)
         if line is None:
             path = self._resolver.path(node)
-            digest = self._analyses.record(path, parse=False).digest
-            line = self._lines[node] = f"{self._label(path)}\0{digest}"
+            function_bodies, keep_docstrings = mode
+            record = self._analyses.record(path, parse=False)
+            if os.path.basename(path) == "conftest.py":
+                # Its hooks and fixtures decide outcomes of every test below it: by bytes.
+                digest = "bytes:" + record.digest
+            else:
+                digest = member_digest(
+                    record, function_bodies=function_bodies, keep_docstrings=keep_docstrings
+                )
+            line = lines[node] = f"{self._label(path)}\0{digest}"
         return line
 
-    def _member_lines(self, path: str, conftests: list[str]) -> list[str]:
+    def _member_lines(self, path: str, conftests: list[str], mode: tuple[bool, bool]) -> list[str]:
         """``label NUL digest`` of the closure of ``path`` and its conftests, sorted."""
-        lines = self._lines
+        lines = self._lines.setdefault(mode, {})
         members = [
-            lines[node] if node in lines else self._line(node)
+            lines[node] if node in lines else self._line(node, mode)
             for node in self._resolver.closure([path, *conftests])
         ]
         members.sort()
         return members
+
+
+def member_digest(record: FileRecord, *, function_bodies: bool, keep_docstrings: bool) -> str:
+    """What one member of a key counts: a ``.py`` file that parses by its code without
+    comments, formatting and docstrings (without function bodies unless
+    ``function_bodies``; with docstrings if ``keep_docstrings``), any other file by its
+    bytes. The prefix keeps the kinds apart."""
+    if record.code is None or record.skeleton is None:
+        return "bytes:" + record.digest
+    digest = ("code:" + record.code) if function_bodies else ("skeleton:" + record.skeleton)
+    return digest + (f"+docstrings:{record.docstrings}" if keep_docstrings else "")

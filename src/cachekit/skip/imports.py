@@ -27,10 +27,21 @@ def import_specs(source: bytes) -> tuple[str, ...]:
     """
     if b"import" not in source:
         return ()
+    tree = parse_source(source)
+    return () if tree is None else imports_in_tree(tree, source)
+
+
+def parse_source(source: bytes) -> ast.Module | None:
+    """``source``'s syntax tree, or None when it does not parse."""
     try:
-        tree = ast.parse(source)
+        return ast.parse(source)
     except (SyntaxError, ValueError, UnicodeDecodeError, RecursionError, MemoryError):
-        return ()
+        return None
+
+
+def imports_in_tree(tree: ast.Module, source: bytes) -> tuple[str, ...]:
+    """`import_specs` of ``source`` parsed as ``tree`` (so that one parse serves every
+    analysis of a file)."""
     found: set[str] = set()
     dynamic = any(hint in source for hint in _DYNAMIC_IMPORT_HINTS)
     nodes: Iterable[ast.AST] = ast.walk(tree) if dynamic else _statements(tree.body)
