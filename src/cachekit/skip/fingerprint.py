@@ -103,6 +103,9 @@ class KeyInputs:
     #: Extra import roots (relative paths are to ``root``). Files under them count as
     #: project files even outside ``root``.
     search_paths: tuple[Path, ...] = ()
+    #: Whether docstrings count by default (`Fingerprinter.file_key`): runs that execute
+    #: them as doctests (``--doctest-modules``) must rerun when one changes.
+    docstrings: bool = False
 
 
 # -- the fingerprinter ----------------------------------------------------------------
@@ -156,7 +159,11 @@ class Fingerprinter:
         return self._environment
 
     def file_key(
-        self, test_file: Path, *, function_bodies: bool = True, keep_docstrings: bool = False
+        self,
+        test_file: Path,
+        *,
+        function_bodies: bool = True,
+        keep_docstrings: bool | None = None,
     ) -> str:
         """Hex digest of the environment, the test file's conftest chain and the import
         closure of the test file and those conftests (relative path and hash of each
@@ -164,11 +171,13 @@ class Fingerprinter:
 
         ``function_bodies=False`` leaves out the bodies of functions (outside conftests):
         the key of a test whose executed functions are checked apart.
-        ``keep_docstrings`` counts docstrings too: for runs that execute them
-        (``--doctest-modules``).
+        ``keep_docstrings`` counts docstrings too, for runs that execute them
+        (``--doctest-modules``); by default `KeyInputs.docstrings` says.
         """
         path = self._project_file(test_file)
         conftests = self._conftests(path)
+        if keep_docstrings is None:
+            keep_docstrings = self.inputs.docstrings
         mode = (function_bodies, keep_docstrings)
         lines = [
             f"cachekit-file-key {KEY_FORMAT} bodies={int(function_bodies)}"
@@ -181,12 +190,18 @@ class Fingerprinter:
         return hashlib.sha256("\n".join(lines).encode("utf-8", "surrogateescape")).hexdigest()
 
     def members(
-        self, test_file: Path, *, function_bodies: bool = True, keep_docstrings: bool = False
+        self,
+        test_file: Path,
+        *,
+        function_bodies: bool = True,
+        keep_docstrings: bool | None = None,
     ) -> list[tuple[str, str]]:
         """``(relative path, member digest)`` of every project file in ``test_file``'s
         key, sorted: the closure of the test file and of its conftests (for explaining a
         key)."""
         path = self._project_file(test_file)
+        if keep_docstrings is None:
+            keep_docstrings = self.inputs.docstrings
         mode = (function_bodies, keep_docstrings)
         lines = self._member_lines(path, self._conftests(path), mode)
         return [(label, digest) for label, _, digest in (line.partition("\0") for line in lines)]

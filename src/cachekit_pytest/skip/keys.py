@@ -95,6 +95,9 @@ class Keys:
 
 
 def make_fingerprinter(config: pytest.Config, settings: SkipSettings) -> Fingerprinter:
+    # Imported here: selection imports this module.
+    from cachekit_pytest.skip.selection import doctest_modules  # noqa: PLC0415
+
     assert config.cache is not None
     inputs = KeyInputs(
         root=config.rootpath,
@@ -103,6 +106,8 @@ def make_fingerprinter(config: pytest.Config, settings: SkipSettings) -> Fingerp
         lock_file=settings.lock_file,
         salt=settings.salt,
         tool_versions=tool_versions(config),
+        # Doctests run docstrings: then a docstring's change must rerun them.
+        docstrings=doctest_modules(config),
     )
     cache_file = config.cache.mkdir(CACHE_DIR_NAME) / "analysis.json"
     return Fingerprinter(inputs, cache_file=cache_file)

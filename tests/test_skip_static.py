@@ -1,0 +1,525 @@
+"""The static half of finer ``--skip-passed`` keys: which edits change a test file's key.
+
+A key with function bodies (``file_key(...)``, what skipping uses on its own) changes with
+any change to what the code does, but not with comments, formatting or docstrings. The
+static key (``function_bodies=False``) changes only with code outside function bodies:
+the bodies a test executed are checked apart. `FunctionIndex` names functions by the line
+CPython reports for their code objects, checked here against real code objects.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import textwrap
+import time
+import types
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from cachekit.skip.fingerprint import Fingerprinter, KeyInputs
+from cachekit.skip.functions import FunctionIndex, function_index
+
+MODULE = '''\
+"""The module's docstring."""
+
+import functools
+
+LIMIT = 10
+
+
+def register(function):
+    return function
+
+
+class Shape:
+    """A shape."""
+
+    sides = 4
+
+    def area(self, scale=2):
+        """Its area."""
+        return self.sides * scale  # a comment
+
+    @property
+    def name(self):
+        return "shape"
+
+
+@register
+def total(values, start=0):
+    return sum(values, start)
+
+
+def helper():
+    return LIMIT
+'''
+
+TEST = """\
+from app.shapes import Shape, helper, total
+
+
+def test_total():
+    assert total([1, 2]) == 3
+
+
+def test_area():
+    assert Shape().area() == 8
+"""
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    root = tmp_path / "project"
+    for name, text in {
+        "app/__init__.py": "",
+        "app/shapes.py": MODULE,
+        "app/other.py": "def unrelated():\n    return 1\n",
+        "tests/test_shapes.py": TEST,
+        "tests/conftest.py": "import pytest\n\n\n@pytest.fixture\ndef value():\n    return 1\n",
+    }.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    return root
+
+
+def keys(root: Path) -> tuple[str, str]:
+    """The test file's key with function bodies and its static key (a new snapshot)."""
+    fingerprinter = Fingerprinter(KeyInputs(root=root))
+    test_file = root / "tests/test_shapes.py"
+    return (
+        fingerprinter.file_key(test_file),
+        fingerprinter.file_key(test_file, function_bodies=False),
+    )
+
+
+def edit(root: Path, name: str, old: str, new: str) -> None:
+    path = root / name
+    text = path.read_text()
+    assert text.count(old) == 1, (name, old)
+    path.write_text(text.replace(old, new))
+
+
+# -- what changes which key ---------------------------------------------------------------
+
+UNCHANGED = (False, False)
+BODY_ONLY = (True, False)
+BOTH = (True, True)
+
+
+@pytest.mark.parametrize(
+    ("name", "old", "new", "expected"),
+    [
+        pytest.param(
+            "app/shapes.py", "# a comment", "# another comment", UNCHANGED, id="comment"
+        ),
+        pytest.param(
+            "app/shapes.py", "LIMIT = 10\n", "LIMIT = 10  # the limit\n\n\n", UNCHANGED,
+            id="comment-and-blank-lines",
+        ),
+        pytest.param(
+            "app/shapes.py", "def total(values, start=0):",
+            "def total(\n    values,\n    start=0,\n):", UNCHANGED, id="formatting",
+        ),
+        pytest.param(
+            "app/shapes.py", "return self.sides * scale", "return (self.sides\n * scale)",
+            UNCHANGED, id="formatting-in-a-body",
+        ),
+        pytest.param(
+            "app/shapes.py", '"""Its area."""', '"""Its area, in square units."""',
+            UNCHANGED, id="function-docstring",
+        ),
+        pytest.param(
+            "app/shapes.py", '"""A shape."""', '"""A plane shape."""', UNCHANGED,
+            id="class-docstring",
+        ),
+        pytest.param(
+            "app/shapes.py", '"""The module\'s docstring."""', '"""Shapes."""', UNCHANGED,
+            id="module-docstring",
+        ),
+        pytest.param(
+            "tests/test_shapes.py", "def test_total():\n",
+            'def test_total():\n    """Totals add up."""\n', UNCHANGED,
+            id="test-docstring",
+        ),
+        pytest.param(
+            "app/shapes.py", "return LIMIT", "return LIMIT + 1", BODY_ONLY, id="function-body"
+        ),
+        pytest.param(
+            "app/shapes.py", "return self.sides * scale", "return self.sides * scale * 1.0",
+            BODY_ONLY, id="method-body",
+        ),
+        pytest.param(
+            "tests/test_shapes.py", "assert total([1, 2]) == 3", "assert total([2, 1]) == 3",
+            BODY_ONLY, id="test-body",
+        ),
+        pytest.param(
+            "app/shapes.py", "@register\ndef total", "@functools.lru_cache\ndef total",
+            BOTH, id="decorator",
+        ),
+        pytest.param("app/shapes.py", "sides = 4", "sides = 3", BOTH, id="class-body"),
+        pytest.param(
+            "app/shapes.py", "def area(self, scale=2):", "def area(self, scale=3):", BOTH,
+            id="default-argument",
+        ),
+        pytest.param(
+            "app/shapes.py", "def helper():", "def helper() -> int:", BOTH, id="annotation"
+        ),
+        pytest.param("app/shapes.py", "LIMIT = 10", "LIMIT = 11", BOTH, id="module-level"),
+        pytest.param(
+            "app/shapes.py", "import functools\n", "import functools\nimport app.other\n",
+            BOTH, id="new-import",
+        ),
+        pytest.param(
+            "app/shapes.py", "def helper():\n    return LIMIT\n",
+            "def helper():\n    import app.other\n    return LIMIT\n",
+            BOTH, id="new-import-in-a-body",
+        ),
+        pytest.param(
+            "tests/conftest.py", "return 1", "return 2", BOTH, id="conftest-fixture-body"
+        ),
+        pytest.param(
+            "tests/conftest.py", "import pytest\n", "import pytest  # fixtures\n", BOTH,
+            id="conftest-comment",
+        ),
+        pytest.param(
+            "app/other.py", "return 1", "return 2", UNCHANGED, id="module-not-imported"
+        ),
+    ],
+)  # fmt: skip
+def test_which_edits_change_which_key(
+    project: Path, name: str, old: str, new: str, expected: tuple[bool, bool]
+) -> None:
+    full, static = keys(project)
+    edit(project, name, old, new)
+    new_full, new_static = keys(project)
+    assert (new_full != full, new_static != static) == expected
+
+
+def test_line_shifts_change_starts_not_hashes(project: Path) -> None:
+    before = function_index((project / "app/shapes.py").read_bytes())
+    full, static = keys(project)
+    edit(project, "app/shapes.py", "LIMIT = 10\n", "# The limit.\n\nLIMIT = 10\n\n")
+    after = function_index((project / "app/shapes.py").read_bytes())
+    assert before is not None
+    assert after is not None
+    assert (after.skeleton, after.bodies) == (before.skeleton, before.bodies)
+    assert after.starts == {line + 3: name for line, name in before.starts.items()}
+    assert keys(project) == (full, static)
+
+
+def test_reordering_functions_changes_the_skeleton(project: Path) -> None:
+    """Definitions run in order on import (decorators may register them, say)."""
+    _, static = keys(project)
+    edit(project, "app/shapes.py", "\n\ndef helper():\n    return LIMIT\n", "")
+    edit(
+        project,
+        "app/shapes.py",
+        "LIMIT = 10\n",
+        "LIMIT = 10\n\n\ndef helper():\n    return LIMIT\n",
+    )
+    assert keys(project)[1] != static
+
+
+def test_a_file_that_does_not_parse_counts_by_every_byte(project: Path) -> None:
+    edit(project, "app/shapes.py", "def helper():", "def helper(:")
+    full, static = keys(project)
+    for change in ("# a comment\n", "\n", '"""doc"""\n'):
+        (project / "app/shapes.py").write_text((project / "app/shapes.py").read_text() + change)
+        new_full, new_static = keys(project)
+        assert new_full != full
+        assert new_static != static
+        full, static = new_full, new_static
+    assert function_index((project / "app/shapes.py").read_bytes()) is None
+
+
+def test_a_test_file_that_is_no_python_file_counts_by_every_byte(project: Path) -> None:
+    """A doctest text file may parse as Python: it is still hashed whole."""
+    text_file = project / "tests/test_doc.txt"
+    text_file.write_text('"""\n>>> 1 + 1\n2\n"""\n')
+    fingerprinter = Fingerprinter(KeyInputs(root=project))
+    before = fingerprinter.file_key(text_file, function_bodies=False)
+    text_file.write_text('"""\n>>> 1 + 1\n3\n"""\n')
+    assert Fingerprinter(KeyInputs(root=project)).file_key(text_file) != before
+
+
+def test_docstrings_count_when_doctests_run(project: Path) -> None:
+    """``--doctest-modules`` runs docstrings: then they count, in both keys."""
+
+    def doctest_keys() -> tuple[str, str]:
+        fingerprinter = Fingerprinter(KeyInputs(root=project, docstrings=True))
+        test_file = project / "app/shapes.py"
+        return (
+            fingerprinter.file_key(test_file),
+            fingerprinter.file_key(test_file, function_bodies=False),
+        )
+
+    full, static = doctest_keys()
+    assert (full, static) != keys(project)
+    edit(project, "app/shapes.py", '"""Its area."""', '"""Its area.\n\n>>> 1\n1\n"""')
+    new_full, new_static = doctest_keys()
+    assert new_full != full
+    assert new_static != static
+    edit(project, "app/shapes.py", "# a comment", "")
+    assert doctest_keys() == (new_full, new_static)
+
+
+def test_the_static_key_and_the_full_key_never_coincide(project: Path) -> None:
+    full, static = keys(project)
+    assert full != static
+    (project / "app/shapes.py").write_text("X = 1\n")  # no function: same members
+    full, static = keys(project)
+    assert full != static
+
+
+# -- function indexes against CPython's code objects ------------------------------------
+
+INDEXED = '''\
+"""Every kind of function."""
+import functools
+
+TABLE = [x * 2 for x in range(3)]
+SQUARE = lambda x: x * x  # noqa: E731
+
+
+def plain(a, b=lambda: 0):
+    return a
+
+
+@functools.cache
+@functools.wraps(plain)
+def decorated(
+    a,
+):
+    values = [a for _ in range(2)]
+    return (lambda y: y + sum(v for v in values))(a)
+
+
+async def coroutine():
+    return {k: k for k in "ab"}
+
+
+def duplicate():
+    return 1
+
+
+def duplicate():
+    def inner():
+        return 2
+
+    return inner
+
+
+class Outer:
+    field = {k: 1 for k in "xy"}
+
+    def method(self):
+        return [lambda: i for i in range(2)]
+
+    @property
+    def value(self):
+        return 1
+
+    @value.setter
+    def value(self, new):
+        pass
+
+    class Inner:
+        async def deep(self):
+            def local():
+                class InFunction:
+                    def method_in_function(self):
+                        return 3
+
+                    attribute = [n for n in range(2)]
+
+                return InFunction
+
+            return local
+
+
+def outer():
+    def nested(x=lambda: 1):
+        return x
+
+    def made_global():
+        pass
+
+    return nested
+
+
+def declares_global():
+    global made_global
+
+    def made_global():
+        return "global qualname"
+
+
+if TABLE:
+
+    def conditional():
+        return 1
+
+else:
+
+    def conditional():
+        return 2
+'''
+
+
+def code_objects(code: types.CodeType) -> Iterator[tuple[types.CodeType, types.CodeType | None]]:
+    """Every code object under ``code``, with its nearest enclosing *function* code object
+    (a ``def``: not a lambda, comprehension or class body), or None."""
+    stack: list[tuple[types.CodeType, types.CodeType | None]] = [(code, None)]
+    while stack:
+        current, function = stack.pop()
+        yield current, function
+        enclosing = current if is_def(current) else function
+        stack.extend(
+            (constant, enclosing)
+            for constant in current.co_consts
+            if isinstance(constant, types.CodeType)
+        )
+
+
+def is_def(code: types.CodeType) -> bool:
+    """A ``def``'s code (class bodies lack CO_NEWLOCALS; lambdas and comprehensions have
+    names in angle brackets)."""
+    return not code.co_name.startswith("<") and bool(code.co_flags & 0x2)
+
+
+def spelled_as_cpython(function_id: str) -> str:
+    """A function id without the suffixes that tell same-named functions apart."""
+    return re.sub(r"#\d+", "", function_id)
+
+
+def test_function_ids_and_starts_match_cpythons_code_objects() -> None:
+    source = INDEXED.encode()
+    index = function_index(source)
+    assert index is not None
+    functions = [
+        (code, function) for code, function in code_objects(compile(source, "indexed.py", "exec"))
+    ]
+    defs = [code for code, _ in functions if is_def(code)]
+    assert len(defs) == len(index.bodies) == len(index.starts) == 19
+    for code in defs:
+        function_id = index.starts[code.co_firstlineno]
+        assert spelled_as_cpython(function_id) == code.co_qualname
+        assert index.function_at(code.co_firstlineno) == function_id
+    # Lambdas, comprehensions, generator expressions and class bodies belong to the
+    # function around them, module-level ones to the skeleton; a lambda in a def's
+    # header starts on its line and goes with that def (whose hash covers its header).
+    for code, function in functions:
+        if is_def(code) or code.co_name == "<module>":
+            continue
+        expected = None if function is None else index.starts[function.co_firstlineno]
+        if code.co_firstlineno in index.starts:
+            expected = index.starts[code.co_firstlineno]
+        assert index.function_at(code.co_firstlineno) == expected, code
+
+
+def test_function_ids_name_every_kind_of_function() -> None:
+    index = function_index(INDEXED.encode())
+    assert index is not None
+    assert list(index.bodies) == [
+        "plain",
+        "decorated",
+        "coroutine",
+        "duplicate",
+        "duplicate#2",
+        "duplicate#2.<locals>.inner",
+        "Outer.method",
+        "Outer.value",
+        "Outer.value#2",
+        "Outer.Inner.deep",
+        "Outer.Inner.deep.<locals>.local",
+        "Outer.Inner.deep.<locals>.local.<locals>.InFunction.method_in_function",
+        "outer",
+        "outer.<locals>.nested",
+        "outer.<locals>.made_global",
+        "declares_global",
+        "made_global",
+        "conditional",
+        "conditional#2",
+    ]
+    decorated = INDEXED.splitlines().index("@functools.cache") + 1
+    assert index.starts[decorated] == "decorated"
+    assert all(first <= last for first, last, _ in index.spans)
+
+
+def test_a_nested_function_counts_in_its_own_body_and_by_its_header_in_the_outer_one() -> None:
+    source = textwrap.dedent(
+        """\
+        def outer():
+            def inner(x=1):
+                return x
+            return inner
+        """
+    )
+    index = function_index(source.encode())
+    body_edit = function_index(source.replace("return x", "return x + 1").encode())
+    header_edit = function_index(source.replace("x=1", "x=2").encode())
+    assert index is not None
+    assert body_edit is not None
+    assert header_edit is not None
+    assert body_edit.bodies["outer"] == index.bodies["outer"]
+    assert body_edit.bodies["outer.<locals>.inner"] != index.bodies["outer.<locals>.inner"]
+    assert header_edit.bodies["outer"] != index.bodies["outer"]
+    assert header_edit.bodies["outer.<locals>.inner"] != index.bodies["outer.<locals>.inner"]
+    assert body_edit.skeleton == header_edit.skeleton == index.skeleton
+
+
+def test_function_at_finds_the_innermost_function_of_a_line() -> None:
+    index = FunctionIndex(
+        skeleton="s",
+        bodies={"f": "1", "f.<locals>.g": "2"},
+        starts={1: "f", 3: "f.<locals>.g"},
+        spans=((1, 10, "f"), (3, 5, "f.<locals>.g")),
+    )
+    assert index.function_at(1) == "f"
+    assert index.function_at(2) == "f"
+    assert index.function_at(4) == "f.<locals>.g"
+    assert index.function_at(7) == "f"
+    assert index.function_at(11) is None
+
+
+def test_an_unparsable_source_has_no_index() -> None:
+    assert function_index(b"def broken(:\n") is None
+    assert function_index(b"\xff\xfe not utf-8") is None
+    assert function_index(b"x = (" * 10_000) is None  # too deep
+
+
+# -- what core reads -----------------------------------------------------------------------
+
+
+def test_the_fingerprinter_gives_a_project_files_index_and_label(
+    project: Path, tmp_path: Path
+) -> None:
+    hour_ago = time.time() - 3600  # out of the window where the cache is not trusted
+    for path in project.rglob("*.py"):
+        os.utime(path, (hour_ago, hour_ago))
+    cache_file = tmp_path / "cache" / "analysis.json"
+    fingerprinter = Fingerprinter(KeyInputs(root=project), cache_file=cache_file)
+    fingerprinter.file_key(project / "tests/test_shapes.py")
+    fingerprinter.save()
+    index = fingerprinter.functions(project / "app/shapes.py")
+    assert index is not None
+    assert "Shape.area" in index.bodies
+    assert fingerprinter.project_file_label(project / "app/shapes.py") == "app/shapes.py"
+    assert fingerprinter.project_file_label(tmp_path / "elsewhere.py") is None
+    assert fingerprinter.functions(tmp_path / "elsewhere.py") is None
+    # A later session finds the index in the cache, without reading the file again.
+    again = Fingerprinter(KeyInputs(root=project), cache_file=cache_file)
+    reads: list[str] = []
+    read = again.read
+
+    def counting_read(path: str) -> bytes:
+        reads.append(path)
+        return read(path)
+
+    again.read = counting_read  # type: ignore[method-assign]
+    assert again.functions(project / "app/shapes.py") == index
+    assert reads == []

@@ -1,0 +1,114 @@
+"""``--skip-passed`` runs on edits that change no code, docstrings under doctests, and
+what counts of the ini file and of the installed distributions.
+
+Each test runs pytest in-process (pytester) on a small project, twice or more, and reads
+which tests ran from a log its conftest writes.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from cachekit.ci.signing import ENV_SIGNING_KEY
+
+SIGNING_KEY = "test-signing-key-" + "0123456789abcdef" * 2
+
+CONFTEST = """\
+import os
+
+
+def pytest_runtest_setup(item):
+    with open(os.environ["STATIC_RUN_LOG"], "a", encoding="utf-8") as file:
+        file.write(item.nodeid + "\\n")
+"""
+
+CALC = '''\
+"""Arithmetic."""
+
+
+def add(a, b):
+    """Add two numbers.
+
+    >>> add(1, 2)
+    3
+    """
+    return a + b  # plain addition
+
+
+def twice(a):
+    return 2 * a
+'''
+
+
+class Project:
+    def __init__(self, pytester: pytest.Pytester, log: Path) -> None:
+        self.pytester = pytester
+        self.root = pytester.path
+        self.log = log
+        self.write("conftest.py", CONFTEST)
+        self.write("calc.py", CALC)
+        self.write(
+            "test_add.py", "from calc import add\n\n\ndef test_add():\n    assert add(1, 2) == 3\n"
+        )
+        self.write(
+            "test_twice.py",
+            "from calc import twice\n\n\ndef test_twice():\n    assert twice(2) == 4\n",
+        )
+
+    def write(self, name: str, text: str) -> None:
+        path = self.root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+
+    def replace(self, name: str, old: str, new: str) -> None:
+        text = (self.root / name).read_text(encoding="utf-8")
+        assert text.count(old) == 1, (name, old)
+        self.write(name, text.replace(old, new))
+
+    def run(self, *args: str) -> set[str]:
+        """One ``--skip-passed`` run: the tests that ran."""
+        self.log.write_text("")
+        result = self.pytester.runpytest("--skip-passed", "-p", "no:randomly", *args)
+        assert result.ret == pytest.ExitCode.OK, result.stdout.str()
+        return set(self.log.read_text().split())
+
+
+@pytest.fixture
+def project(pytester: pytest.Pytester, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Project:
+    for name in list(os.environ):
+        if name.startswith("CACHEKIT_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv(ENV_SIGNING_KEY, SIGNING_KEY)
+    monkeypatch.setenv("PYTHONDONTWRITEBYTECODE", "1")
+    monkeypatch.setattr(sys, "dont_write_bytecode", True)
+    log = tmp_path / "ran.log"
+    monkeypatch.setenv("STATIC_RUN_LOG", str(log))
+    return Project(pytester, log)
+
+
+EVERY_TEST = {"test_add.py::test_add", "test_twice.py::test_twice"}
+
+
+def test_edits_that_change_no_code_rerun_nothing(project: Project) -> None:
+    assert project.run() == EVERY_TEST
+    project.replace("calc.py", "# plain addition", "# the sum")
+    project.replace("calc.py", '"""Arithmetic."""', '"""Arithmetic, done simply."""')
+    project.replace("calc.py", "def twice(a):", "def twice(\n    a,\n):")
+    project.replace("test_add.py", "def test_add():", "def test_add():  # the basic case")
+    assert project.run() == set()
+    project.replace("calc.py", "return 2 * a", "return a + a")
+    assert project.run() == EVERY_TEST  # both import calc
+
+
+def test_a_docstring_edit_reruns_doctests_when_they_run(project: Project) -> None:
+    """Under ``--doctest-modules`` a docstring is a test: its edit reruns it."""
+    doctest = "calc.py::calc.add"
+    assert project.run("--doctest-modules") == EVERY_TEST | {doctest}
+    project.replace("calc.py", "    >>> add(1, 2)\n    3\n", "    >>> add(2, 2)\n    4\n")
+    assert project.run("--doctest-modules") == EVERY_TEST | {doctest}
+    project.replace("calc.py", "# plain addition", "# the sum")
+    assert project.run("--doctest-modules") == set()
