@@ -59,6 +59,7 @@ run). Exits non-zero if a target fails.
 from __future__ import annotations
 
 import argparse
+import re
 import shutil
 import subprocess
 import sys
@@ -80,7 +81,9 @@ from benchmarks.harness import (
     Target,
     busy_warning,
     fmt_seconds,
-    run_alone,
+    machine_info,
+    print_report,
+    write_results,
 )
 from benchmarks.history_runs import TOOLS, Clone, Measured, PytestRun, Total, totals
 from benchmarks.mutations import Mutant, candidates
@@ -190,6 +193,18 @@ def prepare_venv(settings: Settings) -> tuple[Path, str]:
     return python, head
 
 
+def venv_versions(python: Path) -> str:
+    """The versions that decide both tools' behaviour, in the benchmark's venv."""
+    names = ("pytest", "pytest-testmon", "coverage", "pytest-cachekit")
+    script = (
+        "from importlib.metadata import version\n"
+        f"print(', '.join(name + ' ' + version(name) for name in {names!r}))"
+    )
+    command = [str(python), "-c", script]
+    completed = subprocess.run(command, check=False, capture_output=True, text=True)
+    return completed.stdout.strip() or completed.stderr.strip()[-200:]
+
+
 def environment() -> dict[str, str]:
     """bench_skip's (no PYTEST_*/CACHEKIT_*/CI markers, a fixed namespace and signing
     key), with a fixed hash seed so set orders, and so test outcomes, repeat."""
@@ -202,9 +217,8 @@ def environment() -> dict[str, str]:
 # -- the benchmark --------------------------------------------------------------------------
 
 
-def run(settings: Settings) -> Report:
+def run(settings: Settings, python: Path, cachekit_commit: str) -> Report:
     started = time.perf_counter()
-    python, cachekit_commit = prepare_venv(settings)
     found = Found(settings, cachekit_commit)
     commits = git(
         settings.repo, "rev-list", "--first-parent", "--reverse",
@@ -378,6 +392,7 @@ def report_of(found: Found) -> Report:
     return report
 
 
+_WHOLE_FILES = re.compile(r"(\d+) whole file\(s\) not collected")
 LABELS = {"cachekit": "cachekit --skip-passed", "testmon": "pytest-testmon 2.2.0"}
 
 
@@ -456,7 +471,8 @@ def _summary_notes(found: Found) -> list[str]:
             f"{tool} {recording[tool].seconds / recording['plain'].seconds:.2f}x" for tool in TOOLS
         )
         notes.append(
-            f"The recording runs (oldest commit, every test runs) against the plain run "
+            f"The recording runs (oldest commit, every test runs; one run each, after a "
+            f"collection in each clone compiled the code) against the plain run "
             f"({fmt_seconds(recording['plain'].seconds)}): {ratios}. Not in the totals."
         )
     for entry in found.skipped_commits:
@@ -482,11 +498,22 @@ def _summary_notes(found: Found) -> list[str]:
         "Get the project: `git clone https://github.com/mahmoud/boltons "
         "benchmarks/.work/boltons` (any project runs: `--repo`, `--tests`, `--package`)."
     )
+    whole = [_whole_files(measured.runs["cachekit"]) for measured in found.history]
+    notes.append(
+        f"cachekit skipped whole test files (not imported) in {sum(n > 0 for n in whole)} of "
+        f"{len(whole)} history runs ({sum(whole)} files in all): its line after collection, "
+        "kept per run in the JSON file."
+    )
     notes.append(f"Total benchmark time {fmt_seconds(found.seconds)}.")
     warning = busy_warning()
     if warning:
         notes.append(warning)
     return notes
+
+
+def _whole_files(run: PytestRun) -> int:
+    whole = _WHOLE_FILES.search(run.cachekit_line)
+    return int(whole[1]) if whole else 0
 
 
 def _history_section(found: Found) -> Section:
@@ -582,7 +609,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not (args.repo / ".git").exists():
         parser.error(f"{args.repo}: not a git clone (git clone https://github.com/mahmoud/boltons)")
     settings = settings_from(args)
-    report = run_alone("skip-history", lambda: run(settings), SCRIPT_COMMAND, write=args.write)
+    started = time.perf_counter()
+    python, cachekit_commit = prepare_venv(settings)
+    report = run(settings, python, cachekit_commit)
+    print_report(report)
+    if args.write:  # harness.run_alone's, plus the cachekit measured (main moves meanwhile)
+        machine = machine_info(WORK_DIR)
+        machine["cachekit_measured"] = cachekit_commit
+        machine["benchmark_venv"] = venv_versions(python)
+        machine["total_runtime"] = f"{time.perf_counter() - started:.0f} s"
+        paths = write_results("skip-history", report.name, [report], machine, SCRIPT_COMMAND)
+        print("wrote", *(str(path) for path in paths))
     return 0 if report.passed else 1
 
 
