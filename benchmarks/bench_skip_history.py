@@ -364,14 +364,14 @@ def report_of(found: Found) -> Report:
     left_out = Target("executions left out over the history, cachekit", LEFT_OUT_LIMIT, ">=", "%")
     finished = Target("every run finished and wrote its junit report (1 = yes)", 1, ">=")
     report.targets += [hidden, ratio, left_out, finished]
-    if found.mutants:
+    if found.history or found.mutants:
         hidden.measured = float(history["cachekit"].hidden + mutations["cachekit"].hidden)
-        if mutations["testmon"].executed:
-            ratio.measured = mutations["cachekit"].executed / mutations["testmon"].executed
-        else:
-            ratio.note = "testmon executed no test on the mutations"
+    if len(found.mutants) < settings.mutations:
+        hidden.note = f"{len(found.mutants)} of {settings.mutations} mutants found"
+    if mutations["testmon"].executed:
+        ratio.measured = mutations["cachekit"].executed / mutations["testmon"].executed
     else:
-        hidden.note = ratio.note = "no mutant failed a test"
+        ratio.note = "no mutant found" if not found.mutants else "testmon executed no test"
     if found.history:
         left_out.measured = 100 * history["cachekit"].left_out
     else:
@@ -504,6 +504,16 @@ def _summary_notes(found: Found) -> list[str]:
         f"{len(whole)} history runs ({sum(whole)} files in all): its line after collection, "
         "kept per run in the JSON file."
     )
+    everything = [m for m in found.history if m.executed("cachekit") >= m.plain.collected]
+    if everything:
+        tool_seconds = sum(m.runs["cachekit"].seconds for m in everything)
+        plain_seconds = sum(m.plain.seconds for m in everything)
+        notes.append(
+            f"cachekit reran every test on {len(everything)} of {len(found.history)} commits "
+            f"({', '.join(m.commit[:7] for m in everything)}): {fmt_seconds(tool_seconds)} "
+            f"against {fmt_seconds(plain_seconds)} for the plain runs of the same commits "
+            f"({tool_seconds / plain_seconds:.2f}x; one run each)."
+        )
     notes.append(f"Total benchmark time {fmt_seconds(found.seconds)}.")
     warning = busy_warning()
     if warning:
