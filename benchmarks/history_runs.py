@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
 import shutil
 import subprocess
 from collections.abc import Sequence
@@ -41,6 +42,7 @@ STATE = {
 #: cachekit's line about what it skipped, kept with the run beside pytest's summary line.
 CACHEKIT_LINE = "cachekit skip-passed:"
 _COLLECTION_FAILURE = "collection failure"
+_ROOTDIR = re.compile(r"^rootdir: ([^,\n]+)", re.MULTILINE)
 #: Source files get modification times from this counter, one second apart: a mutant and
 #: the original text have the same size, so a write in the same second as the last would
 #: let Python's bytecode cache (and any tool that trusts size and time) take one for the
@@ -136,6 +138,10 @@ class Clone:
     logs: Path
     env: dict[str, str]
     originals: dict[str, str] = field(default_factory=dict)
+    #: ``-c`` and ``--rootdir`` when pytest would take its configuration from a directory
+    #: above the clone (the clones sit inside this project, whose pyproject has a
+    #: ``[tool.pytest.ini_options]``): the project is then run as if alone.
+    isolation: list[str] = field(default_factory=list)
 
     @classmethod
     def fresh(
@@ -162,8 +168,8 @@ class Clone:
         junit = self.logs / f"{label}-{self.name}.xml"
         junit.unlink(missing_ok=True)
         command = [
-            str(self.python), "-m", "pytest", *BASE_ARGS, *TOOL_ARGS[self.name],
-            f"--junitxml={junit}", *self.settings.tests,
+            str(self.python), "-m", "pytest", *BASE_ARGS, *self.isolation,
+            *TOOL_ARGS[self.name], f"--junitxml={junit}", *self.settings.tests,
         ]  # fmt: skip
         log = self.logs / f"{label}-{self.name}.log"
         finished = run_process(
@@ -179,13 +185,19 @@ class Clone:
 
     def warm_up(self) -> None:
         """Collect once with no tool and no cache: the first run of each kind then pays
-        no more than the others for compiling the project and rewriting its asserts."""
+        no more than the others for compiling the project and rewriting its asserts. Its
+        header says where pytest found the rootdir (see `isolation`)."""
         command = [
-            str(self.python), "-m", "pytest", "-q", "--collect-only", "-p", "no:cacheprovider",
+            str(self.python), "-m", "pytest", "--collect-only", "-p", "no:cacheprovider",
             *TOOL_ARGS["plain"], *self.settings.tests,
         ]  # fmt: skip
         log = self.logs / f"warm-up-{self.name}.log"
         run_process(command, log=log, env=self.env, timeout=self.settings.timeout, cwd=self.path)
+        found = _ROOTDIR.search(log.read_text("utf-8", errors="replace"))
+        if found and Path(found[1]).resolve() != self.path.resolve():
+            empty = self.logs / "no-pytest-config.ini"
+            empty.write_text("[pytest]\n", "utf-8")
+            self.isolation = ["-c", str(empty), "--rootdir", str(self.path)]
 
     @property
     def _saved(self) -> Path:
