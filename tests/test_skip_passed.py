@@ -230,6 +230,14 @@ INVENTORY = {f"tests/test_inventory.py::{name}" for name in ("test_label", "test
 LIMITS = {"tests/test_limits.py::test_max_quantity"}
 ENV = {f"tests/test_env.py::{name}" for name in ("test_mode", "test_currency")}
 EVERY_TEST = DISCOUNT | TAX | UTIL | INVENTORY | LIMITS | ENV
+#: The tests that execute ``shop.util.clamp`` (``apply_discount`` calls it): what a change
+#: of its body reruns.
+CLAMP_USERS = {
+    "tests/pricing/test_discount.py::test_discount",
+    "tests/pricing/test_discount.py::test_discount_clamped",
+    "tests/pricing/test_discount.py::test_cents",
+    "tests/test_util.py::test_clamp",
+}
 
 
 class Sample:
@@ -628,8 +636,9 @@ def test_no_change_reruns_nothing(sample: Sample, monkeypatch: pytest.MonkeyPatc
 
 
 def test_change_behind_a_relative_import(sample: Sample) -> None:
-    """``discount`` imports ``clamp`` with ``from ..util import``: changing it reruns the
-    discount tests and util's own, nothing else."""
+    """``discount`` imports ``clamp`` with ``from ..util import``: changing its body
+    reruns the tests that executed it (through ``apply_discount`` or directly), nothing
+    else: not ``test_bulk`` nor ``test_round``, in the same files."""
     sample.run("--skip-passed")
     sample.replace(
         "src/shop/util.py",
@@ -637,8 +646,8 @@ def test_change_behind_a_relative_import(sample: Sample) -> None:
         "return min(max(value, low), high)",
     )
     result = sample.run("--skip-passed")
-    result.assert_outcomes(passed=len(DISCOUNT | UTIL))
-    assert sample.ran == DISCOUNT | UTIL
+    result.assert_outcomes(passed=len(CLAMP_USERS))
+    assert sample.ran == CLAMP_USERS
 
 
 def test_change_in_a_module_a_test_helper_imports_relatively(sample: Sample) -> None:
@@ -647,7 +656,7 @@ def test_change_in_a_module_a_test_helper_imports_relatively(sample: Sample) -> 
         "tests/helpers.py", "return int(round(value * 100))", "return round(value * 100)"
     )
     sample.run("--skip-passed")
-    assert sample.ran == DISCOUNT
+    assert sample.ran == {"tests/pricing/test_discount.py::test_cents"}  # the one caller
 
 
 def test_change_in_a_relatively_imported_data_module(sample: Sample) -> None:
@@ -1191,10 +1200,10 @@ def test_xdist_controller_records_and_workers_skip(sample: Sample) -> None:
         "src/shop/util.py", "return max(low, min(high, value))", "return min(max(value, low), high)"
     )
     third = sample.run_subprocess("-n", "2", "--skip-passed", "-v")
-    assert sample.ran == DISCOUNT | UTIL
+    assert sample.ran == CLAMP_USERS
     assert outcomes(third) == {
-        "passed": len(DISCOUNT | UTIL),
-        "cached": len(EVERY_TEST - DISCOUNT - UTIL),
+        "passed": len(CLAMP_USERS),
+        "cached": len(EVERY_TEST - CLAMP_USERS),
     }
     third.stdout.fnmatch_lines(["CACHED tests/test_env.py - cached pass: key *"])
 
@@ -1330,10 +1339,10 @@ def test_a_change_behind_a_relative_import_collects_the_dependent_files(sample: 
     )
     result = sample.run("--skip-passed")
     assert collected_files(result) == {"tests/pricing/test_discount.py", "tests/test_util.py"}
-    assert sample.ran == DISCOUNT | UTIL
+    assert sample.ran == CLAMP_USERS
     assert outcomes(result) == {
-        "passed": len(DISCOUNT | UTIL),
-        "cached": len(EVERY_TEST - DISCOUNT - UTIL),
+        "passed": len(CLAMP_USERS),
+        "cached": len(EVERY_TEST - CLAMP_USERS),
     }
     again = sample.run("--skip-passed")
     assert collected_files(again) == set()
@@ -1491,15 +1500,17 @@ def test_xdist_skips_the_same_files_as_a_single_process(
     for args in (["-n", "2"], ["-n", "0"]):
         result = sample.run_subprocess(*args, "--skip-passed", "-v")
         assert result.ret == pytest.ExitCode.OK
-        assert sample.ran == DISCOUNT | UTIL
+        assert sample.ran == CLAMP_USERS
         assert outcomes(result) == {
-            "passed": len(DISCOUNT | UTIL),
-            "cached": len(EVERY_TEST - DISCOUNT - UTIL),
+            "passed": len(CLAMP_USERS),
+            "cached": len(EVERY_TEST - CLAMP_USERS),
         }
         results[args[1]] = sorted(line for line in result.outlines if line.startswith("CACHED "))
     assert results["2"] == results["0"]
-    assert results["2"][0].startswith("CACHED tests/pricing/test_tax.py - cached pass: key ")
-    assert len(results["2"]) == len(SAMPLE_FILES) - 2
+    # The two files collected hold a cached test each (they do not execute clamp).
+    assert results["2"][0].startswith("CACHED tests/pricing/test_discount.py::test_bulk - ")
+    assert results["2"][1].startswith("CACHED tests/pricing/test_tax.py - cached pass: key ")
+    assert len(results["2"]) == len(SAMPLE_FILES) - 2 + 2
     monkeypatch.delenv("CACHEKIT_READONLY")
     sample.run_subprocess("-n", "2", "--skip-passed")
     every = sample.run_subprocess("-n", "2", "--skip-passed")

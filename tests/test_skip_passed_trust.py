@@ -17,6 +17,7 @@ import pytest
 from cachekit import Cache, CacheStore, open_store
 from cachekit.ci.layout import LASTFAILED_KEY, SKIP_PASSED, SKIP_PASSED_KEY, namespace_prefix
 from cachekit.ci.namespace import detect_namespace, namespaced_cache
+from cachekit.skip.dependencies import DEPENDENCIES_KEY, DependencySets
 from cachekit.stores.wrappers import PrefixedStore
 from test_skip_passed import _environment, ran_in  # the autouse environment: a key, no CI
 
@@ -230,3 +231,41 @@ def test_deleting_a_signed_failure_rolls_back_to_the_pass_before_it(
     rolled_back = _run(pytester, url, "--skip-passed")
     assert "test_flaky" not in ran_in(rolled_back)
     assert rolled_back.ret == pytest.ExitCode.OK
+
+
+HELPER = """
+def scale(value):
+    return value * 2
+
+
+def offset(value):
+    return value + 1
+"""
+
+
+def test_a_planted_dependency_set_cannot_cause_a_skip(
+    pytester: pytest.Pytester, tmp_path: Path
+) -> None:
+    """A store writer replaces every dependency set with one that leaves out what changed
+    (``scale``), under the same ids: such a set does not hash to its id and is dropped, so
+    the test that executed ``scale`` runs; the other one stays skipped."""
+    url = _url(tmp_path)
+    pytester.makepyfile(
+        helper=HELPER,
+        test_module="from helper import offset, scale\n\n\n"
+        "def test_scale():\n    assert scale(2) == 4\n\n\n"
+        "def test_offset():\n    assert offset(2) == 3\n",
+    )
+    pytester.makeini("[pytest]\npythonpath = .\n")
+    _run(pytester, url, "--skip-passed")
+    store = open_store(url)
+    sets = namespaced_cache(store, detect_namespace()).read_merged(
+        DEPENDENCIES_KEY, DependencySets()
+    )
+    assert sets.value
+    without_scale = {name: sorted(members)[:1] for name, members in sets.value.items()}
+    _plant_part(store, DEPENDENCIES_KEY, "planted", without_scale)
+    pytester.makepyfile(helper=HELPER.replace("value * 2", "value + value"))
+    result = _run(pytester, url, "--skip-passed")
+    assert "test_scale" in ran_in(result)
+    assert "test_offset" not in ran_in(result)

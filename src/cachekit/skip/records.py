@@ -44,7 +44,7 @@ import re
 import secrets
 import stat
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +59,8 @@ from cachekit.values.merge import LatestWins, MappingUnion
 #: Bumped if what is hashed or signed ever changes: older records then stop matching (their
 #: tests sit under other hashes, and read as a miss).
 SCHEME = "cachekit-skip-passed-2"
+#: Records with a dependency set: signed with this word in their first line.
+DEPS_FORMAT = "deps-1"
 #: Hex digits kept of the test and key hashes (128 bits) and of the signature (128 bits,
 #: HMAC-SHA256 truncated as RFC 2104 allows): records stay small for large suites.
 HASH_HEX = 32
@@ -85,6 +87,10 @@ _HEX_SIGNATURE = re.compile(f"[0-9a-f]{{{SIGNATURE_HEX}}}")
 #: A run label: printable, one line, short.
 _RUN_LABEL = re.compile(f"[^\\x00-\\x1f\\x7f]{{0,{RUN_LABEL_MAX}}}")
 _OUTCOME = attrs.validators.in_((PASSED, FAILED))
+#: A record's dependency set: its id, or "" for a record keyed by the test file's full key
+#: (every function body of its closure: the test's execution could not be recorded);
+#: None in a record of the older format (no dependencies: never a match).
+_DEPS = attrs.validators.optional(attrs.validators.matches_re(f"(|{_HEX_HASH.pattern})"))
 
 
 @attrs.frozen
@@ -100,6 +106,8 @@ class TestRecord:
     #: Which run recorded it (`run_label`).
     run: str = attrs.field(validator=attrs.validators.matches_re(_RUN_LABEL))
     sig: str = attrs.field(validator=attrs.validators.matches_re(_HEX_SIGNATURE))
+    #: The dependency set the key covers (`cachekit.skip.dependencies`).
+    deps: str | None = attrs.field(default=None, validator=_DEPS)
 
 
 @attrs.frozen
@@ -112,6 +120,8 @@ class FileRecord:
     run: str = attrs.field(validator=attrs.validators.matches_re(_RUN_LABEL))
     sig: str = attrs.field(validator=attrs.validators.matches_re(_HEX_SIGNATURE))
     count: int = attrs.field(validator=[attrs.validators.instance_of(int), attrs.validators.ge(0)])
+    #: The union of its tests' dependency sets.
+    deps: str | None = attrs.field(default=None, validator=_DEPS)
 
 
 @attrs.frozen
@@ -124,6 +134,8 @@ class Verified:
     at: float
     #: A file record's test count (0 for a test record).
     count: int = 0
+    #: Its dependency set (None: the older format, which matches nothing).
+    deps: str | None = None
 
 
 @attrs.frozen
@@ -132,6 +144,8 @@ class Match:
 
     run: str
     at: float
+    #: The dependency set of the record.
+    deps: str = ""
 
 
 @attrs.frozen
@@ -142,14 +156,16 @@ class FileMatch:
     run: str
     at: float
     tests: int
+    deps: str = ""
 
 
 @attrs.frozen
 class Message:
     """What a record's signature covers: the signing key's id (given at signing), the
     namespace it was written in (its key prefix: repository, ref, job, config), the
-    outcome, the test or file hash, the key hash, the time, the run label, and for a file
-    record its test count (None: a test record)."""
+    outcome, the test or file hash, the key hash, the time, the run label, for a file
+    record its test count (None: a test record), and its dependency set (None: a record
+    of the older format, still checked: its failures veto)."""
 
     namespace: str
     outcome: str
@@ -158,6 +174,7 @@ class Message:
     at: float
     run: str
     count: int | None = None
+    deps: str | None = None
 
     def text(self, key_id: str) -> str:
         # One field a line: the prefix is made of safe segments, the hashes are hex, a
@@ -165,10 +182,13 @@ class Message:
         # does not verify), and a run label has no line breaks, so no two records share a
         # message. A file record's first line differs from a test record's.
         kind = "test" if self.count is None else f"file {self.count}"
-        return (
+        if self.deps is not None:  # the format with dependencies: a first line of its own
+            kind += f" {DEPS_FORMAT}"
+        text = (
             f"{SCHEME} {kind}\n{key_id}\n{self.namespace}\n{self.outcome}\n{self.name}\n"
             f"{self.key}\n{self.at!r}\n{self.run}"
         )
+        return text if self.deps is None else f"{text}\n{self.deps}"
 
 
 @attrs.frozen(repr=False)
@@ -203,6 +223,10 @@ class Secrets:
     def key_hash(self, file_key: str) -> str:
         return _mac(self._namer, "key\0" + file_key, HASH_HEX)
 
+    def dependency_hash(self, text: str) -> str:
+        """The id of a dependency (`cachekit.skip.dependencies.Dependency.text`)."""
+        return _mac(self._namer, "dep\0" + text, HASH_HEX)
+
     def file_hash(self, file_id: str) -> str:
         """The hash of a test file (its path relative to the root, and how it was
         collected): never equal to a test hash, whose message starts otherwise."""
@@ -217,10 +241,15 @@ class Secrets:
         signature = self.sign(message)
         record: TestRecord | FileRecord
         if message.count is None:
-            record = TestRecord(message.key, message.outcome, message.run, signature)
+            record = TestRecord(message.key, message.outcome, message.run, signature, message.deps)
         else:
-            record = FileRecord(message.key, message.outcome, message.run, signature, message.count)
-        value: JSON = {"at": message.at, "value": _converter.unstructure(record)}
+            record = FileRecord(
+                message.key, message.outcome, message.run, signature, message.count, message.deps
+            )
+        fields = _converter.unstructure(record)
+        if message.deps is None:
+            del fields["deps"]
+        value: JSON = {"at": message.at, "value": fields}
         return value
 
     def verify(self, namespace: str, name: str, raw: Any, *, now: float) -> Verified | None:
@@ -238,10 +267,12 @@ class Secrets:
         if record is None:
             return None
         count = record.count if isinstance(record, FileRecord) else None
-        message = Message(namespace, record.outcome, name, record.key, at, record.run, count)
+        message = Message(
+            namespace, record.outcome, name, record.key, at, record.run, count, record.deps
+        )
         if not hmac.compare_digest(self.sign(message), record.sig):
             return None
-        return Verified(record.outcome, record.key, record.run, float(at), count or 0)
+        return Verified(record.outcome, record.key, record.run, float(at), count or 0, record.deps)
 
     def __repr__(self) -> str:
         return "Secrets(<hidden>)"
@@ -405,6 +436,10 @@ def _order(record: Verified) -> tuple[float, bool]:
     return record.at, record.outcome == FAILED
 
 
+#: A record's key hash now, for its dependency set id (None: cannot be computed).
+KeyOf = Callable[[str], "str | None"]
+
+
 def _dated_before(raw: Any, at: float) -> bool:
     stamp = raw.get("at") if isinstance(raw, dict) else None
     return isinstance(stamp, (int, float)) and not isinstance(stamp, bool) and stamp < at
@@ -430,6 +465,11 @@ class Table:
     #: Records looked up that were unsigned, malformed, wrongly signed, signed for
     #: another namespace, or dated in the future.
     bad_records: int = 0
+    #: Tests and files looked up whose only valid passes are of the older format
+    #: (without dependencies): they run, and are recorded again.
+    older_format: int = 0
+    #: The dependency sets read beside the records (`cachekit.skip.dependencies`).
+    sets: dict[str, list[str]] = attrs.field(factory=dict)
 
     def latest(self, secrets: Secrets, name: str) -> list[Verified]:
         """Per namespace, the latest valid record under ``name`` (none for a namespace
@@ -457,30 +497,39 @@ class Table:
                 found.append(standing)
         return found
 
-    def _standing_pass(self, records: list[Verified], key_hash: str) -> Verified | None:
-        passes = [r for r in records if r.outcome == PASSED and r.key == key_hash]
+    def _standing_pass(self, records: list[Verified], key_of: KeyOf) -> Verified | None:
+        """The latest pass whose key is what ``key_of`` computes now for its dependency
+        set, unless a failure at or after it vetoes it."""
+        passes = [
+            r
+            for r in records
+            if r.outcome == PASSED and r.deps is not None and key_of(r.deps) == r.key
+        ]
         if not passes:
+            self.older_format += any(r.outcome == PASSED and r.deps is None for r in records)
             return None
         best = max(passes, key=lambda record: record.at)
         if any(r.outcome == FAILED and r.at >= best.at for r in records):
             return None
         return best
 
-    def lookup(self, secrets: Secrets, test_hash: str, key_hash: str) -> Match | None:
-        """The pass that lets ``test_hash`` with ``key_hash`` be skipped, else None."""
+    def lookup(self, secrets: Secrets, test_hash: str, key_of: KeyOf) -> Match | None:
+        """The pass that lets ``test_hash`` be skipped, else None. ``key_of(deps)`` is the
+        test's key hash now for a record of that dependency set (None: it cannot be
+        computed, a member of the set changed or is unknown)."""
         best = self._standing_pass(
-            [r for r in self.latest(secrets, test_hash) if r.count == 0], key_hash
+            [r for r in self.latest(secrets, test_hash) if r.count == 0], key_of
         )
-        return None if best is None else Match(best.run, best.at)
+        return None if best is None else Match(best.run, best.at, best.deps or "")
 
-    def lookup_file(self, secrets: Secrets, file_hash: str, key_hash: str) -> FileMatch | None:
+    def lookup_file(self, secrets: Secrets, file_hash: str, key_of: KeyOf) -> FileMatch | None:
         """The file record that lets the file be skipped whole, else None (as `lookup`;
         a failure of any of its tests, signed since, vetoes it)."""
         records = self.latest(secrets, file_hash)
-        best = self._standing_pass(records, key_hash)
+        best = self._standing_pass(records, key_of)
         if best is None or best.count < 1:
             return None
-        return FileMatch(best.run, best.at, best.count)
+        return FileMatch(best.run, best.at, best.count, best.deps or "")
 
 
 #: The stored shape of ``skip/passed``, checked on read: ``{hash: {"at": t, "value": v}}``.
@@ -492,22 +541,29 @@ def sign_outcomes(
     namespace: str,
     *,
     run: str,
-    passed: Sequence[tuple[str, str]] = (),
+    passed: Sequence[tuple[str, str, str]] = (),
     failed: Sequence[tuple[str, str]] = (),
-    files: Sequence[tuple[str, str, int]] = (),
+    files: Sequence[tuple[str, str, int, str]] = (),
     failed_files: Sequence[tuple[str, str]] = (),
     at: float | None = None,
 ) -> dict[str, JSON]:
     """Signed records for the namespace ``namespace`` (a key prefix), all stamped ``at``
-    (now): passes and failures of ``(test hash, key hash)`` pairs, passes of whole files
-    ``(file hash, key hash, tests)`` and failures in files ``(file hash, key hash)``.
-    A failure wins over a pass of the same hash."""
+    (now): passes of ``(test hash, key hash, dependency set id)``, failures of
+    ``(test hash, key hash)``, passes of whole files ``(file hash, key hash, tests,
+    dependency set id)`` and failures in files ``(file hash, key hash)``. A failure wins
+    over a pass of the same hash."""
     stamp = time.time() if at is None else at
     messages = [
-        *(Message(namespace, PASSED, name, key, stamp, run, tests) for name, key, tests in files),
-        *(Message(namespace, FAILED, name, key, stamp, run, 0) for name, key in failed_files),
-        *(Message(namespace, PASSED, name, key, stamp, run) for name, key in passed),
-        *(Message(namespace, FAILED, name, key, stamp, run) for name, key in failed),
+        *(
+            Message(namespace, PASSED, name, key, stamp, run, tests, deps)
+            for name, key, tests, deps in files
+        ),
+        *(Message(namespace, FAILED, name, key, stamp, run, 0, "") for name, key in failed_files),
+        *(
+            Message(namespace, PASSED, name, key, stamp, run, None, deps)
+            for name, key, deps in passed
+        ),
+        *(Message(namespace, FAILED, name, key, stamp, run, None, "") for name, key in failed),
     ]
     records = {message.name: secrets.stored(message) for message in messages}
     return dict(sorted(records.items()))

@@ -17,6 +17,7 @@ from _pytest.pathlib import fnmatch_ex
 
 from cachekit.skip.records import FileMatch, Secrets, Table
 from cachekit_pytest.options import SkipSettings
+from cachekit_pytest.skip.attribution import Attribution
 from cachekit_pytest.skip.keys import Keys, make_fingerprinter
 from cachekit_pytest.skip.selection import (
     FileSkip,
@@ -31,6 +32,7 @@ from cachekit_pytest.skip.selection import (
     relative_label,
     select,
 )
+from cachekit_pytest.skip.tracing import Recorder, project_file_test
 
 
 @attrs.frozen
@@ -57,6 +59,9 @@ class CollectPlan:
     table: Callable[[], Table | None]
     #: The node ids in pytest's ``cache/lastfailed``.
     lastfailed: Callable[[], Collection[str]]
+    #: Whether this run's passes are recorded: then the code each test executes is
+    #: (`cachekit_pytest.skip.tracing`).
+    record: bool = False
 
 
 class Collecting:
@@ -74,6 +79,9 @@ class Collecting:
         #: Tests taken out of this run as cached.
         self.removed = 0
         self.keys = Keys(lambda: make_fingerprinter(config, settings))
+        self._attribution: Attribution | None = None
+        #: What each test executes, when this run records (`start_recording`).
+        self.recorder = Recorder(project_file_test(str(config.rootpath))) if plan.record else None
         self._patterns = tuple(str(pattern) for pattern in config.getini("python_files"))
         self._labels: dict[Path, str | None] = {}
         self._paths: dict[str, Path] = {}
@@ -87,6 +95,44 @@ class Collecting:
         self._lastfailed: Collection[str] | None = None
         self._failed: frozenset[str] | None = None
         self._file_lookup_seconds = 0.0
+
+    def start_recording(self) -> None:
+        """Register and start the recorder (when this run records): from now on, the
+        code each collector, fixture and test executes is recorded."""
+        if self.recorder is not None:
+            self.config.pluginmanager.register(self.recorder, "cachekit-skip-passed-recorder")
+            self.recorder.start()
+
+    def assemble(self) -> None:
+        """Stop recording, and add the key and dependency set of each test that ran to
+        the selection (at the end of the session)."""
+        recorder = self.recorder
+        if recorder is None:
+            return
+        recorder.stop()
+        decisions = self.selection.decisions
+        try:
+            attribution = self.attribution()
+        except Exception:  # no fingerprinter: no test had a key, none is recorded
+            return
+        assembled = attribution.assemble(
+            recorder,
+            {nodeid: d.static_hash for nodeid, d in decisions.items() if d.static_hash},
+            {nodeid: d.key_hash for nodeid, d in decisions.items()},
+        )
+        self.selection = attrs.evolve(
+            self.selection,
+            keys=assembled.keys,
+            sets={**assembled.sets, **self.selection.sets},
+        )
+
+    def attribution(self) -> Attribution:
+        """The session's dependency sets and keys, on its fingerprinter (made once)."""
+        if self._attribution is None:
+            self._attribution = Attribution(
+                self.keys.fingerprinter(), self.plan.secrets, self.config.rootpath
+            )
+        return self._attribution
 
     def _lastfailed_ids(self) -> Collection[str]:
         if self._lastfailed is None:
@@ -121,17 +167,24 @@ class Collecting:
         """The file's key and the valid file record with that key, if any (looked up
         once: a bad record is counted once)."""
         if label not in self._file_matches:
+            path = self._paths[label]
             try:
-                file_key = self.keys.file_key(self._paths[label])
+                file_key = self.keys.file_key(path)
+                static_key = self.attribution().static_key(
+                    path, docstrings=doctest_modules(self.config)
+                )
             except Exception:  # reported when its tests are selected
                 return None
             started = time.perf_counter()
             secrets = self.plan.secrets
+            key_of = self.attribution().key_of(
+                path, secrets.key_hash(static_key), secrets.key_hash(file_key), table.sets
+            )
             match = (
                 table.lookup_file(
                     secrets,
                     secrets.file_hash(file_id(label, doctests=doctest_modules(self.config))),
-                    secrets.key_hash(file_key),
+                    key_of,
                 )
                 if table.layers
                 else None
@@ -194,6 +247,7 @@ class Collecting:
         selection = select(
             items,
             keys=self.keys,
+            attribution=self.attribution,
             secrets=self.plan.secrets,
             table=table,
             lastfailed=self._lastfailed_ids(),
@@ -204,6 +258,7 @@ class Collecting:
         self.selection = attrs.evolve(
             selection,
             bad_records=table.bad_records,
+            older_format=table.older_format,
             files=selection.files + len(self._skipped_files if not self.plan.verify else ()),
             key_seconds=self.keys.seconds,
             lookup_seconds=selection.lookup_seconds + self._file_lookup_seconds,
@@ -218,11 +273,17 @@ class Collecting:
         key_hashes = {decision.file: decision.key_hash for decision in selection.decisions.values()}
         key_hashes.pop("", None)
         tallies: dict[str, FileTally] = {}
+        doctests = doctest_modules(self.config)
         for label, key_hash in sorted(key_hashes.items()):
             tests = self._collected.get(label, 0)
             found = self._file_match(label, table)
             recorded = found is not None and found[1].tests == tests
-            tallies[label] = FileTally(key_hash, tests, recorded)
+            try:
+                static_key = self.attribution().static_key(self._paths[label], docstrings=doctests)
+            except Exception:  # its tests ran and are not recorded
+                continue
+            static_hash = self.plan.secrets.key_hash(static_key)
+            tallies[label] = FileTally(key_hash, tests, static_hash, recorded)
         return tallies
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:

@@ -45,6 +45,7 @@ from cachekit.ci.namespace import Namespace, detect_namespace
 from cachekit.ci.signing import ENV_SIGNING_KEY, SigningKeyError, signing_key_from_text
 from cachekit.errors import InvalidURL
 from cachekit.session import Session
+from cachekit.skip.dependencies import dependency_key, set_id
 from cachekit.skip.records import (
     Secrets,
     Table,
@@ -54,6 +55,7 @@ from cachekit.skip.records import (
 )
 from cachekit_pytest.options import Mode, Settings, SkipSettings
 from cachekit_pytest.report import warn
+from cachekit_pytest.skip.attribution import Pairs
 from cachekit_pytest.skip.collect import Collecting, CollectPlan
 from cachekit_pytest.skip.keys import CACHE_DIR_NAME
 from cachekit_pytest.skip.selection import (
@@ -133,6 +135,7 @@ def configure(config: pytest.Config, settings: SkipSettings) -> None:
     if run is not None:
         config.pluginmanager.register(run, "cachekit-skip-passed-run")
         config.pluginmanager.register(run.collecting, "cachekit-skip-passed-collect")
+        run.collecting.start_recording()
 
 
 class SkipRun:
@@ -181,6 +184,8 @@ class SkipRun:
                 save=True,
                 table=self.collect_table,
                 lastfailed=self.lastfailed_ids,
+                # An xdist controller runs no test: its workers record.
+                record=self.recording and getattr(config.option, "dist", "no") == "no",
             ),
         )
 
@@ -284,6 +289,7 @@ class SkipRun:
             skip_files=self.skip_refusal is None,
             lastfailed=sorted(self.lastfailed_ids()),
             namespaces=table.namespaces,
+            sets=table.sets,
         )
         node.workerinput[WORKER_INPUT] = WIRE.unstructure(given)
 
@@ -305,6 +311,7 @@ class SkipRun:
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        self.collecting.assemble()
         if self.cached and session.exitstatus == pytest.ExitCode.NO_TESTS_COLLECTED:
             # Every test was cached: not "no tests ran" (exit code 5) but a success.
             session.exitstatus = pytest.ExitCode.OK
@@ -316,6 +323,13 @@ class SkipRun:
                 f"unsigned or not signed with this {ENV_SIGNING_KEY} for this namespace, "
                 "or dated in the future (tampered with, copied from another namespace, or "
                 "written with another key); they skipped nothing",
+            )
+        if selection.older_format:
+            _warn(
+                self.config,
+                f"{selection.older_format} test(s) or file(s) had only records of an older "
+                "format (without the functions they executed): they ran, and are recorded "
+                "again",
             )
         if selection.key_errors:
             _warn(
@@ -331,16 +345,18 @@ class SkipRun:
             self._record()
 
     def _record(self) -> None:
-        """Sign what this run saw: the clean passes, the failures (they veto older passes,
-        here and in every namespace that reads this one) and the files whole."""
+        """Sign what this run saw: the clean passes (each with the dependency set of what
+        it executed), the failures (they veto older passes, here and in every namespace
+        that reads this one) and the files whole; store the new dependency sets."""
         decisions = self.selection.decisions
+        keys = self.selection.keys
         passed = [
-            (self.secrets.test_hash(nodeid), decisions[nodeid].key_hash)
+            (self.secrets.test_hash(nodeid), keys[nodeid].key_hash, keys[nodeid].deps)
             for nodeid in sorted(self.outcomes.passed)
-            if nodeid in decisions and not decisions[nodeid].reason
+            if nodeid in decisions and nodeid in keys and not decisions[nodeid].reason
         ]
         failed = sorted(nodeid for nodeid in self.outcomes.failed if nodeid in decisions)
-        files = self._passed_files()
+        files, unions = self._passed_files()
         if not (passed or failed or files):
             return
         records = sign_outcomes(
@@ -352,8 +368,17 @@ class SkipRun:
             files=files,
             failed_files=self._failed_files(failed),
         )
+        named = {deps for _, _, deps in passed} | {file[3] for file in files}
+        table = self.table()
+        known = table.sets if table is not None else {}
+        pairs = {**self.selection.sets, **unions}
+        sets = {
+            deps: sorted(member for member, _ in pairs[deps])
+            for deps in sorted(named)
+            if deps and deps not in known and deps in pairs
+        }
         threshold = Settings.from_config(self.config).compact_threshold
-        self.store.write(records, secrets=self.secrets, compact_at=threshold)
+        self.store.write(records, sets, secrets=self.secrets, compact_at=threshold)
 
     def _failed_files(self, failed: list[str]) -> list[tuple[str, str]]:
         """(file hash, key hash) of the test file of each failed test, as collected with
@@ -366,9 +391,11 @@ class SkipRun:
                 found.add((name, self.selection.decisions[nodeid].key_hash))
         return sorted(found)
 
-    def _passed_files(self) -> list[tuple[str, str, int]]:
-        """(file hash, key hash, tests) of each test file collected whole whose every test
-        passed in this run or was taken out as a cached pass, not recorded yet."""
+    def _passed_files(self) -> tuple[list[tuple[str, str, int, str]], dict[str, Pairs]]:
+        """(file hash, key hash, tests, dependency set) of each test file collected whole
+        whose every test passed in this run or was taken out as a cached pass, not
+        recorded yet; and the new sets (the union of its tests' sets), with hashes. Not a
+        file one of whose tests has no dependency set (it fell back to its full key)."""
         decisions = self.selection.decisions
         by_file: dict[str, list[str]] = {}
         for nodeid, decision in decisions.items():
@@ -376,6 +403,7 @@ class SkipRun:
                 by_file.setdefault(decision.file, []).append(nodeid)
         passed = self.outcomes.passed
         found = []
+        unions: dict[str, Pairs] = {}
         for label, tally in self.selection.tallies.items():
             nodeids = by_file.get(label, [])
             if not tally.complete or tally.recorded or len(nodeids) != tally.tests:
@@ -384,11 +412,32 @@ class SkipRun:
                 nodeid in passed or (decisions[nodeid].skippable and not self.verify)
                 for nodeid in nodeids
             ):
+                union = self._union(nodeids)
+                if union is None:
+                    continue
+                deps = set_id(member for member, _ in union)
+                unions[deps] = union
                 file_hash = self.secrets.file_hash(
                     file_id(label, doctests=doctest_modules(self.config))
                 )
-                found.append((file_hash, tally.key_hash, tally.tests))
-        return found
+                key_hash = dependency_key(self.secrets, tally.static_hash, union)
+                found.append((file_hash, key_hash, tally.tests, deps))
+        return found, unions
+
+    def _union(self, nodeids: list[str]) -> Pairs | None:
+        """The union of the dependency sets the tests ran with now (or, cached, were
+        recorded with), with hashes; None when one has none."""
+        keys, sets, decisions = self.selection.keys, self.selection.sets, self.selection.decisions
+        union: dict[str, str] = {}
+        for nodeid in nodeids:
+            if nodeid in self.outcomes.passed:
+                deps = keys[nodeid].deps if nodeid in keys else ""
+            else:
+                deps = decisions[nodeid].deps
+            if not deps or deps not in sets:
+                return None
+            union.update(sets[deps])
+        return sorted(union.items())
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         terminal_summary(

@@ -10,8 +10,10 @@ from pathlib import Path
 
 import attrs
 import pytest
+from _pytest.doctest import DoctestItem
 
 from cachekit.skip.records import FileMatch, Secrets, Table
+from cachekit_pytest.skip.attribution import Attribution, Pairs, TestKey
 from cachekit_pytest.skip.keys import Keys
 
 #: How many characters of a file key a reason shows.
@@ -45,6 +47,10 @@ class Decision:
     #: The test file's path relative to the root, when it is one whole files are
     #: recorded for ("" otherwise).
     file: str = ""
+    #: Keyed hash of the test file's static key (function bodies left out).
+    static_hash: str = ""
+    #: The dependency set of the record that matched ("" for none, or the full key).
+    deps: str = ""
 
 
 @attrs.frozen
@@ -64,6 +70,8 @@ class FileTally:
     key_hash: str
     #: Tests collected from it, before any selection.
     tests: int
+    #: Keyed hash of its static key.
+    static_hash: str = ""
     #: A valid file record with this key and count exists already (not written again).
     recorded: bool = False
     #: Every test collected from it stayed in the run, and nothing under it failed (or
@@ -91,9 +99,16 @@ class SkipSelection:
     skipped_files: dict[str, FileSkip] = attrs.field(factory=dict)
     #: Test files collected, by relative path (only in runs that record whole files).
     tallies: dict[str, FileTally] = attrs.field(factory=dict)
+    #: The key and dependency set of each test that ran while recording.
+    keys: dict[str, TestKey] = attrs.field(factory=dict)
+    #: The dependency sets those keys and the matched records name, with hashes.
+    sets: dict[str, Pairs] = attrs.field(factory=dict)
+    #: Tests looked up whose only valid passes are of the older format.
+    older_format: int = 0
 
     def merge(self, other: SkipSelection) -> SkipSelection:
-        """Workers collect the same tests: the first decision per test (and file) stands."""
+        """Workers collect the same tests: the first decision per test (and file) stands;
+        each worker ran its own tests."""
         return SkipSelection(
             {**other.decisions, **self.decisions},
             max(self.bad_records, other.bad_records),
@@ -103,6 +118,9 @@ class SkipSelection:
             max(self.lookup_seconds, other.lookup_seconds),
             {**other.skipped_files, **self.skipped_files},
             {**other.tallies, **self.tallies},
+            {**other.keys, **self.keys},
+            {**other.sets, **self.sets},
+            max(self.older_format, other.older_format),
         )
 
     def skipped_tests(self, *, verify: bool) -> int:
@@ -191,44 +209,65 @@ def select(
     items: Sequence[pytest.Item],
     *,
     keys: Keys,
+    attribution: Callable[[], Attribution],
     secrets: Secrets,
     table: Table,
     lastfailed: Collection[str],
     save: bool,
     label: Callable[[Path], str | None] = lambda path: None,
 ) -> SkipSelection:
-    """Each item's `Decision`, from its file's key and the records; ``label`` names the
+    """Each item's `Decision`, from its file's keys and the records (each candidate
+    record's dependency set resolved to what its members are now); ``label`` names the
     files whole files are recorded for."""
     started = time.perf_counter()
     by_file: dict[Path, list[pytest.Item]] = {}
     for item in items:
         by_file.setdefault(item.path, []).append(item)
     errors: list[str] = []
-    file_keys: dict[Path, str] = {}
+    file_keys: dict[Path, tuple[str, str, str]] = {}
     try:
         keys.fingerprinter()
+        functions = attribution()
     except Exception as error:
         return SkipSelection(key_errors=(f"{type(error).__name__}: {error}",), files=len(by_file))
-    for path in by_file:
+    for path, in_file in by_file.items():
         try:
-            file_keys[path] = keys.file_key(path)
+            static_key = functions.static_key(path)
+            # A doctest runs a docstring: its key counts them.
+            doctests = any(isinstance(item, DoctestItem) for item in in_file)
+            with_docstrings = functions.static_key(path, docstrings=True) if doctests else ""
+            file_keys[path] = (keys.file_key(path), static_key, with_docstrings)
         except Exception as error:
             errors.append(f"{path}: {type(error).__name__}: {error}")
     if save:
         keys.save()
     keyed = time.perf_counter()
     decisions: dict[str, Decision] = {}
-    for path, file_key in file_keys.items():
+    sets: dict[str, Pairs] = {}
+    for path, (file_key, static_key, with_docstrings) in file_keys.items():
         key_hash = secrets.key_hash(file_key)
         file = label(path) or ""
+        static_hashes = {False: secrets.key_hash(static_key)}
+        if with_docstrings:
+            static_hashes[True] = secrets.key_hash(with_docstrings)
+        key_ofs = {
+            doctest: functions.key_of(path, static_hash, key_hash, table.sets)
+            for doctest, static_hash in static_hashes.items()
+        }
         for item in by_file[path]:
             nodeid = item.nodeid
+            doctest = isinstance(item, DoctestItem)
+            static_hash = static_hashes[doctest]
+            key_of = key_ofs[doctest]
             match = (
-                table.lookup(secrets, secrets.test_hash(nodeid), key_hash) if table.layers else None
+                table.lookup(secrets, secrets.test_hash(nodeid), key_of) if table.layers else None
             )
-            reason = describe(file_key, match.run, match.at) if match else ""
+            reason = describe(static_key, match.run, match.at) if match else ""
             skippable = match is not None and not failed_last_time(nodeid, lastfailed)
-            decisions[nodeid] = Decision(key_hash, reason, skippable, file)
+            deps = match.deps if match else ""
+            if deps and deps in functions.resolved:
+                sets[deps] = functions.resolved[deps]
+            decisions[nodeid] = Decision(key_hash, reason, skippable, file, static_hash, deps)
     return SkipSelection(
         decisions,
         table.bad_records,
@@ -236,6 +275,8 @@ def select(
         len(by_file),
         keyed - started,
         time.perf_counter() - keyed,
+        sets=sets,
+        older_format=table.older_format,
     )
 
 

@@ -11,11 +11,17 @@ compaction keeps, per hash, the latest record that verifies (`SignedLatest`).
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 from cachekit.ci.layout import SKIP_PASSED_KEY
 from cachekit.session import Session
+from cachekit.skip.dependencies import DEPENDENCIES_KEY, DependencySets
 from cachekit.skip.records import READ_STRATEGY, Secrets, SignedLatest, Table
 from cachekit.values.codec import JSON
+from cachekit.values.merge import MergeStrategy
+
+#: How the dependency sets are read and folded (`cachekit.skip.dependencies`).
+_SETS = DependencySets()
 
 
 class PassStore:
@@ -33,7 +39,8 @@ class PassStore:
 
     def read(self) -> Table | None:
         """Every namespace of the read chain, read side by side (one listing and one
-        batched fetch each); None once the store has failed."""
+        batched fetch each), and the dependency sets of all of them; None once the store
+        has failed."""
         # The session's warning is this call's description followed by the error.
         merged = self.session.attempt(
             lambda: self.session.read_layers(SKIP_PASSED_KEY, READ_STRATEGY),
@@ -42,22 +49,47 @@ class PassStore:
         )
         if merged is None:
             return None
+        sets = self.session.attempt(
+            lambda: self.session.read_layers(DEPENDENCIES_KEY, _SETS),
+            "could not read the records, running every test: "
+            f"reading dependency sets from {self.display}",
+        )
+        if sets is None:
+            return None
         self.own_parts = len(merged[0].parts)
         namespaces = list(self.session.namespace.read_prefixes)
-        return Table([dict(layer.value) for layer in merged], namespaces)
+        joined: dict[str, list[str]] = {}
+        for layer in sets:
+            joined = _SETS.join(joined, layer.value)
+        return Table([dict(layer.value) for layer in merged], namespaces, sets=joined)
 
-    def write(self, records: Mapping[str, JSON], *, secrets: Secrets, compact_at: int) -> None:
-        """``records`` as this run's own part; then, once the namespace has
-        ``compact_at`` parts (counting the ones `read` found), fold them into its base
-        (where the store can), keeping what ``secrets`` verify over anything else."""
+    def write(
+        self,
+        records: Mapping[str, JSON],
+        sets: Mapping[str, list[str]],
+        *,
+        secrets: Secrets,
+        compact_at: int,
+    ) -> None:
+        """``records`` and the new dependency ``sets`` as this run's own parts; then, once
+        the namespace has ``compact_at`` parts (counting the ones `read` found), fold them
+        into its base (where the store can), keeping what ``secrets`` verify over
+        anything else, and the sets whose members hash to their ids."""
         namespace = self.session.namespace
         part_id = namespace.new_part_id()
-        compact = None
+        compact: dict[str, MergeStrategy[Any]] | None = None
         if self.own_parts + 1 >= compact_at:
             compact = {SKIP_PASSED_KEY: SignedLatest(secrets, namespace.prefix)}
+            if sets:
+                compact[DEPENDENCIES_KEY] = _SETS
+        values: dict[str, JSON] = {SKIP_PASSED_KEY: dict(records)}
+        if sets:
+            # Written side by side with the records: a reader that sees a record before
+            # its set resolves nothing, and runs the test.
+            values[DEPENDENCIES_KEY] = {name: list(members) for name, members in sets.items()}
         self.session.attempt(
             lambda: self.session.write_parts(
-                part_id, {SKIP_PASSED_KEY: dict(records)}, compact=compact, min_parts=compact_at
+                part_id, values, compact=compact, min_parts=compact_at
             ),
             f"could not record this run's passes: writing passed tests to {self.display}",
         )

@@ -34,6 +34,8 @@ class WorkerInput:
     lastfailed: list[str] | None = None
     #: The key prefix of each of ``layers`` (a record verifies only there).
     namespaces: list[str] = attrs.field(factory=list)
+    #: The dependency sets read (`cachekit.skip.dependencies`).
+    sets: dict[str, list[str]] = attrs.field(factory=dict)
 
     @property
     def secrets(self) -> Secrets:

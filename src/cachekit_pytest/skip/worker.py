@@ -18,7 +18,11 @@ from cachekit_pytest.skip.wire import WIRE, WORKER_OUTPUT, WorkerInput
 def worker_plan(config: pytest.Config, given: WorkerInput) -> CollectPlan:
     """The plan the controller sent; the first worker saves the fingerprinter's analysis
     (one writer is enough, and they would race)."""
-    table = Table(given.layers, given.namespaces) if given.recording or any(given.layers) else None
+    table = (
+        Table(given.layers, given.namespaces, sets=given.sets)
+        if given.recording or any(given.layers)
+        else None
+    )
     sent = given.lastfailed
 
     def lastfailed() -> Collection[str]:
@@ -33,6 +37,7 @@ def worker_plan(config: pytest.Config, given: WorkerInput) -> CollectPlan:
         save=workerid in ("gw0", ""),
         table=lambda: table,
         lastfailed=lastfailed,
+        record=given.recording,
     )
 
 
@@ -44,6 +49,7 @@ class WorkerReply:
         self.collecting = collecting
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        self.collecting.assemble()
         output: dict[str, Any] = getattr(self.config, "workeroutput", {})
         output[WORKER_OUTPUT] = WIRE.unstructure(self.collecting.selection)
 
@@ -53,3 +59,4 @@ def start_worker(config: pytest.Config, settings: SkipSettings, given: WorkerInp
     collecting = Collecting(config, settings, worker_plan(config, given))
     config.pluginmanager.register(collecting, "cachekit-skip-passed-worker")
     config.pluginmanager.register(WorkerReply(config, collecting), "cachekit-skip-passed-reply")
+    collecting.start_recording()

@@ -1,0 +1,231 @@
+"""What a test depends on beyond its file's static key: the functions it executed.
+
+A test passes on (a) its file's *static* key (`cachekit.skip.fingerprint.Fingerprinter
+.file_key` with ``function_bodies=False``: environment, conftests, and the module-level
+code of its import closure) and (b) the code it executed while it ran, recorded by the
+pytest adapter as *dependencies*:
+
+- ``label::function id``: the body of one function (`cachekit.skip.functions`);
+- ``label`` module level: a file's skeleton (a ``<module>`` or class body executed, a file
+  outside the static closure reached by a dynamic import);
+- ``label`` whole file: a file that does not parse, or code that cannot be mapped.
+
+The store never sees a label or a function name: a dependency is named by its id, a
+keyed hash (`cachekit.skip.records.Secrets.dependency_hash`). A test's dependencies form a
+*set*, content-addressed (its id is a hash of its sorted member ids) and stored once under
+`DEPENDENCIES_KEY` however many tests share it (parametrized tests, tests of one file
+calling the same helpers): a set whose members do not hash to its id is dropped on read.
+A record names its set; its key is the keyed hash of the static key's hash and each
+member's current hash (`dependency_key`), so any change to a member's code changes it.
+
+Reading resolves members to their current hashes from the project files as they are now
+(`Resolver`); a member that no longer resolves (a function renamed or removed, a file
+gone) means "changed": the test runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import os
+import re
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from cachekit.errors import CorruptData
+from cachekit.skip.functions import FunctionIndex
+from cachekit.skip.records import HASH_HEX, Secrets
+from cachekit.values.codec import JSON
+
+#: Where dependency sets are stored, beside ``skip/passed``: ``{set id: [member id, ...]}``,
+#: members sorted, merged by union.
+DEPENDENCIES_KEY = "skip/dependencies"
+#: Part of every set id and dependency key: bump when what they cover changes.
+SET_FORMAT = "cachekit-dependency-set-1"
+
+#: A dependency's kinds: one function's body, a file's module-level code, a whole file.
+BODY = "body"
+SKELETON = "skeleton"
+WHOLE = "file"
+
+_HEX_HASH = re.compile(f"[0-9a-f]{{{HASH_HEX}}}")
+
+
+@attrs.frozen(order=True)
+class Dependency:
+    """One thing a test's outcome depends on, by its file's label (its path relative to
+    the root) and, for a body, the function's id."""
+
+    label: str
+    kind: str
+    function: str = ""
+
+    def text(self) -> str:
+        """What the dependency id hashes: never equal for two dependencies (a function id
+        holds no NUL)."""
+        if self.kind == BODY:
+            return f"{self.label}::{self.function}"
+        return f"{self.label}\0{self.kind}"
+
+    def shown(self) -> str:
+        """How a user reads it (``--skip-passed-explain``)."""
+        if self.kind == BODY:
+            return f"{self.label}::{self.function}"
+        return f"{self.label} ({'module-level code' if self.kind == SKELETON else 'whole file'})"
+
+
+def set_id(members: Iterable[str]) -> str:
+    """The id of a dependency set: a hash of its sorted, distinct member ids."""
+    text = SET_FORMAT + "\n" + "\n".join(sorted(set(members)))
+    return hashlib.sha256(text.encode("ascii", "replace")).hexdigest()[:HASH_HEX]
+
+
+def dependency_key(secrets: Secrets, static_hash: str, pairs: Iterable[tuple[str, str]]) -> str:
+    """The key hash of a record with dependencies: the static key's hash and each member
+    (id, current hash), sorted."""
+    lines = sorted(f"{member} {digest}" for member, digest in pairs)
+    return secrets.key_hash(f"{SET_FORMAT}\0{static_hash}\n" + "\n".join(lines))
+
+
+class DependencySets:
+    """The merge strategy of `DEPENDENCIES_KEY`: a union of sets by id. On read, an entry
+    whose members are not sorted distinct ids hashing to its name is dropped (corrupt or
+    planted: its tests then run), so every set kept under an id holds the same members
+    and the join keeps either."""
+
+    def empty(self) -> dict[str, list[str]]:
+        return {}
+
+    def join(
+        self, left: Mapping[str, list[str]], right: Mapping[str, list[str]]
+    ) -> dict[str, list[str]]:
+        merged = dict(left)
+        added = False
+        for name, members in right.items():
+            if name not in merged:
+                merged[name] = members
+                added = True
+        return dict(sorted(merged.items())) if added else merged
+
+    def check(self, value: JSON) -> dict[str, list[str]]:
+        if not isinstance(value, dict):
+            raise CorruptData("expected a mapping of dependency sets")
+        return {
+            name: members  # type: ignore[misc]  # checked by _valid
+            for name, members in sorted(value.items())
+            if _valid(name, members)
+        }
+
+
+def _valid(name: str, members: Any) -> bool:
+    return (
+        isinstance(members, list)
+        and all(type(member) is str and _HEX_HASH.fullmatch(member) for member in members)
+        and all(left < right for left, right in itertools.pairwise(members))
+        and set_id(members) == name
+    )
+
+
+# -- current hashes -----------------------------------------------------------------------
+
+
+class Resolver:
+    """The current hash of each dependency of the project files indexed so far, by id.
+
+    ``functions(path)`` gives a file's `FunctionIndex` (None: it does not parse) and
+    ``read(path)`` its bytes (`cachekit.skip.fingerprint.Fingerprinter`'s). Files are
+    indexed once: a snapshot, like the fingerprinter.
+    """
+
+    def __init__(
+        self,
+        secrets: Secrets,
+        root: Path,
+        *,
+        functions: Callable[[Path], FunctionIndex | None],
+        read: Callable[[str], bytes],
+    ) -> None:
+        self.secrets = secrets
+        self._root = os.path.realpath(root)
+        self._functions = functions
+        self._read = read
+        #: Dependency id -> current hash ("" for an id two dependencies share: never
+        #: resolves).
+        self._current: dict[str, str] = {}
+        #: Dependency id -> the dependency (for explaining what changed).
+        self._named: dict[str, Dependency] = {}
+        self._indexed: dict[str, FunctionIndex | None] = {}
+        self._ids: dict[Dependency, str] = {}
+
+    def label(self, real: str) -> str | None:
+        """A file's label (relative to the root, ``/``-separated), or None outside it."""
+        if not real.startswith(self._root + os.sep):
+            return None
+        return real[len(self._root) + 1 :].replace(os.sep, "/")
+
+    def dependency_id(self, dependency: Dependency) -> str:
+        found = self._ids.get(dependency)
+        if found is None:
+            found = self._ids[dependency] = self.secrets.dependency_hash(dependency.text())
+        return found
+
+    def index(self, path: str | Path) -> FunctionIndex | None:
+        """Index one project file (a real path or any path to it); its `FunctionIndex`."""
+        real = os.path.realpath(path)
+        if real in self._indexed:
+            return self._indexed[real]
+        self._indexed[real] = None
+        label = self.label(real)
+        if label is None:
+            return None
+        try:
+            content = self._read(real)
+        except OSError:
+            return None  # gone: none of its dependencies resolve
+        self._add(Dependency(label, WHOLE), hashlib.sha256(content).hexdigest())
+        try:
+            found = self._functions(Path(real))
+        except Exception:  # any failure: only its whole-file id resolves
+            found = None
+        if found is not None:
+            self._add(Dependency(label, SKELETON), found.skeleton)
+            for function, digest in found.bodies.items():
+                self._add(Dependency(label, BODY, function), digest)
+        self._indexed[real] = found
+        return found
+
+    def _add(self, dependency: Dependency, digest: str) -> None:
+        member = self.dependency_id(dependency)
+        known = self._current.get(member)
+        self._named[member] = dependency
+        self._current[member] = digest if known is None or known == digest else ""
+
+    def current(self, member: str) -> str | None:
+        """The member's current hash, or None when no indexed file has it."""
+        return self._current.get(member) or None
+
+    def named(self, member: str) -> Dependency | None:
+        return self._named.get(member)
+
+    def resolve(
+        self, members: Iterable[str], *, more: Callable[[], Iterable[str | Path]] = tuple
+    ) -> list[tuple[str, str]] | str:
+        """Each member with its current hash; or, when one does not resolve even after
+        indexing ``more()`` files too, that member's id."""
+        pairs = []
+        missing = None
+        for member in members:
+            digest = self.current(member)
+            if digest is None:
+                if missing is None:
+                    missing = member
+                    for path in more():
+                        self.index(path)
+                    digest = self.current(member)
+                if digest is None:
+                    return member
+            pairs.append((member, digest))
+        return pairs

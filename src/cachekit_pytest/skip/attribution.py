@@ -1,0 +1,298 @@
+"""From recorded code to dependency sets and keys, and back: the keys of this run's tests
+(`Attribution.assemble`) and what a record's dependency set is worth now
+(`Attribution.key_of`). See `cachekit.skip.dependencies` for what is stored, and
+`cachekit_pytest.skip.tracing` for what is recorded.
+
+Both sides work where the tests are collected (the pytest process, or each xdist worker),
+on the session's one `cachekit.skip.fingerprint.Fingerprinter` snapshot: a dependency's
+hash when recorded and when read back is computed the same way.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from types import CodeType
+
+import attrs
+
+from cachekit.skip.dependencies import (
+    BODY,
+    SKELETON,
+    WHOLE,
+    Dependency,
+    Resolver,
+    dependency_key,
+    set_id,
+)
+from cachekit.skip.fingerprint import Fingerprinter
+from cachekit.skip.records import Secrets
+from cachekit_pytest.skip.tracing import Recorder, Window, project_file_test
+
+#: A dependency set with each member's hash when it was resolved: (member id, hash).
+Pairs = list[tuple[str, str]]
+
+
+@attrs.frozen
+class TestKey:
+    """What a record of a test that ran holds: its key hash and dependency set id ("" for
+    the fallback to its test file's full key)."""
+
+    key_hash: str
+    deps: str
+
+
+@attrs.frozen
+class Assembled:
+    """This process's tests' keys, and the dependency sets they name, with hashes."""
+
+    keys: dict[str, TestKey] = attrs.field(factory=dict)
+    sets: dict[str, Pairs] = attrs.field(factory=dict)
+
+
+class Attribution:
+    """Dependency sets and keys for one session (see the module docstring)."""
+
+    def __init__(self, fingerprinter: Fingerprinter, secrets: Secrets, root: Path) -> None:
+        self.fingerprinter = fingerprinter
+        self.secrets = secrets
+        self._root = os.path.realpath(root)
+        self.resolver = Resolver(
+            secrets, root, functions=fingerprinter.functions, read=fingerprinter.read
+        )
+        self._static: dict[tuple[Path, bool], str] = {}
+        self._members: dict[Path, tuple[str, ...]] = {}
+        self._closures: dict[str, tuple[str, ...]] = {}
+        self._keys: dict[tuple[str, str], str | None] = {}
+        #: Dependency sets read that resolved, with their members' current hashes.
+        self.resolved: dict[str, Pairs] = {}
+        #: Every file of a closure met so far: where an unresolved member is looked for.
+        self._known: set[str] = set()
+        self._walked = False
+        self._code_ids: dict[CodeType, tuple[str, ...]] = {}
+        self._import_ids: dict[str, frozenset[str]] = {}
+        #: The recorder's files by real path (made once, when assembling).
+        self._preloaded_real: frozenset[str] | None = None
+        self._imports_real: dict[str, set[CodeType]] | None = None
+
+    # -- keys -----------------------------------------------------------------------------
+
+    def static_key(self, path: Path, *, docstrings: bool = False) -> str:
+        """The test file's static key (function bodies left out; docstrings counted for
+        doctests); raises what keying raised."""
+        key = self._static.get((path, docstrings))
+        if key is None:
+            key = self._static[path, docstrings] = self.fingerprinter.file_key(
+                path, function_bodies=False, keep_docstrings=docstrings
+            )
+        return key
+
+    def members(self, path: Path) -> tuple[str, ...]:
+        """Real paths of the test file's closure and its conftests' (its static key's
+        members)."""
+        found = self._members.get(path)
+        if found is None:
+            labels = [label for label, _ in self.fingerprinter.members(path)]
+            found = self._members[path] = tuple(self._real(label) for label in labels)
+            self._known.update(found)
+        return found
+
+    def _real(self, label: str) -> str:
+        return os.path.join(self._root, *label.split("/"))
+
+    def key_of(
+        self, path: Path, static_hash: str, full_hash: str, sets: dict[str, list[str]]
+    ) -> Callable[[str], str | None]:
+        """For a test of ``path``: a record's key hash now, from its dependency set's id
+        ("" is the full key), None when the set is unknown or a member no longer
+        resolves."""
+
+        def key_of(deps: str) -> str | None:
+            if not deps:
+                return full_hash
+            memo = (static_hash, deps)
+            if memo not in self._keys:
+                self._keys[memo] = None
+                pairs = self.resolved.get(deps)
+                if pairs is None:  # unresolved: tried again from another file's closure
+                    pairs = self.resolve(path, sets.get(deps))
+                if pairs is not None:
+                    self.resolved[deps] = pairs
+                    self._keys[memo] = dependency_key(self.secrets, static_hash, pairs)
+            return self._keys[memo]
+
+        return key_of
+
+    def resolve(self, path: Path, members: Iterable[str] | None) -> Pairs | None:
+        """``members`` with their current hashes, looked for in ``path``'s closure, then in
+        every closure met so far; None when one does not resolve (it changed)."""
+        if members is None:
+            return None
+        for real in self.members(path):
+            self.resolver.index(real)
+        pairs = self.resolver.resolve(members, more=self._more)
+        return None if isinstance(pairs, str) else pairs
+
+    def _more(self) -> list[str]:
+        """Where a member not in a test file's closure is looked for: every closure met
+        so far, then (once) every project source under the root."""
+        if not self._walked:
+            self._walked = True
+            self._known.update(project_sources(self._root))
+        return sorted(self._known)
+
+    # -- assembling what ran --------------------------------------------------------------
+
+    def assemble(
+        self,
+        recorder: Recorder,
+        static_hashes: dict[str, str],
+        full_hashes: dict[str, str],
+    ) -> Assembled:
+        """The key and dependency set of each test the recorder saw that has a static key
+        hash (and a full one, for the fallback)."""
+        keys: dict[str, TestKey] = {}
+        sets: dict[str, Pairs] = {}
+        outside = self._ids_of(recorder.outside.codes)
+        for nodeid, window in recorder.tests.items():
+            item = recorder.items[nodeid]
+            static_hash = static_hashes.get(nodeid)
+            full_hash = full_hashes.get(nodeid)
+            if static_hash is None or full_hash is None:
+                continue
+            windows = [window, *recorder.fixture_windows(item)]
+            found = None
+            if not recorder.blocked and all(w.complete for w in windows):
+                found = self._dependencies(recorder, item.path, windows, outside)
+            if found is None:
+                keys[nodeid] = TestKey(full_hash, "")
+                continue
+            deps = set_id(member for member, _ in found)
+            sets.setdefault(deps, found)
+            keys[nodeid] = TestKey(dependency_key(self.secrets, static_hash, found), deps)
+        return Assembled(keys, sets)
+
+    def _dependencies(
+        self, recorder: Recorder, path: Path, windows: list[Window], outside: frozenset[str]
+    ) -> Pairs | None:
+        try:
+            members = self.members(path)
+        except Exception:  # no key: not recorded anyway
+            return None
+        ids: set[str] = set(outside)
+        touched: set[str] = set()
+        for window in windows:
+            for code in window.codes:
+                ids.update(self._code_ids_of(code))
+                touched.add(code.co_filename)
+        frontier = set(members)
+        for filename in touched:
+            real = os.path.realpath(filename)
+            if real not in frontier:
+                frontier.update(self._closure(real))
+        for real in frontier:
+            ids.update(self._imports_of(recorder, real))
+        pairs = self.resolver.resolve(sorted(ids))
+        return None if isinstance(pairs, str) else pairs
+
+    def _closure(self, real: str) -> tuple[str, ...]:
+        found = self._closures.get(real)
+        if found is None:
+            try:
+                paths = [str(path) for path in self.fingerprinter.closure(Path(real))]
+            except (ValueError, OSError):
+                paths = [real]
+            found = self._closures[real] = tuple(paths)
+            self._known.update(found)
+        return found
+
+    def _imports_of(self, recorder: Recorder, real: str) -> frozenset[str]:
+        """The ids of what importing a project file executed: its recorded import-time
+        code, or, when it was imported before recording began, every file of its closure
+        whole."""
+        found = self._import_ids.get(real)
+        if found is None:
+            if real in self._preloaded(recorder):
+                ids = set()
+                for member in self._closure(real):
+                    label = self._label(member)
+                    if label is not None:
+                        self.resolver.index(member)
+                        ids.add(self.resolver.dependency_id(Dependency(label, WHOLE)))
+                found = frozenset(ids)
+            else:
+                found = self._ids_of(self._recorded_imports(recorder).get(real, ()))
+            self._import_ids[real] = found
+        return found
+
+    def _preloaded(self, recorder: Recorder) -> frozenset[str]:
+        if self._preloaded_real is None:
+            self._preloaded_real = frozenset(os.path.realpath(f) for f in recorder.preloaded)
+        return self._preloaded_real
+
+    def _recorded_imports(self, recorder: Recorder) -> dict[str, set[CodeType]]:
+        if self._imports_real is None:
+            merged: dict[str, set[CodeType]] = {}
+            for filename, codes in recorder.imports.items():
+                merged.setdefault(os.path.realpath(filename), set()).update(codes)
+            self._imports_real = merged
+        return self._imports_real
+
+    def _ids_of(self, codes: Iterable[CodeType]) -> frozenset[str]:
+        ids: set[str] = set()
+        for code in codes:
+            ids.update(self._code_ids_of(code))
+        return frozenset(ids)
+
+    def _label(self, real: str) -> str | None:
+        return self.resolver.label(real)
+
+    def _code_ids_of(self, code: CodeType) -> tuple[str, ...]:
+        """The ids of what executing ``code`` depends on: its function's body (or its
+        file's module-level code, or the whole file) and its file's module-level code."""
+        found = self._code_ids.get(code)
+        if found is None:
+            real = os.path.realpath(code.co_filename)
+            label = self._label(real)
+            if label is None:
+                found = ()
+            else:
+                index = self.resolver.index(real)
+                dependency = Dependency(label, WHOLE)
+                if index is not None:
+                    function = None
+                    if code.co_name != "<module>":
+                        function = index.function_at(code.co_firstlineno)
+                    if function is None:
+                        dependency = Dependency(label, SKELETON)
+                    elif function in index.bodies:
+                        dependency = Dependency(label, BODY, function)
+                dependencies = {dependency}
+                if index is not None:
+                    dependencies.add(Dependency(label, SKELETON))
+                found = tuple(self.resolver.dependency_id(d) for d in sorted(dependencies))
+            self._code_ids[code] = found
+        return found
+
+
+#: Directories never searched for project sources.
+_SKIPPED_DIRECTORIES = frozenset({"node_modules", "__pycache__", "site-packages", "dist-packages"})
+
+
+def project_sources(root: str) -> list[str]:
+    """Every project source under ``root`` (real paths; hidden directories, virtualenvs
+    and site-packages left out)."""
+    is_project = project_file_test(root)
+    found = []
+    for directory, subdirectories, files in os.walk(root):
+        subdirectories[:] = [
+            name
+            for name in subdirectories
+            if not name.startswith(".") and name not in _SKIPPED_DIRECTORIES
+        ]
+        for name in files:
+            path = os.path.join(directory, name)
+            if name.endswith(".py") and is_project(path):
+                found.append(os.path.realpath(path))
+    return found

@@ -1,0 +1,354 @@
+"""``--skip-passed`` with per-test dependencies: a test reruns when its file's static key
+changed (module-level code of its import closure, conftests, the environment) or when a
+function it executed, while it passed, changed; not for a change to a function it never
+executed.
+
+Each test runs a small project in-process with pytester (the xdist one in a subprocess)
+and reads which tests really ran from a log its conftest writes.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cachekit import Cache, LocalStore
+from cachekit.ci.layout import SKIP_PASSED_KEY
+from cachekit.ci.namespace import detect_namespace, namespaced_cache
+from cachekit.ci.signing import signing_key_from_text
+from cachekit.skip.dependencies import DEPENDENCIES_KEY, DependencySets
+from cachekit.skip.records import PASSED, Message, Secrets
+from cachekit_pytest.skip.keys import CACHE_DIR_NAME
+from cachekit_pytest.skip.selection import file_id
+from test_skip_passed import SIGNING_KEY, _environment
+
+__all__ = ["_environment"]
+
+PROJECT: dict[str, str] = {
+    "pytest.ini": "[pytest]\npythonpath = .\n",
+    "conftest.py": """\
+import os
+
+
+def pytest_runtest_setup(item):
+    with open(os.environ["RUN_LOG"], "a", encoding="utf-8") as file:
+        file.write(item.nodeid + "\\n")
+""",
+    "lib/__init__.py": "",
+    "lib/calc.py": """\
+def add(a, b):
+    return a + b
+
+
+def mul(a, b):
+    return a * b
+""",
+    "lib/registry.py": """\
+def make_sentinel(name):
+    return f"<{name}>"
+
+
+SENTINEL = make_sentinel("missing")
+""",
+    "lib/plugins/__init__.py": "",
+    "lib/plugins/extra.py": """\
+def extra():
+    return 42
+""",
+    "test_add.py": """\
+from lib.calc import add
+
+
+def test_add():
+    assert add(1, 2) == 3
+
+
+def test_add_zero():
+    assert add(0, 0) == 0
+""",
+    "test_mul.py": """\
+from lib.calc import add, mul
+
+
+def test_mul():
+    assert mul(2, 3) == 6
+
+
+def test_mix():
+    assert add(mul(2, 2), 1) == 5
+""",
+    "test_registry.py": """\
+from lib.registry import SENTINEL
+
+
+def test_sentinel():
+    assert SENTINEL.startswith("<")
+
+
+def test_unrelated():
+    assert True
+""",
+    "test_fixture.py": """\
+import pytest
+
+from lib.calc import mul
+
+
+@pytest.fixture(scope="module")
+def square():
+    return mul(3, 3)
+
+
+def test_first(square):
+    assert square == 9
+
+
+def test_second(square):
+    assert square == 9
+
+
+def test_plain():
+    assert True
+""",
+    "test_dynamic.py": """\
+import importlib
+
+
+def test_dynamic():
+    module = importlib.import_module("lib.plugins.extra")
+    assert module.extra() == 42
+
+
+def test_static():
+    assert True
+""",
+}
+
+ADD = {"test_add.py::test_add", "test_add.py::test_add_zero"}
+MUL = {"test_mul.py::test_mul", "test_mul.py::test_mix"}
+REGISTRY = {"test_registry.py::test_sentinel", "test_registry.py::test_unrelated"}
+FIXTURE = {"test_fixture.py::test_first", "test_fixture.py::test_second"}
+DYNAMIC = {"test_dynamic.py::test_dynamic", "test_dynamic.py::test_static"}
+EVERY_TEST = ADD | MUL | REGISTRY | FIXTURE | DYNAMIC | {"test_fixture.py::test_plain"}
+
+
+class Project:
+    """The project in pytester's directory, and its runs."""
+
+    def __init__(self, pytester: pytest.Pytester, log: Path) -> None:
+        self.pytester = pytester
+        self.root = pytester.path
+        self.log = log
+        for name, text in PROJECT.items():
+            self.write(name, text)
+
+    def write(self, name: str, text: str) -> None:
+        path = self.root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+
+    def replace(self, name: str, old: str, new: str) -> None:
+        path = self.root / name
+        text = path.read_text(encoding="utf-8")
+        assert text.count(old) == 1, (name, old)
+        path.write_text(text.replace(old, new), encoding="utf-8")
+
+    def run(self, *args: str) -> pytest.RunResult:
+        self.log.write_text("")
+        return self.pytester.runpytest("--skip-passed", "-p", "no:randomly", *args)
+
+    def run_subprocess(self, *args: str) -> pytest.RunResult:
+        self.log.write_text("")
+        return self.pytester.runpytest_subprocess("--skip-passed", "-p", "no:randomly", *args)
+
+    @property
+    def ran(self) -> set[str]:
+        return set(self.log.read_text().split())
+
+    @property
+    def store(self) -> LocalStore:
+        return LocalStore(self.root / ".pytest_cache" / "d" / CACHE_DIR_NAME / "store")
+
+
+@pytest.fixture
+def project(pytester: pytest.Pytester, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Project:
+    log = tmp_path / "ran.log"
+    monkeypatch.setenv("RUN_LOG", str(log))
+    made = Project(pytester, log)
+    made.run().assert_outcomes(passed=len(EVERY_TEST))
+    assert made.ran == EVERY_TEST
+    return made
+
+
+def test_nothing_changed_nothing_runs(project: Project) -> None:
+    result = project.run()
+    assert project.ran == set()
+    assert result.parseoutcomes() == {"cached": len(EVERY_TEST)}
+
+
+def test_a_function_body_change_reruns_only_the_tests_that_executed_it(project: Project) -> None:
+    """``add`` is imported by test_add.py and test_mul.py; test_mul.py's ``test_mul`` and
+    the fixture tests never call it."""
+    project.replace("lib/calc.py", "return a + b", "return b + a")
+    result = project.run()
+    assert project.ran == ADD | {"test_mul.py::test_mix"}
+    assert result.parseoutcomes() == {"passed": 3, "cached": len(EVERY_TEST) - 3}
+    project.run()
+    assert project.ran == set()
+
+
+def test_a_test_function_edit_reruns_only_that_test(project: Project) -> None:
+    project.replace("test_add.py", "assert add(0, 0) == 0", "assert add(0, 0) == 0 * 1")
+    project.run()
+    assert project.ran == {"test_add.py::test_add_zero"}
+
+
+def test_a_module_scoped_fixture_change_reruns_every_test_using_it(project: Project) -> None:
+    """``square`` ran during test_first only; test_second used its value. A change to what
+    the fixture executed (``mul``) or to its own body reruns both."""
+    project.replace("lib/calc.py", "return a * b", "return b * a")
+    project.run()
+    assert project.ran == FIXTURE | {"test_mul.py::test_mul", "test_mul.py::test_mix"}
+    project.replace("test_fixture.py", "return mul(3, 3)", "return mul(3, 3) + 0")
+    project.run()
+    assert project.ran == FIXTURE
+
+
+def test_a_helper_called_at_import_time_reruns_all_importers(project: Project) -> None:
+    """``make_sentinel`` runs while ``lib.registry`` is imported (collection), in no
+    test: a change to its body still reruns every test of the files that import it,
+    and nothing else."""
+    project.replace("lib/registry.py", 'return f"<{name}>"', 'return "<" + name + ">"')
+    project.run()
+    assert project.ran == REGISTRY
+
+
+def test_module_level_code_reruns_all_importers(project: Project) -> None:
+    project.replace("lib/calc.py", "def mul(a, b):", "LIMIT = 10\n\n\ndef mul(a, b):")
+    project.run()
+    assert project.ran == ADD | MUL | FIXTURE | {"test_fixture.py::test_plain"}
+
+
+def test_a_function_reached_by_a_dynamic_import_is_tracked(project: Project) -> None:
+    """``lib.plugins.extra`` is in no static import: the test that imported it reruns
+    when it changes, its neighbour does not."""
+    project.replace("lib/plugins/extra.py", "return 42", "return 6 * 7")
+    project.run()
+    assert project.ran == {"test_dynamic.py::test_dynamic"}
+
+
+def test_docstring_and_comment_edits_rerun_nothing(project: Project) -> None:
+    project.replace(
+        "lib/calc.py", "    return a + b", '    """Sum."""\n    # plain\n    return a + b'
+    )
+    project.run()
+    assert project.ran == set()
+
+
+def test_a_test_that_failed_reruns_until_it_passes(
+    project: Project, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``test_mul`` fails for a reason outside its key (an environment variable no key
+    names), seen by a verify run: it runs again, with the same key, until it passes."""
+    project.replace("test_mul.py", "def test_mul():", "def test_mul():\n    import os\n")
+    project.replace(
+        "test_mul.py",
+        "assert mul(2, 3) == 6",
+        'assert mul(2, 3) == 6 + int(os.environ.get("BREAK", "0"))',
+    )
+    project.run()
+    assert project.ran == {"test_mul.py::test_mul"}
+    monkeypatch.setenv("BREAK", "1")
+    failed = project.run("--skip-passed-verify")
+    assert failed.ret == pytest.ExitCode.TESTS_FAILED
+    monkeypatch.delenv("BREAK")
+    project.run()
+    assert project.ran == {"test_mul.py::test_mul"}
+    project.run()
+    assert project.ran == set()
+
+
+def test_parametrized_tests_share_one_dependency_set(project: Project) -> None:
+    """Twenty parametrized tests that execute the same code are stored as one set (their
+    file's, the union of theirs, is the same)."""
+    before = set(_sets(project))
+    project.write(
+        "test_many.py",
+        "import pytest\n\nfrom lib.calc import add\n\n\n"
+        "@pytest.mark.parametrize('n', range(20))\n"
+        "def test_many(n):\n    assert add(n, 0) == n\n",
+    )
+    project.run()
+    assert len(project.ran) == 20
+    assert len(set(_sets(project)) - before) == 1  # the file's union is the same set
+    project.run()
+    assert project.ran == set()
+
+
+def test_xdist_records_and_skips_the_same_way(project: Project) -> None:
+    project.run_subprocess("-n", "2")  # its own records (another process, other options)
+    project.run_subprocess("-n", "2")
+    assert project.ran == set()
+    project.replace("lib/calc.py", "return a + b", "return b + a")
+    result = project.run_subprocess("-n", "2")
+    assert project.ran == ADD | {"test_mul.py::test_mix"}
+    assert result.parseoutcomes() == {"passed": 3, "cached": len(EVERY_TEST) - 3}
+    project.replace("lib/calc.py", "return a * b", "return b * a")
+    project.run_subprocess("-n", "2")
+    assert project.ran == FIXTURE | {"test_mul.py::test_mul", "test_mul.py::test_mix"}
+    project.run_subprocess("-n", "2")
+    assert project.ran == set()
+
+
+# -- what is stored -------------------------------------------------------------------------
+
+
+def _sets(project: Project) -> dict[str, list[str]]:
+    cache = namespaced_cache(project.store, detect_namespace())
+    value: dict[str, list[str]] = cache.read_merged(DEPENDENCIES_KEY, DependencySets()).value
+    return value
+
+
+def _plant(project: Project, key: str, part: str, value: Any) -> None:
+    """A part written as any store writer could, without the signing key."""
+    Cache(namespaced_cache(project.store, detect_namespace()).store).write_part(key, part, value)
+
+
+def test_without_its_dependency_set_a_test_runs(project: Project) -> None:
+    for key in project.store.list(""):
+        if "/skip/dependencies/" in key:
+            project.store.delete(key)
+    project.run()
+    assert project.ran == EVERY_TEST
+
+
+def test_a_record_of_the_older_format_is_a_miss_with_one_warning(project: Project) -> None:
+    """Signed passes without a dependency set (as written before them), of a test and of
+    its file, newer than the real ones: they skip nothing, one warning says so, and the
+    test is recorded again."""
+    secrets = Secrets.derive(signing_key_from_text(SIGNING_KEY, "test"), "")
+    namespace = detect_namespace()
+    now = time.time()
+    test = Message(
+        namespace.prefix, PASSED, secrets.test_hash("test_add.py::test_add"), "0" * 32, now, "old"
+    )
+    file = Message(
+        namespace.prefix,
+        PASSED,
+        secrets.file_hash(file_id("test_add.py", doctests=False)),
+        "0" * 32,
+        now,
+        "old",
+        count=2,
+    )
+    planted = {message.name: secrets.stored(message) for message in (test, file)}
+    _plant(project, SKIP_PASSED_KEY, "older", planted)
+    result = project.run()
+    assert project.ran == {"test_add.py::test_add"}
+    text = result.stdout.str()
+    assert text.count("records of an older format") == 1, text
+    project.run()
+    assert project.ran == set()  # recorded again, in the current format
