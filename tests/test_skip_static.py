@@ -9,13 +9,16 @@ CPython reports for their code objects, checked here against real code objects.
 
 from __future__ import annotations
 
+import importlib
+import importlib.metadata
 import os
 import re
 import textwrap
 import time
 import types
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -142,8 +145,8 @@ BOTH = (True, True)
         ),
         pytest.param(
             "tests/test_shapes.py", "def test_total():\n",
-            'def test_total():\n    """Totals add up."""\n', UNCHANGED,
-            id="test-docstring",
+            'def test_total():\n    """Totals add up."""\n', BOTH,
+            id="the-test-files-own-docstring",
         ),
         pytest.param(
             "app/shapes.py", "return LIMIT", "return LIMIT + 1", BODY_ONLY, id="function-body"
@@ -246,25 +249,31 @@ def test_a_test_file_that_is_no_python_file_counts_by_every_byte(project: Path) 
     assert Fingerprinter(KeyInputs(root=project)).file_key(text_file) != before
 
 
-def test_docstrings_count_when_doctests_run(project: Path) -> None:
-    """``--doctest-modules`` runs docstrings: then they count, in both keys."""
+def test_a_files_own_docstrings_count_in_its_key_not_in_its_importers(project: Path) -> None:
+    """Under ``--doctest-modules`` a module is a test file and its docstrings are tests;
+    its importers' tests do not run them. The key is the same with and without doctests."""
 
-    def doctest_keys() -> tuple[str, str]:
-        fingerprinter = Fingerprinter(KeyInputs(root=project, docstrings=True))
-        test_file = project / "app/shapes.py"
+    def module_keys(**options: bool) -> tuple[str, str]:
+        fingerprinter = Fingerprinter(KeyInputs(root=project))
         return (
-            fingerprinter.file_key(test_file),
-            fingerprinter.file_key(test_file, function_bodies=False),
+            fingerprinter.file_key(project / "app/shapes.py", **options),
+            fingerprinter.file_key(project / "app/shapes.py", function_bodies=False, **options),
         )
 
-    full, static = doctest_keys()
-    assert (full, static) != keys(project)
+    as_test_file = module_keys()
+    importer = keys(project)
     edit(project, "app/shapes.py", '"""Its area."""', '"""Its area.\n\n>>> 1\n1\n"""')
-    new_full, new_static = doctest_keys()
-    assert new_full != full
-    assert new_static != static
+    new_as_test_file = module_keys()
+    assert new_as_test_file[0] != as_test_file[0]
+    assert new_as_test_file[1] != as_test_file[1]
+    assert keys(project) == importer
     edit(project, "app/shapes.py", "# a comment", "")
-    assert doctest_keys() == (new_full, new_static)
+    assert module_keys() == new_as_test_file
+    # keep_docstrings counts every member's docstrings.
+    every_docstring = module_keys(keep_docstrings=True)
+    (project / "app/__init__.py").write_text('"""The package."""\n')
+    assert module_keys() == new_as_test_file
+    assert module_keys(keep_docstrings=True) != every_docstring
 
 
 def test_the_static_key_and_the_full_key_never_coincide(project: Path) -> None:
@@ -523,3 +532,195 @@ def test_the_fingerprinter_gives_a_project_files_index_and_label(
     again.read = counting_read  # type: ignore[method-assign]
     assert again.functions(project / "app/shapes.py") == index
     assert reads == []
+
+
+# -- which installed distributions count ---------------------------------------------------
+
+
+class Site:
+    """A site directory on ``sys.path`` with real (tiny) distributions."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.versions: dict[str, str] = {}
+
+    def install(
+        self, name: str, version: str, *, modules: tuple[str, ...] = (), requires: str = ""
+    ) -> None:
+        """Install (or upgrade to) ``name`` ``version``, providing ``modules``."""
+        for old in self.path.glob(f"{name}-*.dist-info"):
+            for file in old.iterdir():
+                file.unlink()
+            old.rmdir()
+        info = self.path / f"{name}-{version}.dist-info"
+        info.mkdir(parents=True)
+        metadata = f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"
+        metadata += "".join(f"Requires-Dist: {line}\n" for line in requires.splitlines())
+        (info / "METADATA").write_text(metadata)
+        (info / "top_level.txt").write_text("".join(f"{module}\n" for module in modules))
+        for module in modules:
+            (self.path / module).mkdir(exist_ok=True)
+            (self.path / module / "__init__.py").write_text(f"VERSION = {version!r}\n")
+        importlib.invalidate_caches()
+
+
+@pytest.fixture
+def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Site:
+    site = Site(tmp_path / "site")
+    site.path.mkdir()
+    monkeypatch.syspath_prepend(str(site.path))
+    site.install("alpha-lib", "1.0", modules=("alpha",), requires="beta-lib>=1")
+    site.install("beta-lib", "1.0", modules=("beta",), requires='gamma-lib ; extra == "fast"')
+    site.install("gamma-lib", "1.0", modules=("gamma",))
+    site.install("unrelated-lib", "1.0", modules=("unrelated",))
+    site.install("runner-plugin", "1.0", modules=("runner_plugin",), requires="runner-dep")
+    site.install("runner-dep", "1.0", modules=("runner_dep",))
+    return site
+
+
+DIST_TESTS = {
+    "tests/test_alpha.py": "from app.uses_alpha import value\n\ndef test_value():\n    pass\n",
+    "tests/test_stdlib.py": "import json\nimport os.path\n\ndef test_json():\n    pass\n",
+    "tests/test_optional.py": (
+        "try:\n    import not_installed_anywhere\nexcept ImportError:\n    pass\n"
+    ),
+    "tests/test_mystery.py": "import mystery\n\ndef test_mystery():\n    pass\n",
+}
+
+
+def distribution_keys(root: Path, **inputs: Any) -> dict[str, str]:
+    fingerprinter = Fingerprinter(
+        KeyInputs(root=root, always_distributions=("runner-plugin",), **inputs)
+    )
+    return {name: fingerprinter.file_key(root / name) for name in DIST_TESTS}
+
+
+@pytest.fixture
+def dist_project(tmp_path: Path, site: Site) -> Path:
+    root = tmp_path / "dist-project"
+    files = {
+        **DIST_TESTS,
+        "app/__init__.py": "",
+        "app/uses_alpha.py": "import alpha\n\nvalue = alpha.VERSION\n",
+    }
+    for name, text in files.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    # A module on sys.path that no distribution claims.
+    (site.path / "mystery.py").write_text("X = 1\n")
+    return root
+
+
+def changed_files(before: dict[str, str], after: dict[str, str]) -> set[str]:
+    return {name for name in before if before[name] != after[name]}
+
+
+EVERY_DIST_TEST = set(DIST_TESTS)
+UNATTRIBUTED = {"tests/test_mystery.py"}  # counts every distribution
+
+
+@pytest.mark.parametrize(
+    ("bump", "expected"),
+    [
+        pytest.param(
+            ("alpha-lib", ("alpha",), "beta-lib>=1"), {"tests/test_alpha.py"}, id="imported"
+        ),
+        pytest.param(("beta-lib", ("beta",), ""), {"tests/test_alpha.py"}, id="its-requirement"),
+        pytest.param(
+            ("gamma-lib", (), ""), {"tests/test_alpha.py"}, id="a-requirement-of-a-requirement"
+        ),
+        pytest.param(("unrelated-lib", ("unrelated",), ""), set(), id="unrelated"),
+        pytest.param(("runner-plugin", (), "runner-dep"), EVERY_DIST_TEST, id="plugin"),
+        pytest.param(("runner-dep", (), ""), EVERY_DIST_TEST, id="plugin-requirement"),
+    ],
+)
+def test_a_distribution_bump_changes_the_keys_of_the_files_that_reach_it(
+    dist_project: Path, site: Site, bump: tuple[str, tuple[str, ...], str], expected: set[str]
+) -> None:
+    name, modules, requires = bump
+    before = distribution_keys(dist_project)
+    site.install(name, "2.0", modules=modules, requires=requires)
+    after = distribution_keys(dist_project)
+    # A module no distribution claims: that file counts every distribution.
+    assert changed_files(before, after) == expected | UNATTRIBUTED
+
+
+def test_installing_a_missing_module_changes_the_keys_of_its_importers(
+    dist_project: Path, site: Site
+) -> None:
+    before = distribution_keys(dist_project)
+    site.install("new-lib", "1.0", modules=("not_installed_anywhere",))
+    assert changed_files(before, distribution_keys(dist_project)) == {
+        "tests/test_optional.py",
+        *UNATTRIBUTED,
+    }
+
+
+def test_the_distributions_a_file_counts_explain_its_key(dist_project: Path) -> None:
+    fingerprinter = Fingerprinter(
+        KeyInputs(root=dist_project, always_distributions=("runner-plugin",))
+    )
+    alpha = fingerprinter.distributions(dist_project / "tests/test_alpha.py")
+    assert alpha == [
+        ("alpha-lib", "1.0"),
+        ("beta-lib", "1.0"),
+        ("gamma-lib", "1.0"),
+        ("runner-dep", "1.0"),
+        ("runner-plugin", "1.0"),
+    ]
+    stdlib = fingerprinter.distributions(dist_project / "tests/test_stdlib.py")
+    assert stdlib == [("runner-dep", "1.0"), ("runner-plugin", "1.0")]
+    optional = fingerprinter.distributions(dist_project / "tests/test_optional.py")
+    assert ("<module not_installed_anywhere>", "absent") in (optional or [])
+    mystery = fingerprinter.distributions(dist_project / "tests/test_mystery.py")
+    assert mystery is not None
+    assert mystery[0] == ("<unattributed module>", "mystery")
+    assert ("unrelated-lib", "1.0") in mystery
+
+
+def test_a_lock_file_stands_for_every_distribution(dist_project: Path, site: Site) -> None:
+    lock = dist_project / "uv.lock"
+    lock.write_text("alpha-lib==1.0\n")
+    before = distribution_keys(dist_project, lock_file=Path("uv.lock"))
+    assert changed_files(before, distribution_keys(dist_project)) == EVERY_DIST_TEST
+    site.install("alpha-lib", "2.0", modules=("alpha",))
+    assert distribution_keys(dist_project, lock_file=Path("uv.lock")) == before
+    lock.write_text("alpha-lib==2.0\n")
+    after = distribution_keys(dist_project, lock_file=Path("uv.lock"))
+    assert changed_files(before, after) == EVERY_DIST_TEST
+    fingerprinter = Fingerprinter(KeyInputs(root=dist_project, lock_file=Path("uv.lock")))
+    assert fingerprinter.distributions(dist_project / "tests/test_alpha.py") is None
+
+
+def test_the_distribution_index_is_kept_in_the_cache_file(
+    dist_project: Path, site: Site, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cache_file = tmp_path / "analysis.json"
+    first = Fingerprinter(KeyInputs(root=dist_project), cache_file=cache_file)
+    expected = first.file_key(dist_project / "tests/test_alpha.py")
+    first.save()
+    calls: list[int] = []
+    real = importlib.metadata.packages_distributions
+
+    def counting() -> Mapping[str, list[str]]:
+        calls.append(1)
+        return real()
+
+    monkeypatch.setattr(importlib.metadata, "packages_distributions", counting)
+    again = Fingerprinter(KeyInputs(root=dist_project), cache_file=cache_file)
+    assert again.file_key(dist_project / "tests/test_alpha.py") == expected
+    assert calls == []  # same installed distributions: read from the cache
+    site.install("unrelated-lib", "2.0", modules=("unrelated",))
+    third = Fingerprinter(KeyInputs(root=dist_project), cache_file=cache_file)
+    assert third.file_key(dist_project / "tests/test_alpha.py") == expected
+    assert calls == [1]  # the index was read again
+
+
+def test_without_narrowing_every_distribution_counts_for_every_file(
+    dist_project: Path, site: Site
+) -> None:
+    before = distribution_keys(dist_project, narrow_distributions=False)
+    site.install("unrelated-lib", "2.0", modules=("unrelated",))
+    after = distribution_keys(dist_project, narrow_distributions=False)
+    assert changed_files(before, after) == EVERY_DIST_TEST

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from cachekit.ci.signing import ENV_SIGNING_KEY
+from cachekit_pytest.skip.keys import ini_digest
 
 SIGNING_KEY = "test-signing-key-" + "0123456789abcdef" * 2
 
@@ -109,6 +110,96 @@ def test_a_docstring_edit_reruns_doctests_when_they_run(project: Project) -> Non
     doctest = "calc.py::calc.add"
     assert project.run("--doctest-modules") == EVERY_TEST | {doctest}
     project.replace("calc.py", "    >>> add(1, 2)\n    3\n", "    >>> add(2, 2)\n    4\n")
-    assert project.run("--doctest-modules") == EVERY_TEST | {doctest}
+    assert project.run("--doctest-modules") == {doctest}  # its importers' keys: unchanged
     project.replace("calc.py", "# plain addition", "# the sum")
     assert project.run("--doctest-modules") == set()
+
+
+PYPROJECT = """\
+[project]
+name = "calc"
+version = "1.0"
+
+[tool.pytest.ini_options]
+addopts = "-p no:randomly"
+
+[tool.other]
+setting = 1
+"""
+
+
+def test_only_the_pytest_sections_of_the_ini_file_count(project: Project) -> None:
+    project.write("pyproject.toml", PYPROJECT)
+    assert project.run() == EVERY_TEST
+    project.replace("pyproject.toml", 'version = "1.0"', 'version = "1.1"')
+    project.replace("pyproject.toml", "setting = 1", "setting = 2  # elsewhere")
+    assert project.run() == set()
+    project.replace("pyproject.toml", '"-p no:randomly"', '"-p no:randomly -p no:doctest"')
+    assert project.run() == EVERY_TEST
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "edits"),
+    [
+        pytest.param(
+            "pyproject.toml",
+            '[project]\nversion = "1"\n[tool.pytest.ini_options]\nxfail_strict = true\n',
+            [('version = "1"', 'version = "2"', False), ("true", "false", True)],
+            id="pyproject.toml",
+        ),
+        pytest.param(
+            "pyproject.toml",
+            '[tool.pytest]\nminversion = "9.0"\n[tool.black]\nline-length = 88\n',
+            [("88", "100", False), ('"9.0"', '"9.1"', True)],
+            id="pytest-9-native-toml",
+        ),
+        pytest.param(
+            "setup.cfg",
+            "[metadata]\nversion = 1\n[tool:pytest]\nxfail_strict = true\n",
+            [("version = 1", "version = 2", False), ("true", "false", True)],
+            id="setup.cfg",
+        ),
+        pytest.param(
+            "tox.ini",
+            "[tox]\nenvlist = py311\n[pytest]\nxfail_strict = true\n",
+            [("py311", "py312", False), ("xfail_strict", "XFAIL_STRICT", True)],
+            id="tox.ini",
+        ),
+        pytest.param(
+            "pytest.ini",
+            "# settings\n[pytest]\nxfail_strict = true\n",
+            [("# settings", "# the settings", False), ("true", "false", True)],
+            id="pytest.ini",
+        ),
+    ],
+)
+def test_ini_digest_counts_the_sections_pytest_reads(
+    tmp_path: Path, name: str, text: str, edits: list[tuple[str, str, bool]]
+) -> None:
+    path = tmp_path / name
+    path.write_text(text)
+    before = ini_digest(path)
+    for old, new, changes in edits:
+        path.write_text(path.read_text().replace(old, new))
+        after = ini_digest(path)
+        assert (after != before) == changes, (old, new)
+        before = after
+
+
+@pytest.mark.parametrize(
+    ("name", "text"),
+    [
+        ("pyproject.toml", "[tool.pytest.ini_options\nbroken = \n"),
+        ("pyproject.toml", "tool = 1\n"),
+        ("setup.cfg", "[tool:pytest]\nx = 1\nx = 2\n"),  # a duplicate
+        ("tox.ini", "no section header\n"),
+        ("pytest.ini", "[pytest]\n\xff\n"),
+    ],
+)
+def test_an_ini_file_that_does_not_parse_counts_whole(tmp_path: Path, name: str, text: str) -> None:
+    path = tmp_path / name
+    path.write_bytes(text.encode("latin-1"))
+    before = ini_digest(path)
+    assert before.startswith("file ")
+    path.write_bytes(path.read_bytes() + b"\n# anything\n")
+    assert ini_digest(path) != before

@@ -14,7 +14,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
@@ -22,6 +22,7 @@ import attrs
 import cattrs
 
 from cachekit.files import write_atomically
+from cachekit.skip.distributions import DistributionIndex, distribution_index
 from cachekit.skip.functions import FunctionIndex, index_tree
 from cachekit.skip.imports import imports_in_tree, parse_source
 
@@ -66,6 +67,7 @@ class _CacheFile:
     version: int
     parser: str
     files: dict[str, FileRecord]
+    distributions: DistributionIndex | None = None
 
 
 @attrs.frozen
@@ -91,7 +93,10 @@ class FileAnalyses:
     def __init__(self, cache_file: Path | None, *, read: Callable[[str], bytes]) -> None:
         self.cache_file = cache_file
         self._read = read
-        self._hints: dict[str, FileRecord] = self._load_cache()
+        document = self._load_cache()
+        self._hints: dict[str, FileRecord] = {} if document is None else document.files
+        #: The distribution index the cache file holds, or the one read this session.
+        self._distributions = None if document is None else document.distributions
         self._records: dict[str, FileRecord] = {}
         self._racy: set[str] = set()
         self._dirty = False
@@ -163,6 +168,15 @@ class FileAnalyses:
             docstrings=index.docstrings,
         )
 
+    def distributions(self, installed: Sequence[tuple[str, str]]) -> DistributionIndex:
+        """The `DistributionIndex` of ``installed`` (`installed_distributions`): the
+        cached one while the installed distributions are the same, else read again."""
+        index = self._distributions
+        if index is None or index.installed != tuple(installed):
+            index = self._distributions = distribution_index(installed)
+            self._dirty = True
+        return index
+
     def imports(self, path: str) -> tuple[str, ...]:
         """The modules ``path`` imports (`cachekit.skip.imports.import_specs`)."""
         imports = self.record(path, parse=True).imports
@@ -215,7 +229,13 @@ class FileAnalyses:
         )
         self.cache_file.parent.mkdir(parents=True, exist_ok=True)
         if self._dirty:
-            document = _CacheFile(CACHE_FORMAT, CACHE_VERSION, PARSER, dict(sorted(files.items())))
+            document = _CacheFile(
+                CACHE_FORMAT,
+                CACHE_VERSION,
+                PARSER,
+                dict(sorted(files.items())),
+                self._distributions,
+            )
             self._write(self.cache_file, document)
         if self._new_indexes:
             self._save_indexes(_index_file(self.cache_file), files)
@@ -244,12 +264,11 @@ class FileAnalyses:
         # costs a re-read, never a wrong key.
         write_atomically(path, data.encode("utf-8"), durable=False)
 
-    def _load_cache(self) -> dict[str, FileRecord]:
-        """The cache file's records, or nothing if it is missing, corrupt or foreign."""
+    def _load_cache(self) -> _CacheFile | None:
+        """The cache file, or None if it is missing, corrupt or foreign."""
         if self.cache_file is None:
-            return {}
-        document = _load(self.cache_file, CACHE_FORMAT, _CacheFile)
-        return {} if document is None else document.files
+            return None
+        return _load(self.cache_file, CACHE_FORMAT, _CacheFile)
 
     def _load_indexes(self) -> dict[str, FunctionIndex]:
         """The index file's function indexes, or nothing if it is missing, corrupt or

@@ -50,6 +50,24 @@ class ImportResolver:
         ascending."""
         return _bits(self._closure_mask(entries))
 
+    def closure_and_names(
+        self, entries: Sequence[str], *, also: Iterable[str] = ()
+    ) -> tuple[list[int], frozenset[str]]:
+        """The closure of ``entries`` (as `closure`) and the top-level names imported
+        absolutely in it (and the names in ``also``) that name nothing under its import
+        roots: the standard library and installed distributions, or modules that do not
+        exist."""
+        mask = self._closure_mask(entries)
+        roots = [*self.roots, *(self._basedir(entry) for entry in entries)]
+        project = frozenset().union(*(self._tops(root) for root in _unique(roots)))
+        imported = [name for name, nodes in self._graph.heads.items() if nodes & mask]
+        names = frozenset(name for name in (*imported, *also) if name not in project)
+        return _bits(mask), names
+
+    def node(self, real: str) -> int:
+        """The node of a project file (a real path)."""
+        return self._node(real)
+
     def path(self, node: int) -> str:
         """The real path of ``node``."""
         return self._paths[node]

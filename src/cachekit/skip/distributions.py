@@ -1,14 +1,18 @@
-"""The installed distributions, which stand for every import that is no project file."""
+"""The installed distributions, which stand for every import that is no project file, and
+which of them a test file's imports reach (`DistributionIndex`)."""
 
 from __future__ import annotations
 
 import importlib.metadata
+import importlib.util
 import os
 import re
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
+
+import attrs
 
 _DIST_INFO_NAME = re.compile(r"([^-]+)-([^-]+)\.dist-info", re.IGNORECASE)
 
@@ -55,3 +59,146 @@ def _add_distribution(found: set[tuple[str, str]], distribution: Any) -> None:
 def normalize_name(name: str) -> str:
     """A distribution name as the package index compares them (PEP 503)."""
     return re.sub(r"[-_.]+", "-", name).lower()
+
+
+#: A requirement's distribution name (PEP 508): what comes before any version,
+#: extras, marker or URL.
+_REQUIREMENT_NAME = re.compile(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
+
+
+@attrs.frozen
+class DistributionIndex:
+    """Which installed distribution provides which top-level module, and what each
+    requires: read once per set of installed distributions (reading every distribution's
+    metadata takes a few hundred milliseconds), then kept in the analysis cache."""
+
+    #: What it was read from: `installed_distributions` at the time.
+    installed: tuple[tuple[str, str], ...]
+    #: Top-level module name -> the distributions that provide it (normalized names).
+    modules: dict[str, tuple[str, ...]]
+    #: Distribution -> the distributions it requires (``Requires-Dist`` names, extras
+    #: and markers included: counting too many only costs a rerun).
+    requires: dict[str, tuple[str, ...]]
+
+    def with_requirements(self, names: Iterable[str]) -> set[str]:
+        """``names`` and every distribution they require, transitively."""
+        found: set[str] = set()
+        stack = list(names)
+        while stack:
+            name = stack.pop()
+            if name not in found:
+                found.add(name)
+                stack.extend(self.requires.get(name, ()))
+        return found
+
+
+def distribution_index(installed: Sequence[tuple[str, str]]) -> DistributionIndex:
+    """The `DistributionIndex` of the distributions on ``sys.path`` (``installed`` is
+    their `installed_distributions`)."""
+    modules = {
+        module: tuple(sorted({normalize_name(name) for name in names}))
+        for module, names in importlib.metadata.packages_distributions().items()
+    }
+    requires: dict[str, set[str]] = {}
+    for distribution in importlib.metadata.distributions():
+        name = distribution.metadata["Name"] if distribution.metadata else None
+        if not name:
+            continue
+        found = requires.setdefault(normalize_name(name), set())
+        for requirement in distribution.requires or ():
+            match = _REQUIREMENT_NAME.match(requirement)
+            if match:
+                found.add(normalize_name(match[1]))
+    return DistributionIndex(
+        installed=tuple(installed),
+        modules=modules,
+        requires={name: tuple(sorted(names)) for name, names in sorted(requires.items())},
+    )
+
+
+#: Modules that come with the interpreter: the interpreter's version stands for them.
+_STANDARD_MODULES = frozenset(sys.stdlib_module_names) | frozenset(sys.builtin_module_names)
+
+
+class ReachedDistributions:
+    """Which installed distributions count for a test file, by the top-level modules its
+    import closure names outside the project (`ImportResolver.closure_and_names`).
+
+    Counted: the distributions that provide those modules, the ``always`` ones (pytest,
+    pluggy and the plugins: they decide every outcome), and everything these require,
+    transitively (a bump of a dependency's dependency changes behaviour too), by name and
+    version ("" when a required one is not installed: installing it counts). Modules of
+    the standard library count nothing. A module that is not importable counts as absent
+    (once installed, it is mapped or unknown). Any other module that no distribution
+    claims (a path added outside the project, an editable install's import hook) makes
+    the file count every installed distribution, as if nothing were narrowed.
+    """
+
+    def __init__(
+        self,
+        *,
+        index_of: Callable[[Sequence[tuple[str, str]]], DistributionIndex],
+        always: Iterable[str] = (),
+    ) -> None:
+        """``index_of(installed)`` gives the `DistributionIndex` (kept in the analysis
+        cache); ``always`` names distributions that count for every file."""
+        self._index_of = index_of
+        self._always = frozenset(normalize_name(name) for name in always)
+        self._installed: list[tuple[str, str]] | None = None
+        self._index: DistributionIndex | None = None
+        self._counted: dict[frozenset[str], list[tuple[str, str]]] = {}
+        self._importable: dict[str, bool] = {}
+
+    def installed(self) -> list[tuple[str, str]]:
+        """`installed_distributions`, scanned once."""
+        if self._installed is None:
+            self._installed = installed_distributions()
+        return self._installed
+
+    def counted(self, modules: frozenset[str]) -> list[tuple[str, str]]:
+        """``(name, version)`` of the distributions that count for a closure that
+        imports ``modules`` (top-level names outside the project), sorted."""
+        counted = self._counted.get(modules)
+        if counted is None:
+            counted = self._counted[modules] = self._count(modules)
+        return counted
+
+    def _count(self, modules: frozenset[str]) -> list[tuple[str, str]]:
+        installed = self.installed()
+        if self._index is None:
+            self._index = self._index_of(installed)
+        index = self._index
+        seeds = set(self._always)
+        absent = []
+        for module in modules:
+            providers = index.modules.get(module)
+            if providers:
+                seeds.update(providers)
+            elif module in _STANDARD_MODULES:
+                continue
+            elif not self._is_importable(module):
+                absent.append((f"<module {module}>", "absent"))
+            else:
+                return [("<unattributed module>", module), *installed]
+        versions: dict[str, list[str]] = {}
+        for name, version in installed:
+            versions.setdefault(name, []).append(version)
+        return sorted(
+            [
+                (name, " ".join(sorted(versions.get(name, []))))
+                for name in index.with_requirements(seeds)
+            ]
+            + absent
+        )
+
+    def _is_importable(self, module: str) -> bool:
+        """Whether a top-level module can be found (without importing it: finding a
+        top-level module runs no code of its own)."""
+        found = self._importable.get(module)
+        if found is None:
+            try:
+                found = importlib.util.find_spec(module) is not None
+            except (ImportError, ValueError):
+                found = True  # cannot tell: count as unattributed
+            self._importable[module] = found
+        return found

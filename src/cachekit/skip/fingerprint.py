@@ -9,11 +9,12 @@ and those conftests import, each by relative path and hash. Equal keys mean
 "nothing we track changed"; the pytest adapter then trusts an earlier pass.
 
 A member's hash (`member_digest`): a ``.py`` file that parses counts by its code, without
-comments, formatting or docstrings (`cachekit.skip.functions`), so that such edits rerun
-nothing; conftests, files that do not parse and other files (doctest text files) count by
-their bytes. ``file_key(..., function_bodies=False)`` counts each module by its skeleton
-only (the code that runs on import, and every ``def``'s header), for callers that check
-the bodies of the functions a test executed apart (`Fingerprinter.functions`).
+comments, formatting or docstrings (`cachekit.skip.functions`; the test file's own
+docstrings count, for its doctests), so that such edits rerun nothing; conftests, files
+that do not parse and other files (doctest text files) count by their bytes.
+``file_key(..., function_bodies=False)`` counts each module by its skeleton only (the
+code that runs on import, and every ``def``'s header), for callers that check the bodies
+of the functions a test executed apart (`Fingerprinter.functions`).
 
 Why static analysis: importing project code to learn its imports would run it (and its
 side effects) before pytest does. The ``ast`` of each file gives its imports, including
@@ -60,7 +61,11 @@ from cachekit.skip.analysis import (
     FileRecord,
 )
 from cachekit.skip.closure import ImportResolver, is_under
-from cachekit.skip.distributions import installed_distributions, normalize_name
+from cachekit.skip.distributions import (
+    ReachedDistributions,
+    installed_distributions,
+    normalize_name,
+)
 from cachekit.skip.functions import FunctionIndex, function_index
 from cachekit.skip.imports import import_specs
 
@@ -95,7 +100,8 @@ class KeyInputs:
     #: Globs relative to ``root``; the matched files' contents enter every key.
     data_globs: tuple[str, ...] = ()
     #: When set (relative paths are to ``root``), its bytes stand for the installed
-    #: distributions. When it does not exist, the installed distributions count.
+    #: distributions, for every test file. When it does not exist, the installed
+    #: distributions count (`narrow_distributions`).
     lock_file: Path | None = None
     salt: str = ""
     #: Versions of the tools that run the tests, e.g. ``{"pytest": "9.2.0"}``.
@@ -103,9 +109,15 @@ class KeyInputs:
     #: Extra import roots (relative paths are to ``root``). Files under them count as
     #: project files even outside ``root``.
     search_paths: tuple[Path, ...] = ()
-    #: Whether docstrings count by default (`Fingerprinter.file_key`): runs that execute
-    #: them as doctests (``--doctest-modules``) must rerun when one changes.
-    docstrings: bool = False
+    #: Whether installed distributions count only where a test file's imports reach them
+    #: (`cachekit.skip.distributions.ReachedDistributions`), else all for every file.
+    narrow_distributions: bool = True
+    #: Distributions that count for every test file, with what they require: those that
+    #: run the tests (pytest, pluggy, the plugins).
+    always_distributions: tuple[str, ...] = ()
+    #: Modules imported for every test file besides its own imports (``-p`` plugins,
+    #: ``PYTEST_PLUGINS``): their distributions count for each.
+    plugin_modules: tuple[str, ...] = ()
 
 
 # -- the fingerprinter ----------------------------------------------------------------
@@ -140,6 +152,12 @@ class Fingerprinter:
             prefixes=self._prefixes,
             imports_of=self._analyses.imports,
         )
+        self._reached = ReachedDistributions(
+            index_of=self._analyses.distributions,
+            always=inputs.always_distributions,
+        )
+        self._plugin_tops = tuple(name.partition(".")[0] for name in inputs.plugin_modules)
+        self._distribution_lines: dict[frozenset[str], str] = {}
         self._environment: dict[str, Any] | None = None
         self._environment_key: str | None = None
 
@@ -163,7 +181,7 @@ class Fingerprinter:
         test_file: Path,
         *,
         function_bodies: bool = True,
-        keep_docstrings: bool | None = None,
+        keep_docstrings: bool = False,
     ) -> str:
         """Hex digest of the environment, the test file's conftest chain and the import
         closure of the test file and those conftests (relative path and hash of each
@@ -171,21 +189,25 @@ class Fingerprinter:
 
         ``function_bodies=False`` leaves out the bodies of functions (outside conftests):
         the key of a test whose executed functions are checked apart.
-        ``keep_docstrings`` counts docstrings too, for runs that execute them
-        (``--doctest-modules``); by default `KeyInputs.docstrings` says.
+        The test file's own docstrings always count: they are tests when doctests are
+        collected (``--doctest-modules``), and the key must not depend on whether they
+        are (records are shared by runs with and without). ``keep_docstrings`` counts the
+        docstrings of every member.
         """
         path = self._project_file(test_file)
         conftests = self._conftests(path)
-        if keep_docstrings is None:
-            keep_docstrings = self.inputs.docstrings
         mode = (function_bodies, keep_docstrings)
+        nodes, modules = self._resolver.closure_and_names(
+            [path, *conftests], also=self._plugin_tops
+        )
         lines = [
             f"cachekit-file-key {KEY_FORMAT} bodies={int(function_bodies)}"
             f" docstrings={int(keep_docstrings)}",
             self.environment_key(),
+            self._distribution_line(modules),
             "file " + self._label(path),
             "conftests " + " ".join(self._label(conftest) for conftest in conftests),
-            *self._member_lines(path, conftests, mode),
+            *self._member_lines(nodes, mode, entry=self._resolver.node(path)),
         ]
         return hashlib.sha256("\n".join(lines).encode("utf-8", "surrogateescape")).hexdigest()
 
@@ -194,16 +216,15 @@ class Fingerprinter:
         test_file: Path,
         *,
         function_bodies: bool = True,
-        keep_docstrings: bool | None = None,
+        keep_docstrings: bool = False,
     ) -> list[tuple[str, str]]:
         """``(relative path, member digest)`` of every project file in ``test_file``'s
         key, sorted: the closure of the test file and of its conftests (for explaining a
         key)."""
         path = self._project_file(test_file)
-        if keep_docstrings is None:
-            keep_docstrings = self.inputs.docstrings
         mode = (function_bodies, keep_docstrings)
-        lines = self._member_lines(path, self._conftests(path), mode)
+        nodes = self._resolver.closure([path, *self._conftests(path)])
+        lines = self._member_lines(nodes, mode, entry=self._resolver.node(path))
         return [(label, digest) for label, _, digest in (line.partition("\0") for line in lines)]
 
     def functions(self, path: Path) -> FunctionIndex | None:
@@ -257,8 +278,11 @@ class Fingerprinter:
         distributions: dict[str, Any]
         if lock_file is not None and lock_file.is_file():
             distributions = {"lock_file": hashlib.sha256(lock_file.read_bytes()).hexdigest()}
+        elif inputs.narrow_distributions:
+            # Counted per test file (`distributions`), these for every one.
+            distributions = {"always": sorted(inputs.always_distributions)}
         else:
-            distributions = {"installed": [list(item) for item in installed_distributions()]}
+            distributions = {"installed": [list(item) for item in self._reached.installed()]}
         return {
             "format": KEY_FORMAT,
             "python": {
@@ -277,6 +301,35 @@ class Fingerprinter:
             "data": self._data_files(),
             "salt": inputs.salt,
         }
+
+    def distributions(self, test_file: Path) -> list[tuple[str, str]] | None:
+        """``(name, version)`` of the installed distributions that count for
+        ``test_file`` (for explaining a key), or None when a lock file stands for them."""
+        if "lock_file" in self.environment()["distributions"]:
+            return None
+        if not self.inputs.narrow_distributions:
+            return self._reached.installed()
+        path = self._project_file(test_file)
+        _, modules = self._resolver.closure_and_names(
+            [path, *self._conftests(path)], also=self._plugin_tops
+        )
+        return self._reached.counted(modules)
+
+    def _distribution_line(self, modules: frozenset[str]) -> str:
+        """The key line of the distributions a closure importing ``modules`` reaches;
+        empty when a lock file stands for them (in the environment)."""
+        line = self._distribution_lines.get(modules)
+        if line is None:
+            if (
+                not self.inputs.narrow_distributions
+                or "lock_file" in self.environment()["distributions"]
+            ):
+                line = ""  # in the environment
+            else:
+                counted = json.dumps(self._reached.counted(modules), separators=(",", ":"))
+                line = "distributions " + hashlib.sha256(counted.encode()).hexdigest()
+            self._distribution_lines[modules] = line
+        return line
 
     def _data_files(self) -> list[list[str]]:
         found: dict[str, str] = {}
@@ -344,13 +397,16 @@ class Fingerprinter:
             line = lines[node] = f"{self._label(path)}\0{digest}"
         return line
 
-    def _member_lines(self, path: str, conftests: list[str], mode: tuple[bool, bool]) -> list[str]:
-        """``label NUL digest`` of the closure of ``path`` and its conftests, sorted."""
+    def _member_lines(self, nodes: list[int], mode: tuple[bool, bool], *, entry: int) -> list[str]:
+        """``label NUL digest`` of ``nodes`` (a closure), sorted; ``entry`` (the test
+        file) with its docstrings."""
         lines = self._lines.setdefault(mode, {})
         members = [
             lines[node] if node in lines else self._line(node, mode)
-            for node in self._resolver.closure([path, *conftests])
+            for node in nodes
+            if node != entry
         ]
+        members.append(self._line(entry, (mode[0], True)))
         members.sort()
         return members
 

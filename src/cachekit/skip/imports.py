@@ -22,10 +22,12 @@ def import_specs(source: bytes) -> tuple[str, ...]:
     ``a/b/__init__.py``: resolving stops at the last module that exists);
     ``from ..p import z`` gives ``"..p.z"``, resolved from the file's directory.
     ``__import__("m")`` and ``importlib.import_module("m")`` with a string literal count
-    too. Source that does not parse imports nothing as far as keys go: its own hash still
-    counts, and a test that imports it fails, so it is never skipped.
+    too, and so do the modules a ``pytest_plugins = [...]`` of string literals names
+    (pytest imports them for the conftest or test module). Source that does not parse
+    imports nothing as far as keys go: its own hash still counts, and a test that imports
+    it fails, so it is never skipped.
     """
-    if b"import" not in source:
+    if b"import" not in source and _PLUGINS_NAME.encode() not in source:
         return ()
     tree = parse_source(source)
     return () if tree is None else imports_in_tree(tree, source)
@@ -59,6 +61,8 @@ def imports_in_tree(tree: ast.Module, source: bytes) -> tuple[str, ...]:
             name = _literal_import_call(node)
             if name:
                 found.add(name)
+        elif isinstance(node, _ASSIGNMENTS):
+            found.update(_plugin_modules(node))
     found.discard("")
     return tuple(sorted(found))
 
@@ -74,6 +78,9 @@ _COMPOUND = tuple(
     if hasattr(ast, name)
 )  # fmt: skip
 _IMPORTS = (ast.Import, ast.ImportFrom)
+_ASSIGNMENTS = (ast.Assign, ast.AnnAssign, ast.AugAssign)
+#: The module variable naming plugins pytest imports for a conftest or test module.
+_PLUGINS_NAME = "pytest_plugins"
 
 
 def _statements(body: Sequence[ast.stmt]) -> Iterator[ast.stmt]:
@@ -82,7 +89,9 @@ def _statements(body: Sequence[ast.stmt]) -> Iterator[ast.stmt]:
     stack = list(body)
     while stack:
         statement = stack.pop()
-        if isinstance(statement, _IMPORTS):
+        if isinstance(statement, _IMPORTS) or (
+            isinstance(statement, _ASSIGNMENTS) and _assigns_plugins(statement)
+        ):
             yield statement
         elif isinstance(statement, _COMPOUND):
             for field in ("body", "orelse", "finalbody"):
@@ -108,3 +117,22 @@ def _literal_import_call(node: ast.Call) -> str | None:
     if isinstance(argument, ast.Constant) and isinstance(argument.value, str):
         return argument.value.strip()
     return None
+
+
+def _assigns_plugins(statement: ast.Assign | ast.AnnAssign | ast.AugAssign) -> bool:
+    targets = statement.targets if isinstance(statement, ast.Assign) else [statement.target]
+    return any(isinstance(target, ast.Name) and target.id == _PLUGINS_NAME for target in targets)
+
+
+def _plugin_modules(statement: ast.Assign | ast.AnnAssign | ast.AugAssign) -> list[str]:
+    """The modules ``pytest_plugins = "m"`` / ``= ["m", ...]`` (or ``+=``) names, as far
+    as they are string literals."""
+    if not _assigns_plugins(statement) or statement.value is None:
+        return []
+    value = statement.value
+    items = value.elts if isinstance(value, (ast.List, ast.Tuple, ast.Set)) else [value]
+    return [
+        item.value.strip()
+        for item in items
+        if isinstance(item, ast.Constant) and isinstance(item.value, str)
+    ]

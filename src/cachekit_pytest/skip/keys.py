@@ -3,14 +3,23 @@ decides outcomes that a fingerprint cannot see by itself."""
 
 from __future__ import annotations
 
+import configparser
 import contextlib
 import hashlib
 import json
+import os
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10, where pytest depends on tomli
+    import tomli as tomllib  # type: ignore[import-not-found, unused-ignore]
 
 import cachekit
 from cachekit.skip.fingerprint import Fingerprinter, KeyInputs, normalize_name
@@ -23,16 +32,16 @@ CACHE_DIR_NAME = "cachekit-skip-passed"
 
 def tool_versions(config: pytest.Config) -> dict[str, str]:
     """What else decides outcomes that the fingerprint cannot see by itself: pytest's and
-    cachekit's versions, the active plugins, the ini file and the options that change how
-    outcomes are judged (``-W``, ``-o``, ``-p``, ``--runxfail``)."""
+    cachekit's versions, the active plugins, the pytest sections of the ini file
+    (`ini_digest`) and the options that change how outcomes are judged (``-W``, ``-o``,
+    ``-p``, ``--runxfail``)."""
     plugins = sorted(
         {
             f"{normalize_name(dist.project_name)}=={dist.version}"
             for _, dist in config.pluginmanager.list_plugin_distinfo()
         }
     )
-    inipath = config.inipath
-    ini = hashlib.sha256(inipath.read_bytes()).hexdigest() if inipath and inipath.is_file() else ""
+    ini = ini_digest(config.inipath)
     options = {
         name: getattr(config.option, name, None)
         for name in ("pythonwarnings", "override_ini", "plugins", "runxfail")
@@ -44,6 +53,68 @@ def tool_versions(config: pytest.Config) -> dict[str, str]:
         "pytest ini file": ini,
         "pytest options": json.dumps(options, sort_keys=True, default=str),
     }
+
+
+def ini_digest(inipath: Path | None) -> str:
+    """Hash of what pytest and its plugins read of the ini file: its pytest sections
+    (`pytest_sections`), so that an edit elsewhere in ``pyproject.toml`` or ``setup.cfg``
+    reruns nothing; the whole file when it does not parse; "" without one."""
+    if inipath is None or not inipath.is_file():
+        return ""
+    data = inipath.read_bytes()
+    try:
+        sections = pytest_sections(inipath.name, data)
+    except (ValueError, configparser.Error, tomllib.TOMLDecodeError):
+        return "file " + hashlib.sha256(data).hexdigest()
+    encoded = json.dumps(sections, sort_keys=True, default=repr, separators=(",", ":"))
+    return "sections " + hashlib.sha256(encoded.encode()).hexdigest()
+
+
+def pytest_sections(name: str, data: bytes) -> dict[str, Any]:
+    """The sections of an ini file that pytest reads, as pytest picks them by the file's
+    name: ``[tool.pytest]`` of a ``.toml`` file (its ``ini_options`` table, and pytest
+    9's native keys), ``[tool:pytest]`` (and a stray ``[pytest]``) of a ``.cfg`` file,
+    ``[pytest]`` of any other (``pytest.ini``, ``tox.ini``, ``-c`` files). Raises
+    ValueError, `configparser.Error` or `tomllib.TOMLDecodeError` if it does not parse."""
+    text = data.decode("utf-8")
+    if name.endswith(".toml"):
+        document = tomllib.loads(text)
+        tool = document.get("tool", {})
+        if not isinstance(tool, dict):
+            raise ValueError("[tool] is not a table")
+        return {"tool.pytest": tool.get("pytest")}
+    # Option names keep their case; values are not interpolated (pytest's own parser,
+    # iniconfig, does neither); duplicates do not parse (then the whole file counts).
+    parser = configparser.ConfigParser(interpolation=None, strict=True)
+    parser.optionxform = str  # type: ignore[assignment,method-assign]
+    parser.read_string(text)
+    wanted = ("tool:pytest", "pytest") if name.endswith(".cfg") else ("pytest",)
+    return {
+        section: dict(parser.items(section, raw=True)) if parser.has_section(section) else None
+        for section in wanted
+    }
+
+
+def plugin_distributions(config: pytest.Config) -> tuple[str, ...]:
+    """The distributions that decide every test's outcome: pytest, pluggy and every
+    plugin pytest loaded from a distribution."""
+    names = {"pytest", "pluggy"}
+    names.update(
+        normalize_name(dist.project_name) for _, dist in config.pluginmanager.list_plugin_distinfo()
+    )
+    return tuple(sorted(names))
+
+
+def plugin_modules(config: pytest.Config) -> tuple[str, ...]:
+    """Modules pytest imports as plugins for every test besides the test files' imports:
+    ``-p name`` (not ``-p no:name``) and ``PYTEST_PLUGINS``."""
+    names = [
+        name
+        for name in getattr(config.option, "plugins", None) or ()
+        if isinstance(name, str) and not name.startswith("no:")
+    ]
+    names += os.environ.get("PYTEST_PLUGINS", "").split(",")
+    return tuple(sorted({name.strip() for name in names if name.strip()}))
 
 
 class Keys:
@@ -95,9 +166,6 @@ class Keys:
 
 
 def make_fingerprinter(config: pytest.Config, settings: SkipSettings) -> Fingerprinter:
-    # Imported here: selection imports this module.
-    from cachekit_pytest.skip.selection import doctest_modules  # noqa: PLC0415
-
     assert config.cache is not None
     inputs = KeyInputs(
         root=config.rootpath,
@@ -106,8 +174,11 @@ def make_fingerprinter(config: pytest.Config, settings: SkipSettings) -> Fingerp
         lock_file=settings.lock_file,
         salt=settings.salt,
         tool_versions=tool_versions(config),
-        # Doctests run docstrings: then a docstring's change must rerun them.
-        docstrings=doctest_modules(config),
+        # Off until tests/test_skip_passed.py's dependency bump expects only the files that
+        # import it to rerun (issue 14); the distributions to count are computed already.
+        narrow_distributions=False,
+        always_distributions=plugin_distributions(config),
+        plugin_modules=plugin_modules(config),
     )
     cache_file = config.cache.mkdir(CACHE_DIR_NAME) / "analysis.json"
     return Fingerprinter(inputs, cache_file=cache_file)
