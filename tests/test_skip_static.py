@@ -570,8 +570,14 @@ def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Site:
     site.path.mkdir()
     monkeypatch.syspath_prepend(str(site.path))
     site.install("alpha-lib", "1.0", modules=("alpha",), requires="beta-lib>=1")
-    site.install("beta-lib", "1.0", modules=("beta",), requires='gamma-lib ; extra == "fast"')
+    site.install(
+        "beta-lib",
+        "1.0",
+        modules=("beta",),
+        requires='gamma-lib ; python_version >= "3"\ndelta-lib ; extra == "fast"',
+    )
     site.install("gamma-lib", "1.0", modules=("gamma",))
+    site.install("delta-lib", "1.0", modules=("delta",))
     site.install("unrelated-lib", "1.0", modules=("unrelated",))
     site.install("runner-plugin", "1.0", modules=("runner_plugin",), requires="runner-dep")
     site.install("runner-dep", "1.0", modules=("runner_dep",))
@@ -631,6 +637,7 @@ UNATTRIBUTED = {"tests/test_mystery.py"}  # counts every distribution
             ("gamma-lib", (), ""), {"tests/test_alpha.py"}, id="a-requirement-of-a-requirement"
         ),
         pytest.param(("unrelated-lib", ("unrelated",), ""), set(), id="unrelated"),
+        pytest.param(("delta-lib", ("delta",), ""), set(), id="a-requirement-of-an-extra"),
         pytest.param(("runner-plugin", (), "runner-dep"), EVERY_DIST_TEST, id="plugin"),
         pytest.param(("runner-dep", (), ""), EVERY_DIST_TEST, id="plugin-requirement"),
     ],
@@ -724,3 +731,14 @@ def test_without_narrowing_every_distribution_counts_for_every_file(
     site.install("unrelated-lib", "2.0", modules=("unrelated",))
     after = distribution_keys(dist_project, narrow_distributions=False)
     assert changed_files(before, after) == EVERY_DIST_TEST
+
+
+def test_modules_named_by_pytest_plugins_count_as_imports(project: Path) -> None:
+    """pytest imports them for every test below the conftest that names them."""
+    (project / "app/fixtures.py").write_text("import pytest\n\nSIZE = 1\n")
+    (project / "tests/conftest.py").write_text('pytest_plugins = ["app.fixtures"]\n')
+    full, static = keys(project)
+    edit(project, "app/fixtures.py", "SIZE = 1", "SIZE = 2")
+    new_full, new_static = keys(project)
+    assert new_full != full
+    assert new_static != static

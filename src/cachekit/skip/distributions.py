@@ -64,6 +64,8 @@ def normalize_name(name: str) -> str:
 #: A requirement's distribution name (PEP 508): what comes before any version,
 #: extras, marker or URL.
 _REQUIREMENT_NAME = re.compile(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
+#: A requirement of an extra: its marker tests ``extra``.
+_EXTRA_MARKER = re.compile(r"\bextra\s*==")
 
 
 @attrs.frozen
@@ -76,8 +78,11 @@ class DistributionIndex:
     installed: tuple[tuple[str, str], ...]
     #: Top-level module name -> the distributions that provide it (normalized names).
     modules: dict[str, tuple[str, ...]]
-    #: Distribution -> the distributions it requires (``Requires-Dist`` names, extras
-    #: and markers included: counting too many only costs a rerun).
+    #: Distribution -> the distributions it requires (``Requires-Dist`` names, whatever
+    #: their environment markers say: counting too many only costs a rerun). Not those
+    #: of its extras: which extras were installed is not recorded, and counting them all
+    #: would count nearly every distribution of a development environment (pytest's
+    #: ``dev`` extra alone reaches a third of them).
     requires: dict[str, tuple[str, ...]]
 
     def with_requirements(self, names: Iterable[str]) -> set[str]:
@@ -107,7 +112,8 @@ def distribution_index(installed: Sequence[tuple[str, str]]) -> DistributionInde
         found = requires.setdefault(normalize_name(name), set())
         for requirement in distribution.requires or ():
             match = _REQUIREMENT_NAME.match(requirement)
-            if match:
+            _, _, marker = requirement.partition(";")
+            if match and not _EXTRA_MARKER.search(marker):
                 found.add(normalize_name(match[1]))
     return DistributionIndex(
         installed=tuple(installed),
@@ -126,8 +132,9 @@ class ReachedDistributions:
 
     Counted: the distributions that provide those modules, the ``always`` ones (pytest,
     pluggy and the plugins: they decide every outcome), and everything these require,
-    transitively (a bump of a dependency's dependency changes behaviour too), by name and
-    version ("" when a required one is not installed: installing it counts). Modules of
+    transitively (a bump of a dependency's dependency changes behaviour too; not what
+    their extras require), by name and version ("" when a required one is not
+    installed: installing it counts). Modules of
     the standard library count nothing. A module that is not importable counts as absent
     (once installed, it is mapped or unknown). Any other module that no distribution
     claims (a path added outside the project, an editable install's import hook) makes
