@@ -194,6 +194,8 @@ class FileAnalyses:
             if self._stored_indexes is None:
                 self._stored_indexes = self._load_indexes()
             index = self._stored_indexes.get(record.digest)
+            if index is not None and index.code_digest() != record.code:
+                index = None  # not the index of this record: made again below
         if index is None:
             # Its record came from the cache file but its index did not: the file is read
             # again, and must still be what the record says.

@@ -1,0 +1,213 @@
+"""Which installed distributions count for a test file's key: those its imports reach,
+what they require, and those that run every test (pytest, its plugins), on a real site
+directory with tiny distributions."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cachekit.skip.fingerprint import Fingerprinter, KeyInputs
+
+# -- which installed distributions count ---------------------------------------------------
+
+
+class Site:
+    """A site directory on ``sys.path`` with real (tiny) distributions."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.versions: dict[str, str] = {}
+
+    def install(
+        self, name: str, version: str, *, modules: tuple[str, ...] = (), requires: str = ""
+    ) -> None:
+        """Install (or upgrade to) ``name`` ``version``, providing ``modules``."""
+        for old in self.path.glob(f"{name}-*.dist-info"):
+            for file in old.iterdir():
+                file.unlink()
+            old.rmdir()
+        info = self.path / f"{name}-{version}.dist-info"
+        info.mkdir(parents=True)
+        metadata = f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"
+        metadata += "".join(f"Requires-Dist: {line}\n" for line in requires.splitlines())
+        (info / "METADATA").write_text(metadata)
+        (info / "top_level.txt").write_text("".join(f"{module}\n" for module in modules))
+        for module in modules:
+            (self.path / module).mkdir(exist_ok=True)
+            (self.path / module / "__init__.py").write_text(f"VERSION = {version!r}\n")
+        importlib.invalidate_caches()
+
+
+@pytest.fixture
+def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Site:
+    site = Site(tmp_path / "site")
+    site.path.mkdir()
+    monkeypatch.syspath_prepend(str(site.path))
+    site.install("alpha-lib", "1.0", modules=("alpha",), requires="beta-lib>=1")
+    site.install(
+        "beta-lib",
+        "1.0",
+        modules=("beta",),
+        requires='gamma-lib ; python_version >= "3"\ndelta-lib ; extra == "fast"',
+    )
+    site.install("gamma-lib", "1.0", modules=("gamma",))
+    site.install("delta-lib", "1.0", modules=("delta",))
+    site.install("unrelated-lib", "1.0", modules=("unrelated",))
+    site.install("runner-plugin", "1.0", modules=("runner_plugin",), requires="runner-dep")
+    site.install("runner-dep", "1.0", modules=("runner_dep",))
+    return site
+
+
+DIST_TESTS = {
+    "tests/test_alpha.py": "from app.uses_alpha import value\n\ndef test_value():\n    pass\n",
+    "tests/test_stdlib.py": "import json\nimport os.path\n\ndef test_json():\n    pass\n",
+    "tests/test_optional.py": (
+        "try:\n    import not_installed_anywhere\nexcept ImportError:\n    pass\n"
+    ),
+    "tests/test_mystery.py": "import mystery\n\ndef test_mystery():\n    pass\n",
+}
+
+
+def distribution_keys(root: Path, **inputs: Any) -> dict[str, str]:
+    fingerprinter = Fingerprinter(
+        KeyInputs(root=root, always_distributions=("runner-plugin",), **inputs)
+    )
+    return {name: fingerprinter.file_key(root / name) for name in DIST_TESTS}
+
+
+@pytest.fixture
+def dist_project(tmp_path: Path, site: Site) -> Path:
+    root = tmp_path / "dist-project"
+    files = {
+        **DIST_TESTS,
+        "app/__init__.py": "",
+        "app/uses_alpha.py": "import alpha\n\nvalue = alpha.VERSION\n",
+    }
+    for name, text in files.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    # A module on sys.path that no distribution claims.
+    (site.path / "mystery.py").write_text("X = 1\n")
+    return root
+
+
+def changed_files(before: dict[str, str], after: dict[str, str]) -> set[str]:
+    return {name for name in before if before[name] != after[name]}
+
+
+EVERY_DIST_TEST = set(DIST_TESTS)
+UNATTRIBUTED = {"tests/test_mystery.py"}  # counts every distribution
+
+
+@pytest.mark.parametrize(
+    ("bump", "expected"),
+    [
+        pytest.param(
+            ("alpha-lib", ("alpha",), "beta-lib>=1"), {"tests/test_alpha.py"}, id="imported"
+        ),
+        pytest.param(("beta-lib", ("beta",), ""), {"tests/test_alpha.py"}, id="its-requirement"),
+        pytest.param(
+            ("gamma-lib", (), ""), {"tests/test_alpha.py"}, id="a-requirement-of-a-requirement"
+        ),
+        pytest.param(("unrelated-lib", ("unrelated",), ""), set(), id="unrelated"),
+        pytest.param(("delta-lib", ("delta",), ""), set(), id="a-requirement-of-an-extra"),
+        pytest.param(("runner-plugin", (), "runner-dep"), EVERY_DIST_TEST, id="plugin"),
+        pytest.param(("runner-dep", (), ""), EVERY_DIST_TEST, id="plugin-requirement"),
+    ],
+)
+def test_a_distribution_bump_changes_the_keys_of_the_files_that_reach_it(
+    dist_project: Path, site: Site, bump: tuple[str, tuple[str, ...], str], expected: set[str]
+) -> None:
+    name, modules, requires = bump
+    before = distribution_keys(dist_project)
+    site.install(name, "2.0", modules=modules, requires=requires)
+    after = distribution_keys(dist_project)
+    # A module no distribution claims: that file counts every distribution.
+    assert changed_files(before, after) == expected | UNATTRIBUTED
+
+
+def test_installing_a_missing_module_changes_the_keys_of_its_importers(
+    dist_project: Path, site: Site
+) -> None:
+    before = distribution_keys(dist_project)
+    site.install("new-lib", "1.0", modules=("not_installed_anywhere",))
+    assert changed_files(before, distribution_keys(dist_project)) == {
+        "tests/test_optional.py",
+        *UNATTRIBUTED,
+    }
+
+
+def test_the_distributions_a_file_counts_explain_its_key(dist_project: Path) -> None:
+    fingerprinter = Fingerprinter(
+        KeyInputs(root=dist_project, always_distributions=("runner-plugin",))
+    )
+    alpha = fingerprinter.distributions(dist_project / "tests/test_alpha.py")
+    assert alpha == [
+        ("alpha-lib", "1.0"),
+        ("beta-lib", "1.0"),
+        ("gamma-lib", "1.0"),
+        ("runner-dep", "1.0"),
+        ("runner-plugin", "1.0"),
+    ]
+    stdlib = fingerprinter.distributions(dist_project / "tests/test_stdlib.py")
+    assert stdlib == [("runner-dep", "1.0"), ("runner-plugin", "1.0")]
+    optional = fingerprinter.distributions(dist_project / "tests/test_optional.py")
+    assert ("<module not_installed_anywhere>", "absent") in (optional or [])
+    mystery = fingerprinter.distributions(dist_project / "tests/test_mystery.py")
+    assert mystery is not None
+    assert mystery[0] == ("<unattributed module>", "mystery")
+    assert ("unrelated-lib", "1.0") in mystery
+
+
+def test_a_lock_file_stands_for_every_distribution(dist_project: Path, site: Site) -> None:
+    lock = dist_project / "uv.lock"
+    lock.write_text("alpha-lib==1.0\n")
+    before = distribution_keys(dist_project, lock_file=Path("uv.lock"))
+    assert changed_files(before, distribution_keys(dist_project)) == EVERY_DIST_TEST
+    site.install("alpha-lib", "2.0", modules=("alpha",))
+    assert distribution_keys(dist_project, lock_file=Path("uv.lock")) == before
+    lock.write_text("alpha-lib==2.0\n")
+    after = distribution_keys(dist_project, lock_file=Path("uv.lock"))
+    assert changed_files(before, after) == EVERY_DIST_TEST
+    fingerprinter = Fingerprinter(KeyInputs(root=dist_project, lock_file=Path("uv.lock")))
+    assert fingerprinter.distributions(dist_project / "tests/test_alpha.py") is None
+
+
+def test_the_distribution_index_is_kept_in_the_cache_file(
+    dist_project: Path, site: Site, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cache_file = tmp_path / "analysis.json"
+    first = Fingerprinter(KeyInputs(root=dist_project), cache_file=cache_file)
+    expected = first.file_key(dist_project / "tests/test_alpha.py")
+    first.save()
+    calls: list[int] = []
+    real = importlib.metadata.packages_distributions
+
+    def counting() -> Mapping[str, list[str]]:
+        calls.append(1)
+        return real()
+
+    monkeypatch.setattr(importlib.metadata, "packages_distributions", counting)
+    again = Fingerprinter(KeyInputs(root=dist_project), cache_file=cache_file)
+    assert again.file_key(dist_project / "tests/test_alpha.py") == expected
+    assert calls == []  # same installed distributions: read from the cache
+    site.install("unrelated-lib", "2.0", modules=("unrelated",))
+    third = Fingerprinter(KeyInputs(root=dist_project), cache_file=cache_file)
+    assert third.file_key(dist_project / "tests/test_alpha.py") == expected
+    assert calls == [1]  # the index was read again
+
+
+def test_without_narrowing_every_distribution_counts_for_every_file(
+    dist_project: Path, site: Site
+) -> None:
+    before = distribution_keys(dist_project, narrow_distributions=False)
+    site.install("unrelated-lib", "2.0", modules=("unrelated",))
+    after = distribution_keys(dist_project, narrow_distributions=False)
+    assert changed_files(before, after) == EVERY_DIST_TEST
