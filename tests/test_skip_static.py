@@ -545,3 +545,22 @@ def test_modules_named_by_pytest_plugins_count_as_imports(project: Path) -> None
     new_full, new_static = keys(project)
     assert new_full != full
     assert new_static != static
+
+
+def test_project_modules_loaded_with_p_count_for_every_test_file(project: Path) -> None:
+    """``-p app.plugin`` (or ``PYTEST_PLUGINS``) loads it for every test."""
+    (project / "app/plugin.py").write_text("ENABLED = True\n")
+
+    def plugin_keys() -> tuple[str, str]:
+        fingerprinter = Fingerprinter(KeyInputs(root=project, plugin_modules=("app.plugin",)))
+        test_file = project / "tests/test_shapes.py"
+        return (
+            fingerprinter.file_key(test_file),
+            fingerprinter.file_key(test_file, function_bodies=False),
+        )
+
+    full, static = plugin_keys()
+    edit(project, "app/plugin.py", "ENABLED = True", "ENABLED = False")
+    new_full, new_static = plugin_keys()
+    assert new_full != full
+    assert new_static != static

@@ -64,6 +64,11 @@ class ImportResolver:
         names = frozenset(name for name in (*imported, *also) if name not in project)
         return _bits(mask), names
 
+    def module_files(self, name: str) -> list[str]:
+        """The real paths of the project files importing absolute ``name`` runs (its
+        packages' ``__init__.py`` files and the module), under the shared roots."""
+        return [self._paths[node] for node in self._in_import_roots(name)]
+
     def node(self, real: str) -> int:
         """The node of a project file (a real path)."""
         return self._node(real)

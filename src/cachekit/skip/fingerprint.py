@@ -158,6 +158,7 @@ class Fingerprinter:
         )
         self._plugin_tops = tuple(name.partition(".")[0] for name in inputs.plugin_modules)
         self._distribution_lines: dict[frozenset[str], str] = {}
+        self._plugin_files: list[str] | None = None
         self._environment: dict[str, Any] | None = None
         self._environment_key: str | None = None
 
@@ -198,7 +199,7 @@ class Fingerprinter:
         conftests = self._conftests(path)
         mode = (function_bodies, keep_docstrings)
         nodes, modules = self._resolver.closure_and_names(
-            [path, *conftests], also=self._plugin_tops
+            self._entries(path, conftests), also=self._plugin_tops
         )
         lines = [
             f"cachekit-file-key {KEY_FORMAT} bodies={int(function_bodies)}"
@@ -223,7 +224,7 @@ class Fingerprinter:
         key)."""
         path = self._project_file(test_file)
         mode = (function_bodies, keep_docstrings)
-        nodes = self._resolver.closure([path, *self._conftests(path)])
+        nodes = self._resolver.closure(self._entries(path, self._conftests(path)))
         lines = self._member_lines(nodes, mode, entry=self._resolver.node(path))
         return [(label, digest) for label, _, digest in (line.partition("\0") for line in lines)]
 
@@ -311,7 +312,7 @@ class Fingerprinter:
             return self._reached.installed()
         path = self._project_file(test_file)
         _, modules = self._resolver.closure_and_names(
-            [path, *self._conftests(path)], also=self._plugin_tops
+            self._entries(path, self._conftests(path)), also=self._plugin_tops
         )
         return self._reached.counted(modules)
 
@@ -363,6 +364,19 @@ class Fingerprinter:
                 relative = os.path.relpath(real, base).replace(os.sep, "/")
                 return f"<search_paths[{index}]>/{relative}"
         raise ValueError(f"not a project file: {real}")  # pragma: no cover
+
+    def _entries(self, real: str, conftests: list[str]) -> list[str]:
+        """What a test file's closure starts from: itself, its conftests, and the project
+        modules pytest loads as plugins for every test (`KeyInputs.plugin_modules`)."""
+        if self._plugin_files is None:
+            self._plugin_files = sorted(
+                {
+                    path
+                    for name in self.inputs.plugin_modules
+                    for path in self._resolver.module_files(name)
+                }
+            )
+        return [real, *conftests, *self._plugin_files]
 
     def _conftests(self, real: str) -> list[str]:
         """``conftest.py`` files from the root down to ``real``'s directory."""
