@@ -1,36 +1,39 @@
 """Which code each test executed: the recorder behind per-test dependencies
 (`cachekit.skip.dependencies`).
 
-Only a run that records passes records this (`cachekit_pytest.skip.run`). A global trace
-function (``sys.settrace``, and ``threading.settrace`` for threads started since) adds
-each frame's code object to a set on ``call`` events and returns None: no line events,
-and the per-call cost is one set insertion. At the end of each *window* the set is
-filtered to project files (decided once per file name) and added to every window open:
+Only a run that records passes records this (`cachekit_pytest.skip.run`). On Python
+3.12+ a ``sys.monitoring`` tool sees each call of project code (``PY_START``; other code is
+disabled at its first call); before, a global trace function (``sys.settrace``, and
+``threading.settrace`` for threads started since) sees every call and returns None (no
+line events). Either adds the code object to a set. At the end of each *window* the set
+is filtered to project files (decided once per file name) and added to every window
+open:
 
-- a test: ``pytest_runtest_protocol`` (setup, call, teardown);
+- a test: its setup, call and teardown phases (not the reporting between them, a good
+  part of pytest's own calls per test);
 - a fixture's setup and its teardown (scoped fixtures run during the first test that
   needs them and are torn down during the last: later tests use their value without
   executing them, so each test also depends on what its fixtures' windows executed);
 - each collector's collection (``pytest_make_collect_report``).
 
 While collecting, and in a test window from the moment a module's code starts (it is
-imported: by an ``import`` or ``importlib``), a slower trace function walks the
-stack of each call of project code: code that runs under a project module's
-``<module>`` frame is that module's *import-time* code, not the window's. A test depends
-on the import-time code of its file's closure and of every file it executed code in,
-because a module imported once serves every later test without running again. (A thread
-that imports gives the windows open all it ran since, a superset.)
+imported: by an ``import`` or ``importlib``), a slower callback walks the stack of each
+call of project code: code that runs under a project module's ``<module>`` frame is that
+module's *import-time* code, not the window's. A test depends on the import-time code of
+its file's closure and of every file it executed code in, because a module imported once
+serves every later test without running again. (With ``sys.settrace``, a thread that
+imports gives the windows open all it ran since, a superset.)
 
 What cannot be recorded makes a window *incomplete*, and its tests fall back to their
 test file's full key (every function body of the closure): another tracer replaced ours
-(a debugger, coverage started by a test), or the window started a process (audit events
-``subprocess.Popen``, ``os.system``, ``os.fork``, ``os.exec``, ``os.posix_spawn``,
-``os.spawn``: the child runs code no tracer here sees). When a tracer is already set at
-the start (coverage measuring the run), nothing is recorded and every test falls back.
+(a debugger), or the window started a process (audit events ``subprocess.Popen``,
+``os.system``, ``os.fork``, ``os.exec``, ``os.posix_spawn``, ``os.spawn``: the child runs
+code no tracer here sees). When a tracer is already set at the start (coverage measuring
+the run, before 3.12), nothing is recorded and every test falls back.
 
-Known gaps (documented): threads started before recording began are not traced, and
-neither is code a test reaches without executing any (a module constant of a module
-another test imported dynamically).
+Known gaps (documented): before 3.12, threads started before recording began are not
+traced; and no code is seen that a test uses without executing it (a module constant of
+a module another test imported dynamically).
 """
 
 from __future__ import annotations
@@ -89,17 +92,6 @@ class Recorder:
         self._is_project = is_project
         self._project: dict[str, bool] = {}
         self._seen: set[CodeType] = set()
-        add = self._seen.add
-        importing = self._importing
-
-        def trace(frame: FrameType, event: str, arg: object) -> None:
-            code = frame.f_code
-            if code.co_name == "<module>":
-                importing(code)
-            else:
-                add(code)
-
-        self._trace = trace
         self._open: list[Window] = []
         self.tests: dict[str, Window] = {}
         self.items: dict[str, pytest.Item] = {}
@@ -115,15 +107,17 @@ class Recorder:
         self.running = False
         #: The thread that runs the tests.
         self._thread = 0
-        #: The trace function set: one that attributes imports until the first test,
-        #: then `_trace`.
-        self._attributing = self._import_tracer()
-        self._tracer: Callable[[FrameType, str, object], None] = self._attributing
+        #: The window of the test running.
+        self._phase: Window | None = None
+        #: How code is seen: ``sys.monitoring`` (Python 3.12+) or ``sys.settrace``.
+        self._backend: Monitoring | SetTrace = (
+            Monitoring(self) if hasattr(sys, "monitoring") else SetTrace(self)
+        )
 
     # -- starting and stopping ------------------------------------------------------------
 
     def start(self) -> None:
-        if sys.gettrace() is not None:
+        if not self._backend.available():
             self.blocked = True
             return
         self.preloaded = frozenset(
@@ -138,16 +132,13 @@ class Recorder:
         _ACTIVE.append(self)
         self._thread = threading.get_ident()
         self.running = True
-        threading.settrace(self._trace)
-        sys.settrace(self._tracer)
+        self._backend.install(attributing=True)
 
     def stop(self) -> None:
         if not self.running:
             return
         self._flush()
-        if sys.gettrace() is self._tracer:
-            sys.settrace(None)
-        threading.settrace(None)
+        self._backend.uninstall(final=True)
         if self in _ACTIVE:
             _ACTIVE.remove(self)
         self.running = False
@@ -166,13 +157,10 @@ class Recorder:
         seen = self._seen
         if not self.running:
             return
-        current = sys.gettrace()
-        if current is self._trace or current is self._attributing:
-            self._tracer = current  # restored by code that saved it (doctest does)
-        else:
+        if not self._backend.intact() and self._open:
             for window in self._open:
                 window.complete = False
-            sys.settrace(self._tracer)
+            self._backend.install(attributing=self._backend.attributing)
         if not seen:
             return
         # Threads add to the set meanwhile: a copy and a removal are each atomic.
@@ -190,41 +178,33 @@ class Recorder:
         for window in self._open or (self.outside,):
             window.codes |= codes
 
-    def _import_tracer(self) -> Callable[[FrameType, str, object], None]:
-        """The trace function while collecting: project code is attributed to the
-        innermost project module being imported (a ``<module>`` frame on the stack), or
-        else to the open windows."""
+    def attribute(self, code: CodeType, frame: FrameType | None) -> None:
+        """Attributing: project code to the innermost project module being imported (a
+        ``<module>`` frame on the stack from ``frame`` up), or else to the windows."""
         project = self._project
-        is_project_file = self.is_project_file
-        imports = self.imports
-        add = self._seen.add
-
-        def trace(frame: FrameType, event: str, arg: object) -> None:
-            code = frame.f_code
-            known = project.get(code.co_filename)
-            if known is None:
-                known = is_project_file(code.co_filename)
-            if not known:
-                return
-            caller: FrameType | None = frame
-            while caller is not None:
-                outer = caller.f_code
-                if outer.co_name == "<module>":
-                    module = project.get(outer.co_filename)
-                    if module is None:
-                        module = is_project_file(outer.co_filename)
-                    if module:
-                        imports.setdefault(outer.co_filename, set()).add(code)
-                        return
-                caller = caller.f_back
-            add(code)
-
-        return trace
+        known = project.get(code.co_filename)
+        if known is None:
+            known = self.is_project_file(code.co_filename)
+        if not known:
+            return
+        caller = frame
+        while caller is not None:
+            outer = caller.f_code
+            if outer.co_name == "<module>":
+                module = project.get(outer.co_filename)
+                if module is None:
+                    module = self.is_project_file(outer.co_filename)
+                if module:
+                    self.imports.setdefault(outer.co_filename, set()).add(code)
+                    return
+            caller = caller.f_back
+        self._seen.add(code)
 
     def open(self) -> Window:
         self._flush()
         window = Window()
         self._open.append(window)
+        self._backend.restart()
         return window
 
     def close(self, window: Window) -> None:
@@ -244,14 +224,11 @@ class Recorder:
         windows, which then give the module all they ran, a superset.)"""
         if not self.is_project_file(code.co_filename):
             return  # a module of no project file (the examples a doctest runs, say)
-        if not (
-            self.running and threading.get_ident() == self._thread and sys.gettrace() is self._trace
-        ):
+        if not (self.running and self._backend.may_switch()):
             self._seen.add(code)
             return
         self.imports.setdefault(code.co_filename, set()).add(code)
-        self._tracer = self._attributing
-        sys.settrace(self._attributing)
+        self._backend.install(attributing=True)
 
     def spawned(self) -> None:
         for window in self._open:
@@ -269,25 +246,48 @@ class Recorder:
         finally:
             self.close(window)
 
+    # A test's window is open during its setup, call and teardown only: not while pytest
+    # makes and logs its reports, a good part of pytest's own calls per test.
+
     @pytest.hookimpl(wrapper=True, tryfirst=True)
-    def pytest_runtest_protocol(self, item: pytest.Item) -> Generator[None, Any, Any]:
-        if not self.running:
+    def pytest_runtest_setup(self, item: pytest.Item) -> Generator[None, Any, Any]:
+        if self.running:
+            self._phase = Window()
+        return (yield from self._in_phase())
+
+    @pytest.hookimpl(wrapper=True, tryfirst=True)
+    def pytest_runtest_call(self, item: pytest.Item) -> Generator[None, Any, Any]:
+        return (yield from self._in_phase())
+
+    @pytest.hookimpl(wrapper=True, tryfirst=True)
+    def pytest_runtest_teardown(
+        self, item: pytest.Item, nextitem: pytest.Item | None
+    ) -> Generator[None, Any, Any]:
+        try:
+            return (yield from self._in_phase())
+        finally:
+            window, self._phase = self._phase, None
+            if window is not None:
+                known = self.tests.get(item.nodeid)
+                if known is not None:  # run again (a rerun plugin): both count
+                    window.codes |= known.codes
+                    window.complete = window.complete and known.complete
+                self.tests[item.nodeid] = window
+                self.items[item.nodeid] = item
+
+    def _in_phase(self) -> Generator[None, Any, Any]:
+        window = self._phase
+        if not self.running or window is None:
             return (yield)
-        if self._tracer is not self._trace:  # no more attributing, until a test imports
-            self._flush()
-            self._tracer = self._trace
-            sys.settrace(self._trace)
-        window = self.open()
+        self._flush()
+        # No more attributing, until a module is imported.
+        self._backend.install(attributing=False)
+        self._open.append(window)
         try:
             return (yield)
         finally:
             self.close(window)
-            known = self.tests.get(item.nodeid)
-            if known is not None:  # run again (a rerun plugin): both count
-                window.codes |= known.codes
-                window.complete = window.complete and known.complete
-            self.tests[item.nodeid] = window
-            self.items[item.nodeid] = item
+            self._backend.uninstall()  # until the next phase
 
     @pytest.hookimpl(wrapper=True, tryfirst=True)
     def pytest_fixture_setup(
@@ -355,3 +355,152 @@ def project_file_test(root: str) -> Callable[[str], bool]:
         return "site-packages" not in parts and "dist-packages" not in parts
 
     return is_project
+
+
+# -- how code is seen ---------------------------------------------------------------------
+
+
+class SetTrace:
+    """``sys.settrace`` (and ``threading.settrace`` for threads started since): a trace
+    function called on each call, that returns None (no line events). The cheap one adds
+    the code object to a set; the attributing one walks the stack (see `Recorder`)."""
+
+    def __init__(self, recorder: Recorder) -> None:
+        self.attributing = True
+        add = recorder._seen.add
+        importing = recorder._importing
+        attribute = recorder.attribute
+        self._recorder = recorder
+
+        def cheap(frame: FrameType, event: str, arg: object) -> None:
+            code = frame.f_code
+            if code.co_name == "<module>":
+                importing(code)
+            else:
+                add(code)
+
+        def attributing(frame: FrameType, event: str, arg: object) -> None:
+            attribute(frame.f_code, frame)
+
+        self._cheap = cheap
+        self._attributing = attributing
+
+    def available(self) -> bool:
+        """Not when another tracer is set (coverage measuring the run): replacing it
+        would break it."""
+        return sys.gettrace() is None
+
+    def install(self, *, attributing: bool) -> None:
+        self.attributing = attributing
+        threading.settrace(self._cheap)
+        sys.settrace(self._attributing if attributing else self._cheap)
+
+    def uninstall(self, *, final: bool = False) -> None:
+        if sys.gettrace() in (self._cheap, self._attributing):
+            sys.settrace(None)
+        if final:
+            threading.settrace(None)
+
+    def restart(self) -> None:
+        """Nothing to do: every call is seen."""
+
+    def intact(self) -> bool:
+        """Whether one of ours is still the trace function (code that saved and restored
+        it, as doctest does, may have set the other)."""
+        current = sys.gettrace()
+        if current is self._cheap or current is self._attributing:
+            self.attributing = current is self._attributing
+            return True
+        return False
+
+    def may_switch(self) -> bool:
+        """Only the thread that runs the tests switches to attributing."""
+        return threading.get_ident() == self._recorder._thread and sys.gettrace() is self._cheap
+
+
+class Monitoring:
+    """``sys.monitoring`` (Python 3.12+), a tool id of its own: ``PY_START`` events, seen
+    in every thread. Code of no project file is disabled for good at its first call
+    (``DISABLE``; events are never restarted, which would instrument every code object
+    again): what remains costs one callback per call of project code. The cheap callback
+    adds the code object to a set; the attributing one walks the stack."""
+
+    NAME = "cachekit-skip-passed"
+    #: Tool ids tried, in order (0, 1, 2 and 5 are the debugger's, coverage's, the
+    #: profiler's and the optimizer's).
+    TOOL_IDS = (4, 3)
+
+    def __init__(self, recorder: Recorder) -> None:
+        self.attributing = True
+        self._recorder = recorder
+        self._tool: int | None = None
+        monitoring: Any = getattr(sys, "monitoring")  # noqa: B009 (Python 3.12+)
+        self._monitoring = monitoring
+        disable = monitoring.DISABLE
+        add = recorder._seen.add
+        importing = recorder._importing
+        attribute = recorder.attribute
+        project = recorder._project
+        is_project_file = recorder.is_project_file
+        get_frame = sys._getframe
+
+        def cheap(code: CodeType, offset: int) -> object:
+            known = project.get(code.co_filename)
+            if known is None:
+                known = is_project_file(code.co_filename)
+            if not known:
+                return disable
+            if code.co_name == "<module>":
+                importing(code)
+            else:
+                add(code)
+            return None
+
+        def attributing(code: CodeType, offset: int) -> object:
+            known = project.get(code.co_filename)
+            if known is None:
+                known = is_project_file(code.co_filename)
+            if not known:
+                return disable
+            attribute(code, get_frame(1))
+            return None
+
+        self._cheap = cheap
+        self._attributing = attributing
+
+    def available(self) -> bool:
+        monitoring = self._monitoring
+        for tool in self.TOOL_IDS:
+            if monitoring.get_tool(tool) is None:
+                monitoring.use_tool_id(tool, self.NAME)
+                self._tool = tool
+                return True
+        return False
+
+    def install(self, *, attributing: bool) -> None:
+        if self._tool is None:
+            return
+        monitoring = self._monitoring
+        self.attributing = attributing
+        callback = self._attributing if attributing else self._cheap
+        monitoring.register_callback(self._tool, monitoring.events.PY_START, callback)
+        monitoring.set_events(self._tool, monitoring.events.PY_START)
+
+    def uninstall(self, *, final: bool = False) -> None:
+        if self._tool is None:
+            return
+        monitoring = self._monitoring
+        monitoring.set_events(self._tool, 0)
+        if final:
+            monitoring.register_callback(self._tool, monitoring.events.PY_START, None)
+            monitoring.free_tool_id(self._tool)
+            self._tool = None
+
+    def restart(self) -> None:
+        """Nothing to do: only code of no project file is disabled."""
+
+    def intact(self) -> bool:
+        return self._tool is not None and self._monitoring.get_tool(self._tool) == self.NAME
+
+    def may_switch(self) -> bool:
+        return True
