@@ -1281,6 +1281,30 @@ def file_records(store: CacheStore) -> dict[str, Any]:
 SAMPLE_FILES = {nodeid.partition("::")[0] for nodeid in EVERY_TEST}
 
 
+def test_a_conftest_ignore_collect_returning_false_does_not_turn_whole_files_off(
+    sample: Sample, imports: Path
+) -> None:
+    """A common spelling: a conftest's ``pytest_ignore_collect`` answers False for every
+    file it keeps. pytest takes the first answer that is not None, so a plain (even
+    ``trylast``) implementation never ran for those files; cachekit's wraps the others,
+    and still skips whole files. A file the conftest ignores is not counted as cached."""
+    sample.write(
+        "conftest.py",
+        sample.read("conftest.py")
+        + "\n\ndef pytest_ignore_collect(collection_path, config):\n"
+        + "    if collection_path.is_file():\n"
+        + '        return collection_path.name == "test_ignored.py"\n',
+    )
+    sample.write("tests/test_ignored.py", "def test_never():\n    raise AssertionError\n")
+    first = sample.run("--skip-passed")
+    first.assert_outcomes(passed=len(EVERY_TEST) + 3)
+    assert imported(imports) == 1
+    second = sample.run("--skip-passed")
+    assert imported(imports) == 0
+    assert collected_files(second) == set()
+    assert outcomes(second) == {"cached": len(EVERY_TEST) + 3}
+
+
 def test_a_file_whose_tests_all_passed_is_not_imported(sample: Sample, imports: Path) -> None:
     first = sample.run("--skip-passed")
     first.assert_outcomes(passed=len(EVERY_TEST) + 3)

@@ -193,29 +193,41 @@ class Collecting:
             self._file_matches[label] = None if match is None else (file_key, match)
         return self._file_matches[label]
 
-    @pytest.hookimpl(trylast=True)
-    def pytest_ignore_collect(self, collection_path: Path, config: pytest.Config) -> bool | None:
+    @pytest.hookimpl(wrapper=True)
+    def pytest_ignore_collect(
+        self, collection_path: Path, config: pytest.Config
+    ) -> Generator[None, bool | None, bool | None]:
         """Skip a test file whole, before pytest imports it, when a valid file record has
-        its current key and nothing of it failed last time. ``trylast``: a file another
-        plugin ignores (``--ignore``, ``collect_ignore``) is never counted as cached. In
-        verify mode, only note that it would have been skipped."""
+        its current key and nothing of it failed last time. A wrapper, that decides after
+        every other implementation: a file another one ignores (``--ignore``,
+        ``collect_ignore``, a conftest's True) is never counted as cached, and a
+        conftest's False for the files it keeps (the hook takes the first answer that is
+        not None) cannot turn whole-file skipping off. In verify mode, only note that it
+        would have been skipped."""
+        ignored = yield
+        if ignored:
+            return ignored
+        return True if self._skips_whole(collection_path) else ignored
+
+    def _skips_whole(self, collection_path: Path) -> bool:
+        """Whether the file is skipped whole (never in verify mode, where it is noted)."""
         if not self.plan.skip_files:
-            return None
+            return False
         label = self._label(collection_path)
         if label is None:
-            return None
+            return False
         verify = self.plan.verify
         if label in self._skipped_files:
-            return None if verify else True
+            return not verify
         table = self.plan.table()
         if table is None or file_failed_last_time(label, self._failed_files()):
-            return None
+            return False
         found = self._file_match(label, table)
         if found is None:
-            return None
+            return False
         file_key, match = found
         self._skipped_files[label] = FileSkip(match.tests, describe_file(file_key, match))
-        return None if verify else True
+        return not verify
 
     def pytest_itemcollected(self, item: pytest.Item) -> None:
         label = self._label(item.path)
