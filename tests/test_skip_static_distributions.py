@@ -6,12 +6,20 @@ from __future__ import annotations
 
 import importlib
 import importlib.metadata
-from collections.abc import Mapping
+import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from cachekit.skip import analysis
+from cachekit.skip.distributions import (
+    DistributionIndex,
+    distribution_index,
+    installed_distributions,
+    normalize_name,
+)
 from cachekit.skip.fingerprint import Fingerprinter, KeyInputs
 
 # -- which installed distributions count ---------------------------------------------------
@@ -188,13 +196,12 @@ def test_the_distribution_index_is_kept_in_the_cache_file(
     expected = first.file_key(dist_project / "tests/test_alpha.py")
     first.save()
     calls: list[int] = []
-    real = importlib.metadata.packages_distributions
 
-    def counting() -> Mapping[str, list[str]]:
+    def counting(installed: Sequence[tuple[str, str]]) -> DistributionIndex:
         calls.append(1)
-        return real()
+        return distribution_index(installed)
 
-    monkeypatch.setattr(importlib.metadata, "packages_distributions", counting)
+    monkeypatch.setattr(analysis, "distribution_index", counting)
     again = Fingerprinter(KeyInputs(root=dist_project), cache_file=cache_file)
     assert again.file_key(dist_project / "tests/test_alpha.py") == expected
     assert calls == []  # same installed distributions: read from the cache
@@ -211,3 +218,20 @@ def test_without_narrowing_every_distribution_counts_for_every_file(
     site.install("unrelated-lib", "2.0", modules=("unrelated",))
     after = distribution_keys(dist_project, narrow_distributions=False)
     assert changed_files(before, after) == EVERY_DIST_TEST
+
+
+def test_the_distribution_index_agrees_with_importlib_metadata() -> None:
+    """Read from the files of each ``.dist-info`` rather than through the e-mail parser:
+    the same requirements, and every module importlib.metadata maps (Python 3.11's
+    ``packages_distributions`` leaves out top-level extension modules: those are more)."""
+    index = distribution_index(installed_distributions())
+    for module, names in importlib.metadata.packages_distributions().items():
+        assert {normalize_name(name) for name in names} <= set(index.modules[module]), module
+    for distribution in importlib.metadata.distributions():
+        name = normalize_name(distribution.metadata["Name"])
+        expected = {
+            normalize_name(re.match(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)", requirement)[1])  # type: ignore[index]
+            for requirement in distribution.requires or ()
+            if "extra" not in requirement.partition(";")[2]
+        }
+        assert set(index.requires[name]) == expected, name

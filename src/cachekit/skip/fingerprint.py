@@ -159,6 +159,7 @@ class Fingerprinter:
         self._plugin_tops = tuple(name.partition(".")[0] for name in inputs.plugin_modules)
         self._distribution_lines: dict[frozenset[str], str] = {}
         self._plugin_files: list[str] | None = None
+        self._closures: dict[Path, tuple[str, list[str], list[int], frozenset[str]]] = {}
         self._environment: dict[str, Any] | None = None
         self._environment_key: str | None = None
 
@@ -195,12 +196,8 @@ class Fingerprinter:
         are (records are shared by runs with and without). ``keep_docstrings`` counts the
         docstrings of every member.
         """
-        path = self._project_file(test_file)
-        conftests = self._conftests(path)
+        path, conftests, nodes, modules = self._closure_of(test_file)
         mode = (function_bodies, keep_docstrings)
-        nodes, modules = self._resolver.closure_and_names(
-            self._entries(path, conftests), also=self._plugin_tops
-        )
         lines = [
             f"cachekit-file-key {KEY_FORMAT} bodies={int(function_bodies)}"
             f" docstrings={int(keep_docstrings)}",
@@ -222,9 +219,8 @@ class Fingerprinter:
         """``(relative path, member digest)`` of every project file in ``test_file``'s
         key, sorted: the closure of the test file and of its conftests (for explaining a
         key)."""
-        path = self._project_file(test_file)
+        path, _, nodes, _ = self._closure_of(test_file)
         mode = (function_bodies, keep_docstrings)
-        nodes = self._resolver.closure(self._entries(path, self._conftests(path)))
         lines = self._member_lines(nodes, mode, entry=self._resolver.node(path))
         return [(label, digest) for label, _, digest in (line.partition("\0") for line in lines)]
 
@@ -310,11 +306,7 @@ class Fingerprinter:
             return None
         if not self.inputs.narrow_distributions:
             return self._reached.installed()
-        path = self._project_file(test_file)
-        _, modules = self._resolver.closure_and_names(
-            self._entries(path, self._conftests(path)), also=self._plugin_tops
-        )
-        return self._reached.counted(modules)
+        return self._reached.counted(self._closure_of(test_file)[3])
 
     def _distribution_line(self, modules: frozenset[str]) -> str:
         """The key line of the distributions a closure importing ``modules`` reaches;
@@ -364,6 +356,20 @@ class Fingerprinter:
                 relative = os.path.relpath(real, base).replace(os.sep, "/")
                 return f"<search_paths[{index}]>/{relative}"
         raise ValueError(f"not a project file: {real}")  # pragma: no cover
+
+    def _closure_of(self, test_file: Path) -> tuple[str, list[str], list[int], frozenset[str]]:
+        """A test file's real path, conftests, closure (nodes) and the top-level modules
+        outside the project that closure imports; once per file (a file is keyed with
+        and without function bodies)."""
+        found = self._closures.get(test_file)
+        if found is None:
+            path = self._project_file(test_file)
+            conftests = self._conftests(path)
+            nodes, modules = self._resolver.closure_and_names(
+                self._entries(path, conftests), also=self._plugin_tops
+            )
+            found = self._closures[test_file] = (path, conftests, nodes, modules)
+        return found
 
     def _entries(self, real: str, conftests: list[str]) -> list[str]:
         """What a test file's closure starts from: itself, its conftests, and the project

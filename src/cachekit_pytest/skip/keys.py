@@ -30,17 +30,26 @@ from cachekit_pytest.options import SkipSettings
 CACHE_DIR_NAME = "cachekit-skip-passed"
 
 
-def tool_versions(config: pytest.Config) -> dict[str, str]:
-    """What else decides outcomes that the fingerprint cannot see by itself: pytest's and
-    cachekit's versions, the active plugins, the pytest sections of the ini file
-    (`ini_digest`) and the options that change how outcomes are judged (``-W``, ``-o``,
-    ``-p``, ``--runxfail``)."""
-    plugins = sorted(
+def plugin_distributions(config: pytest.Config) -> list[tuple[str, str]]:
+    """``(normalized name, version)`` of every plugin pytest loaded from a distribution,
+    sorted (reading their metadata costs: call it once)."""
+    return sorted(
         {
-            f"{normalize_name(dist.project_name)}=={dist.version}"
+            (normalize_name(dist.project_name), str(dist.version))
             for _, dist in config.pluginmanager.list_plugin_distinfo()
         }
     )
+
+
+def tool_versions(
+    config: pytest.Config, plugins: list[tuple[str, str]] | None = None
+) -> dict[str, str]:
+    """What else decides outcomes that the fingerprint cannot see by itself: pytest's and
+    cachekit's versions, the active plugins (``plugins``: `plugin_distributions`), the
+    pytest sections of the ini file (`ini_digest`) and the options that change how
+    outcomes are judged (``-W``, ``-o``, ``-p``, ``--runxfail``)."""
+    if plugins is None:
+        plugins = plugin_distributions(config)
     ini = ini_digest(config.inipath)
     options = {
         name: getattr(config.option, name, None)
@@ -49,7 +58,7 @@ def tool_versions(config: pytest.Config) -> dict[str, str]:
     return {
         "pytest": pytest.__version__,
         "pytest-cachekit": cachekit.__version__,
-        "pytest plugins": " ".join(plugins),
+        "pytest plugins": " ".join(f"{name}=={version}" for name, version in plugins),
         "pytest ini file": ini,
         "pytest options": json.dumps(options, sort_keys=True, default=str),
     }
@@ -93,16 +102,6 @@ def pytest_sections(name: str, data: bytes) -> dict[str, Any]:
         section: dict(parser.items(section, raw=True)) if parser.has_section(section) else None
         for section in wanted
     }
-
-
-def plugin_distributions(config: pytest.Config) -> tuple[str, ...]:
-    """The distributions that decide every test's outcome: pytest, pluggy and every
-    plugin pytest loaded from a distribution."""
-    names = {"pytest", "pluggy"}
-    names.update(
-        normalize_name(dist.project_name) for _, dist in config.pluginmanager.list_plugin_distinfo()
-    )
-    return tuple(sorted(names))
 
 
 def plugin_modules(config: pytest.Config) -> tuple[str, ...]:
@@ -167,17 +166,19 @@ class Keys:
 
 def make_fingerprinter(config: pytest.Config, settings: SkipSettings) -> Fingerprinter:
     assert config.cache is not None
+    plugins = plugin_distributions(config)
     inputs = KeyInputs(
         root=config.rootpath,
         env_vars=settings.env_vars,
         data_globs=settings.data_globs,
         lock_file=settings.lock_file,
         salt=settings.salt,
-        tool_versions=tool_versions(config),
+        tool_versions=tool_versions(config, plugins),
         # Off until tests/test_skip_passed.py's dependency bump expects only the files that
         # import it to rerun (issue 14); the distributions to count are computed already.
         narrow_distributions=False,
-        always_distributions=plugin_distributions(config),
+        # Pytest, pluggy and the plugins decide every test's outcome.
+        always_distributions=("pytest", "pluggy", *(name for name, _ in plugins)),
         plugin_modules=plugin_modules(config),
     )
     cache_file = config.cache.mkdir(CACHE_DIR_NAME) / "analysis.json"
