@@ -265,8 +265,9 @@ def test_a_test_that_failed_reruns_until_it_passes(
     failed = project.run("--skip-passed-verify")
     assert failed.ret == pytest.ExitCode.TESTS_FAILED
     monkeypatch.delenv("BREAK")
-    project.run()
+    explained = project.run("--skip-passed-explain")
     assert project.ran == {"test_mul.py::test_mul"}
+    explained.stdout.fnmatch_lines(["RAN test_mul.py::test_mul - failed last time"])
     project.run()
     assert project.ran == set()
 
@@ -352,3 +353,20 @@ def test_a_record_of_the_older_format_is_a_miss_with_one_warning(project: Projec
     assert text.count("records of an older format") == 1, text
     project.run()
     assert project.ran == set()  # recorded again, in the current format
+
+
+def test_explain_says_why_each_test_ran(project: Project) -> None:
+    project.replace("lib/calc.py", "return a + b", "return b + a")
+    project.write("test_new.py", "def test_new():\n    pass\n")
+    result = project.run("--skip-passed-explain")
+    result.stdout.fnmatch_lines(
+        [
+            "*= 4 test(s) ran (skip-passed): why =*",
+            "RAN test_add.py::test_add - its file's static key or a function it executed changed",
+            "RAN test_new.py::test_new - never recorded",
+            "cachekit skip-passed: 4 ran: 3 its file's static key or a function it executed "
+            "changed; 1 never recorded",
+        ]
+    )
+    quiet = project.run()
+    assert "ran (skip-passed): why" not in quiet.stdout.str()

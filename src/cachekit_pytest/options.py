@@ -434,6 +434,13 @@ def register_skip_passed(parser: pytest.Parser) -> None:
         help="Run every test even if CACHEKIT_SKIP_PASSED or skip_passed say otherwise.",
     )
     group.addoption(
+        "--skip-passed-explain",
+        dest="cachekit_skip_passed_explain",
+        action="store_true",
+        default=False,
+        help="Say why each test ran under --skip-passed (also with -v), and count the top reasons.",
+    )
+    group.addoption(
         "--skip-passed-verify",
         dest="cachekit_skip_passed_verify",
         action="store_true",

@@ -149,6 +149,23 @@ class Match:
 
 
 @attrs.frozen
+class Miss:
+    """Why no record lets a test be skipped (`Table.lookup_why`): one of the ``MISS_*``
+    reasons, and for `MISS_CHANGED` the dependency set of the latest pass."""
+
+    reason: str
+    deps: str = ""
+
+
+#: `Miss` reasons: no valid record; a signed failure since the latest matching pass;
+#: only passes of the older format; passes whose key is not the test's key now.
+MISS_NEVER = "never recorded"
+MISS_FAILED = "failed since it last passed"
+MISS_OLDER = "recorded in an older format"
+MISS_CHANGED = "changed"
+
+
+@attrs.frozen
 class FileMatch:
     """A valid file record whose key is the file's current key: the file may be skipped
     whole, and its ``tests`` counted as cached."""
@@ -517,10 +534,24 @@ class Table:
         """The pass that lets ``test_hash`` be skipped, else None. ``key_of(deps)`` is the
         test's key hash now for a record of that dependency set (None: it cannot be
         computed, a member of the set changed or is unknown)."""
-        best = self._standing_pass(
-            [r for r in self.latest(secrets, test_hash) if r.count == 0], key_of
-        )
-        return None if best is None else Match(best.run, best.at, best.deps or "")
+        found = self.lookup_why(secrets, test_hash, key_of)
+        return found if isinstance(found, Match) else None
+
+    def lookup_why(self, secrets: Secrets, test_hash: str, key_of: KeyOf) -> Match | Miss:
+        """`lookup`, saying why when no record matches."""
+        records = [r for r in self.latest(secrets, test_hash) if r.count == 0]
+        best = self._standing_pass(records, key_of)
+        if best is not None:
+            return Match(best.run, best.at, best.deps or "")
+        passes = [r for r in records if r.outcome == PASSED]
+        if not passes:
+            return Miss(MISS_FAILED if records else MISS_NEVER)
+        current = [r for r in passes if r.deps is not None]
+        if not current:
+            return Miss(MISS_OLDER)
+        if any(key_of(r.deps or "") == r.key for r in current):
+            return Miss(MISS_FAILED)  # a pass matches, a failure since vetoes it
+        return Miss(MISS_CHANGED, max(current, key=lambda record: record.at).deps or "")
 
     def lookup_file(self, secrets: Secrets, file_hash: str, key_of: KeyOf) -> FileMatch | None:
         """The file record that lets the file be skipped whole, else None (as `lookup`;

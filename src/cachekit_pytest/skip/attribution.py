@@ -124,6 +124,18 @@ class Attribution:
 
         return key_of
 
+    def why_changed(self, path: Path, deps: str, sets: dict[str, list[str]]) -> str:
+        """Why a test of ``path`` whose latest pass was recorded with the dependency set
+        ``deps`` no longer matches (``--skip-passed-explain``). Which member changed
+        cannot be told: a record keeps the members' hashes only inside its key."""
+        if not deps:
+            return "its file changed (its pass was recorded by the file's full key)"
+        if deps not in sets:
+            return "the dependency set of its pass is missing from the store"
+        if deps not in self.resolved and self.resolve(path, sets[deps]) is None:
+            return "a function or file it executed is gone (renamed, removed or unparsable)"
+        return "its file's static key or a function it executed changed"
+
     def resolve(self, path: Path, members: Iterable[str] | None) -> Pairs | None:
         """``members`` with their current hashes, looked for in ``path``'s closure, then in
         every closure met so far; None when one does not resolve (it changed)."""

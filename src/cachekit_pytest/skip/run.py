@@ -69,6 +69,7 @@ from cachekit_pytest.skip.store import PassStore
 from cachekit_pytest.skip.summary import (
     collection_finish,
     count_cached,
+    explain,
     header,
     terminal_summary,
 )
@@ -92,6 +93,8 @@ class Outcomes:
     (a rerun, an xfail or xpass, a skip, a failed subtest) was reported for them."""
 
     def __init__(self) -> None:
+        #: Tests that ran (a report of any phase).
+        self.ran: set[str] = set()
         self.called: set[str] = set()
         self.spoiled: set[str] = set()
         self.passed: set[str] = set()
@@ -99,6 +102,7 @@ class Outcomes:
 
     def see(self, report: TestReport) -> None:
         nodeid = report.nodeid
+        self.ran.add(nodeid)
         if report.failed:
             self.failed.add(nodeid)
         if report.outcome != "passed" or hasattr(report, "wasxfail"):
@@ -440,6 +444,9 @@ class SkipRun:
         return sorted(union.items())
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        option = self.config.option
+        if getattr(option, "cachekit_skip_passed_explain", False) or option.verbose > 0:
+            explain(terminalreporter, self.selection, self.outcomes.ran)
         terminal_summary(
             terminalreporter,
             self.selection,

@@ -12,7 +12,7 @@ import attrs
 import pytest
 from _pytest.doctest import DoctestItem
 
-from cachekit.skip.records import FileMatch, Secrets, Table
+from cachekit.skip.records import MISS_CHANGED, FileMatch, Match, Secrets, Table
 from cachekit_pytest.skip.attribution import Attribution, Pairs, TestKey
 from cachekit_pytest.skip.keys import Keys
 
@@ -51,6 +51,8 @@ class Decision:
     static_hash: str = ""
     #: The dependency set of the record that matched ("" for none, or the full key).
     deps: str = ""
+    #: Why the test runs, when it does (``--skip-passed-explain``).
+    why: str = ""
 
 
 @attrs.frozen
@@ -259,15 +261,24 @@ def select(
             doctest = isinstance(item, DoctestItem)
             static_hash = static_hashes[doctest]
             key_of = key_ofs[doctest]
-            match = (
-                table.lookup(secrets, secrets.test_hash(nodeid), key_of) if table.layers else None
-            )
+            found = table.lookup_why(secrets, secrets.test_hash(nodeid), key_of)
+            match = found if isinstance(found, Match) else None
             reason = describe(static_key, match.run, match.at) if match else ""
-            skippable = match is not None and not failed_last_time(nodeid, lastfailed)
+            failed = failed_last_time(nodeid, lastfailed)
+            skippable = match is not None and not failed
             deps = match.deps if match else ""
             if deps and deps in functions.resolved:
                 sets[deps] = functions.resolved[deps]
-            decisions[nodeid] = Decision(key_hash, reason, skippable, file, static_hash, deps)
+            why = ""
+            if failed:
+                why = "failed last time"
+            elif isinstance(found, Match):
+                pass
+            elif found.reason == MISS_CHANGED:
+                why = functions.why_changed(path, found.deps, table.sets)
+            else:
+                why = found.reason
+            decisions[nodeid] = Decision(key_hash, reason, skippable, file, static_hash, deps, why)
     return SkipSelection(
         decisions,
         table.bad_records,

@@ -155,6 +155,38 @@ def false_skips(
     return found
 
 
+#: How many reasons the summary's line counts.
+TOP_REASONS = 3
+
+
+def why_ran(selection: SkipSelection, ran: Collection[str]) -> list[tuple[str, str]]:
+    """(node id, why) of each test that ran and has a decision."""
+    decisions = selection.decisions
+    return [
+        (nodeid, decisions[nodeid].why or "its record did not match")
+        for nodeid in sorted(ran)
+        if nodeid in decisions
+    ]
+
+
+def explain(terminalreporter: Any, selection: SkipSelection, ran: Collection[str]) -> None:
+    """``--skip-passed-explain`` (or ``-v``): each test that ran, and why; then the top
+    reasons, counted."""
+    reasons = why_ran(selection, ran)
+    if not reasons:
+        return
+    terminalreporter.write_sep("=", f"{len(reasons)} test(s) ran (skip-passed): why")
+    for nodeid, why in reasons:
+        terminalreporter.write_line(f"RAN {nodeid} - {why}")
+    counts: dict[str, int] = {}
+    for _, why in reasons:
+        counts[why] = counts.get(why, 0) + 1
+    top = sorted(counts.items(), key=lambda item: (-item[1], item[0]))[:TOP_REASONS]
+    others = len(reasons) - sum(count for _, count in top)
+    words = [f"{count} {why}" for why, count in top] + ([f"{others} other"] if others else [])
+    terminalreporter.write_line(f"cachekit skip-passed: {len(reasons)} ran: " + "; ".join(words))
+
+
 def terminal_summary(
     terminalreporter: Any,
     selection: SkipSelection,
