@@ -47,16 +47,17 @@ def tests_oldest_pytest(session: nox.Session) -> None:
     session.run("pytest", "tests/test_plugin_local.py", *session.posargs)
 
 
-#: The oldest Python the project supports and the newest: ``--skip-passed`` records what
-#: tests execute with ``sys.settrace`` before Python 3.12 and ``sys.monitoring`` from it.
-SKIP_PYTHONS = ["3.10", "3.14"]
+#: The oldest Python the project supports and the newest here: ``--skip-passed`` records
+#: what tests execute with ``sys.settrace`` before Python 3.12 and ``sys.monitoring`` from
+#: it. With pyenv: ``PYENV_VERSION=3.10.13:3.13.0 nox -s tests_skip_pythons``.
+SKIP_PYTHONS = ["3.10", "3.13"]
 
 
 @nox.session(python=SKIP_PYTHONS)
 def tests_skip_pythons(session: nox.Session) -> None:
     """``--skip-passed``'s tests on the oldest and newest Python; not a default
-    session (CI's machine has one Python): run ``nox -s tests_skip_pythons`` where both
-    are installed (a missing one is skipped outside CI)."""
+    session (the default ones run on the machine's Python): ``nox -s tests_skip_pythons``
+    where both are installed (a missing one is skipped outside CI)."""
     session.install("-e", ".[test]")
     session.run(
         "pytest", "tests/test_fingerprint.py",
