@@ -370,3 +370,20 @@ def test_explain_says_why_each_test_ran(project: Project) -> None:
     )
     quiet = project.run()
     assert "ran (skip-passed): why" not in quiet.stdout.str()
+
+
+def test_a_scoped_fixture_requested_by_getfixturevalue_counts(project: Project) -> None:
+    """``total`` runs during ``test_direct``; ``test_lookup`` asks for it by name (not
+    in its signature) and uses the value: a change to what ``total`` executed reruns
+    both."""
+    project.write(
+        "test_lookup.py",
+        "import pytest\n\nfrom lib.calc import add\n\n\n"
+        '@pytest.fixture(scope="module")\ndef total():\n    return add(2, 2)\n\n\n'
+        "def test_direct(total):\n    assert total == 4\n\n\n"
+        'def test_lookup(request):\n    assert request.getfixturevalue("total") == 4\n',
+    )
+    project.run()
+    project.replace("lib/calc.py", "return a + b", "return b + a")
+    project.run()
+    assert {"test_lookup.py::test_direct", "test_lookup.py::test_lookup"} <= project.ran

@@ -41,7 +41,7 @@ from __future__ import annotations
 import os
 import sys
 import threading
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Set
 from types import CodeType, FrameType
 from typing import Any
 
@@ -76,8 +76,8 @@ class Window:
 
     __slots__ = ("codes", "complete")
 
-    def __init__(self) -> None:
-        self.codes: set[CodeType] = set()
+    def __init__(self, codes: Set[CodeType] = frozenset()) -> None:
+        self.codes: Set[CodeType] = codes if codes else set()
         self.complete = True
 
 
@@ -95,6 +95,9 @@ class Recorder:
         self._open: list[Window] = []
         self.tests: dict[str, Window] = {}
         self.items: dict[str, pytest.Item] = {}
+        self._interned: dict[frozenset[CodeType], frozenset[CodeType]] = {}
+        #: Per test, the ids of the fixture definitions it used.
+        self.used: dict[str, set[int]] = {}
         self.fixtures: dict[int, tuple[object, Window]] = {}
         #: Project file name -> the code its import executed (a superset).
         self.imports: dict[str, set[CodeType]] = {}
@@ -272,8 +275,17 @@ class Recorder:
                 if known is not None:  # run again (a rerun plugin): both count
                     window.codes |= known.codes
                     window.complete = window.complete and known.complete
-                self.tests[item.nodeid] = window
+                # Kept frozen, one copy per distinct set (parametrized tests share).
+                frozen = frozenset(window.codes)
+                self.tests[item.nodeid] = Window(self._interned.setdefault(frozen, frozen))
+                self.tests[item.nodeid].complete = window.complete
                 self.items[item.nodeid] = item
+                # Every fixture the test used, those it asked for by name
+                # (``request.getfixturevalue``) included: pytest forgets them after this.
+                used = getattr(getattr(item, "_request", None), "_fixture_defs", None)
+                if isinstance(used, dict):
+                    known_used = self.used.setdefault(item.nodeid, set())
+                    known_used.update(id(fixturedef) for fixturedef in used.values())
 
     def _in_phase(self) -> Generator[None, Any, Any]:
         window = self._phase
@@ -320,18 +332,15 @@ class Recorder:
         into.complete = into.complete and window.complete
 
     def fixture_windows(self, item: pytest.Item) -> list[Window]:
-        """The windows of the scoped fixtures ``item`` uses (every definition of each of
-        its fixture names: an override may call the fixture it overrides)."""
+        """The windows of the scoped fixtures ``item`` used: those it asked for by name
+        too, and every definition of each of its fixture names (an override may call the
+        fixture it overrides)."""
+        ids = set(self.used.get(item.nodeid, ()))
         info = getattr(item, "_fixtureinfo", None)
-        if info is None:
-            return []
-        found = []
-        for name in getattr(item, "fixturenames", ()):
-            for fixturedef in info.name2fixturedefs.get(name, ()):
-                known = self.fixtures.get(id(fixturedef))
-                if known is not None and known[0] is fixturedef:
-                    found.append(known[1])
-        return found
+        if info is not None:
+            for name in getattr(item, "fixturenames", ()):
+                ids.update(id(fixturedef) for fixturedef in info.name2fixturedefs.get(name, ()))
+        return [self.fixtures[key][1] for key in sorted(ids) if key in self.fixtures]
 
 
 def project_file_test(root: str) -> Callable[[str], bool]:
