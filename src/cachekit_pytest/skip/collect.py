@@ -17,7 +17,7 @@ from _pytest.pathlib import fnmatch_ex
 
 from cachekit.skip.records import FileMatch, Secrets, Table
 from cachekit_pytest.options import SkipSettings
-from cachekit_pytest.skip.attribution import Attribution
+from cachekit_pytest.skip.attribution import Assembled, Attribution, TestKey
 from cachekit_pytest.skip.keys import Keys, make_fingerprinter
 from cachekit_pytest.skip.selection import (
     FileSkip,
@@ -115,11 +115,17 @@ class Collecting:
             attribution = self.attribution()
         except Exception:  # no fingerprinter: no test had a key, none is recorded
             return
-        assembled = attribution.assemble(
-            recorder,
-            {nodeid: d.static_hash for nodeid, d in decisions.items() if d.static_hash},
-            {nodeid: d.key_hash for nodeid, d in decisions.items()},
-        )
+        full = {nodeid: d.key_hash for nodeid, d in decisions.items()}
+        try:
+            assembled = attribution.assemble(
+                recorder,
+                {nodeid: d.static_hash for nodeid, d in decisions.items() if d.static_hash},
+                full,
+            )
+        except Exception:  # any failure: the tests that ran fall back to their full keys
+            assembled = Assembled(
+                {nodeid: TestKey(full[nodeid], "") for nodeid in recorder.tests if nodeid in full}
+            )
         self.selection = attrs.evolve(
             self.selection,
             keys=assembled.keys,

@@ -492,17 +492,24 @@ class Monitoring:
         monitoring = self._monitoring
         self.attributing = attributing
         callback = self._attributing if attributing else self._cheap
-        monitoring.register_callback(self._tool, monitoring.events.PY_START, callback)
-        monitoring.set_events(self._tool, monitoring.events.PY_START)
+        try:
+            monitoring.register_callback(self._tool, monitoring.events.PY_START, callback)
+            monitoring.set_events(self._tool, monitoring.events.PY_START)
+        except ValueError:  # the tool id was freed by someone else: nothing is seen now
+            self._tool = None
 
     def uninstall(self, *, final: bool = False) -> None:
         if self._tool is None:
             return
         monitoring = self._monitoring
-        monitoring.set_events(self._tool, 0)
+        try:
+            monitoring.set_events(self._tool, 0)
+            if final:
+                monitoring.register_callback(self._tool, monitoring.events.PY_START, None)
+                monitoring.free_tool_id(self._tool)
+        except ValueError:  # freed by someone else
+            self._tool = None
         if final:
-            monitoring.register_callback(self._tool, monitoring.events.PY_START, None)
-            monitoring.free_tool_id(self._tool)
             self._tool = None
 
     def restart(self) -> None:
