@@ -15,7 +15,7 @@ from cachekit.ci.namespace import detect_namespace
 from cachekit.ci.signing import ENV_SIGNING_KEY
 from cachekit.stats.signatures import RunSigner
 from cachekit.values.merge import MappingUnion
-from plugin_support import shared
+from plugin_support import shared, signed_flaky_history
 
 KEY = "k" * 32
 SUITE = """
@@ -43,15 +43,7 @@ def history(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, url: str
     """Two runs on one commit, signed: ``test_flaky`` passed in one and failed in the
     other (flaky); ``test_broken`` failed in both (broken, not flaky)."""
     pytester.makepyfile(test_suite=SUITE)
-    monkeypatch.setenv(ENV_SIGNING_KEY, KEY)
-    monkeypatch.setenv("CACHEKIT_COMMIT", "c0ffee")
-    for run, flaky in (("1", "pass"), ("2", "fail")):
-        monkeypatch.setenv("CACHEKIT_RUN_ID", run)
-        monkeypatch.setenv("CK_FLAKY", flaky)
-        pytester.runpytest(url).assert_outcomes(
-            passed=1 + (flaky == "pass"), failed=1 + (flaky == "fail")
-        )
-    monkeypatch.setenv("CACHEKIT_RUN_ID", "3")
+    signed_flaky_history(pytester, monkeypatch, url, KEY)
 
 
 @pytest.mark.usefixtures("history")

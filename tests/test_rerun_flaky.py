@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from cachekit.ci.signing import ENV_SIGNING_KEY
+from plugin_support import signed_flaky_history
 
 KEY = "k" * 32
 #: ``test_flaky`` fails when told to, or only on its first attempt ("once"); every test
@@ -48,18 +49,10 @@ def url(remote_url: str) -> str:
 
 @pytest.fixture
 def history(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, url: str) -> None:
-    """Two signed runs on one commit: ``test_flaky`` passed in one and failed in the
-    other (flaky); ``test_broken`` failed in both (broken, not flaky)."""
+    """`signed_flaky_history`; then ``test_flaky`` flakes once per run, and the
+    attempts are counted from 0."""
     pytester.makepyfile(test_suite=SUITE)
-    monkeypatch.setenv(ENV_SIGNING_KEY, KEY)
-    monkeypatch.setenv("CACHEKIT_COMMIT", "c0ffee")
-    for run, flaky in (("1", "pass"), ("2", "fail")):
-        monkeypatch.setenv("CACHEKIT_RUN_ID", run)
-        monkeypatch.setenv("CK_FLAKY", flaky)
-        pytester.runpytest(url).assert_outcomes(
-            passed=1 + (flaky == "pass"), failed=1 + (flaky == "fail")
-        )
-    monkeypatch.setenv("CACHEKIT_RUN_ID", "3")
+    signed_flaky_history(pytester, monkeypatch, url, KEY)
     monkeypatch.setenv("CK_FLAKY", "once")
     for counter in pytester.path.glob("*.attempts"):
         counter.unlink()
