@@ -29,8 +29,10 @@ from cachekit.values.codec import JSON
 from cachekit.values.durations import durations_part, scoped_setup_key
 from cachekit_pytest.scoped import REPORT_ATTRIBUTE, UNSPLITTABLE, scoped_paid
 
-#: The name `cachekit_pytest.skip.run` registers the ``--skip-passed`` run plugin under.
-SKIP_RUN_PLUGIN = "cachekit-skip-passed-run"
+#: The name the ``--skip-passed`` run plugin (`cachekit_pytest.skip.run.SkipRun`) is
+#: registered under, which `code_keys` looks it up by. Here, not in that package: this
+#: module is always imported, and the package only when the feature is on.
+RUN_PLUGIN = "cachekit-skip-passed-run"
 #: failure > error > skipped > success, as for JUnit reports (DESIGN.md).
 _RANK: dict[CaseOutcome, int] = {"passed": 0, "skipped": 1, "error": 2, "failed": 3}
 
@@ -189,7 +191,7 @@ def code_keys(config: pytest.Config, nodeids: Iterable[str]) -> dict[str, str]:
     the keyed hash of the file's key that its pass records hold
     (`cachekit_pytest.skip.selection.Decision`), the same on every run and shard that
     shares the signing key and ran the same code. Empty when the feature is off."""
-    run = config.pluginmanager.get_plugin(SKIP_RUN_PLUGIN)
+    run = config.pluginmanager.get_plugin(RUN_PLUGIN)
     decisions = getattr(getattr(run, "selection", None), "decisions", None)
     if not decisions:
         return {}

@@ -16,6 +16,7 @@ for every test that needs it, so a retry would only repeat it.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 from collections.abc import Callable
 from typing import Any
@@ -96,13 +97,11 @@ def configure(config: pytest.Config, session: Session | None) -> None:
 def _known(history: SignedHistory) -> Callable[[], frozenset[str]]:
     """The flaky tests' ids, read once when first asked (none if the store cannot say
     within the run's time budget)."""
-    found: list[frozenset[str]] = []
 
+    @functools.cache
     def known() -> frozenset[str]:
-        if not found:
-            tests = history.session.attempt(history.flaky, "reading the history of flaky tests")
-            found.append(frozenset(test.test_id for test in tests or ()))
-        return found[0]
+        tests = history.session.attempt(history.flaky, "reading the history of flaky tests")
+        return frozenset(test.test_id for test in tests or ())
 
     return known
 

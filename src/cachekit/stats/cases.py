@@ -243,7 +243,7 @@ def read_meta(data: Any) -> StoredMeta:
     reruns = _sparse(data, "reruns", count, int)
     _sparse(data, "message", count, str)
     code = data.get("code", {})
-    if not (isinstance(code, dict) and all(type(key) is str for key in code.values())):
+    if not (isinstance(code, dict) and all(type(code_key) is str for code_key in code.values())):
         raise StoredRunError("'code' is not a mapping of files to code keys")
     flaky = sum(1 for index in reruns if outcomes[index] == "p")
     return StoredMeta(

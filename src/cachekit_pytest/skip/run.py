@@ -54,6 +54,7 @@ from cachekit.skip.records import (
     sign_outcomes,
 )
 from cachekit_pytest.options import Mode, Settings, SkipSettings
+from cachekit_pytest.recording import RUN_PLUGIN
 from cachekit_pytest.report import warn
 from cachekit_pytest.skip.attribution import Pairs
 from cachekit_pytest.skip.collect import Collecting, CollectPlan
@@ -137,7 +138,7 @@ def configure(config: pytest.Config, settings: SkipSettings) -> None:
         return
     run = SkipRun.start(config, settings)
     if run is not None:
-        config.pluginmanager.register(run, "cachekit-skip-passed-run")
+        config.pluginmanager.register(run, RUN_PLUGIN)
         config.pluginmanager.register(run.collecting, "cachekit-skip-passed-collect")
         run.collecting.start_recording()
 
