@@ -150,6 +150,9 @@ class Project:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text, encoding="utf-8")
 
+    def read(self, name: str) -> str:
+        return (self.root / name).read_text(encoding="utf-8")
+
     def replace(self, name: str, old: str, new: str) -> None:
         path = self.root / name
         text = path.read_text(encoding="utf-8")
@@ -227,9 +230,118 @@ def test_a_helper_called_at_import_time_reruns_all_importers(project: Project) -
 
 
 def test_module_level_code_reruns_all_importers(project: Project) -> None:
-    project.replace("lib/calc.py", "def mul(a, b):", "LIMIT = 10\n\n\ndef mul(a, b):")
+    project.replace("lib/calc.py", "def mul(a, b):", "LIMIT = len('x')\n\n\ndef mul(a, b):")
     project.run()
     assert project.ran == ADD | MUL | FIXTURE | {"test_fixture.py::test_plain"}
+
+
+# -- module-level constants ------------------------------------------------------------
+
+
+def test_a_version_bump_reruns_nothing(project: Project) -> None:
+    """Issue 14's commonest full rerun: ``__version__`` in the package ``__init__``, read
+    by no code of the project."""
+    project.write("lib/__init__.py", '__version__ = "1.0"\n')
+    project.run()
+    assert project.ran == set()
+    project.replace("lib/__init__.py", '"1.0"', '"1.1.dev0"')
+    project.run()
+    assert project.ran == set()
+
+
+def test_a_new_constant_or_undecorated_function_reruns_nothing(project: Project) -> None:
+    project.replace("lib/calc.py", "def mul(a, b):", "LIMIT = 10\n\n\ndef mul(a, b):")
+    project.run()
+    assert project.ran == set()
+    project.write(
+        "lib/calc.py", project.read("lib/calc.py") + "\n\ndef div(a, b=2):\n    return a / b\n"
+    )
+    project.run()
+    assert project.ran == set()
+
+
+def test_a_new_decorated_function_reruns_all_importers(project: Project) -> None:
+    """A decorator runs code at import: the skeleton counts it."""
+    text = "\n\n@staticmethod\ndef div(a, b=2):\n    return a / b\n"
+    project.write("lib/calc.py", project.read("lib/calc.py") + text)
+    project.run()
+    assert project.ran == ADD | MUL | FIXTURE | {"test_fixture.py::test_plain"}
+
+
+def test_a_constant_reruns_the_tests_that_executed_code_naming_it(project: Project) -> None:
+    """``mul`` reads ``SCALE``: its change reruns exactly the tests that executed ``mul``
+    (directly or through the module-scoped fixture), not the other importers."""
+    project.replace("lib/calc.py", "def mul(a, b):", "SCALE = 1\n\n\ndef mul(a, b):")
+    project.replace("lib/calc.py", "return a * b", "return a * b * SCALE")
+    project.run()
+    assert project.ran == MUL | FIXTURE
+    project.replace("lib/calc.py", "SCALE = 1", "SCALE = 1.0")
+    project.run()
+    assert project.ran == MUL | FIXTURE
+    project.replace("lib/calc.py", "SCALE = 1.0", "SCALE = 2")
+    result = project.run()
+    assert project.ran == MUL | FIXTURE
+    assert result.parseoutcomes()["failed"] == 4
+
+
+def test_a_constant_read_at_import_reruns_all_importers(project: Project) -> None:
+    """``SENTINEL = make_sentinel(PREFIX)`` reads ``PREFIX`` when the module is imported:
+    every importer's key counts it, whether or not a test names it."""
+    project.replace(
+        "lib/registry.py",
+        'SENTINEL = make_sentinel("missing")',
+        'PREFIX = "missing"\nSENTINEL = make_sentinel(PREFIX)',
+    )
+    project.run()
+    assert project.ran == REGISTRY
+    project.replace("lib/registry.py", 'PREFIX = "missing"', 'PREFIX = "absent"')
+    project.run()
+    assert project.ran == REGISTRY
+
+
+def test_moving_a_constant_below_the_code_that_reads_it_reruns_its_readers(
+    project: Project,
+) -> None:
+    """The skeleton is the same whether ``PREFIX`` is bound before or after the call;
+    the constant's hash counts how many skeleton statements precede it."""
+    project.replace(
+        "lib/registry.py",
+        'SENTINEL = make_sentinel("missing")',
+        'PREFIX = "missing"\nSENTINEL = make_sentinel(PREFIX)\nOTHER = 1',
+    )
+    project.run()
+    project.replace("lib/registry.py", 'PREFIX = "missing"\n', "")
+    project.replace("lib/registry.py", "OTHER = 1", 'OTHER = 1\nPREFIX = "missing"')
+    result = project.run()
+    assert project.ran == set()  # the file fails to import: its tests error at collection
+    assert result.ret != 0
+    assert "NameError" in result.stdout.str()
+
+
+def test_code_that_looks_names_up_reruns_on_any_constant(project: Project) -> None:
+    """``getattr(module, name)`` with a computed name can read any constant."""
+    project.write(
+        "lib/lookup.py",
+        "import lib.calc\n\n\ndef find(name):\n    return getattr(lib.calc, name.strip())\n",
+    )
+    project.write(
+        "test_lookup.py",
+        "from lib.lookup import find\n\n\ndef test_find():\n    assert find(' add ')(1, 1) == 2\n",
+    )
+    project.run()
+    assert project.ran == {"test_lookup.py::test_find"}
+    project.replace("lib/calc.py", "def mul(a, b):", "LIMIT = 10\n\n\ndef mul(a, b):")
+    project.run()
+    assert project.ran == {"test_lookup.py::test_find"}
+
+
+def test_a_test_files_own_constants_rerun_its_tests(project: Project) -> None:
+    project.replace("test_add.py", "def test_add():", "EXPECTED = 3\n\n\ndef test_add():")
+    project.run()
+    assert project.ran == ADD
+    project.replace("test_add.py", "EXPECTED = 3", "EXPECTED = 4")
+    project.run()
+    assert project.ran == ADD
 
 
 def test_a_function_reached_by_a_dynamic_import_is_tracked(project: Project) -> None:
@@ -362,10 +474,11 @@ def test_explain_says_why_each_test_ran(project: Project) -> None:
     result.stdout.fnmatch_lines(
         [
             "*= 4 test(s) ran (skip-passed): why =*",
-            "RAN test_add.py::test_add - its file's static key or a function it executed changed",
+            "RAN test_add.py::test_add - its file's static key, a function it executed or a"
+            " constant it reads changed",
             "RAN test_new.py::test_new - never recorded",
-            "cachekit skip-passed: 4 ran: 3 its file's static key or a function it executed "
-            "changed; 1 never recorded",
+            "cachekit skip-passed: 4 ran: 3 its file's static key, a function it executed or"
+            " a constant it reads changed; 1 never recorded",
         ]
     )
     quiet = project.run()

@@ -20,7 +20,8 @@ from pathlib import Path
 import pytest
 
 from cachekit.skip.fingerprint import Fingerprinter, KeyInputs
-from cachekit.skip.functions import FunctionIndex, function_index
+from cachekit.skip.functions import SKELETON_NAMES, FunctionIndex, function_index
+from cachekit.skip.names import EVERY_NAME
 
 MODULE = '''\
 """The module's docstring."""
@@ -168,7 +169,11 @@ BOTH = (True, True)
         pytest.param(
             "app/shapes.py", "def helper():", "def helper() -> int:", BOTH, id="annotation"
         ),
-        pytest.param("app/shapes.py", "LIMIT = 10", "LIMIT = 11", BOTH, id="module-level"),
+        pytest.param("app/shapes.py", "LIMIT = 10", "LIMIT = int(10)", BOTH, id="module-level"),
+        # A constant counts apart from the skeleton, for the tests that read it.
+        pytest.param(
+            "app/shapes.py", "LIMIT = 10", "LIMIT = 11", BODY_ONLY, id="module-level-constant"
+        ),
         pytest.param(
             "app/shapes.py", "import functools\n", "import functools\nimport app.other\n",
             BOTH, id="new-import",
@@ -214,13 +219,9 @@ def test_line_shifts_change_starts_not_hashes(project: Path) -> None:
 def test_reordering_functions_changes_the_skeleton(project: Path) -> None:
     """Definitions run in order on import (decorators may register them, say)."""
     _, static = keys(project)
-    edit(project, "app/shapes.py", "\n\ndef helper():\n    return LIMIT\n", "")
-    edit(
-        project,
-        "app/shapes.py",
-        "LIMIT = 10\n",
-        "LIMIT = 10\n\n\ndef helper():\n    return LIMIT\n",
-    )
+    total = "@register\ndef total(values, start=0):\n    return sum(values, start)\n"
+    edit(project, "app/shapes.py", "\n\n" + total, "")
+    edit(project, "app/shapes.py", "LIMIT = 10\n", "LIMIT = 10\n\n\n" + total)
     assert keys(project)[1] != static
 
 
@@ -538,10 +539,10 @@ def test_the_fingerprinter_gives_a_project_files_index_and_label(
 
 def test_modules_named_by_pytest_plugins_count_as_imports(project: Path) -> None:
     """pytest imports them for every test below the conftest that names them."""
-    (project / "app/fixtures.py").write_text("import pytest\n\nSIZE = 1\n")
+    (project / "app/fixtures.py").write_text("import pytest\n\nSIZE = len('x')\n")
     (project / "tests/conftest.py").write_text('pytest_plugins = ["app.fixtures"]\n')
     full, static = keys(project)
-    edit(project, "app/fixtures.py", "SIZE = 1", "SIZE = 2")
+    edit(project, "app/fixtures.py", "len('x')", "len('xy')")
     new_full, new_static = keys(project)
     assert new_full != full
     assert new_static != static
@@ -549,7 +550,7 @@ def test_modules_named_by_pytest_plugins_count_as_imports(project: Path) -> None
 
 def test_project_modules_loaded_with_p_count_for_every_test_file(project: Path) -> None:
     """``-p app.plugin`` (or ``PYTEST_PLUGINS``) loads it for every test."""
-    (project / "app/plugin.py").write_text("ENABLED = True\n")
+    (project / "app/plugin.py").write_text("ENABLED = bool(1)\n")
 
     def plugin_keys() -> tuple[str, str]:
         fingerprinter = Fingerprinter(KeyInputs(root=project, plugin_modules=("app.plugin",)))
@@ -560,7 +561,119 @@ def test_project_modules_loaded_with_p_count_for_every_test_file(project: Path) 
         )
 
     full, static = plugin_keys()
-    edit(project, "app/plugin.py", "ENABLED = True", "ENABLED = False")
+    edit(project, "app/plugin.py", "bool(1)", "bool(0)")
     new_full, new_static = plugin_keys()
     assert new_full != full
     assert new_static != static
+
+
+# -- module-level constants ----------------------------------------------------------------
+
+
+def test_constant_bindings_leave_the_skeleton_and_are_hashed_by_name() -> None:
+    source = textwrap.dedent(
+        """\
+        import os
+
+        __version__ = "1.0"
+        LIMIT = 10
+        SIZES = {"a": (1, -2), "b": 2 ** 8}
+
+
+        def helper(x, limit=3):
+            return x
+
+
+        ALIAS = os.sep
+        DEFAULT = dict()
+        __all__ = ["helper"]
+
+
+        def typed(x: int) -> int:
+            return x
+
+
+        @staticmethod
+        def decorated():
+            pass
+
+
+        def test_collected():
+            pass
+        """
+    )
+    index = function_index(source.encode())
+    assert index is not None
+    assert sorted(index.bindings) == ["LIMIT", "SIZES", "__version__", "helper"]
+    bumped = function_index(source.replace('"1.0"', '"1.1"').encode())
+    assert bumped is not None
+    assert bumped.skeleton == index.skeleton
+    assert bumped.bindings["__version__"] != index.bindings["__version__"]
+    assert {k: v for k, v in bumped.bindings.items() if k != "__version__"} == {
+        k: v for k, v in index.bindings.items() if k != "__version__"
+    }
+    assert bumped.code_digest() != index.code_digest()
+    # Not constants: reads a name, calls, a dunder, a typed def (annotations evaluated),
+    # a decorator, a name pytest collects: each edit changes the skeleton.
+    for old, new in (
+        ("os.sep", "os.pathsep"),
+        ("dict()", "list()"),
+        ('["helper"]', '["typed"]'),
+        ("x: int", "x: float"),
+        ("@staticmethod", "@classmethod"),
+        ("def test_collected():", "def test_collected(a=1):"),
+    ):
+        edited = function_index(source.replace(old, new).encode())
+        assert edited is not None
+        assert edited.skeleton != index.skeleton, old
+
+
+def test_annotations_postponed_by_the_future_import_do_not_make_a_def_module_level_code() -> None:
+    source = "from __future__ import annotations\n\n\ndef typed(x: int) -> Path:\n    return x\n"
+    index = function_index(source.encode())
+    assert index is not None
+    assert list(index.bindings) == ["typed"]
+    without = function_index(source.replace("from __future__ import annotations\n", "").encode())
+    assert without is not None
+    assert without.bindings == {}
+
+
+def test_a_constants_hash_counts_the_module_level_code_before_it() -> None:
+    before = function_index(b"X = 1\nY = make(X)\n")
+    after = function_index(b"Y = make(X)\nX = 1\n")
+    assert before is not None
+    assert after is not None
+    assert before.skeleton == after.skeleton
+    assert before.bindings["X"] != after.bindings["X"]
+
+
+def test_the_names_code_reads() -> None:
+    source = textwrap.dedent(
+        """\
+        import pkg.sub as alias
+        from other import thing
+
+        RESULT = compute(alias.VALUE)
+
+
+        def reads():
+            return CONSTANT + getattr(pkg, "BY_STRING") + mod.ATTRIBUTE
+
+
+        def reflective(name):
+            return getattr(pkg, name)
+
+
+        def through_vars():
+            return vars(pkg)
+        """
+    )
+    index = function_index(source.encode())
+    assert index is not None
+    skeleton = index.names_of(SKELETON_NAMES)
+    assert {"pkg", "sub", "alias", "thing", "compute", "VALUE", "RESULT"} <= skeleton
+    assert {"CONSTANT", "BY_STRING", "ATTRIBUTE", "getattr"} <= index.names_of("reads")
+    assert EVERY_NAME not in index.names_of("reads")
+    assert EVERY_NAME in index.names_of("reflective")
+    assert EVERY_NAME in index.names_of("through_vars")
+    assert EVERY_NAME not in skeleton

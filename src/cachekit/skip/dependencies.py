@@ -21,6 +21,11 @@ member's current hash (`dependency_key`), so any change to a member's code chang
 Reading resolves members to their current hashes from the project files as they are now
 (`Resolver`); a member that no longer resolves (a function renamed or removed, a file
 gone) means "changed": the test runs.
+
+A key also covers the module-level constant bindings the test can read
+(`Resolver.bindings_read`, `cachekit.skip.names`): not stored in sets, they are worked out
+from the static key's files and the set's members, the same way when recording and when
+reading, so a new binding of a name the test reads changes its key too.
 """
 
 from __future__ import annotations
@@ -36,7 +41,8 @@ from typing import Any
 import attrs
 
 from cachekit.errors import CorruptData
-from cachekit.skip.functions import FunctionIndex
+from cachekit.skip.functions import SKELETON_NAMES, FunctionIndex
+from cachekit.skip.names import EVERY_NAME
 from cachekit.skip.records import HASH_HEX, Secrets
 from cachekit.values.codec import JSON
 
@@ -44,12 +50,14 @@ from cachekit.values.codec import JSON
 #: members sorted, merged by union.
 DEPENDENCIES_KEY = "skip/dependencies"
 #: Part of every set id and dependency key: bump when what they cover changes.
-SET_FORMAT = "cachekit-dependency-set-1"
+SET_FORMAT = "cachekit-dependency-set-2"
 
-#: A dependency's kinds: one function's body, a file's module-level code, a whole file.
+#: A dependency's kinds: one function's body, a file's module-level code, a whole file,
+#: one module-level constant binding (never stored in a set: `Resolver.bindings_read`).
 BODY = "body"
 SKELETON = "skeleton"
 WHOLE = "file"
+BINDING = "binding"
 
 _HEX_HASH = re.compile(f"[0-9a-f]{{{HASH_HEX}}}")
 
@@ -61,6 +69,7 @@ class Dependency:
 
     label: str
     kind: str
+    #: The function id of a body, the name of a binding.
     function: str = ""
 
     def text(self) -> str:
@@ -68,12 +77,16 @@ class Dependency:
         holds no NUL)."""
         if self.kind == BODY:
             return f"{self.label}::{self.function}"
+        if self.kind == BINDING:
+            return f"{self.label}\0{self.kind}\0{self.function}"
         return f"{self.label}\0{self.kind}"
 
     def shown(self) -> str:
         """How a user reads it (``--skip-passed-explain``)."""
         if self.kind == BODY:
             return f"{self.label}::{self.function}"
+        if self.kind == BINDING:
+            return f"{self.label}::{self.function} (module-level constant)"
         return f"{self.label} ({'module-level code' if self.kind == SKELETON else 'whole file'})"
 
 
@@ -202,6 +215,46 @@ class Resolver:
         known = self._current.get(member)
         self._named[member] = dependency
         self._current[member] = digest if known is None or known == digest else ""
+
+    def bindings_read(
+        self, entry: str, closure: Iterable[str], members: Iterable[str]
+    ) -> list[tuple[str, str]]:
+        """``(id, current hash)`` of each constant binding a test can read, sorted: in
+        the files of its static key (``closure``, real paths; ``entry`` is its test file)
+        and of its resolved ``members``, each binding whose name the code those cover
+        reads (module-level code of every file; the bodies executed; the test file and
+        any whole-file member entirely), all of them where that code is reflective, and
+        all of the test file's."""
+        indexes: dict[str, FunctionIndex] = {}
+        names: set[str] = set()
+        entry_label = self.label(os.path.realpath(entry))
+        for real in closure:
+            label, index = self.label(real), self.index(real)
+            if label is not None and index is not None:
+                indexes[label] = index
+                names |= (
+                    index.every_name() if label == entry_label else index.names_of(SKELETON_NAMES)
+                )
+        for member in members:
+            dependency = self._named.get(member)
+            if dependency is None:
+                continue
+            index = self.index(os.path.join(self._root, *dependency.label.split("/")))
+            if index is None:
+                continue
+            indexes[dependency.label] = index
+            names |= index.names_of(SKELETON_NAMES)
+            if dependency.kind == BODY:
+                names |= index.names_of(dependency.function)
+            elif dependency.kind == WHOLE:
+                names |= index.every_name()
+        every = EVERY_NAME in names
+        return sorted(
+            (self.dependency_id(Dependency(label, BINDING, name)), digest)
+            for label, index in indexes.items()
+            for name, digest in index.bindings.items()
+            if every or label == entry_label or name in names
+        )
 
     def current(self, member: str) -> str | None:
         """The member's current hash, or None when no indexed file has it."""

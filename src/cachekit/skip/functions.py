@@ -21,6 +21,11 @@ code objects, and a code object is found here by the line CPython reports for it
 Lambdas, comprehensions, generator expressions and class bodies are code objects of their
 own but not entries: `FunctionIndex.function_at` gives the function whose body holds them,
 or None for module-level code (counted in the skeleton).
+
+Module-level *constant bindings* (``__version__ = "1.2"``, an undecorated ``def``) are
+left out of the skeleton and hashed by name (`FunctionIndex.bindings`), with the names
+each part of the file reads (`FunctionIndex.names`): a test counts a binding only when
+code it depends on names it (`cachekit.skip.names`).
 """
 
 from __future__ import annotations
@@ -32,6 +37,8 @@ from collections.abc import Iterator, Sequence
 
 import attrs
 
+from cachekit.skip.names import binding_hashes, names_in_text, names_read
+
 #: The statements whose nested statements share their scope (for ``global`` names).
 _BLOCKS = (
     ast.If, ast.For, ast.AsyncFor, ast.While, ast.With, ast.AsyncWith, ast.Try,
@@ -40,6 +47,9 @@ _BLOCKS = (
 )  # fmt: skip
 _FUNCTIONS = (ast.FunctionDef, ast.AsyncFunctionDef)
 _SCOPES = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
+#: `FunctionIndex.names` keys besides function ids (no function id starts with ``<``).
+SKELETON_NAMES = "<skeleton>"
+DOCSTRING_NAMES = "<docstrings>"
 
 
 @attrs.frozen
@@ -58,6 +68,12 @@ class FunctionIndex:
     spans: tuple[tuple[int, int, str], ...]
     #: Hash of every docstring (module, classes, functions) with its owner.
     docstrings: str = ""
+    #: Module-level constant binding's name -> hash of the statements binding it
+    #: (`cachekit.skip.names`); left out of ``skeleton``.
+    bindings: dict[str, str] = attrs.field(factory=dict)
+    #: Function id, `SKELETON_NAMES` or `DOCSTRING_NAMES` -> the names that code reads,
+    #: space-separated (`cachekit.skip.names.names_read`).
+    names: dict[str, str] = attrs.field(factory=dict)
 
     def function_at(self, firstlineno: int) -> str | None:
         """The id of the function whose code object starts at ``firstlineno``; for a code
@@ -74,15 +90,21 @@ class FunctionIndex:
         return None if best is None else best[2]
 
     def code_digest(self) -> str:
-        """Hash of the whole file's code: the skeleton and every body (docstrings,
-        comments and formatting excluded)."""
-        return digest_parts(self.skeleton, self.bodies)
+        """Hash of the whole file's code: the skeleton, every constant binding and every
+        body (docstrings, comments and formatting excluded)."""
+        text = self.skeleton + "".join(
+            f"\n{name}\0{self.bodies[name]}" for name in sorted(self.bodies)
+        )
+        text += "".join(f"\n={name}\0{self.bindings[name]}" for name in sorted(self.bindings))
+        return _sha256(text)
 
+    def names_of(self, part: str) -> frozenset[str]:
+        """The names one part reads (a function id, `SKELETON_NAMES`); none if unknown."""
+        return frozenset(self.names.get(part, "").split())
 
-def digest_parts(skeleton: str, bodies: dict[str, str]) -> str:
-    """Hash of a skeleton and bodies together (`FunctionIndex.code_digest`)."""
-    text = skeleton + "".join(f"\n{name}\0{bodies[name]}" for name in sorted(bodies))
-    return _sha256(text)
+    def every_name(self) -> frozenset[str]:
+        """The names any code or docstring of the file reads."""
+        return frozenset(name for text in self.names.values() for name in text.split())
 
 
 def function_index(source: bytes) -> FunctionIndex | None:
@@ -105,11 +127,18 @@ def index_tree(tree: ast.Module) -> FunctionIndex:
     for _, node, _ in bodies:
         node.body = []
     hashes: dict[str, str] = {}
+    names: dict[str, str] = {}
     for function_id, node, statements in bodies:
         # The header (empty body) too: code objects in it (a lambda default, say) start
         # on the def's line and are attributed to this function.
         parts = [ast.dump(node), *(ast.dump(statement) for statement in statements)]
         hashes[function_id] = _sha256("\n".join(parts))
+        names[function_id] = _joined(names_read([node, *statements]))
+    tree.body, bindings = binding_hashes(tree.body)
+    names[SKELETON_NAMES] = _joined(names_read(tree.body))
+    names[DOCSTRING_NAMES] = _joined(
+        {name for _, text in indexer.docstrings for name in names_in_text(text)}
+    )
     spans = tuple(indexer.spans)
     return FunctionIndex(
         skeleton=_sha256(ast.dump(tree)),
@@ -117,7 +146,13 @@ def index_tree(tree: ast.Module) -> FunctionIndex:
         starts={first: function_id for first, _, function_id in spans},
         spans=spans,
         docstrings=_sha256(json.dumps(indexer.docstrings)),
+        bindings=bindings,
+        names=names,
     )
+
+
+def _joined(names: set[str]) -> str:
+    return " ".join(sorted(names))
 
 
 class _Indexer:

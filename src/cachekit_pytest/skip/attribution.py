@@ -119,7 +119,7 @@ class Attribution:
                     pairs = self.resolve(path, sets.get(deps))
                 if pairs is not None:
                     self.resolved[deps] = pairs
-                    self._keys[memo] = dependency_key(self.secrets, static_hash, pairs)
+                    self._keys[memo] = self.key(path, static_hash, pairs)
             return self._keys[memo]
 
         return key_of
@@ -134,7 +134,7 @@ class Attribution:
             return "the dependency set of its pass is missing from the store"
         if deps not in self.resolved and self.resolve(path, sets[deps]) is None:
             return "a function or file it executed is gone (renamed, removed or unparsable)"
-        return "its file's static key or a function it executed changed"
+        return "its file's static key, a function it executed or a constant it reads changed"
 
     def resolve(self, path: Path, members: Iterable[str] | None) -> Pairs | None:
         """``members`` with their current hashes, looked for in ``path``'s closure, then in
@@ -182,8 +182,20 @@ class Attribution:
                 continue
             deps = set_id(member for member, _ in found)
             sets.setdefault(deps, found)
-            keys[nodeid] = TestKey(dependency_key(self.secrets, static_hash, found), deps)
+            key = self._keys.get((static_hash, deps))
+            if key is None:
+                key = self._keys[static_hash, deps] = self.key(item.path, static_hash, found)
+            keys[nodeid] = TestKey(key, deps)
         return Assembled(keys, sets)
+
+    def key(self, path: Path, static_hash: str, pairs: Pairs) -> str:
+        """The key hash of a test of ``path`` (or of the file whole) that executed
+        ``pairs``: its static key's, its dependencies' and those of the module-level
+        constants it can read (`Resolver.bindings_read`)."""
+        bindings = self.resolver.bindings_read(
+            str(path), self.members(path), (member for member, _ in pairs)
+        )
+        return dependency_key(self.secrets, static_hash, [*pairs, *bindings])
 
     def _dependencies(
         self, recorder: Recorder, path: Path, windows: list[Window], outside: frozenset[str]

@@ -45,7 +45,7 @@ from cachekit.ci.namespace import Namespace, detect_namespace
 from cachekit.ci.signing import ENV_SIGNING_KEY, SigningKeyError, signing_key_from_text
 from cachekit.errors import InvalidURL
 from cachekit.session import Session
-from cachekit.skip.dependencies import dependency_key, set_id
+from cachekit.skip.dependencies import set_id
 from cachekit.skip.records import (
     Secrets,
     Table,
@@ -425,7 +425,12 @@ class SkipRun:
                 file_hash = self.secrets.file_hash(
                     file_id(label, doctests=doctest_modules(self.config))
                 )
-                key_hash = dependency_key(self.secrets, tally.static_hash, union)
+                try:
+                    key_hash = self.collecting.attribution().key(
+                        self.config.rootpath / label, tally.static_hash, union
+                    )
+                except Exception:  # no file record: its tests stay recorded one by one
+                    continue
                 found.append((file_hash, key_hash, tally.tests, deps))
         return found, unions
 

@@ -1,0 +1,211 @@
+"""Module-level *constant bindings*, and the names code reads: so that a change to a module
+constant reruns only the tests whose code can see it, not every test importing its module.
+
+Why this is safe: a statement like ``__version__ = "1.2"`` or an undecorated
+``def helper(x, limit=10):`` at module level runs no code and reads no name when the
+module is imported; it only binds a name. Its value can reach a test only through code
+that *names* it: ``LOAD_GLOBAL``/``LOAD_NAME`` in its module, an attribute (``pkg.X``), an
+import (``from pkg import X``), a string (``getattr(pkg, "X")``, ``mock.patch("pkg.X")``,
+a string annotation). So a test depends on a constant binding only when the code its key
+already covers names it (`NameSets`): the module-level code of every module in its
+closure, the functions it executed (import-time ones included), its own test file
+whole. Code that can reach a name without spelling it (``vars``, ``globals``, ``dir``,
+``__dict__``, ``getattr`` with a computed name, ``eval``...) reads `EVERY_NAME`.
+
+Why only constants: a binding that reads a name or calls anything at import could fail
+or differ with the order of statements, so it stays in the skeleton (every importer
+reruns when it changes). A constant binding's hash includes how many skeleton statements
+precede it, so moving it across one changes it too (the skeleton alone would not).
+
+Never constant, whatever the right-hand side: dunder names (they change how Python and
+pytest treat a module: ``__all__``, ``__getattr__``, ``__path__``...) except a few
+metadata names, names pytest collects or calls by convention (``test*``, ``Test*``,
+``pytest*``, xunit-style ``setup_module``...), and bindings inside ``if``/``try`` blocks.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import json
+import re
+from collections.abc import Iterable
+
+#: The name a reflective construct reads: every binding counts.
+EVERY_NAME = "*"
+
+#: Module dunders that only describe the module; every other dunder stays in the skeleton.
+_METADATA = frozenset(
+    {
+        "__version__",
+        "__version_info__",
+        "__author__",
+        "__email__",
+        "__license__",
+        "__copyright__",
+        "__credits__",
+        "__maintainer__",
+        "__status__",
+        "__date__",
+        "__docformat__",
+    }
+)
+#: Names pytest and unittest find by themselves in a module (without anyone naming them).
+_COLLECTED_PREFIXES = ("test", "Test", "pytest")
+_XUNIT = frozenset(
+    {
+        "setup_module",
+        "teardown_module",
+        "setup_function",
+        "teardown_function",
+        "setUpModule",
+        "tearDownModule",
+        "setup",
+        "teardown",
+        "load_tests",
+        "collect_ignore",
+        "collect_ignore_glob",
+    }
+)
+#: Builtins and attributes that reach a namespace's names without spelling them.
+_REFLECTIVE_NAMES = frozenset({"vars", "globals", "locals", "dir", "eval", "exec", "__import__"})
+_REFLECTIVE_ATTRIBUTES = frozenset({"__dict__", "getmembers", "__getattribute__"})
+#: Callables that look a name up from their argument: reflective unless it is a literal.
+_LOOKUPS = {"getattr": 1, "hasattr": 1, "setattr": 1, "delattr": 1, "attrgetter": 0}
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def constant_binding(statement: ast.stmt, *, lazy_annotations: bool) -> list[str] | None:
+    """The names a module-level statement binds if it is a constant binding (see the
+    module docstring), else None. ``lazy_annotations``: the module imports
+    ``from __future__ import annotations`` (annotations are not evaluated)."""
+    if isinstance(statement, (ast.FunctionDef, ast.AsyncFunctionDef)):
+        if statement.decorator_list or getattr(statement, "type_params", None):
+            return None
+        arguments = statement.args
+        evaluated = [*arguments.defaults, *(d for d in arguments.kw_defaults if d is not None)]
+        every = [*arguments.posonlyargs, *arguments.args, *arguments.kwonlyargs]
+        every += [a for a in (arguments.vararg, arguments.kwarg) if a is not None]
+        if not lazy_annotations:
+            evaluated += [a.annotation for a in every if a.annotation is not None]
+            if statement.returns is not None:
+                evaluated.append(statement.returns)
+        names = [statement.name]
+    elif isinstance(statement, ast.Assign):
+        if not all(isinstance(target, ast.Name) for target in statement.targets):
+            return None
+        evaluated = [statement.value]
+        names = [target.id for target in statement.targets]  # type: ignore[attr-defined]
+    elif isinstance(statement, ast.AnnAssign):
+        if statement.value is None or not isinstance(statement.target, ast.Name):
+            return None
+        evaluated = [statement.value]
+        if not lazy_annotations:
+            evaluated.append(statement.annotation)
+        names = [statement.target.id]
+    else:
+        return None
+    if not all(_is_constant(node) for node in evaluated):
+        return None
+    if not all(_may_be_constant(name) for name in names):
+        return None
+    return names
+
+
+def binding_hashes(statements: list[ast.stmt]) -> tuple[list[ast.stmt], dict[str, str]]:
+    """A module's top-level statements split into the skeleton's and the constant
+    bindings', hashed by name (every constant statement binding the name, in order, each
+    with the number of skeleton statements before it)."""
+    lazy_annotations = any(
+        isinstance(statement, ast.ImportFrom)
+        and statement.module == "__future__"
+        and any(alias.name == "annotations" for alias in statement.names)
+        for statement in statements
+    )
+    skeleton: list[ast.stmt] = []
+    parts: dict[str, list[object]] = {}
+    for statement in statements:
+        names = constant_binding(statement, lazy_annotations=lazy_annotations)
+        if names is None:
+            skeleton.append(statement)
+            continue
+        dumped = ast.dump(statement)
+        for name in names:
+            parts.setdefault(name, []).append([len(skeleton), dumped])
+    hashes = {
+        name: hashlib.sha256(json.dumps(found).encode("utf-8", "surrogatepass")).hexdigest()
+        for name, found in sorted(parts.items())
+    }
+    return skeleton, hashes
+
+
+def names_read(nodes: Iterable[ast.AST]) -> set[str]:
+    """Every name ``nodes`` can read: names, attributes, imported names, identifiers
+    inside strings; `EVERY_NAME` for a reflective construct."""
+    found: set[str] = set()
+    for root in nodes:
+        for node in ast.walk(root):
+            if isinstance(node, ast.Name):
+                found.add(node.id)
+                if node.id in _REFLECTIVE_NAMES:
+                    found.add(EVERY_NAME)
+            elif isinstance(node, ast.Attribute):
+                found.add(node.attr)
+                if node.attr in _REFLECTIVE_ATTRIBUTES:
+                    found.add(EVERY_NAME)
+            elif isinstance(node, ast.alias):
+                # A star import copies names that whoever reads them names: no wildcard.
+                found.update(node.name.split("."))
+            elif isinstance(node, (ast.Global, ast.Nonlocal)):
+                found.update(node.names)
+            elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+                found.update(_IDENTIFIER.findall(node.value))
+            elif isinstance(node, ast.Call) and _computed_lookup(node):
+                found.add(EVERY_NAME)
+    return found
+
+
+def names_in_text(text: str) -> set[str]:
+    """The identifiers in a text (a docstring's doctest examples)."""
+    return set(_IDENTIFIER.findall(text))
+
+
+def _computed_lookup(call: ast.Call) -> bool:
+    """``getattr(x, name)`` and the like with a name that is not a literal string."""
+    function = call.func
+    called = function.id if isinstance(function, ast.Name) else None
+    if isinstance(function, ast.Attribute):
+        called = function.attr
+    position = _LOOKUPS.get(called or "")
+    if position is None:
+        return False
+    looked_up = call.args[position:] if called == "attrgetter" else call.args[1:2]
+    if not looked_up or any(isinstance(arg, ast.Starred) for arg in call.args):
+        return True
+    return not all(
+        isinstance(arg, ast.Constant) and isinstance(arg.value, str) for arg in looked_up
+    )
+
+
+def _is_constant(node: ast.expr) -> bool:
+    """An expression that reads no name and calls no code of the project's: literals,
+    containers of literals, arithmetic on literals."""
+    if isinstance(node, ast.Constant):
+        return True
+    if isinstance(node, (ast.Tuple, ast.List, ast.Set)):
+        return all(_is_constant(element) for element in node.elts)
+    if isinstance(node, ast.Dict):
+        return all(key is not None and _is_constant(key) for key in node.keys) and all(
+            _is_constant(value) for value in node.values
+        )
+    if isinstance(node, ast.UnaryOp):
+        return _is_constant(node.operand)
+    if isinstance(node, ast.BinOp):
+        return _is_constant(node.left) and _is_constant(node.right)
+    return False
+
+
+def _may_be_constant(name: str) -> bool:
+    if name.startswith("__") and name.endswith("__"):
+        return name in _METADATA
+    return not name.startswith(_COLLECTED_PREFIXES) and name not in _XUNIT
