@@ -333,6 +333,10 @@ def test_code_that_looks_names_up_reruns_on_any_constant(project: Project) -> No
     project.replace("lib/calc.py", "def mul(a, b):", "LIMIT = 10\n\n\ndef mul(a, b):")
     project.run()
     assert project.ran == {"test_lookup.py::test_find"}
+    # Metadata dunders count only where named: code walking a namespace skips them.
+    project.write("lib/__init__.py", '__version__ = "1.0"\n')
+    project.run()
+    assert project.ran == set()
 
 
 def test_a_test_files_own_constants_rerun_its_tests(project: Project) -> None:

@@ -42,7 +42,7 @@ import attrs
 
 from cachekit.errors import CorruptData
 from cachekit.skip.functions import SKELETON_NAMES, FunctionIndex
-from cachekit.skip.names import EVERY_NAME
+from cachekit.skip.names import EVERY_NAME, reflection_reaches
 from cachekit.skip.records import HASH_HEX, Secrets
 from cachekit.values.codec import JSON
 
@@ -223,8 +223,8 @@ class Resolver:
         the files of its static key (``closure``, real paths; ``entry`` is its test file)
         and of its resolved ``members``, each binding whose name the code those cover
         reads (module-level code of every file; the bodies executed; the test file and
-        any whole-file member entirely), all of them where that code is reflective, and
-        all of the test file's."""
+        any whole-file member entirely), all of them where that code is reflective (but
+        the metadata dunders), and all of the test file's."""
         indexes: dict[str, FunctionIndex] = {}
         names: set[str] = set()
         entry_label = self.label(os.path.realpath(entry))
@@ -253,7 +253,7 @@ class Resolver:
             (self.dependency_id(Dependency(label, BINDING, name)), digest)
             for label, index in indexes.items()
             for name, digest in index.bindings.items()
-            if every or label == entry_label or name in names
+            if name in names or label == entry_label or (every and reflection_reaches(name))
         )
 
     def current(self, member: str) -> str | None:

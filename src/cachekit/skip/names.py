@@ -10,7 +10,8 @@ a string annotation). So a test depends on a constant binding only when the code
 already covers names it (`NameSets`): the module-level code of every module in its
 closure, the functions it executed (import-time ones included), its own test file
 whole. Code that can reach a name without spelling it (``vars``, ``globals``, ``dir``,
-``__dict__``, ``getattr`` with a computed name, ``eval``...) reads `EVERY_NAME`.
+``__dict__``, ``getattr`` with a computed name, ``eval``...) reads `EVERY_NAME`: every
+binding but the metadata dunders (`reflection_reaches`).
 
 Why only constants: a binding that reads a name or calls anything at import could fail
 or differ with the order of statements, so it stays in the skeleton (every importer
@@ -137,6 +138,13 @@ def binding_hashes(statements: list[ast.stmt]) -> tuple[list[ast.stmt], dict[str
         for name, found in sorted(parts.items())
     }
     return skeleton, hashes
+
+
+def reflection_reaches(name: str) -> bool:
+    """Whether code reading names reflectively counts as reading ``name``: not for the
+    metadata dunders (``__version__``...), which code that walks a namespace skips and
+    reads only by name; counting them would rerun every such test on each release."""
+    return name not in _METADATA
 
 
 def names_read(nodes: Iterable[ast.AST]) -> set[str]:
