@@ -2,12 +2,14 @@
 (`cachekit.skip.dependencies`).
 
 Only a run that records passes records this (`cachekit_pytest.skip.run`). On Python
-3.12+ a ``sys.monitoring`` tool sees each call of project code (``PY_START``; other code is
-disabled at its first call); before, a global trace function (``sys.settrace``, and
-``threading.settrace`` for threads started since) sees every call and returns None (no
-line events). Either adds the code object to a set. At the end of each *window* the set
-is filtered to project files (decided once per file name) and added to every window
-open:
+3.12+ a ``sys.monitoring`` tool sees code start (``PY_START``): other files' code is
+disabled at its first call, project code at its first call in a window (``DISABLE``), and
+events are restarted when a window opens, so a code object costs one callback a window,
+not one a call. Before 3.12 the C profiler (``cProfile``, `cachekit_pytest.skip.profiling`)
+sees each call of the thread that runs the tests, and a Python trace function
+(``threading.settrace``) threads started since. Either adds the code object to a set. At
+the end of each *window* the set is filtered to project files (decided once per file
+name) and added to every window open:
 
 - a test: its setup, call and teardown phases (not the reporting between them, a good
   part of pytest's own calls per test);
@@ -17,19 +19,26 @@ open:
 - each collector's collection (``pytest_make_collect_report``).
 
 While collecting, and in a test window from the moment a module's code starts (it is
-imported: by an ``import`` or ``importlib``), a slower callback walks the stack of each
-call of project code: code that runs under a project module's ``<module>`` frame is that
-module's *import-time* code, not the window's. A test depends on the import-time code of
-its file's closure and of every file it executed code in, because a module imported once
-serves every later test without running again. (With ``sys.settrace``, a thread that
-imports gives the windows open all it ran since, a superset.)
+imported: by an ``import`` or ``importlib``), code that runs under a project module's
+``<module>`` code is that module's *import-time* code, not the window's: with
+``sys.monitoring`` a slower callback walks the stack of each call of project code; with
+the C profiler, it is what the call graph reaches from that code (a superset, see
+`cachekit_pytest.skip.profiling`; the switch is made on the ``exec`` audit event of the
+module's code). A test depends on the import-time code of its file's closure and of
+every file it executed code in, because a module imported once serves every later test
+without running again. (In another thread, a module's code goes to the windows open,
+which then give the module all they ran, a superset.) Nothing is recorded while pytest
+asks whether to collect a path (``pytest_ignore_collect``): cachekit's own answer keys
+the test file there, which would cost most of a recording run under a tracer; a project
+module first imported meanwhile counts as imported before recording began.
 
 What cannot be recorded makes a window *incomplete*, and its tests fall back to their
-test file's full key (every function body of the closure): another tracer replaced ours
-(a debugger), or the window started a process (audit events ``subprocess.Popen``,
+test file's full key (every function body of the closure): another profiler replaced ours
+(before 3.12: a test that profiles itself), or another tool took our ``sys.monitoring``
+tool id, or the window started a process (audit events ``subprocess.Popen``,
 ``os.system``, ``os.fork``, ``os.exec``, ``os.posix_spawn``, ``os.spawn``: the child runs
-code no tracer here sees). When a tracer is already set at the start (coverage measuring
-the run, before 3.12), nothing is recorded and every test falls back.
+code no tracer here sees). When a tracer or profiler is already set at the start
+(coverage measuring the run, before 3.12), nothing is recorded and every test falls back.
 
 Known gaps (documented): before 3.12, threads started before recording began are not
 traced; and no code is seen that a test uses without executing it (a module constant of
@@ -46,6 +55,8 @@ from types import CodeType, FrameType
 from typing import Any
 
 import pytest
+
+from cachekit_pytest.skip.profiling import Profile
 
 #: Audit events that start another process (or replace this one).
 SPAWN_EVENTS = frozenset(
@@ -67,8 +78,11 @@ _AUDIT_HOOKED: list[bool] = []
 
 
 def _audit(event: str, args: tuple[Any, ...]) -> None:
-    if _ACTIVE and event in SPAWN_EVENTS:
-        _ACTIVE[-1].spawned()
+    if _ACTIVE:
+        if event == "exec":
+            _ACTIVE[-1].executing(args[0])
+        elif event in SPAWN_EVENTS:
+            _ACTIVE[-1].spawned()
 
 
 class Window:
@@ -113,8 +127,8 @@ class Recorder:
         #: The window of the test running.
         self._phase: Window | None = None
         #: How code is seen: ``sys.monitoring`` (Python 3.12+) or ``sys.settrace``.
-        self._backend: Monitoring | SetTrace = (
-            Monitoring(self) if hasattr(sys, "monitoring") else SetTrace(self)
+        self._backend: Monitoring | Profile = (
+            Monitoring(self) if hasattr(sys, "monitoring") else Profile(self)
         )
 
     # -- starting and stopping ------------------------------------------------------------
@@ -164,6 +178,7 @@ class Recorder:
             for window in self._open:
                 window.complete = False
             self._backend.install(attributing=self._backend.attributing)
+        self._backend.drain()
         if not seen:
             return
         # Threads add to the set meanwhile: a copy and a removal are each atomic.
@@ -233,6 +248,22 @@ class Recorder:
         self.imports.setdefault(code.co_filename, set()).add(code)
         self._backend.install(attributing=True)
 
+    def executing(self, code: object) -> None:
+        """``exec`` of a code object (an audit event): when it is a project module's
+        code in the thread that runs the tests, and the backend sees no imports, switch
+        to the one that does before it runs (the C profiler keeps callers then: see
+        `cachekit_pytest.skip.profiling`)."""
+        if (
+            isinstance(code, CodeType)
+            and code.co_name == "<module>"
+            and self.running
+            and not self._backend.attributing
+            and threading.get_ident() == self._thread
+            and self._backend.intact()
+            and self.is_project_file(code.co_filename)
+        ):
+            self._backend.install(attributing=True)
+
     def spawned(self) -> None:
         for window in self._open:
             window.complete = False
@@ -249,6 +280,33 @@ class Recorder:
         finally:
             self.close(window)
 
+    @pytest.hookimpl(wrapper=True, tryfirst=True)
+    def pytest_ignore_collect(self) -> Generator[None, Any, Any]:
+        """Not recorded: whether a path is collected is decided in a collector's window,
+        whose code counts only for the imports it makes, and cachekit's own answer keys
+        the test file there (parsing every file of its closure: under a tracer, most of
+        a recording run's cost). A project module imported meanwhile counts as imported
+        before recording began (its import unknown)."""
+        if not self.running or self._phase is not None:
+            return (yield)
+        self._flush()
+        attributing = self._backend.attributing
+        self._backend.uninstall()
+        modules = set(sys.modules)
+        try:
+            return (yield)
+        finally:
+            new = [sys.modules.get(name) for name in sys.modules.keys() - modules]
+            unknown = {
+                filename
+                for module in new
+                if isinstance(filename := getattr(module, "__file__", None), str)
+                and self.is_project_file(filename)
+            }
+            if unknown:
+                self.preloaded = self.preloaded | unknown
+            self._backend.install(attributing=attributing)
+
     # A test's window is open during its setup, call and teardown only: not while pytest
     # makes and logs its reports, a good part of pytest's own calls per test.
 
@@ -256,6 +314,7 @@ class Recorder:
     def pytest_runtest_setup(self, item: pytest.Item) -> Generator[None, Any, Any]:
         if self.running:
             self._phase = Window()
+            self._backend.restart()  # a new window: disabled project code is seen again
         return (yield from self._in_phase())
 
     @pytest.hookimpl(wrapper=True, tryfirst=True)
@@ -369,70 +428,12 @@ def project_file_test(root: str) -> Callable[[str], bool]:
 # -- how code is seen ---------------------------------------------------------------------
 
 
-class SetTrace:
-    """``sys.settrace`` (and ``threading.settrace`` for threads started since): a trace
-    function called on each call, that returns None (no line events). The cheap one adds
-    the code object to a set; the attributing one walks the stack (see `Recorder`)."""
-
-    def __init__(self, recorder: Recorder) -> None:
-        self.attributing = True
-        add = recorder._seen.add
-        importing = recorder._importing
-        attribute = recorder.attribute
-        self._recorder = recorder
-
-        def cheap(frame: FrameType, event: str, arg: object) -> None:
-            code = frame.f_code
-            if code.co_name == "<module>":
-                importing(code)
-            else:
-                add(code)
-
-        def attributing(frame: FrameType, event: str, arg: object) -> None:
-            attribute(frame.f_code, frame)
-
-        self._cheap = cheap
-        self._attributing = attributing
-
-    def available(self) -> bool:
-        """Not when another tracer is set (coverage measuring the run): replacing it
-        would break it."""
-        return sys.gettrace() is None
-
-    def install(self, *, attributing: bool) -> None:
-        self.attributing = attributing
-        threading.settrace(self._cheap)
-        sys.settrace(self._attributing if attributing else self._cheap)
-
-    def uninstall(self, *, final: bool = False) -> None:
-        if sys.gettrace() in (self._cheap, self._attributing):
-            sys.settrace(None)
-        if final:
-            threading.settrace(None)
-
-    def restart(self) -> None:
-        """Nothing to do: every call is seen."""
-
-    def intact(self) -> bool:
-        """Whether one of ours is still the trace function (code that saved and restored
-        it, as doctest does, may have set the other)."""
-        current = sys.gettrace()
-        if current is self._cheap or current is self._attributing:
-            self.attributing = current is self._attributing
-            return True
-        return False
-
-    def may_switch(self) -> bool:
-        """Only the thread that runs the tests switches to attributing."""
-        return threading.get_ident() == self._recorder._thread and sys.gettrace() is self._cheap
-
-
 class Monitoring:
     """``sys.monitoring`` (Python 3.12+), a tool id of its own: ``PY_START`` events, seen
-    in every thread. Code of no project file is disabled for good at its first call
-    (``DISABLE``; events are never restarted, which would instrument every code object
-    again): what remains costs one callback per call of project code. The cheap callback
-    adds the code object to a set; the attributing one walks the stack."""
+    in every thread. The cheap callback disables any code at its first call
+    (``DISABLE``), after adding a project code object to the set; `restart` re-enables
+    them when a window opens, if any project code was disabled since. The attributing
+    one (collecting, imports) walks the stack of each call of project code."""
 
     NAME = "cachekit-skip-passed"
     #: Tool ids tried, in order (0, 1, 2 and 5 are the debugger's, coverage's, the
@@ -441,6 +442,8 @@ class Monitoring:
 
     def __init__(self, recorder: Recorder) -> None:
         self.attributing = True
+        #: Project code was disabled since the last `restart`.
+        self.disabled = False
         self._recorder = recorder
         self._tool: int | None = None
         monitoring: Any = getattr(sys, "monitoring")  # noqa: B009 (Python 3.12+)
@@ -461,9 +464,11 @@ class Monitoring:
                 return disable
             if code.co_name == "<module>":
                 importing(code)
-            else:
-                add(code)
-            return None
+                return None
+            add(code)
+            # Seen in this window: not again until the next one opens (`restart`).
+            self.disabled = True
+            return disable
 
         def attributing(code: CodeType, offset: int) -> object:
             known = project.get(code.co_filename)
@@ -490,6 +495,9 @@ class Monitoring:
         if self._tool is None:
             return
         monitoring = self._monitoring
+        if attributing and not self.attributing:
+            # Code disabled since the window opened may run under a module's code now.
+            self.restart()
         self.attributing = attributing
         callback = self._attributing if attributing else self._cheap
         try:
@@ -513,7 +521,15 @@ class Monitoring:
             self._tool = None
 
     def restart(self) -> None:
-        """Nothing to do: only code of no project file is disabled."""
+        """A window opens: project code disabled since the last restart is seen again.
+        (This re-enables every tool's disabled events, ours for other files too: each
+        such code object costs one more callback, which disables it again.)"""
+        if self.disabled:
+            self.disabled = False
+            self._monitoring.restart_events()
+
+    def drain(self) -> None:
+        """Nothing to do: the callbacks add to the recorder's set as code runs."""
 
     def intact(self) -> bool:
         return self._tool is not None and self._monitoring.get_tool(self._tool) == self.NAME
