@@ -118,6 +118,8 @@ HOLD_BACK = ("-o", "cache_compact_threshold=1000000000")
 PAIRED = ("L", "S")
 SCRIPT_COMMAND = ".venv/bin/python benchmarks/bench_scale.py --write"
 SCALE_DIR = WORK_DIR / "scale"
+#: What `--reuse` keeps of a build: the store as the build left it, and the namespace.
+BUILT_NAMESPACE = "namespace.json"
 
 
 # -- environments and commands ----------------------------------------------------------------
@@ -364,9 +366,13 @@ def run(config: Config) -> Report:
     logs.mkdir(parents=True)
     found = Findings(namespace=detect_namespace())
     found.namespace["repository_prefix"] = found.namespace["ref_prefix"].rpartition("/")[0]
-    print(f"  namespace {found.namespace['prefix']}; building {config.passes} CI run(s)")
-    build(config, suite, store, logs, found)
+    if not (config.reuse and restore_build(config, store, found)):
+        print(f"  namespace {found.namespace['prefix']}; building {config.passes} CI run(s)")
+        build(config, suite, store, logs, found)
+        keep_build(config, store, found)
     found.bytes_before = bytes_by_key(local_sizes(store), found.namespace["prefix"])
+    if config.only == "fold":
+        return fold_only(config, store, logs, found, report=report, targets=targets)
 
     with moto_server() as (moto_port, moto_process):
         proxy = ProxyProcess(moto_port, delay=DELAY, log=WORK_DIR / "latency-proxy.log")
@@ -399,6 +405,84 @@ def run(config: Config) -> Report:
     if warning:
         report.sections[0].notes.append(warning)
     return report
+
+
+def built_dir(config: Config) -> Path:
+    """Where `keep_build` keeps a build of ``config``'s shape and passes."""
+    shape = config.shape
+    return SCALE_DIR / f"built-{shape.tests}-{shape.shards}-{config.passes}"
+
+
+def keep_build(config: Config, store: Path, found: Findings) -> None:
+    """Keep a copy of the freshly built store, for `--reuse` (the benchmark's later
+    steps compact and write into ``store``)."""
+    kept = built_dir(config)
+    shutil.rmtree(kept, ignore_errors=True)
+    shutil.copytree(store, kept / "store")
+    (kept / BUILT_NAMESPACE).write_text(json.dumps(found.namespace), encoding="utf-8")
+
+
+def restore_build(config: Config, store: Path, found: Findings) -> bool:
+    """Put back the store `keep_build` kept for this shape, if there is one for the same
+    namespace; False when there is none (then the caller builds)."""
+    kept = built_dir(config)
+    try:
+        namespace = json.loads((kept / BUILT_NAMESPACE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    if namespace != found.namespace:
+        return False
+    shutil.copytree(kept / "store", store)
+    print(f"  namespace {found.namespace['prefix']}: reusing the build in {kept}")
+    return True
+
+
+def fold_only(
+    config: Config,
+    store: Path,
+    logs: Path,
+    found: Findings,
+    *,
+    report: Report,
+    targets: dict[str, Target],
+) -> Report:
+    """``--only fold``: the merges and compactions through the proxy, nothing else (a
+    quick measure of the final job; the report says only that)."""
+    with moto_server() as (moto_port, moto_process):
+        proxy = ProxyProcess(moto_port, delay=DELAY, log=WORK_DIR / "latency-proxy.log")
+        try:
+            bench = Bench(moto_port, moto_process.pid, proxy)
+            boto3_client(moto_port).create_bucket(Bucket=BUCKET)
+            prefixes = [f"scale{copy}" for copy in range(config.repeats)]
+            found.uploaded_objects = upload(store, bench, prefixes)
+            fold(config, bench, logs, found)
+            if config.profile is not None:
+                profile_merge(config, bench, logs, found)
+        finally:
+            proxy.stop()
+    report.targets = [targets["merge"], targets["compact"]]
+    targets["merge"].measured = statistics.median(one.seconds for one in found.merges)
+    targets["compact"].measured = statistics.median(one.seconds for one in found.compactions)
+    for one in [*found.merges, *found.compactions]:
+        print(
+            f"  {one.label}: {one.seconds:.2f} s wall, {one.cpu_seconds:.2f} s CPU, "
+            f"{one.max_rss_mib:.0f} MiB, exit {one.exit_code}, "
+            f"{one.requests.get('requests', '?')} requests {one.requests.get('by_kind', {})}",
+            flush=True,
+        )
+    return report
+
+
+def profile_merge(config: Config, bench: Bench, logs: Path, found: Findings) -> None:
+    """One more merge, into a namespace of its own, under cProfile (``--profile FILE``)."""
+    assert config.profile is not None
+    url = bench.proxied_url("scale0")
+    into = f"{found.namespace['repository_prefix']}/profiled/all/default"
+    ref_prefix = found.namespace["ref_prefix"]
+    command = cachekit("merge", f"--url={url}", f"--from={ref_prefix}/", f"--into={into}")
+    profiled = [sys.executable, "-m", "cProfile", "-o", str(config.profile), *command]
+    one = _proxied(bench, "merge profiled", [*profiled, "--json"], logs / "merge-profiled.log")
+    print(f"  profiled merge: {one.seconds:.2f} s, profile in {config.profile}", flush=True)
 
 
 def _targets(config: Config) -> dict[str, Target]:
@@ -503,8 +587,34 @@ def parse(argv: list[str] | None) -> tuple[Config, bool]:
     parser.add_argument("--rounds", type=int, default=11, help="timed rounds (pairs per variant)")
     parser.add_argument("--repeats", type=int, default=3, help="merge and compact repeats")
     parser.add_argument("--write", action="store_true", help="also write results/scale.md/.json")
+    parser.add_argument(
+        "--reuse",
+        action="store_true",
+        help="start from the last build of this shape and passes, if kept (under "
+        f"{SCALE_DIR.relative_to(WORK_DIR.parent.parent)}/built-*), instead of building",
+    )
+    parser.add_argument(
+        "--only",
+        choices=("fold",),
+        help="fold: only the merges and compactions through the proxy (not with --write)",
+    )
+    parser.add_argument(
+        "--profile", type=Path, metavar="FILE", help="with --only fold: one more merge, profiled"
+    )
     args = parser.parse_args(argv)
-    config = Config(Shape(args.tests, args.shards), args.passes, args.rounds, args.repeats)
+    if args.write and (args.only or args.reuse):
+        parser.error("--write records a full run: not with --only or --reuse")
+    if args.profile is not None and args.only != "fold":
+        parser.error("--profile needs --only fold")
+    config = Config(
+        Shape(args.tests, args.shards),
+        args.passes,
+        args.rounds,
+        args.repeats,
+        reuse=args.reuse,
+        only=args.only,
+        profile=args.profile,
+    )
     return config, args.write
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import statistics
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from benchmarks.harness import Comparison, Report, Section, fmt_seconds
@@ -30,6 +31,11 @@ class Config:
     passes: int = 2
     rounds: int = 11
     repeats: int = 3
+    #: Start from a kept build (`bench_scale --reuse`); only part of the benchmark
+    #: (``"fold"``); a file for a profiled merge. Never for a written result.
+    reuse: bool = False
+    only: str | None = None
+    profile: Path | None = None
 
     @property
     def final_pass(self) -> int:
