@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import secrets
 import threading
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
@@ -26,6 +27,7 @@ from cachekit.errors import (
     PreconditionFailed,
     UnsupportedOperation,
 )
+from cachekit.values import streaming
 from cachekit.values.cache import INVENTORY_BATCH, RawObject
 from cachekit.values.codec import decode
 from cachekit.values.merge import (
@@ -35,6 +37,7 @@ from cachekit.values.merge import (
     SortedUnion,
     observe_outcomes,
 )
+from cachekit.values.objects import parse_part_id
 
 #: A join of lists of strings, for tests of parts and reads.
 UNION = SortedUnion()
@@ -715,3 +718,68 @@ def test_copy_parts_copies_what_reads_accept_once(store):
     assert len(copied.parts) == 20
     with pytest.warns(CorruptValueWarning):
         assert cache.copy_parts("runs", "all/runs", MappingUnion()) == 0  # all there
+
+
+def test_copy_parts_fetches_nothing_the_destination_holds(store):
+    counting = CountingStore(store)
+    cache = Cache(counting)
+    for index in range(5):
+        cache.write_part("runs", f"p{index}", {f"r{index}": index})
+    assert cache.copy_parts("runs", "all/runs", MappingUnion()) == 5
+    before = {key: store.get(key) for key in store.list("all/")}
+    cache.write_part("runs", "p5", {"r5": 5})
+    counting.fetched.clear()
+    assert cache.copy_parts("runs", "all/runs", MappingUnion()) == 1
+    # Only the new part was fetched: the others are immutable and there already.
+    assert [key for keys in counting.fetched for key in keys] == ["runs/@parts/p5"]
+    after = {key: store.get(key) for key in store.list("all/")}
+    assert {key: after[key] for key in before} == before
+    assert len(after) == len(before) + 1
+
+
+def test_copy_parts_packs_small_parts_exactly_and_once(store):
+    """Packed, the destination holds every record as its source part held it, in fewer
+    parts; corrupt parts, large parts and parts whose keys another holds are not packed
+    (the corrupt ones not copied at all), and copying again copies nothing."""
+    clock = iter(range(1000, 2000))
+    cache = Cache(store, writer="tests", clock=lambda: float(next(clock)))
+    for source in ("a", "b"):
+        for index in range(10):
+            cache.write_part(f"{source}/runs", f"{source}{index:02d}", {f"{source}{index}": index})
+    cache.write_part("b/runs", "p10", {"a3": "the same report id as a part of a/runs"})
+    big = secrets.token_urlsafe(2 * streaming.PACK_MEMBER_BYTES)  # stored compressed
+    cache.write_part("b/runs", "p11", {"big": big})
+    cache.set("b/runs", {"b-base": 1})
+    store.put("a/runs/@parts/planted", b"not a cachekit value")
+    keys = ["a/runs", "b/runs"]
+    with pytest.warns(CorruptValueWarning, match="planted"):
+        assert cache.copy_parts(keys, "all/runs", MappingUnion(), pack=True) == 23
+    copied = cache.parts("all/runs")
+    assert len(copied) == 3  # the pack, the colliding part, the large part
+    assert not any("planted" in key for key in copied)
+    with pytest.warns(CorruptValueWarning, match="planted"):
+        sources = [value for key in keys for _, value in cache.read_each(key, MappingUnion())]
+    records = [value for _, value in cache.read_each("all/runs", MappingUnion())]
+    assert _records(records) == _records(sources)
+    [pack] = [key for key in copied if streaming.PACK_LABEL in key]
+    envelope = decode(store.get(pack).data)
+    assert len(envelope["folded"]) == 21
+    # Dated as its newest member (the base of b/runs, written last), so that
+    # ``cachekit gc`` retires it with its newest run.
+    assert envelope["written_at"] == 1022.0
+    assert parse_part_id(pack.rpartition("/")[2])[0] == pytest.approx(1022.0)
+    listing = {key: store.get(key) for key in store.list("all/")}
+    with pytest.warns(CorruptValueWarning, match="planted"):
+        assert cache.copy_parts(keys, "all/runs", MappingUnion(), pack=True) == 0
+    assert {key: store.get(key) for key in store.list("all/")} == listing
+
+
+def test_copy_parts_packs_only_mapping_unions(cache):
+    cache.write_part("k", "p1", ["t"])
+    with pytest.raises(ValueError, match="MappingUnion"):
+        cache.copy_parts("k", "all/k", UNION, pack=True)
+
+
+def _records(values):
+    """Each record of these mappings with how many times it occurs."""
+    return Counter(json.dumps([key, record]) for value in values for key, record in value.items())

@@ -20,6 +20,7 @@ from cachekit.ci.layout import (
     DURATIONS_KEY,
     LASTFAILED_KEY,
     NODEIDS_KEY,
+    STATS_RUNS,
     STATS_RUNS_KEY,
     STRATEGIES,
     namespace_prefix,
@@ -290,17 +291,28 @@ def test_compact_keeps_runs_as_parts_and_merge_copies_them(tmp_path: Path, url: 
     assert not any(key.endswith("/stats/runs") for key in compacted["compacted"])
     into = namespace_prefix("acme/app", "main", "all")
     source = namespace_prefix("acme/app", "main", NS[NS.index("--job") + 1])
-    merges = [
-        as_json(
-            cli("merge", "--url", url, "--from", source, "--into", into, "--json", cwd=tmp_path)
-        )
-        for _ in range(2)
-    ]
-    assert [merged["copied"] for merged in merges] == [{STATS_RUNS_KEY: 2}, {}]  # once
-    merged = merges[0]
+    store = open_store(url)
+    store.put(f"{source}/{STATS_RUNS_KEY}/@parts/planted", b"not a cachekit value")
+    first = cli("merge", "--url", url, "--from", source, "--into", into, "--json", cwd=tmp_path)
+    # A part copied once is not fetched again: spoiling it at the source afterwards
+    # changes nothing. The corrupt part, left behind, is read (and warned about) again.
+    copied = Cache(PrefixedStore(store, source)).parts(STATS_RUNS_KEY)[0]
+    store.put(copied, b"spoiled")
+    second = cli("merge", "--url", url, "--from", source, "--into", into, "--json", cwd=tmp_path)
+    merges = [first, second]
+    assert ["planted" in merged.stderr for merged in merges] == [True, True]
+    assert copied not in second.stderr
+    assert [as_json(merged)["copied"] for merged in merges] == [{STATS_RUNS_KEY: 2}, {}]
+    merged = as_json(merges[0])
     assert STATS_RUNS_KEY not in merged["written"]
-    runs = Cache(PrefixedStore(open_store(url), into)).parts(STATS_RUNS_KEY)
-    assert len(runs) == 2
+    # The two small runs are one part of the destination, which holds nothing else.
+    runs = Cache(PrefixedStore(store, into))
+    [part] = runs.parts(STATS_RUNS_KEY)
+    assert "planted" not in part
+    reports = [
+        report for _, value in runs.read_each(STATS_RUNS_KEY, STATS_RUNS) for report in value
+    ]
+    assert len(reports) == 2
     merged_summary = as_json(
         cli("stats", "summary", "--url", url, "--namespace-prefix", into, "--json", cwd=tmp_path)
     )

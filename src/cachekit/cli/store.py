@@ -6,7 +6,8 @@ import argparse
 import json
 import re
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, cast
 
 from cachekit.ci import layout
 from cachekit.cli.command import EXIT_OK, CommandGroup, Invocation
@@ -20,6 +21,7 @@ from cachekit.values.digests import DigestSet
 from cachekit.values.durations import SCOPED_SETUP_PREFIX
 from cachekit.values.merge import join_all, still_failing, stored_form
 from cachekit.values.objects import new_part_id
+from cachekit.values.pool import side_by_side
 
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
@@ -278,17 +280,50 @@ def _merge(
     parts compacted per key, and the parts copied per key kept as parts."""
     into = args.into.strip("/")
     sources: list[str] = []
+    # One listing per --from prefix finds the namespaces and every object to read or
+    # copy: not a listing per namespace and key.
+    found: list[tuple[Inventory, list[str]]] = []
+    listed: dict[str, None] = {}  # what the listings found, in order: for the copies
+    for prefix in args.sources:
+        inventory = cache.inventory(prefix, fetch="none")
+        listed.update(dict.fromkeys(inventory.listed))
+        namespaces = _namespaces_in(inventory)
+        if not namespaces:
+            raise CacheError(f"no cachekit namespace under {prefix!r}")
+        new = [ns for ns in namespaces if ns not in sources]
+        sources.extend(new)
+        found.append((inventory, new))
+    # The joins and the copies of runs touch different keys: side by side, the round
+    # trips of one overlap the other's (and the joins' CPU).
+    joined, copied = side_by_side(
+        _call,
+        [
+            lambda: _join_into(args, cache, found, sources),
+            lambda: _copy_parts(cache, sources, into, list(listed)),
+        ],
+        "cachekit-merge",
+    )
+    written, compacted = cast("tuple[dict[str, str], dict[str, int]]", joined)
+    return sources, written, compacted, cast("dict[str, int]", copied)
+
+
+def _call(task: Callable[[], object]) -> object:
+    return task()
+
+
+def _join_into(
+    args: argparse.Namespace,
+    cache: Cache,
+    found: list[tuple[Inventory, list[str]]],
+    sources: list[str],
+) -> tuple[dict[str, str], dict[str, int]]:
+    """The joined keys (`_MERGED`) of ``sources`` written into ``--into``: the part
+    written per key, and the parts compacted per key."""
     # Every key of every namespace under a --from prefix is read with the one listing
     # that found the namespaces and one concurrent, batched fetch: not a listing and a
     # fetch, one round trip after another, per namespace and key.
     reads: dict[str, Merged] = {}
-    for prefix in args.sources:
-        inventory = cache.inventory(prefix, fetch="none")
-        found = _namespaces_in(inventory)
-        if not found:
-            raise CacheError(f"no cachekit namespace under {prefix!r}")
-        new = [ns for ns in found if ns not in sources]
-        sources.extend(new)
+    for inventory, new in found:
         strategies = {
             _join_key(source, tail): strategy
             for source in new
@@ -296,8 +331,11 @@ def _merge(
         }
         if strategies:
             reads.update(
-                cache.read_merged_many(strategies, list_prefix=prefix, listed=inventory.listed)
+                cache.read_merged_many(
+                    strategies, list_prefix=inventory.prefix, listed=inventory.listed
+                )
             )
+    into = args.into.strip("/")
     written: dict[str, str] = {}
     compacted: dict[str, int] = {}
     part_id = new_part_id("merge")
@@ -313,19 +351,19 @@ def _merge(
         if args.compact:
             compacted[tail] = cache.compact(destination, strategy)
     progress.close()
-    return sources, written, compacted, _copy_parts(cache, sources, into)
+    return written, compacted
 
 
-def _copy_parts(cache: Cache, sources: list[str], into: str) -> dict[str, int]:
+def _copy_parts(cache: Cache, sources: list[str], into: str, listed: list[str]) -> dict[str, int]:
     """The keys kept as parts (`layout.UNFOLDED_KEYS`: one run each, too large to join
-    into one value) are merged by copying their parts; a part copied by an earlier merge
-    is there already. Returns the parts copied per key."""
+    into one value) are merged by copying their parts, found in ``listed`` (the
+    listings of the sources); a part copied by an earlier merge is there already, and
+    not fetched again. Returns the parts copied per key."""
     copied: dict[str, int] = {}
     for tail in sorted(layout.UNFOLDED_KEYS):
         strategy, destination = layout.STRATEGIES[tail], _join_key(into, tail)
-        count = sum(
-            cache.copy_parts(_join_key(source, tail), destination, strategy) for source in sources
-        )
+        keys = [_join_key(source, tail) for source in sources]
+        count = cache.copy_parts(keys, destination, strategy, listed=listed, pack=True)
         if count:
             copied[tail] = count
     return copied

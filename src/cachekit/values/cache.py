@@ -364,11 +364,32 @@ class Cache:
         )
 
     def copy_parts(
-        self, key: str, destination: str, strategy: MergeStrategy[Any], *, batch: int = 16
+        self,
+        keys: str | Sequence[str],
+        destination: str,
+        strategy: MergeStrategy[Any],
+        *,
+        listed: Sequence[str] | None = None,
+        batch: int = streaming.COPY_BATCH,
+        pack: bool = False,
     ) -> int:
-        """`cachekit.values.streaming.copy_parts` within this cache's own store: the base
-        and each part of ``key`` as parts of ``destination``; returns how many."""
-        return streaming.copy_parts(self.store, key, destination, strategy, batch=batch)
+        """`cachekit.values.streaming.copy_all` within this cache's own store: the base
+        and each part of ``keys`` (one key or several) as parts of ``destination``, but
+        parts it holds already; returns how many were copied. ``listed``: a listing
+        that covers ``keys``, to spare listing them again; ``pack``: small parts are
+        written several to a part (a `MappingUnion` only)."""
+        keys = [keys] if isinstance(keys, str) else keys
+        encode = self._encode_pack if pack else None
+        return streaming.copy_all(
+            self.store, keys, destination, strategy, listed=listed, batch=batch, pack=encode
+        )
+
+    def _encode_pack(self, value: JSON, written_at: float, folded: tuple[str, ...]) -> bytes:
+        """A part that packs the parts ``folded`` (`copy_parts`), dated as its newest."""
+        envelope = Envelope(value, written_at, self.writer, folded)
+        return codec.encode(
+            attrs.asdict(envelope, recurse=False), compress_above=self.compress_above
+        )
 
     def compact(self, key: str, strategy: MergeStrategy[Any], *, min_parts: int = 1) -> int:
         """Fold the parts of ``key`` into its base and retire them; returns how many.
