@@ -474,13 +474,15 @@ def fold_only(
 
 
 def profile_merge(config: Config, bench: Bench, logs: Path, found: Findings) -> None:
-    """One more merge, into a namespace of its own, under cProfile (``--profile FILE``)."""
+    """One more merge, into a namespace of its own, under cProfile in each of its threads
+    (``--profile FILE``, `profile_threads`)."""
     assert config.profile is not None
     url = bench.proxied_url("scale0")
     into = f"{found.namespace['repository_prefix']}/profiled/all/default"
     ref_prefix = found.namespace["ref_prefix"]
     command = cachekit("merge", f"--url={url}", f"--from={ref_prefix}/", f"--into={into}")
-    profiled = [sys.executable, "-m", "cProfile", "-o", str(config.profile), *command]
+    helper = Path(__file__).with_name("profile_threads.py")  # every thread, not the main one
+    profiled = [sys.executable, str(helper), str(config.profile), *command[1:]]
     one = _proxied(bench, "merge profiled", [*profiled, "--json"], logs / "merge-profiled.log")
     print(f"  profiled merge: {one.seconds:.2f} s, profile in {config.profile}", flush=True)
 
