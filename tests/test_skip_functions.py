@@ -249,15 +249,19 @@ def test_a_version_bump_reruns_nothing(project: Project) -> None:
     assert project.ran == set()
 
 
-def test_a_new_constant_or_undecorated_function_reruns_nothing(project: Project) -> None:
+def test_a_new_undecorated_function_reruns_nothing(project: Project) -> None:
+    text = "\n\ndef div(a, b=2):\n    return a / b\n"
+    project.write("lib/calc.py", project.read("lib/calc.py") + text)
+    project.run()
+    assert project.ran == set()
+
+
+def test_a_plain_constant_reruns_all_importers(project: Project) -> None:
+    """Frameworks read module constants from code that is not the project's (Django's
+    settings through ``dir()``): only the metadata dunders count by name."""
     project.replace("lib/calc.py", "def mul(a, b):", "LIMIT = 10\n\n\ndef mul(a, b):")
     project.run()
-    assert project.ran == set()
-    project.write(
-        "lib/calc.py", project.read("lib/calc.py") + "\n\ndef div(a, b=2):\n    return a / b\n"
-    )
-    project.run()
-    assert project.ran == set()
+    assert project.ran == ADD | MUL | FIXTURE | {"test_fixture.py::test_plain"}
 
 
 def test_a_new_decorated_function_reruns_all_importers(project: Project) -> None:
@@ -268,17 +272,19 @@ def test_a_new_decorated_function_reruns_all_importers(project: Project) -> None
     assert project.ran == ADD | MUL | FIXTURE | {"test_fixture.py::test_plain"}
 
 
-def test_a_constant_reruns_the_tests_that_executed_code_naming_it(project: Project) -> None:
-    """``mul`` reads ``SCALE``: its change reruns exactly the tests that executed ``mul``
-    (directly or through the module-scoped fixture), not the other importers."""
-    project.replace("lib/calc.py", "def mul(a, b):", "SCALE = 1\n\n\ndef mul(a, b):")
-    project.replace("lib/calc.py", "return a * b", "return a * b * SCALE")
+def test_a_version_read_by_a_function_reruns_the_tests_that_executed_it(
+    project: Project,
+) -> None:
+    """``mul`` reads ``lib.__version__``: a bump reruns exactly the tests that executed
+    ``mul`` (directly or through the module-scoped fixture), not the other importers."""
+    project.write("lib/__init__.py", '__version__ = "1.0"\n')
+    project.replace("lib/calc.py", "def add(a, b):", "import lib\n\n\ndef add(a, b):")
+    project.replace("lib/calc.py", "return a * b", "return a * b * len(lib.__version__) // 3")
+    project.run()
+    project.replace("lib/__init__.py", '"1.0"', '"1.1"')
     project.run()
     assert project.ran == MUL | FIXTURE
-    project.replace("lib/calc.py", "SCALE = 1", "SCALE = 1.0")
-    project.run()
-    assert project.ran == MUL | FIXTURE
-    project.replace("lib/calc.py", "SCALE = 1.0", "SCALE = 2")
+    project.replace("lib/__init__.py", '"1.1"', '"10.10.1"')
     result = project.run()
     assert project.ran == MUL | FIXTURE
     assert result.parseoutcomes()["failed"] == 4
@@ -318,8 +324,8 @@ def test_moving_a_constant_below_the_code_that_reads_it_reruns_its_readers(
     assert "NameError" in result.stdout.str()
 
 
-def test_code_that_looks_names_up_reruns_on_any_constant(project: Project) -> None:
-    """``getattr(module, name)`` with a computed name can read any constant."""
+def test_code_that_looks_names_up_reruns_on_any_new_function(project: Project) -> None:
+    """``getattr(module, name)`` with a computed name can read any binding."""
     project.write(
         "lib/lookup.py",
         "import lib.calc\n\n\ndef find(name):\n    return getattr(lib.calc, name.strip())\n",
@@ -330,7 +336,7 @@ def test_code_that_looks_names_up_reruns_on_any_constant(project: Project) -> No
     )
     project.run()
     assert project.ran == {"test_lookup.py::test_find"}
-    project.replace("lib/calc.py", "def mul(a, b):", "LIMIT = 10\n\n\ndef mul(a, b):")
+    project.write("lib/calc.py", project.read("lib/calc.py") + "\n\ndef div(a, b=2):\n    pass\n")
     project.run()
     assert project.ran == {"test_lookup.py::test_find"}
     # Metadata dunders count only where named: code walking a namespace skips them.
@@ -479,10 +485,10 @@ def test_explain_says_why_each_test_ran(project: Project) -> None:
         [
             "*= 4 test(s) ran (skip-passed): why =*",
             "RAN test_add.py::test_add - its file's static key, a function it executed or a"
-            " constant it reads changed",
+            " module-level name it reads changed",
             "RAN test_new.py::test_new - never recorded",
             "cachekit skip-passed: 4 ran: 3 its file's static key, a function it executed or"
-            " a constant it reads changed; 1 never recorded",
+            " a module-level name it reads changed; 1 never recorded",
         ]
     )
     quiet = project.run()

@@ -1,5 +1,6 @@
-"""Module-level *constant bindings*, and the names code reads: so that a change to a module
-constant reruns only the tests whose code can see it, not every test importing its module.
+"""Module-level *constant bindings*, and the names code reads: so that a version bump or a
+new function reruns only the tests whose code can see it, not every test importing its
+module.
 
 Why this is safe: a statement like ``__version__ = "1.2"`` or an undecorated
 ``def helper(x, limit=10):`` at module level runs no code and reads no name when the
@@ -18,10 +19,16 @@ or differ with the order of statements, so it stays in the skeleton (every impor
 reruns when it changes). A constant binding's hash includes how many skeleton statements
 precede it, so moving it across one changes it too (the skeleton alone would not).
 
-Never constant, whatever the right-hand side: dunder names (they change how Python and
-pytest treat a module: ``__all__``, ``__getattr__``, ``__path__``...) except a few
-metadata names, names pytest collects or calls by convention (``test*``, ``Test*``,
-``pytest*``, xunit-style ``setup_module``...), and bindings inside ``if``/``try`` blocks.
+Why only the metadata dunders among assignments: frameworks read plain module constants
+from code that is not the project's, so never analysed here (Django's settings through
+``dir()`` and ``getattr``, ``app_name`` in a URL module, Flask's ``from_object``): a
+``DEBUG = False`` must rerun every importer. Functions are called by name, or by
+conventions kept out here.
+
+Never constant, whatever the right-hand side: other dunder names (they change how Python
+and pytest treat a module: ``__all__``, ``__getattr__``, ``__path__``...), names pytest
+collects or calls by convention (``test*``, ``Test*``, ``pytest*``, xunit-style
+``setup_module``...), and bindings inside ``if``/``try`` blocks.
 """
 
 from __future__ import annotations
@@ -97,6 +104,8 @@ def constant_binding(statement: ast.stmt, *, lazy_annotations: bool) -> list[str
             return None
         evaluated = [statement.value]
         names = [target.id for target in statement.targets]  # type: ignore[attr-defined]
+        if not all(name in _METADATA for name in names):
+            return None
     elif isinstance(statement, ast.AnnAssign):
         if statement.value is None or not isinstance(statement.target, ast.Name):
             return None
@@ -104,6 +113,8 @@ def constant_binding(statement: ast.stmt, *, lazy_annotations: bool) -> list[str
         if not lazy_annotations:
             evaluated.append(statement.annotation)
         names = [statement.target.id]
+        if names[0] not in _METADATA:
+            return None
     else:
         return None
     if not all(_is_constant(node) for node in evaluated):

@@ -134,7 +134,9 @@ class Attribution:
             return "the dependency set of its pass is missing from the store"
         if deps not in self.resolved and self.resolve(path, sets[deps]) is None:
             return "a function or file it executed is gone (renamed, removed or unparsable)"
-        return "its file's static key, a function it executed or a constant it reads changed"
+        return (
+            "its file's static key, a function it executed or a module-level name it reads changed"
+        )
 
     def resolve(self, path: Path, members: Iterable[str] | None) -> Pairs | None:
         """``members`` with their current hashes, looked for in ``path``'s closure, then in
