@@ -1,6 +1,6 @@
 """A key's base and parts one at a time, unjoined: for values too large to hold joined
-(a history of test runs), read (`read_each`) or copied as stored (`copy_all`).
-`cachekit.values.cache.Cache` offers both over its own store."""
+(a history of test runs), read (`read_each`) or copied (`copy_all`: as stored, or small
+ones several to a part). `cachekit.values.cache.Cache` offers both over its own store."""
 
 from __future__ import annotations
 
@@ -183,7 +183,7 @@ class _Pack:
         self.members.append(part_id)
         self.first = self.first or data
         self.size += len(data)
-        if math.isfinite(written_at):  # a planted NaN or future time dates nothing
+        if math.isfinite(written_at):  # 1e999 reads as inf; a future time counts as now
             self.written_at = max(self.written_at, min(written_at, time.time()))
         return True
 
