@@ -92,6 +92,11 @@ class Profile:
         if final:
             threading.settrace(None)
 
+    @property
+    def active(self) -> bool:
+        """Whether code is recorded (between `install` and `uninstall`)."""
+        return self._enabled
+
     def restart(self) -> None:
         """Nothing to do: every call is seen."""
 

@@ -252,16 +252,19 @@ class Recorder:
         """``exec`` of a code object (an audit event): when it is a project module's
         code in the thread that runs the tests, and the backend sees no imports, switch
         to the one that does before it runs (the C profiler keeps callers then: see
-        `cachekit_pytest.skip.profiling`)."""
-        if (
+        `cachekit_pytest.skip.profiling`). Between windows, where nothing is recorded,
+        the module counts as imported before recording began."""
+        if not (
             isinstance(code, CodeType)
             and code.co_name == "<module>"
             and self.running
-            and not self._backend.attributing
             and threading.get_ident() == self._thread
-            and self._backend.intact()
             and self.is_project_file(code.co_filename)
         ):
+            return
+        if not self._backend.active:  # between windows: what the import runs is unknown
+            self.preloaded = self.preloaded | {code.co_filename}
+        elif not self._backend.attributing and self._backend.intact():
             self._backend.install(attributing=True)
 
     def spawned(self) -> None:
@@ -479,8 +482,19 @@ class Monitoring:
             attribute(code, get_frame(1))
             return None
 
+        def idle(code: CodeType, offset: int) -> object:
+            known = project.get(code.co_filename)
+            if known is None:
+                known = is_project_file(code.co_filename)
+            return None if known else disable
+
         self._cheap = cheap
         self._attributing = attributing
+        self._idle = idle
+        #: Whether our events are set (`uninstall` keeps them, with `idle`).
+        self._events = False
+        #: Whether code is recorded (between `install` and `uninstall`).
+        self.active = False
 
     def available(self) -> bool:
         monitoring = self._monitoring
@@ -502,19 +516,28 @@ class Monitoring:
         callback = self._attributing if attributing else self._cheap
         try:
             monitoring.register_callback(self._tool, monitoring.events.PY_START, callback)
-            monitoring.set_events(self._tool, monitoring.events.PY_START)
+            if not self._events:
+                monitoring.set_events(self._tool, monitoring.events.PY_START)
+                self._events = True
+            self.active = True
         except ValueError:  # the tool id was freed by someone else: nothing is seen now
             self._tool = None
 
     def uninstall(self, *, final: bool = False) -> None:
+        self.active = False
         if self._tool is None:
             return
         monitoring = self._monitoring
         try:
-            monitoring.set_events(self._tool, 0)
             if final:
+                monitoring.set_events(self._tool, 0)
+                self._events = False
                 monitoring.register_callback(self._tool, monitoring.events.PY_START, None)
                 monitoring.free_tool_id(self._tool)
+            else:
+                # Until the next window: events stay set (setting them again would
+                # instrument every code object again), and record nothing.
+                monitoring.register_callback(self._tool, monitoring.events.PY_START, self._idle)
         except ValueError:  # freed by someone else
             self._tool = None
         if final:
