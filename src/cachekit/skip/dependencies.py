@@ -171,7 +171,13 @@ class Resolver:
         #: Dependency id -> the dependency (for explaining what changed).
         self._named: dict[str, Dependency] = {}
         self._indexed: dict[str, FunctionIndex | None] = {}
+        self._by_label: dict[str, FunctionIndex | None] = {}
         self._ids: dict[Dependency, str] = {}
+        #: For `bindings_read`: by test file and closure, and by file and part.
+        self._closure_reads: dict[
+            tuple[str, tuple[str, ...]], tuple[str | None, dict[str, FunctionIndex], frozenset[str]]
+        ] = {}
+        self._names: dict[tuple[str, str], frozenset[str]] = {}
 
     def label(self, real: str) -> str | None:
         """A file's label (relative to the root, ``/``-separated), or None outside it."""
@@ -207,7 +213,7 @@ class Resolver:
             self._add(Dependency(label, SKELETON), found.skeleton)
             for function, digest in found.bodies.items():
                 self._add(Dependency(label, BODY, function), digest)
-        self._indexed[real] = found
+        self._indexed[real] = self._by_label[label] = found
         return found
 
     def _add(self, dependency: Dependency, digest: str) -> None:
@@ -217,7 +223,7 @@ class Resolver:
         self._current[member] = digest if known is None or known == digest else ""
 
     def bindings_read(
-        self, entry: str, closure: Iterable[str], members: Iterable[str]
+        self, entry: str, closure: tuple[str, ...], members: Iterable[str]
     ) -> list[tuple[str, str]]:
         """``(id, current hash)`` of each constant binding a test can read, sorted: in
         the files of its static key (``closure``, real paths; ``entry`` is its test file)
@@ -225,29 +231,23 @@ class Resolver:
         reads (module-level code of every file; the bodies executed; the test file and
         any whole-file member entirely), all of them where that code is reflective (but
         the metadata dunders), and all of the test file's."""
-        indexes: dict[str, FunctionIndex] = {}
-        names: set[str] = set()
-        entry_label = self.label(os.path.realpath(entry))
-        for real in closure:
-            label, index = self.label(real), self.index(real)
-            if label is not None and index is not None:
-                indexes[label] = index
-                names |= (
-                    index.every_name() if label == entry_label else index.names_of(SKELETON_NAMES)
-                )
+        base = self._closure_reads.get((entry, closure))
+        if base is None:
+            base = self._closure_reads[entry, closure] = self._read_by_closure(entry, closure)
+        entry_label, closure_indexes, closure_names = base
+        indexes = dict(closure_indexes)
+        names = set(closure_names)
         for member in members:
             dependency = self._named.get(member)
-            if dependency is None:
-                continue
-            index = self.index(os.path.join(self._root, *dependency.label.split("/")))
-            if index is None:
+            index = None if dependency is None else self._by_label.get(dependency.label)
+            if dependency is None or index is None:
                 continue
             indexes[dependency.label] = index
-            names |= index.names_of(SKELETON_NAMES)
+            names |= self._reads(dependency.label, index, SKELETON_NAMES)
             if dependency.kind == BODY:
-                names |= index.names_of(dependency.function)
+                names |= self._reads(dependency.label, index, dependency.function)
             elif dependency.kind == WHOLE:
-                names |= index.every_name()
+                names |= self._reads(dependency.label, index, "")
         every = EVERY_NAME in names
         return sorted(
             (self.dependency_id(Dependency(label, BINDING, name)), digest)
@@ -255,6 +255,29 @@ class Resolver:
             for name, digest in index.bindings.items()
             if name in names or label == entry_label or (every and reflection_reaches(name))
         )
+
+    def _read_by_closure(
+        self, entry: str, closure: tuple[str, ...]
+    ) -> tuple[str | None, dict[str, FunctionIndex], frozenset[str]]:
+        """What every test of ``entry`` reads, whatever it executed: the module-level code
+        of its closure, and its own file whole."""
+        entry_label = self.label(os.path.realpath(entry))
+        indexes: dict[str, FunctionIndex] = {}
+        names: set[str] = set()
+        for real in closure:
+            label, index = self.label(real), self.index(real)
+            if label is not None and index is not None:
+                indexes[label] = index
+                names |= self._reads(label, index, "" if label == entry_label else SKELETON_NAMES)
+        return entry_label, indexes, frozenset(names)
+
+    def _reads(self, label: str, index: FunctionIndex, part: str) -> frozenset[str]:
+        """The names one part of a file reads ("": the whole file), computed once."""
+        found = self._names.get((label, part))
+        if found is None:
+            found = index.every_name() if not part else index.names_of(part)
+            self._names[label, part] = found
+        return found
 
     def current(self, member: str) -> str | None:
         """The member's current hash, or None when no indexed file has it."""
