@@ -775,7 +775,7 @@ def test_the_cache_file_is_never_pickled(project: Path, tmp_path: Path) -> None:
     }  # fmt: skip
     indexes = json.loads((tmp_path / "fingerprint.functions.json").read_text())["indexes"]
     assert set(next(iter(indexes.values()))) == {
-        "skeleton", "bodies", "starts", "spans", "docstrings"
+        "skeleton", "bodies", "starts", "spans", "docstrings", "bindings", "names"
     }  # fmt: skip
 
 
