@@ -413,8 +413,11 @@ def test_parametrized_tests_share_one_dependency_set(project: Project) -> None:
 
 def test_xdist_records_and_skips_the_same_way(project: Project) -> None:
     project.run_subprocess("-n", "2")  # its own records (another process, other options)
-    project.run_subprocess("-n", "2")
+    result = project.run_subprocess("-n", "2")
     assert project.ran == set()
+    # Whole files too (nothing collected), test_dynamic.py (a member outside its closure)
+    # included.
+    result.stdout.fnmatch_lines(["*2 workers [[]0 items[]]*"])
     project.replace("lib/calc.py", "return a + b", "return b + a")
     result = project.run_subprocess("-n", "2")
     assert project.ran == ADD | {"test_mul.py::test_mix"}

@@ -194,9 +194,12 @@ class Attribution:
         """The key hash of a test of ``path`` (or of the file whole) that executed
         ``pairs``: its static key's, its dependencies' and those of the module-level
         constants it can read (`Resolver.bindings_read`)."""
-        bindings = self.resolver.bindings_read(
-            str(path), self.members(path), (member for member, _ in pairs)
-        )
+        members = [member for member, _ in pairs]
+        if any(self.resolver.named(member) is None for member in members):
+            # Pairs resolved elsewhere (the xdist controller keys whole files from its
+            # workers' sets): index their files as a reader would, for the same names.
+            self.resolve(path, members)
+        bindings = self.resolver.bindings_read(str(path), self.members(path), members)
         return dependency_key(self.secrets, static_hash, [*pairs, *bindings])
 
     def _dependencies(
