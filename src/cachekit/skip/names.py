@@ -8,11 +8,12 @@ module is imported; it only binds a name. Its value can reach a test only throug
 that *names* it: ``LOAD_GLOBAL``/``LOAD_NAME`` in its module, an attribute (``pkg.X``), an
 import (``from pkg import X``), a string (``getattr(pkg, "X")``, ``mock.patch("pkg.X")``,
 a string annotation). So a test depends on a constant binding only when the code its key
-already covers names it (`NameSets`): the module-level code of every module in its
-closure, the functions it executed (import-time ones included), its own test file
-whole. Code that can reach a name without spelling it (``vars``, ``globals``, ``dir``,
-``__dict__``, ``getattr`` with a computed name, ``eval``...) reads `EVERY_NAME`: every
-binding but the metadata dunders (`reflection_reaches`).
+already covers names it (`cachekit.skip.dependencies.Resolver.bindings_read`): the
+module-level code of every module in its closure, the functions it executed (import-time
+ones included), its own test file whole. Code that can reach a name without spelling it
+(``vars``, ``globals``, ``dir``, ``__dict__``, ``getattr`` with a computed name,
+``eval``...) reads `EVERY_NAME`: every binding but the metadata dunders
+(`reflection_reaches`).
 
 Why only constants: a binding that reads a name or calls anything at import could fail
 or differ with the order of statements, so it stays in the skeleton (every importer
