@@ -19,8 +19,9 @@ from cachekit import Cache, LocalStore
 from cachekit.ci.layout import SKIP_PASSED_KEY
 from cachekit.ci.namespace import detect_namespace, namespaced_cache
 from cachekit.ci.signing import signing_key_from_text
-from cachekit.skip.dependencies import DEPENDENCIES_KEY, DependencySets
-from cachekit.skip.records import PASSED, Message, Secrets
+from cachekit.skip.dependencies import DEPENDENCIES_KEY, DependencySets, NamedSets, set_id
+from cachekit.skip.records import HASH_HEX, PASSED, Message, Secrets
+from cachekit.values.codec import JSON
 from cachekit_pytest.skip.keys import CACHE_DIR_NAME
 from cachekit_pytest.skip.selection import file_id
 from test_skip_passed import SIGNING_KEY, _environment
@@ -441,6 +442,41 @@ def _sets(project: Project) -> dict[str, list[str]]:
 def _plant(project: Project, key: str, part: str, value: Any) -> None:
     """A part written as any store writer could, without the signing key."""
     Cache(namespaced_cache(project.store, detect_namespace()).store).write_part(key, part, value)
+
+
+def test_a_set_no_record_names_is_dropped_when_a_run_compacts(project: Project) -> None:
+    """``test_add`` starts calling ``mul``: its new set is stored beside the old one. Once
+    the fold kept only its newer record, the next run that compacts new sets drops the
+    old ones, and every test still skips."""
+    project.write("pytest.ini", PROJECT["pytest.ini"] + "cache_compact_threshold = 1\n")
+    project.run()
+    before = set(_sets(project))
+    project.replace("test_add.py", "import add\n", "import add, mul\n")
+    project.replace("test_add.py", "assert add(1, 2) == 3", "assert add(1, 2) == mul(3, 1)")
+    project.run()
+    assert project.ran == ADD
+    grown = set(_sets(project))
+    new = grown - before  # test_add's, and its file's union
+    assert new
+    assert before < grown  # the old ones are still named
+    project.replace("test_mul.py", "assert mul(2, 3) == 6", "assert mul(2, 3) == add(3, 3)")
+    project.run()
+    assert project.ran == {"test_mul.py::test_mul"}
+    after = set(_sets(project))
+    assert new <= after
+    assert grown - after <= before  # only old ones went
+    assert len(grown - after) == len(new)  # each one replaced
+    project.run()
+    assert project.ran == set()
+
+
+def test_a_set_written_since_the_read_is_kept_whether_or_not_named() -> None:
+    """Another run may have stored a set, and a record naming it, after this run read:
+    only sets this run read and no record names are dropped."""
+    old, named, unseen = ([digit * HASH_HEX] for digit in "012")
+    value: JSON = {set_id(members): list[JSON](members) for members in (old, named, unseen)}
+    kept = NamedSets(frozenset({set_id(named)}), frozenset({set_id(old), set_id(named)}))
+    assert kept.check(value) == {set_id(named): named, set_id(unseen): unseen}
 
 
 def test_without_its_dependency_set_a_test_runs(project: Project) -> None:

@@ -133,6 +133,26 @@ class DependencySets:
         }
 
 
+class NamedSets(DependencySets):
+    """How a run that records folds its namespace's sets: as `DependencySets`, dropping
+    the sets it read at its start that no record names (`cachekit.skip.records
+    .named_sets`), so that sets no test uses any more are not read by every run for ever.
+    A set it did not read is kept: another run may have written it, and a record naming
+    it, since. A set named only by another namespace's later records goes too: its tests
+    run once, and store it again."""
+
+    def __init__(self, named: frozenset[str], read: frozenset[str]) -> None:
+        self.named = named
+        self.read = read
+
+    def check(self, value: JSON) -> dict[str, list[str]]:
+        return {
+            name: members
+            for name, members in super().check(value).items()
+            if name in self.named or name not in self.read
+        }
+
+
 def _valid(name: str, members: Any) -> bool:
     return (
         isinstance(members, list)

@@ -44,7 +44,7 @@ import re
 import secrets
 import stat
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -413,6 +413,20 @@ def _listed(value: Any) -> list[Any]:
 
 #: How the plugin reads ``skip/passed``: every candidate record per hash (`Candidates`).
 READ_STRATEGY = MappingUnion(Candidates())
+
+
+def named_sets(records: Mapping[str, Any]) -> set[str]:
+    """The dependency set ids the records of one ``skip/passed`` value name (a record or
+    a list of candidates per hash), verified or not: keeping a set too long costs room,
+    dropping one too early a rerun, so anything that names one keeps it."""
+    found = set()
+    for stored in records.values():
+        for raw in _listed(stored):
+            fields = raw.get("value") if isinstance(raw, dict) else None
+            deps = fields.get("deps") if isinstance(fields, dict) else None
+            if isinstance(deps, str):
+                found.add(deps)
+    return found
 
 
 class SignedLatest:

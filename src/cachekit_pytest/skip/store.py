@@ -15,8 +15,8 @@ from typing import Any
 
 from cachekit.ci.layout import SKIP_PASSED_KEY
 from cachekit.session import Session
-from cachekit.skip.dependencies import DEPENDENCIES_KEY, DependencySets
-from cachekit.skip.records import READ_STRATEGY, Secrets, SignedLatest, Table
+from cachekit.skip.dependencies import DEPENDENCIES_KEY, DependencySets, NamedSets
+from cachekit.skip.records import READ_STRATEGY, Secrets, SignedLatest, Table, named_sets
 from cachekit.values.codec import JSON
 from cachekit.values.merge import MergeStrategy
 
@@ -31,6 +31,9 @@ class PassStore:
         self.session = session
         #: Parts of the run's own namespace found by `read` (for compaction).
         self.own_parts = 0
+        #: The dependency sets `read` found, and those its records name (any namespace).
+        self.sets: frozenset[str] = frozenset()
+        self.named: set[str] = set()
 
     @property
     def display(self) -> str:
@@ -57,10 +60,12 @@ class PassStore:
         if sets is None:
             return None
         self.own_parts = len(merged[0].parts)
+        self.named = set().union(*(named_sets(layer.value) for layer in merged))
         namespaces = list(self.session.namespace.read_prefixes)
         joined: dict[str, list[str]] = {}
         for layer in sets:
             joined = _SETS.join(joined, layer.value)
+        self.sets = frozenset(joined)
         return Table([dict(layer.value) for layer in merged], namespaces, sets=joined)
 
     def write(
@@ -74,14 +79,18 @@ class PassStore:
         """``records`` and the new dependency ``sets`` as this run's own parts; then, once
         the namespace has ``compact_at`` parts (counting the ones `read` found), fold them
         into its base (where the store can), keeping what ``secrets`` verify over
-        anything else, and the sets whose members hash to their ids."""
+        anything else, and the sets whose members hash to their ids that a record
+        names."""
         namespace = self.session.namespace
         part_id = namespace.new_part_id()
         compact: dict[str, MergeStrategy[Any]] | None = None
         if self.own_parts + 1 >= compact_at:
-            compact = {SKIP_PASSED_KEY: SignedLatest(secrets, namespace.prefix)}
-            if sets:
-                compact[DEPENDENCIES_KEY] = _SETS
+            # The sets read that no record names, read or written now, are dropped.
+            named = frozenset(self.named | named_sets(records))
+            compact = {
+                SKIP_PASSED_KEY: SignedLatest(secrets, namespace.prefix),
+                DEPENDENCIES_KEY: NamedSets(named, self.sets),
+            }
         values: dict[str, JSON] = {SKIP_PASSED_KEY: dict(records)}
         if sets:
             # Written side by side with the records: a reader that sees a record before
