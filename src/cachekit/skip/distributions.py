@@ -10,7 +10,7 @@ import inspect
 import os
 import re
 import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -30,26 +30,39 @@ def installed_distributions(paths: Iterable[str] | None = None) -> list[tuple[st
     is read through `importlib.metadata` as before.
     """
     found: set[tuple[str, str]] = set()
+    for metadata in _metadata_on(paths):
+        match = isinstance(metadata, Path) and _DIST_INFO_NAME.fullmatch(metadata.name)
+        if match:
+            found.add((normalize_name(match[1]), match[2]))
+        else:
+            _add_distribution(found, _as_distribution(metadata))
+    return sorted(found)
+
+
+def _metadata_on(
+    paths: Iterable[str] | None,
+) -> Iterator[Path | importlib.metadata.Distribution]:
+    """Each ``.dist-info`` and ``.egg-info`` directory on ``paths`` (default ``sys.path``),
+    and the distributions of the zip files on them (through `importlib.metadata`)."""
     for entry in sys.path if paths is None else paths:
         directory = entry or "."
         try:
             names = os.listdir(directory)
         except OSError:
             if os.path.isfile(directory):  # a zip file on sys.path
-                for distribution in importlib.metadata.distributions(path=[directory]):
-                    _add_distribution(found, distribution)
+                yield from importlib.metadata.distributions(path=[directory])
             continue
         for name in names:
-            lowered = name.lower()
-            if not lowered.endswith((".dist-info", ".egg-info")):
-                continue
-            match = _DIST_INFO_NAME.fullmatch(name)
-            if match:
-                found.add((normalize_name(match[1]), match[2]))
-            else:
-                distribution = importlib.metadata.PathDistribution(Path(directory, name))
-                _add_distribution(found, distribution)
-    return sorted(found)
+            if name.lower().endswith((".dist-info", ".egg-info")):
+                yield Path(directory, name)
+
+
+def _as_distribution(
+    metadata: Path | importlib.metadata.Distribution,
+) -> importlib.metadata.Distribution:
+    if isinstance(metadata, Path):
+        return importlib.metadata.PathDistribution(metadata)
+    return metadata
 
 
 def _add_distribution(found: set[tuple[str, str]], distribution: Any) -> None:
@@ -114,25 +127,12 @@ def distribution_index(
     """
     modules: dict[str, set[str]] = {}
     requires: dict[str, set[str]] = {}
-    for entry in sys.path if paths is None else paths:
-        directory = entry or "."
-        try:
-            names = os.listdir(directory)
-        except OSError:
-            if os.path.isfile(directory):  # a zip file on sys.path
-                for distribution in importlib.metadata.distributions(path=[directory]):
-                    _index_distribution(distribution, modules, requires)
-            continue
-        for name in names:
-            if not name.lower().endswith((".dist-info", ".egg-info")):
-                continue
-            match = _DIST_INFO_NAME.fullmatch(name)
-            path = Path(directory, name)
-            if match and name.lower().endswith(".dist-info") and path.is_dir():
-                _index_wheel(path, normalize_name(match[1]), modules, requires)
-            else:
-                distribution = importlib.metadata.PathDistribution(path)
-                _index_distribution(distribution, modules, requires)
+    for metadata in _metadata_on(paths):
+        match = isinstance(metadata, Path) and _DIST_INFO_NAME.fullmatch(metadata.name)
+        if match and isinstance(metadata, Path) and metadata.is_dir():  # a wheel's
+            _index_wheel(metadata, normalize_name(match[1]), modules, requires)
+        else:
+            _index_distribution(_as_distribution(metadata), modules, requires)
     return DistributionIndex(
         installed=tuple(installed),
         modules={module: tuple(sorted(names)) for module, names in sorted(modules.items())},
