@@ -31,9 +31,9 @@ class PassStore:
         self.session = session
         #: Parts of the run's own namespace found by `read` (for compaction).
         self.own_parts = 0
-        #: The dependency sets `read` found, and those its records name (any namespace).
+        #: The dependency sets `read` found, and the records it found (any namespace).
         self.sets: frozenset[str] = frozenset()
-        self.named: set[str] = set()
+        self._records: list[dict[str, Any]] = []
 
     @property
     def display(self) -> str:
@@ -60,13 +60,14 @@ class PassStore:
         if sets is None:
             return None
         self.own_parts = len(merged[0].parts)
-        self.named = set().union(*(named_sets(layer.value) for layer in merged))
         namespaces = list(self.session.namespace.read_prefixes)
         joined: dict[str, list[str]] = {}
         for layer in sets:
             joined = _SETS.join(joined, layer.value)
         self.sets = frozenset(joined)
-        return Table([dict(layer.value) for layer in merged], namespaces, sets=joined)
+        table = Table([dict(layer.value) for layer in merged], namespaces, sets=joined)
+        self._records = table.layers  # the table's own (no second copy)
+        return table
 
     def write(
         self,
@@ -86,7 +87,8 @@ class PassStore:
         compact: dict[str, MergeStrategy[Any]] | None = None
         if self.own_parts + 1 >= compact_at:
             # The sets read that no record names, read or written now, are dropped.
-            named = frozenset(self.named | named_sets(records))
+            # Only a run that compacts walks the records for them.
+            named = frozenset(named_sets(records).union(*map(named_sets, self._records)))
             compact = {
                 SKIP_PASSED_KEY: SignedLatest(secrets, namespace.prefix),
                 DEPENDENCIES_KEY: NamedSets(named, self.sets),
