@@ -84,7 +84,7 @@ _LOOKUPS = {"getattr": 1, "hasattr": 1, "setattr": 1, "delattr": 1, "attrgetter"
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
-def constant_binding(statement: ast.stmt, *, lazy_annotations: bool) -> list[str] | None:
+def _constant_binding(statement: ast.stmt, *, lazy_annotations: bool) -> list[str] | None:
     """The names a module-level statement binds if it is a constant binding (see the
     module docstring), else None. ``lazy_annotations``: the module imports
     ``from __future__ import annotations`` (annotations are not evaluated)."""
@@ -138,7 +138,7 @@ def binding_hashes(statements: list[ast.stmt]) -> tuple[list[ast.stmt], dict[str
     skeleton: list[ast.stmt] = []
     parts: dict[str, list[object]] = {}
     for statement in statements:
-        names = constant_binding(statement, lazy_annotations=lazy_annotations)
+        names = _constant_binding(statement, lazy_annotations=lazy_annotations)
         if names is None:
             skeleton.append(statement)
             continue
