@@ -21,6 +21,7 @@ from cachekit.ci.namespace import detect_namespace, namespaced_cache
 from cachekit.ci.signing import signing_key_from_text
 from cachekit.skip.dependencies import DEPENDENCIES_KEY, DependencySets, NamedSets, set_id
 from cachekit.skip.records import HASH_HEX, PASSED, Message, Secrets
+from cachekit.skip.snapshots import SNAPSHOT_PREFIX
 from cachekit.values.codec import JSON
 from cachekit_pytest.skip.keys import CACHE_DIR_NAME
 from cachekit_pytest.skip.selection import file_id
@@ -433,10 +434,15 @@ def test_xdist_records_and_skips_the_same_way(project: Project) -> None:
 # -- what is stored -------------------------------------------------------------------------
 
 
-def _sets(project: Project) -> dict[str, list[str]]:
+def _stored(project: Project) -> dict[str, list[str]]:
+    """``skip/dependencies``: the sets and the runs' snapshots."""
     cache = namespaced_cache(project.store, detect_namespace())
     value: dict[str, list[str]] = cache.read_merged(DEPENDENCIES_KEY, DependencySets()).value
     return value
+
+
+def _sets(project: Project) -> dict[str, list[str]]:
+    return {k: v for k, v in _stored(project).items() if not k.startswith(SNAPSHOT_PREFIX)}
 
 
 def _plant(project: Project, key: str, part: str, value: Any) -> None:
@@ -523,11 +529,11 @@ def test_explain_says_why_each_test_ran(project: Project) -> None:
     result.stdout.fnmatch_lines(
         [
             "*= 4 test(s) ran (skip-passed): why =*",
-            "RAN test_add.py::test_add - its file's static key, a function it executed or a"
-            " module-level name it reads changed",
+            "RAN test_add.py::test_add - function lib/calc.py::add changed",
+            "RAN test_add.py::test_add_zero - function lib/calc.py::add changed",
+            "RAN test_mul.py::test_mix - function lib/calc.py::add changed",
             "RAN test_new.py::test_new - never recorded",
-            "cachekit skip-passed: 4 ran: 3 its file's static key, a function it executed or"
-            " a module-level name it reads changed; 1 never recorded",
+            "cachekit skip-passed: 4 ran: 3 function lib/calc.py::add changed; 1 never recorded",
         ]
     )
     quiet = project.run()

@@ -44,6 +44,7 @@ from cachekit.errors import CorruptData
 from cachekit.skip.functions import SKELETON_NAMES, FunctionIndex
 from cachekit.skip.names import EVERY_NAME, reflection_reaches
 from cachekit.skip.records import HASH_HEX, Secrets
+from cachekit.skip.snapshots import is_snapshot
 from cachekit.values.codec import JSON
 
 #: Where dependency sets are stored, beside ``skip/passed``: ``{set id: [member id, ...]}``,
@@ -107,7 +108,8 @@ class DependencySets:
     """The merge strategy of `DEPENDENCIES_KEY`: a union of sets by id. On read, an entry
     whose members are not sorted distinct ids hashing to its name is dropped (corrupt or
     planted: its tests then run), so every set kept under an id holds the same members
-    and the join keeps either."""
+    and the join keeps either. Runs' snapshots (`cachekit.skip.snapshots`, for explaining
+    what changed) are kept beside them when shaped like one; their names are no set's."""
 
     def empty(self) -> dict[str, list[str]]:
         return {}
@@ -127,16 +129,17 @@ class DependencySets:
         if not isinstance(value, dict):
             raise CorruptData("expected a mapping of dependency sets")
         return {
-            name: members  # type: ignore[misc]  # checked by _valid
+            name: members  # type: ignore[misc]  # checked by _valid or is_snapshot
             for name, members in sorted(value.items())
-            if _valid(name, members)
+            if _valid(name, members) or is_snapshot(name, members)
         }
 
 
 class NamedSets(DependencySets):
     """How a run that records folds its namespace's sets: as `DependencySets`, dropping
-    the sets it read at its start that no record names (`cachekit.skip.records
-    .named_sets`), so that sets no test uses any more are not read by every run for ever.
+    the sets (and snapshots) it read at its start that no record names (`cachekit.skip
+    .records.named_sets`, `cachekit.skip.snapshots.named_snapshots`), so that sets no
+    test uses any more are not read by every run for ever.
     A set it did not read is kept: another run may have written it, and a record naming
     it, since. A set named only by another namespace's later records goes too: its tests
     run once, and store it again."""
@@ -193,6 +196,8 @@ class Resolver:
         self._indexed: dict[str, FunctionIndex | None] = {}
         self._by_label: dict[str, FunctionIndex | None] = {}
         self._ids: dict[Dependency, str] = {}
+        #: `_ids` reversed, rebuilt when it grew (`describe`).
+        self._described: dict[str, Dependency] = {}
         #: For `bindings_read`: by test file and closure, and by file and part.
         self._closure_reads: dict[
             tuple[str, tuple[str, ...]], tuple[str | None, dict[str, FunctionIndex], frozenset[str]]
@@ -305,6 +310,16 @@ class Resolver:
 
     def named(self, member: str) -> Dependency | None:
         return self._named.get(member)
+
+    def describe(self, member: str) -> Dependency | None:
+        """What a member id (or a binding's) stands for, when this process hashed it
+        (for explaining what changed)."""
+        found = self._named.get(member)
+        if found is None:
+            if len(self._described) != len(self._ids):
+                self._described = {ident: dependency for dependency, ident in self._ids.items()}
+            found = self._described.get(member)
+        return found
 
     def resolve(
         self, members: Iterable[str], *, more: Callable[[], Iterable[str | Path]] = tuple

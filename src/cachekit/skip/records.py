@@ -136,6 +136,8 @@ class Verified:
     count: int = 0
     #: Its dependency set (None: the older format, which matches nothing).
     deps: str | None = None
+    #: The namespace (key prefix) it was read and verified in.
+    namespace: str = ""
 
 
 @attrs.frozen
@@ -151,10 +153,12 @@ class Match:
 @attrs.frozen
 class Miss:
     """Why no record lets a test be skipped (`Table.lookup_why`): one of the ``MISS_*``
-    reasons, and for `MISS_CHANGED` the dependency set of the latest pass."""
+    reasons, and for `MISS_CHANGED` the dependency set of the latest pass and that pass
+    (its run's snapshot says what its key covered: `cachekit.skip.snapshots`)."""
 
     reason: str
     deps: str = ""
+    record: Verified | None = None
 
 
 #: `Miss` reasons: no valid record; a signed failure since the latest matching pass;
@@ -253,6 +257,16 @@ class Secrets:
         """The signature of a record; see `Message` for what it covers."""
         return _mac(self._signer, message.text(self.key_id), SIGNATURE_HEX)
 
+    def explain_hash(self, text: str, length: int) -> str:
+        """A keyed hash for explaining what changed (`cachekit.skip.snapshots`): never
+        equal to a test, key, dependency or file hash, whose messages start otherwise."""
+        return _mac(self._namer, "explain\0" + text, length)
+
+    def sign_snapshot(self, text: str) -> str:
+        """The signature of a run's snapshot (`cachekit.skip.snapshots`): its first line
+        is no record's (`Message.text`)."""
+        return _mac(self._signer, f"{SCHEME} snapshot\n{self.key_id}\n{text}", SIGNATURE_HEX)
+
     def stored(self, message: Message) -> JSON:
         """The signed record, as stored."""
         signature = self.sign(message)
@@ -289,7 +303,9 @@ class Secrets:
         )
         if not hmac.compare_digest(self.sign(message), record.sig):
             return None
-        return Verified(record.outcome, record.key, record.run, float(at), count or 0, record.deps)
+        return Verified(
+            record.outcome, record.key, record.run, float(at), count or 0, record.deps, namespace
+        )
 
     def __repr__(self) -> str:
         return "Secrets(<hidden>)"
@@ -499,7 +515,8 @@ class Table:
     #: Tests and files looked up whose only valid passes are of the older format
     #: (without dependencies): they run, and are recorded again.
     older_format: int = 0
-    #: The dependency sets read beside the records (`cachekit.skip.dependencies`).
+    #: The dependency sets read beside the records (`cachekit.skip.dependencies`), and
+    #: the runs' snapshots (`cachekit.skip.snapshots`).
     sets: dict[str, list[str]] = attrs.field(factory=dict)
 
     def latest(self, secrets: Secrets, name: str) -> list[Verified]:
@@ -565,7 +582,8 @@ class Table:
             return Miss(MISS_OLDER)
         if any(key_of(r.deps or "") == r.key for r in current):
             return Miss(MISS_FAILED)  # a pass matches, a failure since vetoes it
-        return Miss(MISS_CHANGED, max(current, key=lambda record: record.at).deps or "")
+        latest = max(current, key=lambda record: record.at)
+        return Miss(MISS_CHANGED, latest.deps or "", latest)
 
     def lookup_file(self, secrets: Secrets, file_hash: str, key_of: KeyOf) -> FileMatch | None:
         """The file record that lets the file be skipped whole, else None (as `lookup`;

@@ -16,6 +16,7 @@ from pathlib import Path
 from types import CodeType
 
 import attrs
+from _pytest.doctest import DoctestItem
 
 from cachekit.skip.dependencies import (
     BODY,
@@ -27,7 +28,9 @@ from cachekit.skip.dependencies import (
     set_id,
 )
 from cachekit.skip.fingerprint import Fingerprinter
-from cachekit.skip.records import Secrets
+from cachekit.skip.records import Miss, Secrets
+from cachekit.skip.snapshots import Hashes, Snapshot
+from cachekit_pytest.skip.changes import describe, static_components, summarize
 from cachekit_pytest.skip.tracing import Recorder, Window, project_file_test
 
 #: A dependency set with each member's hash when it was resolved: (member id, hash).
@@ -37,10 +40,13 @@ Pairs = list[tuple[str, str]]
 @attrs.frozen
 class TestKey:
     """What a record of a test that ran holds: its key hash and dependency set id ("" for
-    the fallback to its test file's full key)."""
+    the fallback to its test file's full key); and, for the run's snapshot, its test
+    file's path and whether it is a doctest (its static key counts docstrings)."""
 
     key_hash: str
     deps: str
+    path: str = ""
+    doctest: bool = False
 
 
 @attrs.frozen
@@ -75,6 +81,10 @@ class Attribution:
         #: The recorder's files by real path (made once, when assembling).
         self._preloaded_real: frozenset[str] | None = None
         self._imports_real: dict[str, set[CodeType]] | None = None
+        #: For explaining: hashes of components, static ones by file, snapshots read.
+        self.hashes = Hashes(secrets)
+        self._static_components: dict[tuple[Path, bool], dict[str, str]] = {}
+        self._snapshots: dict[tuple[str, str, float], Snapshot | None] = {}
 
     # -- keys -----------------------------------------------------------------------------
 
@@ -124,19 +134,76 @@ class Attribution:
 
         return key_of
 
-    def why_changed(self, path: Path, deps: str, sets: dict[str, list[str]]) -> str:
-        """Why a test of ``path`` whose latest pass was recorded with the dependency set
-        ``deps`` no longer matches (``--skip-passed-explain``). Which member changed
-        cannot be told: a record keeps the members' hashes only inside its key."""
+    def why_changed(
+        self,
+        path: Path,
+        miss: Miss,
+        sets: dict[str, list[str]],
+        *,
+        doctest: bool = False,
+        ini: str = "the pytest config",
+    ) -> str:
+        """Why a test of ``path`` whose latest pass (``miss``) no longer matches runs
+        (``--skip-passed-explain``): what changed among its key's components since that
+        pass, as its run's snapshot has them (`cachekit.skip.snapshots`); without one
+        that verifies, what may have."""
+        deps = miss.deps
         if not deps:
             return "its file changed (its pass was recorded by the file's full key)"
         if deps not in sets:
             return "the dependency set of its pass is missing from the store"
-        if deps not in self.resolved and self.resolve(path, sets[deps]) is None:
+        pairs = self.resolved.get(deps) or self.resolve(path, sets[deps])
+        if pairs is None:
             return "a function or file it executed is gone (renamed, removed or unparsable)"
-        return (
+        try:
+            named = self._changed(path, miss, pairs, sets, doctest=doctest, ini=ini)
+        except Exception:  # advisory: any failure says less, and decides nothing
+            named = ""
+        return named or (
             "its file's static key, a function it executed or a module-level name it reads changed"
         )
+
+    def _changed(
+        self,
+        path: Path,
+        miss: Miss,
+        pairs: Pairs,
+        sets: dict[str, list[str]],
+        *,
+        doctest: bool,
+        ini: str,
+    ) -> str:
+        """The changed components named, or "" without a snapshot or a difference."""
+        record = miss.record
+        if record is None:
+            return ""
+        memo = (record.namespace, record.run, record.at)
+        if memo not in self._snapshots:
+            self._snapshots[memo] = Snapshot.read(self.secrets, sets, *memo)
+        snapshot = self._snapshots[memo]
+        if snapshot is None:
+            return ""
+        components = self.components(path, pairs, doctest=doctest)
+        changes = snapshot.differences(self.hashes, components.items())
+        words = describe(changes, values=components, named=self.resolver.describe, ini=ini)
+        return summarize(words)
+
+    def components(self, path: Path, pairs: Pairs, *, doctest: bool = False) -> dict[str, str]:
+        """The components of the key of a test of ``path`` that executed ``pairs``
+        (`cachekit_pytest.skip.changes`): its static key's, its dependencies' and the
+        module-level names it can read, by name, with their values now."""
+        static = self._static_components.get((path, doctest))
+        if static is None:
+            static = static_components(self.fingerprinter, path, doctest=doctest)
+            self._static_components[path, doctest] = static
+        found = dict(static)
+        members = [member for member, _ in pairs]
+        if any(self.resolver.named(member) is None for member in members):
+            self.resolve(path, members)
+        bindings = self.resolver.bindings_read(str(path), self.members(path), members)
+        for member, digest in [*pairs, *bindings]:
+            found["m\0" + member] = digest
+        return found
 
     def resolve(self, path: Path, members: Iterable[str] | None) -> Pairs | None:
         """``members`` with their current hashes, looked for in ``path``'s closure, then in
@@ -187,7 +254,7 @@ class Attribution:
             key = self._keys.get((static_hash, deps))
             if key is None:
                 key = self._keys[static_hash, deps] = self.key(item.path, static_hash, found)
-            keys[nodeid] = TestKey(key, deps)
+            keys[nodeid] = TestKey(key, deps, str(item.path), isinstance(item, DoctestItem))
         return Assembled(keys, sets)
 
     def key(self, path: Path, static_hash: str, pairs: Pairs) -> str:

@@ -33,6 +33,7 @@ under the cache directory (``.pytest_cache/d/cachekit-skip-passed``). See
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +54,7 @@ from cachekit.skip.records import (
     run_label,
     sign_outcomes,
 )
+from cachekit.skip.snapshots import make_snapshot
 from cachekit_pytest.options import Mode, Settings, SkipSettings
 from cachekit_pytest.recording import RUN_PLUGIN
 from cachekit_pytest.report import warn
@@ -364,14 +366,17 @@ class SkipRun:
         files, unions = self._passed_files()
         if not (passed or failed or files):
             return
+        stamp = time.time()
+        run = run_label(self.namespace)
         records = sign_outcomes(
             self.secrets,
             self.namespace.prefix,
-            run=run_label(self.namespace),
+            run=run,
             passed=passed,
             failed=[(self.secrets.test_hash(n), decisions[n].key_hash) for n in failed],
             files=files,
             failed_files=self._failed_files(failed),
+            at=stamp,
         )
         named = {deps for _, _, deps in passed} | {file[3] for file in files}
         table = self.table()
@@ -382,8 +387,39 @@ class SkipRun:
             for deps in sorted(named)
             if deps and deps not in known and deps in pairs
         }
+        if passed:
+            snapshot = self._snapshot(run, stamp)
+            if snapshot is not None:
+                sets[snapshot[0]] = snapshot[1]
         threshold = Settings.from_config(self.config).compact_threshold
         self.store.write(records, sets, secrets=self.secrets, compact_at=threshold)
+
+    def _snapshot(self, run: str, at: float) -> tuple[str, list[str]] | None:
+        """This run's snapshot of what the keys of the passes it records covered
+        (`cachekit.skip.snapshots`), for explaining later runs; None when it cannot be
+        made (it is advisory: the passes are recorded all the same)."""
+        keys, sets, decisions = self.selection.keys, self.selection.sets, self.selection.decisions
+        seen: set[tuple[str, bool, str]] = set()
+        components: dict[str, str] = {}
+        try:
+            attribution = self.collecting.attribution()
+            for nodeid in sorted(self.outcomes.passed):
+                key = keys.get(nodeid)
+                if key is None or not key.deps or nodeid not in decisions or not key.path:
+                    continue
+                if decisions[nodeid].reason or key.deps not in sets:
+                    continue
+                if (key.path, key.doctest, key.deps) in seen:
+                    continue
+                seen.add((key.path, key.doctest, key.deps))
+                components.update(
+                    attribution.components(Path(key.path), sets[key.deps], doctest=key.doctest)
+                )
+            if not components:
+                return None
+            return make_snapshot(attribution.hashes, self.namespace.prefix, run, at, components)
+        except Exception:  # advisory: explanations get less precise, nothing else
+            return None
 
     def _failed_files(self, failed: list[str]) -> list[tuple[str, str]]:
         """(file hash, key hash) of the test file of each failed test, as collected with

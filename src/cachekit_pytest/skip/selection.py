@@ -14,6 +14,7 @@ from _pytest.doctest import DoctestItem
 
 from cachekit.skip.records import MISS_CHANGED, FileMatch, Match, Secrets, Table
 from cachekit_pytest.skip.attribution import Attribution, Pairs, TestKey
+from cachekit_pytest.skip.changes import ini_words
 from cachekit_pytest.skip.keys import Keys
 
 #: How many characters of a file key a reason shows.
@@ -246,6 +247,7 @@ def select(
     keyed = time.perf_counter()
     decisions: dict[str, Decision] = {}
     sets: dict[str, Pairs] = {}
+    ini = ini_words(items[0].config.inipath) if items else ""
     for path, (file_key, static_key, with_docstrings) in file_keys.items():
         key_hash = secrets.key_hash(file_key)
         file = label(path) or ""
@@ -269,15 +271,11 @@ def select(
             deps = match.deps if match else ""
             if deps and deps in functions.resolved:
                 sets[deps] = functions.resolved[deps]
-            why = ""
-            if failed:
-                why = "failed last time"
-            elif isinstance(found, Match):
-                pass
-            elif found.reason == MISS_CHANGED:
-                why = functions.why_changed(path, found.deps, table.sets)
-            else:
+            why = "failed last time" if failed else ""
+            if not failed and not isinstance(found, Match):
                 why = found.reason
+                if found.reason == MISS_CHANGED:
+                    why = functions.why_changed(path, found, table.sets, doctest=doctest, ini=ini)
             decisions[nodeid] = Decision(key_hash, reason, skippable, file, static_hash, deps, why)
     return SkipSelection(
         decisions,

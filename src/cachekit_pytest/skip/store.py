@@ -17,6 +17,7 @@ from cachekit.ci.layout import SKIP_PASSED_KEY
 from cachekit.session import Session
 from cachekit.skip.dependencies import DEPENDENCIES_KEY, DependencySets, NamedSets
 from cachekit.skip.records import READ_STRATEGY, Secrets, SignedLatest, Table, named_sets
+from cachekit.skip.snapshots import named_snapshots
 from cachekit.values.codec import JSON
 from cachekit.values.merge import MergeStrategy
 
@@ -34,6 +35,7 @@ class PassStore:
         #: The dependency sets `read` found, and the records it found (any namespace).
         self.sets: frozenset[str] = frozenset()
         self._records: list[dict[str, Any]] = []
+        self._namespaces: list[str] = []
 
     @property
     def display(self) -> str:
@@ -67,6 +69,7 @@ class PassStore:
         self.sets = frozenset(joined)
         table = Table([dict(layer.value) for layer in merged], namespaces, sets=joined)
         self._records = table.layers  # the table's own (no second copy)
+        self._namespaces = namespaces
         return table
 
     def write(
@@ -86,9 +89,15 @@ class PassStore:
         part_id = namespace.new_part_id()
         compact: dict[str, MergeStrategy[Any]] | None = None
         if self.own_parts + 1 >= compact_at:
-            # The sets read that no record names, read or written now, are dropped.
-            # Only a run that compacts walks the records for them.
-            named = frozenset(named_sets(records).union(*map(named_sets, self._records)))
+            # The sets and snapshots read that no record names, read or written now, are
+            # dropped. Only a run that compacts walks the records for them.
+            named = frozenset(
+                named_sets(records).union(
+                    named_snapshots(records, namespace.prefix),
+                    *map(named_sets, self._records),
+                    *map(named_snapshots, self._records, self._namespaces),
+                )
+            )
             compact = {
                 SKIP_PASSED_KEY: SignedLatest(secrets, namespace.prefix),
                 DEPENDENCIES_KEY: NamedSets(named, self.sets),
