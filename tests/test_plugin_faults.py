@@ -273,7 +273,8 @@ def test_corrupt_objects_are_ignored(pytester: pytest.Pytester, tmp_path: Path) 
     store.put("cache/lastfailed/@parts/0003-truncated", good.data[:-3])
     store.put("cache/nodeids/@base", b"CK" + b"\x01" * 20)
     pytester.makepyfile(TESTS)
-    result = pytester.runpytest(f"--cache-url={url}", "--lf")
+    # --nf: the store's test ids are read only by runs that use them.
+    result = pytester.runpytest(f"--cache-url={url}", "--lf", "--nf")
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     result.assert_outcomes(failed=1)  # the good part still counts
     output = result.stdout.str()

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import random
+import statistics
 import time
 from typing import Any
 
@@ -23,6 +25,7 @@ from cachekit.ci.namespace import detect_namespace
 from cachekit.errors import CorruptData
 from cachekit.session import Session
 from cachekit.values import codec
+from cachekit.values.compaction import compaction_due
 from cachekit.values.digests import DigestSet, DigestUnion, digest
 from cachekit.values.merge import LASTFAILED, MappingUnion, Outcome, join_all, still_failing
 from cachekit_pytest.lastfailed import Failed, Recorder
@@ -223,16 +226,9 @@ def json_nodes(value: Any) -> int:
     return 1
 
 
-def test_a_shard_start_up_read_grows_with_failures_not_with_the_suite(
-    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """100 shards of 1,000 tests each wrote their part (0.2% failing), compacting as the
-    plugin does; then a fresh runner's start-up read decodes about 8 bytes a test (the
-    digests) and a few objects a failure: not an object per test, as 0.1.0's 100,000
-    observations and 100,000 names were (counted, not timed: CI machines differ)."""
-    url = str(tmp_path / "store")
-    shards, per_shard, threshold = 100, 1_000, DEFAULT_COMPACT_THRESHOLD
-    failing = {f"shard_{s}/test_x.py::test[{i}]" for s in range(shards) for i in (7, 500)}
+def fill_namespace(url: str, shards: int, per_shard: int, failing: set[str]) -> None:
+    """Every shard's part, written as the plugin writes it (names of the new ids), and
+    compacted as the plugin compacts."""
     for shard in range(shards):
         namespace = detect_namespace({}, shard=str(shard))
         remote = Remote(Session(url, namespace=namespace), shared_keys(()))
@@ -250,6 +246,10 @@ def test_a_shard_start_up_read_grows_with_failures_not_with_the_suite(
             ],
             min_parts=DEFAULT_COMPACT_THRESHOLD,
         )
+
+
+def decoded_values(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """Every value `codec.decode` returns from now on."""
     decoded: list[Any] = []
     real_decode = codec.decode
 
@@ -259,15 +259,83 @@ def test_a_shard_start_up_read_grows_with_failures_not_with_the_suite(
         return value
 
     monkeypatch.setattr(codec, "decode", counting_decode)
-    remote = Remote(Session(url, namespace=detect_namespace({}, shard="fresh")), shared_keys(()))
+    return decoded
+
+
+SHARDS, PER_SHARD = 100, 1_000
+FAILING = {f"shard_{s}/test_x.py::test[{i}]" for s in range(SHARDS) for i in (7, 500)}
+
+
+@pytest.fixture(scope="module")
+def filled_namespace(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """100 shards of 1,000 tests each wrote their part (0.2% failing)."""
+    url = str(tmp_path_factory.mktemp("scale") / "store")
+    fill_namespace(url, SHARDS, PER_SHARD, FAILING)
+    return url
+
+
+def test_a_shard_start_up_read_grows_with_failures_not_with_the_suite(
+    filled_namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fresh runner's start-up read that needs the store's test ids (``--nf``) decodes
+    about 8 bytes a test (the digests) and a few objects a failure: not an object per
+    test, as 0.1.0's 100,000 observations and 100,000 names were (counted, not timed: CI
+    machines differ)."""
+    decoded = decoded_values(monkeypatch)
+    namespace = detect_namespace({}, shard="fresh")
+    remote = Remote(Session(filled_namespace, namespace=namespace), shared_keys(()))
     found = remote.read()
-    assert len(found["cache/lastfailed"].value) == len(failing)
+    assert len(found["cache/lastfailed"].value) == len(FAILING)
     text = sum(len(json.dumps(value)) for value in decoded)
     objects = sum(json_nodes(value) for value in decoded)
-    tests = shards * per_shard
+    tests = SHARDS * PER_SHARD
     assert text < 12 * tests  # the digests' base64: 10.7 bytes a test
     # Failures, and the names of the few parts written since the last compaction.
-    assert objects < 20 * len(failing) + per_shard * (threshold - 1) + 100
+    threshold = DEFAULT_COMPACT_THRESHOLD
+    assert objects < 20 * len(FAILING) + PER_SHARD * (threshold - 1) + 100
+
+
+def test_a_run_that_needs_no_test_ids_reads_only_the_failures(
+    filled_namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without ``--nf`` the start-up read lists ``cache/nodeids`` but fetches none of it
+    (4 MB at 500,000 tests): it decodes some bytes a failure, nothing a test, and still
+    knows how many parts the end of the run may compact."""
+    decoded = decoded_values(monkeypatch)
+    namespace = detect_namespace({}, shard="fresh")
+    session = Session(filled_namespace, namespace=namespace)
+    remote = Remote(session, shared_keys(()), count_only=[NODEIDS_KEY])
+    found = remote.read()
+    assert len(found["cache/lastfailed"].value) == len(FAILING)
+    assert not found[NODEIDS_KEY].value
+    listed = session.cache.parts(NODEIDS_KEY)
+    assert found[NODEIDS_KEY].parts == tuple(key.rpartition("/")[2] for key in listed)
+    assert found[NODEIDS_KEY].has_base
+    text = sum(len(json.dumps(value)) for value in decoded)
+    assert text < 200 * len(FAILING)
+
+
+# -- how many writers compact ----------------------------------------------------------------
+
+
+def test_one_machine_compacts_every_threshold_runs() -> None:
+    """A writer that lists fewer parts than the threshold never compacts; one whose part
+    makes exactly the threshold always does, whatever its lot."""
+    assert not any(compaction_due(parts, 10, draw=lambda: 0.0) for parts in range(10))
+    assert compaction_due(10, 10, draw=lambda: 0.999_999)
+
+
+def test_shards_that_list_many_parts_compact_about_threshold_times() -> None:
+    """200 shards that start together list the 200 parts of the previous CI run: about
+    ten of them compact, not all 200 (each would read the whole value)."""
+    lot = random.Random(12)
+    compactors = [
+        sum(compaction_due(200 + 1, 10, draw=lot.random) for _shard in range(200))
+        for _run in range(300)
+    ]
+    assert 9 <= statistics.mean(compactors) <= 11
+    assert min(compactors) >= 1
+    assert max(compactors) <= 25
 
 
 # -- the layout is versioned ------------------------------------------------------------------

@@ -22,7 +22,8 @@ from cachekit.ci.layout import DURATIONS_KEY, LASTFAILED_KEY, NODEIDS_KEY
 from cachekit.ci.namespace import detect_namespace
 from cachekit.session import Session
 from cachekit.values.codec import JSON
-from cachekit.values.digests import DigestSet
+from cachekit.values.compaction import compaction_due
+from cachekit.values.digests import NODEIDS, DigestSet
 from cachekit_pytest.lastfailed import Recorder
 from cachekit_pytest.options import Settings
 from cachekit_pytest.recording import TestStats, code_keys
@@ -69,6 +70,11 @@ class SharedRun:
         self.found: dict[str, Found] = {}
         #: Every test id the store knows (`NodeIdsKey`), once the start-up read is in.
         self.known_nodeids = DigestSet()
+        #: Whether the start-up read fetches that set: only ``--nf`` and ``--cache-show``
+        #: use it (`needs_known_nodeids`).
+        self.nodeids_read = False
+        #: The ids this session collected (here, or on its xdist workers).
+        self.collected_ids: set[str] = set()
         #: The working copy's value of each shared key right after the start-up sync.
         self.start: dict[str, JSON] = {key: config.cache.get(key, None) for key in self.shared}
         #: Whether the run read the store at its start (not under ``--cache-clear``).
@@ -97,12 +103,14 @@ class SharedRun:
         keys = settings.shared_keys + ((DURATIONS_READ,) if settings.num_shards else ())
         sync = open_sync(session, keys)
         reading = not config.getoption("cacheclear")
+        nodeids_read = reading and needs_known_nodeids(config)
         try:
-            sync.start(read=reading)
+            sync.start(read=reading, count_only=() if nodeids_read else (NODEIDS_KEY,))
         except InvalidBackend as error:
             raise pytest.UsageError(f"cachekit: {error}") from None
         run = cls(config, settings, session, sync)
         run.read_at_start = reading
+        run.nodeids_read = nodeids_read
         if reading:
             run.pending = True
             if run.needs_values_now(config):
@@ -186,6 +194,7 @@ class SharedRun:
         """Before ``NFPlugin`` writes the working copy: under ``--nf`` it adds only the
         ids it found new, and those the store knew were not; add every id this machine
         collected, as pytest alone would have (all were new to it)."""
+        self.collected_ids.update(item.nodeid for item in items)
         nfplugin = config.pluginmanager.get_plugin("nfplugin")
         if (
             isinstance(nfplugin, NFPlugin)
@@ -260,14 +269,9 @@ class SharedRun:
         replayed = self.recorder.replay(_strings(self.start[LASTFAILED_KEY]))
         observed = replayed.observations(self.run_start, every_pass=not self.read_at_start)
         if not config.getoption("collectonly"):
-            nfplugin = config.pluginmanager.get_plugin("nfplugin")
-            if isinstance(nfplugin, NFPlugin):
-                # Ids the store did not know: what this machine knows and collected.
-                known = self.known_nodeids
-                ids = {str(nodeid) for nodeid in nfplugin.cached_nodeids}
-                added: list[JSON] = [nodeid for nodeid in sorted(ids) if nodeid not in known]
-                if added:
-                    parts[NODEIDS_KEY] = added
+            nodeids = self._nodeids_part(config)
+            if nodeids:
+                parts[NODEIDS_KEY] = nodeids
         now = time.time()
         for key, shared in self.shared.items():
             if key not in (LASTFAILED_KEY, NODEIDS_KEY):
@@ -279,7 +283,7 @@ class SharedRun:
         compact = [
             key
             for key, found in self.found.items()
-            if len(found.parts) + (key in adds_part) >= threshold
+            if compaction_due(len(found.parts) + (key in adds_part), threshold)
         ]
         stats = None
         if self.test_stats is not None and self.test_stats.seconds:
@@ -296,6 +300,23 @@ class SharedRun:
         self.sync.write(parts, observed=observed, compact=compact, min_parts=threshold, stats=stats)
         return True
 
+    def _nodeids_part(self, config: pytest.Config) -> JSON:
+        """This run's part of ``cache/nodeids``. Where the start-up read fetched the
+        store's set: the ids this machine knows and collected that the store did not.
+        Otherwise (4 MB at 500,000 tests, read only for ``--nf``): every id this session
+        collected, as 8-byte digests; the union leaves those the store knew as they were.
+        """
+        nfplugin = config.pluginmanager.get_plugin("nfplugin")
+        if not isinstance(nfplugin, NFPlugin):
+            return None
+        if not self.nodeids_read:
+            collected = DigestSet(frozenset(self.collected_ids))
+            return NODEIDS.stored(collected) if self.collected_ids else None
+        known = self.known_nodeids
+        ids = {str(nodeid) for nodeid in nfplugin.cached_nodeids}
+        added: list[JSON] = [nodeid for nodeid in sorted(ids) if nodeid not in known]
+        return added or None
+
     def durations(self) -> tuple[dict[str, float], str]:
         """Recorded durations per test id, for the shard split, and where they came from
         (the CI run's split plan, `cachekit.stats.split_plan`; "" when not read)."""
@@ -304,6 +325,7 @@ class SharedRun:
 
     def workers_collected(self, config: pytest.Config, ids: Sequence[str]) -> None:
         """Under xdist the controller never collects: learn the ids from the workers."""
+        self.collected_ids.update(ids)
         nfplugin = config.pluginmanager.get_plugin("nfplugin")
         if isinstance(nfplugin, NFPlugin):
             nfplugin.cached_nodeids.update(_node_key(nodeid) for nodeid in ids)
@@ -330,7 +352,7 @@ class SharedRun:
             )
             value = found.value
             if key == NODEIDS_KEY:  # digests have no names: count them, list the names
-                known = self.known_nodeids
+                known = known_nodeids(found)
                 tw.line(f"{key} holds {len(known)} test id(s), as 8-byte digests")
                 value = sorted(known.names)
             tw.line(f"{key} contains (merged from {' and '.join(sources)}):")
@@ -401,6 +423,12 @@ class KnownNodeIds(set[Any]):
 
     def __contains__(self, nodeid: object) -> bool:
         return super().__contains__(nodeid) or str(nodeid) in self.store
+
+
+def needs_known_nodeids(config: pytest.Config) -> bool:
+    """Whether the run uses every test id the store knows: ``--nf`` orders the tests it
+    never saw first, ``--cache-show`` shows how many there are."""
+    return bool(config.getoption("newfirst") or config.option.cacheshow)
 
 
 def _strings(value: JSON) -> list[str]:

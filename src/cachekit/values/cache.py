@@ -149,6 +149,14 @@ def join_balanced(strategy: MergeStrategy[T], values: Sequence[T]) -> T:
     return strategy.join(strategy.empty(), level[0])
 
 
+def _counted(strategy: MergeStrategy[Any], store_keys: Sequence[str]) -> Merged:
+    """A key's `Merged` from the listing alone (`Cache.read_merged_many`'s ``count_only``):
+    the empty value, and the base and parts listed."""
+    parts = [k.rpartition("/")[2] for k in store_keys if not k.endswith(BASE)]
+    has_base = len(parts) < len(store_keys)
+    return Merged(strategy.empty(), has_base, tuple(sorted(parts)))
+
+
 class Cache:
     """JSON values in a `CacheStore`.
 
@@ -276,6 +284,7 @@ class Cache:
         list_prefix: str | None = None,
         listed: Sequence[str] | None = None,
         bases_only: Collection[str] = (),
+        count_only: Collection[str] = (),
     ) -> dict[str, Merged]:
         """`read_merged` for several keys in one listing and one batched fetch per store
         of the read chain (the stores are read concurrently).
@@ -292,21 +301,31 @@ class Cache:
         ``bases_only``: keys read as of their last compaction, parts left out: a value
         that concurrent writers cannot change until someone compacts (such as the
         durations every shard of a CI run must split the tests by alike).
+
+        ``count_only``: keys listed but not fetched: their `Merged` holds the strategy's
+        empty value, with the base and parts the listing found (what a reader that does
+        not need a large value still needs: whether it has parts enough to compact).
         """
         for key in strategies:
             objects.check_cache_key(key)
         prefix = list_prefix if list_prefix is not None else _common_directory(strategies)
         if listed is not None and (list_prefix is None or len(self.read_chain) != 1):
             raise ValueError("listed= needs list_prefix= and a cache without a read chain")
-        bases_only = frozenset(bases_only)
+        bases_only, count_only = frozenset(bases_only), frozenset(count_only)
         allowance = codec.Allowance(self.read_size)
         if len(self.read_chain) == 1:
             return self._read_merged_from(
-                self.store, strategies, prefix, allowance, listed=listed, bases_only=bases_only
+                self.store,
+                strategies,
+                prefix,
+                allowance,
+                listed=listed,
+                bases_only=bases_only,
+                count_only=count_only,
             )
         reads = side_by_side(
             lambda store: self._read_merged_from(
-                store, strategies, prefix, allowance, bases_only=bases_only
+                store, strategies, prefix, allowance, bases_only=bases_only, count_only=count_only
             ),
             self.read_chain,
             "cachekit-read",
@@ -329,6 +348,7 @@ class Cache:
         *,
         listed: Sequence[str] | None = None,
         bases_only: frozenset[str] = frozenset(),
+        count_only: frozenset[str] = frozenset(),
     ) -> dict[str, Merged]:
         for attempt in range(_READ_ATTEMPTS):
             if attempt or listed is None:
@@ -338,13 +358,18 @@ class Cache:
                 key: [k for k in stored.get(key, []) if key not in bases_only or k.endswith(BASE)]
                 for key in strategies
             }
-            fetched = store.get_many([k for keys in wanted.values() for k in keys])
-            if all(k in fetched for keys in wanted.values() for k in keys):
+            fetching = [k for key, keys in wanted.items() if key not in count_only for k in keys]
+            fetched = store.get_many(fetching)
+            if all(k in fetched for k in fetching):
                 break
             # A compaction retired parts between our listing and our fetch (their
             # contents are in a newer base now), or replaced the base: read again.
         return {
-            key: self._join(key, strategy, keys, fetched, allowance)
+            key: (
+                _counted(strategy, keys)
+                if key in count_only
+                else self._join(key, strategy, keys, fetched, allowance)
+            )
             for (key, strategy), keys in zip(strategies.items(), wanted.values(), strict=True)
         }
 

@@ -26,7 +26,7 @@ import subprocess
 import sys
 import threading
 import warnings
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
@@ -58,6 +58,8 @@ class Start:
     keys: tuple[SharedKey, ...]
     #: False under ``--cache-clear``: open the store for the end of the run, read nothing.
     read: bool
+    #: Keys whose parts are counted, their values not read (`Remote.count_only`).
+    count_only: tuple[str, ...] = ()
 
 
 @attrs.frozen
@@ -137,7 +139,7 @@ def serve(requests: IO[bytes], replies: IO[bytes]) -> None:
             # No time limit here: the pytest side holds the run's budget, and kills the
             # agent when it runs out.
             session = Session(start.url, namespace=start.namespace, timeout=UNLIMITED)
-            remote = Remote(session, shared_keys(start.keys))
+            remote = Remote(session, shared_keys(start.keys), count_only=start.count_only)
             opening = _attempt(remote.open, session.redact)
             answer(opening)
             if opening.ok and start.read:
@@ -215,7 +217,7 @@ class AgentSync:
         #: Set when the agent's output ends, which it does as it exits.
         self._output_ended = threading.Event()
 
-    def start(self, *, read: bool) -> None:
+    def start(self, *, read: bool, count_only: Collection[str] = ()) -> None:
         package_root = str(Path(__file__).resolve().parents[2])
         self._process = subprocess.Popen(
             [
@@ -235,7 +237,9 @@ class AgentSync:
             target=self._read_errors, args=(self._process.stderr,), daemon=True
         ).start()
         self._read_requested = read
-        start = Start(self.session.url, self.session.namespace, self.keys, read)
+        start = Start(
+            self.session.url, self.session.namespace, self.keys, read, tuple(sorted(count_only))
+        )
         self._send(Request(start=start))
 
     def _read_replies(self, stream: IO[bytes]) -> None:

@@ -90,7 +90,9 @@ class NodeIdsKey(_Shared[Any]):
     """``cache/nodeids``: every test id any run collected, kept as digests
     (`cachekit.values.digests`). The working copy keeps what this machine collected,
     as pytest alone would; ``NFPlugin`` asks the store's set whether a test is new
-    (`cachekit_pytest.shared.KnownNodeIds`). Parts hold the ids the store did not know.
+    (`cachekit_pytest.shared.KnownNodeIds`). Only runs that use that set read it
+    (``--nf``); their parts hold, by name, the ids it did not know. Other runs never
+    read it, and their parts hold every id they collected, as digests.
     """
 
     in_working_copy = False

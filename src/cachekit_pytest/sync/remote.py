@@ -11,7 +11,7 @@ reported as one `SyncFailed`.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from functools import partial
 from typing import Any, Protocol
 
@@ -43,9 +43,14 @@ class Remote:
     (`cachekit_pytest.sync.agent`).
     """
 
-    def __init__(self, session: Session, keys: Mapping[str, Shared]) -> None:
+    def __init__(
+        self, session: Session, keys: Mapping[str, Shared], *, count_only: Collection[str] = ()
+    ) -> None:
         self.session = session
         self.keys = dict(keys)
+        #: Keys whose value the run does not need: the start-up read only counts their
+        #: parts, for the end's compaction (`Cache.read_merged_many`).
+        self.count_only = frozenset(count_only)
         #: The start-up read found no value at all (a new namespace, or one that an
         #: older cachekit wrote: the first write looks, off the start-up's path).
         self.found_nothing = False
@@ -73,7 +78,8 @@ class Remote:
         if plan is not None:
             strategies = {key: value for key, value in strategies.items() if key not in split_by}
         as_compacted = split_by if plans.as_of_compaction else []
-        merged = cache.read_merged_many(strategies, bases_only=as_compacted)
+        count_only = self.count_only & set(strategies)
+        merged = cache.read_merged_many(strategies, bases_only=as_compacted, count_only=count_only)
         self.found_nothing = plan is None and not any(
             value.has_base or value.parts for value in merged.values()
         )
@@ -135,7 +141,9 @@ class Sync(Protocol):
 
     session: Session
 
-    def start(self, *, read: bool) -> None: ...
+    def start(self, *, read: bool, count_only: Collection[str] = ()) -> None:
+        """Open the store; begin the start-up read unless not ``read``, counting the parts
+        of ``count_only`` without reading their values (`Remote.count_only`)."""
 
     def opened(self) -> None:
         """Wait until the store is open; `InvalidBackend` if its URL cannot be opened."""
@@ -166,7 +174,8 @@ class InProcessSync:
         self.session = session
         self.remote = Remote(session, keys)
 
-    def start(self, *, read: bool) -> None:
+    def start(self, *, read: bool, count_only: Collection[str] = ()) -> None:
+        self.remote.count_only = frozenset(count_only)
         self.remote.open()  # outside the budget: importing libraries is not the store's cost
 
     def opened(self) -> None:
