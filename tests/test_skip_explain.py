@@ -17,7 +17,16 @@ import pytest
 
 from cachekit.skip.snapshots import SNAPSHOT_PREFIX
 from cachekit.values.codec import JSON, decode, encode
-from test_skip_functions import ADD, EVERY_TEST, PROJECT, REGISTRY, Project, _environment, project
+from test_skip_functions import (
+    ADD,
+    EVERY_TEST,
+    PROJECT,
+    REGISTRY,
+    Project,
+    _environment,
+    _stored,
+    project,
+)
 
 __all__ = ["_environment", "project"]
 
@@ -189,3 +198,30 @@ def test_a_tampered_snapshot_changes_no_skip_and_explains_generically(
     why = _explain(project)
     assert project.ran == ADD | {"test_mul.py::test_mix"}
     assert set(why.values()) == {GENERIC}
+
+
+def _snapshot_names(project: Project) -> set[str]:
+    return {name for name in _stored(project) if name.startswith(SNAPSHOT_PREFIX)}
+
+
+def test_a_snapshot_no_record_names_is_dropped_when_a_run_compacts(project: Project) -> None:
+    """One snapshot per recording run. Once every record of a run has been replaced, the
+    next run that compacts drops its snapshot (the store grows with what ran, not with
+    the number of runs); the snapshots still named keep explaining."""
+    first = _snapshot_names(project)
+    assert len(first) == 1
+    project.write("pytest.ini", PROJECT["pytest.ini"] + "cache_compact_threshold = 1\n")
+    project.run()
+    assert project.ran == EVERY_TEST  # the config changed: every record is replaced
+    replaced = _snapshot_names(project)
+    assert first < replaced  # still named by the records this run read
+    assert len(replaced) == 2
+    project.write("test_new.py", "def test_new():\n    pass\n")
+    project.run()
+    assert project.ran == {"test_new.py::test_new"}
+    kept = _snapshot_names(project)
+    assert not first & kept
+    assert len(kept) == 2
+    project.replace("lib/calc.py", "return a + b", "return b + a")
+    why = _explain(project)
+    assert set(why.values()) == {"function lib/calc.py::add changed"}

@@ -421,9 +421,11 @@ def test_xdist_records_and_skips_the_same_way(project: Project) -> None:
     # included.
     result.stdout.fnmatch_lines(["*2 workers [[]0 items[]]*"])
     project.replace("lib/calc.py", "return a + b", "return b + a")
-    result = project.run_subprocess("-n", "2")
+    result = project.run_subprocess("-n", "2", "--skip-passed-explain")
     assert project.ran == ADD | {"test_mul.py::test_mix"}
     assert result.parseoutcomes() == {"passed": 3, "cached": len(EVERY_TEST) - 3}
+    # The workers explain from the snapshot the controller wrote.
+    result.stdout.fnmatch_lines(["RAN test_mul.py::test_mix - function lib/calc.py::add changed"])
     project.replace("lib/calc.py", "return a * b", "return b * a")
     project.run_subprocess("-n", "2")
     assert project.ran == FIXTURE | {"test_mul.py::test_mul", "test_mul.py::test_mix"}

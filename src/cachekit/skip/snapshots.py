@@ -101,6 +101,7 @@ class Hashes:
     def __init__(self, secrets: Secrets) -> None:
         self.secrets = secrets
         self._ids: dict[str, str] = {}
+        self._digests: dict[tuple[str, str], str] = {}
 
     def id(self, component: str) -> str:
         found = self._ids.get(component)
@@ -109,7 +110,11 @@ class Hashes:
         return found
 
     def digest(self, component: str, value: str) -> str:
-        return self.secrets.explain_hash(f"value\0{component}\0{value}", DIGEST_HEX)
+        found = self._digests.get((component, value))
+        if found is None:
+            text = f"value\0{component}\0{value}"
+            found = self._digests[component, value] = self.secrets.explain_hash(text, DIGEST_HEX)
+        return found
 
 
 def _signed_text(namespace: str, run: str, at: float, payload: str) -> str:

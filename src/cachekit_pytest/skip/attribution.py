@@ -141,12 +141,13 @@ class Attribution:
         sets: dict[str, list[str]],
         *,
         doctest: bool = False,
-        ini: str = "the pytest config",
+        ini: str | None = None,
     ) -> str:
         """Why a test of ``path`` whose latest pass (``miss``) no longer matches runs
         (``--skip-passed-explain``): what changed among its key's components since that
         pass, as its run's snapshot has them (`cachekit.skip.snapshots`); without one
-        that verifies, what may have."""
+        that verifies, or when ``ini`` (how the pytest config is named) is None (the
+        run does not explain: no cost), what may have."""
         deps = miss.deps
         if not deps:
             return "its file changed (its pass was recorded by the file's full key)"
@@ -155,8 +156,10 @@ class Attribution:
         pairs = self.resolved.get(deps) or self.resolve(path, sets[deps])
         if pairs is None:
             return "a function or file it executed is gone (renamed, removed or unparsable)"
+        named = ""
         try:
-            named = self._changed(path, miss, pairs, sets, doctest=doctest, ini=ini)
+            if ini is not None:
+                named = self._changed(path, miss, pairs, sets, doctest=doctest, ini=ini)
         except Exception:  # advisory: any failure says less, and decides nothing
             named = ""
         return named or (
@@ -192,18 +195,37 @@ class Attribution:
         """The components of the key of a test of ``path`` that executed ``pairs``
         (`cachekit_pytest.skip.changes`): its static key's, its dependencies' and the
         module-level names it can read, by name, with their values now."""
+        found = dict(self._static_of(path, doctest))
+        found.update(self._members_and_names(path, pairs))
+        return found
+
+    def recorded_components(self, tests: Iterable[tuple[Path, bool, Pairs]]) -> dict[str, str]:
+        """The components of the keys of tests (test file, doctest, what each executed),
+        for a run's snapshot: `components` of each, but the module-level names as read by
+        all the tests of a file together (a superset of each one's, computed once per
+        file: an extra component in a snapshot only costs room)."""
+        found: dict[str, str] = {}
+        by_file: dict[tuple[Path, bool], dict[str, str]] = {}
+        for path, doctest, pairs in tests:
+            by_file.setdefault((path, doctest), {}).update(pairs)
+        for (path, doctest), union in by_file.items():
+            found.update(self._static_of(path, doctest))
+            found.update(self._members_and_names(path, sorted(union.items())))
+        return found
+
+    def _static_of(self, path: Path, doctest: bool) -> dict[str, str]:
         static = self._static_components.get((path, doctest))
         if static is None:
             static = static_components(self.fingerprinter, path, doctest=doctest)
             self._static_components[path, doctest] = static
-        found = dict(static)
+        return static
+
+    def _members_and_names(self, path: Path, pairs: Pairs) -> dict[str, str]:
         members = [member for member, _ in pairs]
         if any(self.resolver.named(member) is None for member in members):
             self.resolve(path, members)
         bindings = self.resolver.bindings_read(str(path), self.members(path), members)
-        for member, digest in [*pairs, *bindings]:
-            found["m\0" + member] = digest
-        return found
+        return {"m\0" + member: digest for member, digest in [*pairs, *bindings]}
 
     def resolve(self, path: Path, members: Iterable[str] | None) -> Pairs | None:
         """``members`` with their current hashes, looked for in ``path``'s closure, then in

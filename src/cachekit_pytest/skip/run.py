@@ -399,24 +399,20 @@ class SkipRun:
         (`cachekit.skip.snapshots`), for explaining later runs; None when it cannot be
         made (it is advisory: the passes are recorded all the same)."""
         keys, sets, decisions = self.selection.keys, self.selection.sets, self.selection.decisions
-        seen: set[tuple[str, bool, str]] = set()
-        components: dict[str, str] = {}
+        tests = {}
+        for nodeid in self.outcomes.passed:
+            key = keys.get(nodeid)
+            if key is None or not key.deps or not key.path or key.deps not in sets:
+                continue
+            if nodeid in decisions and not decisions[nodeid].reason:
+                tests[key.path, key.doctest, key.deps] = sets[key.deps]
+        if not tests:
+            return None
         try:
             attribution = self.collecting.attribution()
-            for nodeid in sorted(self.outcomes.passed):
-                key = keys.get(nodeid)
-                if key is None or not key.deps or nodeid not in decisions or not key.path:
-                    continue
-                if decisions[nodeid].reason or key.deps not in sets:
-                    continue
-                if (key.path, key.doctest, key.deps) in seen:
-                    continue
-                seen.add((key.path, key.doctest, key.deps))
-                components.update(
-                    attribution.components(Path(key.path), sets[key.deps], doctest=key.doctest)
-                )
-            if not components:
-                return None
+            components = attribution.recorded_components(
+                (Path(path), doctest, pairs) for (path, doctest, _), pairs in tests.items()
+            )
             return make_snapshot(attribution.hashes, self.namespace.prefix, run, at, components)
         except Exception:  # advisory: explanations get less precise, nothing else
             return None

@@ -247,7 +247,7 @@ def select(
     keyed = time.perf_counter()
     decisions: dict[str, Decision] = {}
     sets: dict[str, Pairs] = {}
-    ini = ini_words(items[0].config.inipath) if items else ""
+    ini = _explaining(items)
     for path, (file_key, static_key, with_docstrings) in file_keys.items():
         key_hash = secrets.key_hash(file_key)
         file = label(path) or ""
@@ -287,6 +287,17 @@ def select(
         sets=sets,
         older_format=table.older_format,
     )
+
+
+def _explaining(items: Sequence[pytest.Item]) -> str | None:
+    """How the pytest config is named when this run explains why tests ran
+    (``--skip-passed-explain`` or ``-v``: then what changed is worked out), else None."""
+    if not items:
+        return None
+    config = items[0].config
+    if config.getoption("cachekit_skip_passed_explain", False) or config.option.verbose > 0:
+        return ini_words(config.inipath)
+    return None
 
 
 def read_lastfailed(config: pytest.Config) -> set[str]:
