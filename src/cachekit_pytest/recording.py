@@ -17,17 +17,13 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-import attrs
 import pytest
 from _pytest.reports import TestReport
 
 from cachekit.ci.commit import detect_commit
-from cachekit.ci.layout import DURATIONS_KEY
-from cachekit.stats.junit import CaseOutcome, TestCase
-from cachekit.stats.runs import Run, run_parts
-from cachekit.values.codec import JSON
-from cachekit.values.durations import durations_part, scoped_setup_key
+from cachekit.stats.junit import CaseOutcome
 from cachekit_pytest.scoped import REPORT_ATTRIBUTE, UNSPLITTABLE, scoped_paid
+from cachekit_pytest.sync.records import RunRecord
 
 #: The name the ``--skip-passed`` run plugin (`cachekit_pytest.skip.run.SkipRun`) is
 #: registered under, which `code_keys` looks it up by. Here, not in that package: this
@@ -130,62 +126,6 @@ class TestStats:
         )
 
 
-@attrs.frozen
-class RunRecord:
-    """A run's tallies, as the pytest process hands them to whoever writes the parts."""
-
-    at: float
-    #: The CI run (`cachekit.ci.namespace.Namespace.run_id`) and the namespace, for people.
-    run_id: str
-    label: str
-    #: Which shard of the CI run this is (`cachekit.ci.namespace.Namespace.shard`).
-    shard: str
-    #: The commit the run tested ("" if unknown; `cachekit.ci.commit`).
-    commit: str
-    #: node id -> duration in whole microseconds, for every test that reported.
-    microseconds: dict[str, int]
-    #: node id -> [outcome, reruns, message] where not [passed, 0, ""] (typed Any: passed
-    #: through as JSON).
-    unusual: dict[str, Any]
-    #: scope node id -> setup and teardown of its scoped fixtures, in whole microseconds.
-    scoped_microseconds: dict[str, int] = attrs.field(factory=dict)
-    #: Test file -> its code key (`cachekit.stats.runs.Run.codes`).
-    codes: dict[str, str] = attrs.field(factory=dict)
-
-    def cases(self) -> tuple[TestCase, ...]:
-        passed = ("passed", 0, "")
-        return tuple(
-            _case(nodeid, microseconds / 1e6, *self.unusual.get(nodeid, passed))
-            for nodeid, microseconds in self.microseconds.items()
-        )
-
-    def parts(self, part_id: str) -> dict[str, JSON]:
-        """The parts that record this run, by key, the run named by its part id."""
-        run = Run(
-            id=part_id,
-            at=self.at,
-            run_id=self.run_id,
-            source="pytest",
-            label=self.label,
-            cases=self.cases(),
-            shard=self.shard,
-            commit=self.commit,
-            codes=self.codes,
-        )
-        parts = run_parts(run)
-        scoped = durations_part(
-            self.at,
-            {scoped_setup_key(scope): us / 1e6 for scope, us in self.scoped_microseconds.items()},
-        )
-        if scoped:  # in the run's group of ``stats/durations``, beside its tests
-            tests: dict[str, Any] = parts.get(DURATIONS_KEY) or {}  # type: ignore[assignment]
-            parts[DURATIONS_KEY] = {
-                **tests,
-                **{at: {**tests.get(at, {}), **group} for at, group in scoped.items()},
-            }
-        return parts
-
-
 def code_keys(config: pytest.Config, nodeids: Iterable[str]) -> dict[str, str]:
     """The code key of each test file of ``nodeids``, when ``--skip-passed`` keyed it:
     the keyed hash of the file's key that its pass records hold
@@ -201,25 +141,6 @@ def code_keys(config: pytest.Config, nodeids: Iterable[str]) -> dict[str, str]:
         if decision is not None and decision.key_hash:
             codes.setdefault(nodeid.partition("::")[0], decision.key_hash)
     return codes
-
-
-def _case(nodeid: str, seconds: float, outcome: CaseOutcome, reruns: int, message: str) -> TestCase:
-    """A `TestCase` whose `TestCase.test_id` is ``nodeid`` again (JUnit's naming:
-    ``file``, a dotted ``classname`` of module and classes, and ``name``)."""
-    head, _, parameters = nodeid.partition("[")
-    path, *classes, name = head.split("::")
-    name += f"[{parameters}" if parameters else ""
-    module = path[:-3].replace("/", ".") if path.endswith(".py") else ""
-    classname = ".".join(part for part in (module, *classes) if part)
-    return TestCase(
-        file=path,
-        classname=classname,
-        name=name,
-        outcome=outcome,
-        duration=seconds,
-        reruns=reruns,
-        message=message,
-    )
 
 
 def _message(report: TestReport) -> str:

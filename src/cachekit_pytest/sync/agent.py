@@ -38,8 +38,8 @@ from cachekit.errors import CacheKitWarning, CorruptValueWarning, StoreUnavailab
 from cachekit.session import UNLIMITED, Session
 from cachekit.values.codec import JSON
 from cachekit.values.digests import DigestSet
-from cachekit_pytest.recording import RunRecord
 from cachekit_pytest.sync.keys import Found, ObservedOutcomes, SharedKey, shared_keys
+from cachekit_pytest.sync.records import RunRecord
 from cachekit_pytest.sync.remote import InvalidBackend, Remote, SyncFailed
 
 T = TypeVar("T")

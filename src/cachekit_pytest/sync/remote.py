@@ -23,8 +23,8 @@ from cachekit.stats.signatures import run_signer, sign_runs
 from cachekit.stats.split_plan import SplitPlans
 from cachekit.values.cache import Cache
 from cachekit.values.codec import JSON
-from cachekit_pytest.recording import RunRecord
 from cachekit_pytest.sync.keys import DurationsKey, Found, ObservedOutcomes, Shared
+from cachekit_pytest.sync.records import RunRecord
 
 #: A remote call failed or ran past the budget; the message says which and why.
 SyncFailed = BudgetCallFailed
