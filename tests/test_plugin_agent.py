@@ -12,9 +12,8 @@ from cachekit import LASTFAILED, NODEIDS
 from cachekit.ci.namespace import Namespace
 from cachekit.values.digests import DigestSet
 from cachekit.values.merge import still_failing
-from cachekit_pytest.options import SharedKey
 from cachekit_pytest.sync.agent import RaisedWarning, Reply, Request, Start, Write, decode, encode
-from cachekit_pytest.sync.keys import Found
+from cachekit_pytest.sync.keys import Found, SharedKey
 from plugin_support import shared
 from servers import new_s3_bucket
 

@@ -14,20 +14,15 @@ import itertools
 import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import attrs
 import pytest
 
-from cachekit.errors import InvalidKey
 from cachekit.session import DEFAULT_TIMEOUT
-from cachekit.stores.keys import validate_key
-from cachekit_pytest.sync.keys import (
-    BUILTIN_SHARED_KEYS,
-    DEFAULT_KEY_KIND,
-    EXTRA_KEY_KINDS,
-    SharedKey,
-)
+
+if TYPE_CHECKING:
+    from cachekit_pytest.sync.keys import SharedKey
 
 T = TypeVar("T")
 
@@ -316,6 +311,18 @@ def _parse(text: str, convert: Callable[[str], T], what: str) -> T:
 
 
 def _shared_keys(lines: list[str]) -> tuple[SharedKey, ...]:
+    if not lines:
+        return ()
+    # Only here: a run without a store never loads the shared keys' modules.
+    from cachekit.errors import InvalidKey  # noqa: PLC0415
+    from cachekit.stores.keys import validate_key  # noqa: PLC0415
+    from cachekit_pytest.sync.keys import (  # noqa: PLC0415
+        BUILTIN_SHARED_KEYS,
+        DEFAULT_KEY_KIND,
+        EXTRA_KEY_KINDS,
+        SharedKey,
+    )
+
     found: dict[str, SharedKey] = {}
     for line in lines:
         key, equals, strategy = (part.strip() for part in line.partition("="))

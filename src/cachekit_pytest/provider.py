@@ -15,23 +15,22 @@ the end result is the same, byte for byte.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from _pytest import cacheprovider as builtin
 from _pytest.cacheprovider import Cache, LFPlugin, NFPlugin
 
-from cachekit.ci.layout import LASTFAILED_KEY
 from cachekit_pytest.options import Settings
 from cachekit_pytest.scoped import WORKERINPUT_KEY as TIME_SCOPED_KEY
 from cachekit_pytest.scoped import ScopedSetupTimer, TimersForWorkers
-from cachekit_pytest.shared import SharedCache, SharedRun, XdistCollection, known_to_worker
-from cachekit_pytest.split import (
-    WORKERINPUT_KEY,
-    DurationsForWorkers,
-    ScopedGroups,
-    ShardSelection,
-)
+
+if TYPE_CHECKING:
+    from cachekit_pytest.shared import SharedRun
+
+# `cachekit_pytest.shared` (the store, its values and the run's statistics) is imported
+# only by a run with a store or on an xdist worker, and `cachekit_pytest.split` only by a
+# split run: a run with neither pays for loading neither.
 
 
 class CacheProvider:
@@ -57,18 +56,21 @@ class CacheProvider:
     def pytest_configure(self, config: pytest.Config) -> None:
         config.cache = Cache.for_config(config, _ispytest=True)
         settings = self.settings = Settings.from_config(config)
-        if settings.remote and not hasattr(config, "workerinput"):
-            self.run = SharedRun.begin(config, settings)
+        worker = hasattr(config, "workerinput")
+        if settings.remote or worker:
+            from cachekit_pytest import shared  # noqa: PLC0415 (see above)
+        if settings.remote and not worker:
+            self.run = shared.SharedRun.begin(config, settings)
         run = self.run
         if run is not None and run.pending:  # read alongside: reading a shared key waits
-            config.cache = SharedCache(config.cache._cachedir, config, _ispytest=True)
+            config.cache = shared.SharedCache(config.cache._cachedir, config, _ispytest=True)
         config.pluginmanager.register(LFPlugin(config), "lfplugin")
         config.pluginmanager.register(NFPlugin(config), "nfplugin")
         if run is not None and not run.pending:  # read already: what the copy cannot hold
             run.fold_into_plugins(config)
-        if hasattr(config, "workerinput"):
-            known_to_worker(config)
-        if run is not None and isinstance(config.cache, SharedCache):  # folded in later
+        if worker:
+            shared.known_to_worker(config)
+        if run is not None and isinstance(config.cache, shared.SharedCache):  # folded in later
             config.cache.wait_for_shared(frozenset(run.shared), lambda: run.finish_read(config))
         if settings.num_shards:
             self._split(config, settings)
@@ -76,7 +78,8 @@ class CacheProvider:
         if run is not None:
             config.pluginmanager.register(run.recorder, "cachekit-recorder")
             if config.pluginmanager.hasplugin("xdist"):
-                config.pluginmanager.register(XdistCollection(run, config), "cachekit-xdist")
+                xdist = shared.XdistCollection(run, config)
+                config.pluginmanager.register(xdist, "cachekit-xdist")
 
     @pytest.fixture
     def cache(self, request: pytest.FixtureRequest) -> Cache:
@@ -110,6 +113,8 @@ class CacheProvider:
         config = session.config
         self._session = session
         if self.run is not None and self.run.pending:  # before LFPlugin and NFPlugin write
+            from cachekit.ci.layout import LASTFAILED_KEY  # noqa: PLC0415 (loaded with the run)
+
             assert config.cache is not None
             try:
                 config.cache.get(LASTFAILED_KEY, None)  # SharedCache: finishes the read
@@ -154,6 +159,13 @@ class CacheProvider:
 
     def _split(self, config: pytest.Config, settings: Settings) -> None:
         """Run one shard of the selected tests, balanced by recorded durations."""
+        from cachekit_pytest.split import (  # noqa: PLC0415 (only a split run needs it)
+            WORKERINPUT_KEY,
+            DurationsForWorkers,
+            ScopedGroups,
+            ShardSelection,
+        )
+
         workerinput = getattr(config, "workerinput", None)
         source = ""
         if workerinput is not None:
