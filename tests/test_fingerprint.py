@@ -28,6 +28,7 @@ from cachekit.skip.fingerprint import (
     installed_distributions,
     normalize_name,
 )
+from cachekit.skip.imports import EVERY_DISTRIBUTION
 
 PROJECT = {
     "conftest.py": "import pytest\n",
@@ -257,6 +258,28 @@ def test_the_distribution_scan_reads_odd_names_through_their_metadata(tmp_path: 
 # -- import analysis ----------------------------------------------------------------------
 
 
+@pytest.mark.parametrize(
+    "source",
+    [
+        b"from importlib.metadata import version\nversion('x')\n",
+        b"import importlib.metadata\n",
+        b"from importlib import metadata\nmetadata.entry_points(group='app')\n",
+        b"import pkg_resources\n",
+        b"import zoneinfo\n",
+        b"import importlib\nimportlib.import_module(f'app.backends.{NAME}')\n",
+    ],
+)
+def test_reading_the_installed_distributions_counts_every_one(source: bytes) -> None:
+    """Entry points, metadata, resources and imports by a computed name reach
+    distributions no import statement names."""
+    assert EVERY_DISTRIBUTION in import_specs(source)
+
+
+def test_plain_imports_count_no_unnamed_distribution() -> None:
+    source = b"import importlib\nimport json\nimportlib.import_module('app.backends')\n"
+    assert EVERY_DISTRIBUTION not in import_specs(source)
+
+
 def test_import_specs_cover_every_static_form() -> None:
     source = b"""
 from __future__ import annotations
@@ -283,11 +306,12 @@ def later():
 import importlib
 importlib.import_module("w.x")
 __import__("y")
-importlib.import_module(name)  # not a literal: unknown
+importlib.import_module(name)  # not a literal: any installed distribution
 """
     assert import_specs(source) == tuple(
         sorted(
             [
+                EVERY_DISTRIBUTION,
                 "__future__.annotations",
                 "a.b.c",
                 "d",

@@ -121,6 +121,13 @@ def label(count):
     ".deps/site-packages/fakedep-1.0.dist-info/METADATA": (
         "Metadata-Version: 2.1\nName: fakedep\nVersion: 1.0\n"
     ),
+    ".deps/site-packages/fakedep-1.0.dist-info/top_level.txt": "fakedep\n",
+    # Installed, imported by nothing (a linter, say).
+    ".deps/site-packages/toolbox/__init__.py": "",
+    ".deps/site-packages/toolbox-1.0.dist-info/METADATA": (
+        "Metadata-Version: 2.1\nName: toolbox\nVersion: 1.0\n"
+    ),
+    ".deps/site-packages/toolbox-1.0.dist-info/top_level.txt": "toolbox\n",
     "tests/__init__.py": "",
     "tests/helpers.py": """\
 def cents(value):
@@ -692,19 +699,33 @@ def test_change_in_a_declared_data_file_reruns_everything(sample: Sample) -> Non
     assert sample.ran == set()
 
 
-def test_change_of_a_dependencys_version_reruns_everything(sample: Sample) -> None:
-    """A real distribution on a site directory the inner pytest sees: a new version (its
-    ``.dist-info`` renamed, as an upgrade does) changes every key."""
-    sample.run("--skip-passed")
+def upgrade(sample: Sample, name: str, old: str, new: str) -> None:
+    """A new version of a distribution on the sample's site directory, as an upgrade
+    leaves it: its ``.dist-info`` renamed, its metadata rewritten."""
     site = sample.root / ".deps" / "site-packages"
-    (site / "fakedep-1.0.dist-info").rename(site / "fakedep-1.1.dist-info")
+    (site / f"{name}-{old}.dist-info").rename(site / f"{name}-{new}.dist-info")
     sample.write(
-        ".deps/site-packages/fakedep-1.1.dist-info/METADATA",
-        "Metadata-Version: 2.1\nName: fakedep\nVersion: 1.1\n",
+        f".deps/site-packages/{name}-{new}.dist-info/METADATA",
+        f"Metadata-Version: 2.1\nName: {name}\nVersion: {new}\n",
     )
+
+
+def test_change_of_a_dependencys_version_reruns_its_importers(sample: Sample) -> None:
+    """A real distribution on a site directory the inner pytest sees: a new version
+    changes the keys of the test files whose imports reach it (``shop.inventory``
+    imports ``fakedep``), not the others'."""
     sample.run("--skip-passed")
-    assert sample.ran == EVERY_TEST
+    upgrade(sample, "fakedep", "1.0", "1.1")
     sample.run("--skip-passed")
+    assert sample.ran == INVENTORY
+    sample.run("--skip-passed")
+    assert sample.ran == set()
+
+
+def test_a_bump_of_a_distribution_nothing_imports_reruns_nothing(sample: Sample) -> None:
+    sample.run("--skip-passed")
+    upgrade(sample, "toolbox", "1.0", "2.0")
+    sample.run("--skip-passed", "-v", "--skip-passed-explain")
     assert sample.ran == set()
 
 

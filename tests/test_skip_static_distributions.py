@@ -79,6 +79,14 @@ DIST_TESTS = {
         "try:\n    import not_installed_anywhere\nexcept ImportError:\n    pass\n"
     ),
     "tests/test_mystery.py": "import mystery\n\ndef test_mystery():\n    pass\n",
+    "tests/test_literal.py": (
+        "import importlib\n\ndef test_literal():\n    importlib.import_module('alpha')\n"
+    ),
+    "tests/test_dynamic.py": (
+        "import importlib, os\n\n"
+        "def test_dynamic():\n    importlib.import_module(os.environ['BACKEND'])\n"
+    ),
+    "tests/test_plugins.py": "from app.plugins import names\n\ndef test_names():\n    pass\n",
 }
 
 
@@ -96,6 +104,10 @@ def dist_project(tmp_path: Path, site: Site) -> Path:
         **DIST_TESTS,
         "app/__init__.py": "",
         "app/uses_alpha.py": "import alpha\n\nvalue = alpha.VERSION\n",
+        "app/plugins.py": (
+            "from importlib.metadata import entry_points\n\n"
+            "names = [point.name for point in entry_points(group='app.plugins')]\n"
+        ),
     }
     for name, text in files.items():
         path = root / name
@@ -111,19 +123,21 @@ def changed_files(before: dict[str, str], after: dict[str, str]) -> set[str]:
 
 
 EVERY_DIST_TEST = set(DIST_TESTS)
-UNATTRIBUTED = {"tests/test_mystery.py"}  # counts every distribution
+#: Files that count every distribution: a module no distribution claims, a module
+#: imported by a computed name, the installed distributions read as data.
+COUNTS_EVERY = {"tests/test_mystery.py", "tests/test_dynamic.py", "tests/test_plugins.py"}
+
+
+#: The files that import alpha: by a statement, and by a literal name.
+ALPHA = {"tests/test_alpha.py", "tests/test_literal.py"}
 
 
 @pytest.mark.parametrize(
     ("bump", "expected"),
     [
-        pytest.param(
-            ("alpha-lib", ("alpha",), "beta-lib>=1"), {"tests/test_alpha.py"}, id="imported"
-        ),
-        pytest.param(("beta-lib", ("beta",), ""), {"tests/test_alpha.py"}, id="its-requirement"),
-        pytest.param(
-            ("gamma-lib", (), ""), {"tests/test_alpha.py"}, id="a-requirement-of-a-requirement"
-        ),
+        pytest.param(("alpha-lib", ("alpha",), "beta-lib>=1"), ALPHA, id="imported"),
+        pytest.param(("beta-lib", ("beta",), ""), ALPHA, id="its-requirement"),
+        pytest.param(("gamma-lib", (), ""), ALPHA, id="a-requirement-of-a-requirement"),
         pytest.param(("unrelated-lib", ("unrelated",), ""), set(), id="unrelated"),
         pytest.param(("delta-lib", ("delta",), ""), set(), id="a-requirement-of-an-extra"),
         pytest.param(("runner-plugin", (), "runner-dep"), EVERY_DIST_TEST, id="plugin"),
@@ -137,8 +151,7 @@ def test_a_distribution_bump_changes_the_keys_of_the_files_that_reach_it(
     before = distribution_keys(dist_project)
     site.install(name, "2.0", modules=modules, requires=requires)
     after = distribution_keys(dist_project)
-    # A module no distribution claims: that file counts every distribution.
-    assert changed_files(before, after) == expected | UNATTRIBUTED
+    assert changed_files(before, after) == expected | COUNTS_EVERY
 
 
 def test_installing_a_missing_module_changes_the_keys_of_its_importers(
@@ -148,7 +161,7 @@ def test_installing_a_missing_module_changes_the_keys_of_its_importers(
     site.install("new-lib", "1.0", modules=("not_installed_anywhere",))
     assert changed_files(before, distribution_keys(dist_project)) == {
         "tests/test_optional.py",
-        *UNATTRIBUTED,
+        *COUNTS_EVERY,
     }
 
 
@@ -172,6 +185,11 @@ def test_the_distributions_a_file_counts_explain_its_key(dist_project: Path) -> 
     assert mystery is not None
     assert mystery[0] == ("<unattributed module>", "mystery")
     assert ("unrelated-lib", "1.0") in mystery
+    for name in ("tests/test_dynamic.py", "tests/test_plugins.py"):
+        every = fingerprinter.distributions(dist_project / name)
+        assert every is not None
+        assert every[0] == ("<every installed distribution>", "")
+        assert ("unrelated-lib", "1.0") in every
 
 
 def test_a_lock_file_stands_for_every_distribution(dist_project: Path, site: Site) -> None:

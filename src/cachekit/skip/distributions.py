@@ -16,6 +16,8 @@ from typing import Any
 
 import attrs
 
+from cachekit.skip.imports import EVERY_DISTRIBUTION
+
 _DIST_INFO_NAME = re.compile(r"([^-]+)-([^-]+)\.dist-info", re.IGNORECASE)
 
 
@@ -230,8 +232,9 @@ class ReachedDistributions:
     installed: installing it counts). Modules of
     the standard library count nothing. A module that is not importable counts as absent
     (once installed, it is mapped or unknown). Any other module that no distribution
-    claims (a path added outside the project, an editable install's import hook) makes
-    the file count every installed distribution, as if nothing were narrowed.
+    claims (a path added outside the project, an editable install's import hook), and
+    `EVERY_DISTRIBUTION` (a module imported by a computed name, distributions read as
+    data), make the file count every installed distribution, as if nothing were narrowed.
     """
 
     def __init__(
@@ -268,6 +271,8 @@ class ReachedDistributions:
         if self._index is None:
             self._index = self._index_of(installed)
         index = self._index
+        if EVERY_DISTRIBUTION in modules:
+            return [(EVERY_DISTRIBUTION, ""), *installed]
         seeds = set(self._always)
         absent = []
         for module in modules:

@@ -13,6 +13,26 @@ from collections.abc import Iterable, Iterator, Sequence
 
 _DYNAMIC_IMPORT_HINTS = (b"__import__", b"import_module")
 
+#: Stands, among a file's imports, for modules no import statement names: those imported
+#: by a computed name (``import_module(name)``), and the installed distributions read as
+#: data (their metadata and entry points, ``pkg_resources``, ``pkgutil``'s walk of
+#: ``sys.path``, ``zoneinfo``'s ``tzdata``). Every installed distribution counts for the
+#: files whose closure holds it (`cachekit.skip.distributions.ReachedDistributions`).
+#: Not a module name: no project file or distribution can provide it.
+EVERY_DISTRIBUTION = "<every installed distribution>"
+#: Text that marks a file as reading the installed distributions (anywhere in it, even a
+#: comment: counting too much only costs a rerun).
+_DISTRIBUTION_READER_HINTS = (
+    b"importlib.metadata",
+    b"importlib_metadata",
+    b"importlib.resources",
+    b"importlib_resources",
+    b"entry_points",
+    b"pkg_resources",
+    b"pkgutil",
+    b"zoneinfo",
+)
+
 
 def import_specs(source: bytes) -> tuple[str, ...]:
     """The modules ``source`` imports, sorted, without running it.
@@ -23,11 +43,17 @@ def import_specs(source: bytes) -> tuple[str, ...]:
     ``from ..p import z`` gives ``"..p.z"``, resolved from the file's directory.
     ``__import__("m")`` and ``importlib.import_module("m")`` with a string literal count
     too, and so do the modules a ``pytest_plugins = [...]`` of string literals names
-    (pytest imports them for the conftest or test module). Source that does not parse
+    (pytest imports them for the conftest or test module); with any other argument, or
+    where the file reads the installed distributions as data, `EVERY_DISTRIBUTION`
+    stands for what it may import or read. Source that does not parse
     imports nothing as far as keys go: its own hash still counts, and a test that imports
     it fails, so it is never skipped.
     """
-    if b"import" not in source and _PLUGINS_NAME.encode() not in source:
+    if (
+        b"import" not in source
+        and _PLUGINS_NAME.encode() not in source
+        and not _reads_distributions(source)
+    ):
         return ()
     tree = parse_source(source)
     return () if tree is None else imports_in_tree(tree, source)
@@ -58,13 +84,19 @@ def imports_in_tree(tree: ast.Module, source: bytes) -> tuple[str, ...]:
                 else:
                     found.add(f"{base}.{alias.name}" if node.module else base + alias.name)
         elif isinstance(node, ast.Call):
-            name = _literal_import_call(node)
+            name = _import_call(node)
             if name:
                 found.add(name)
         elif isinstance(node, _ASSIGNMENTS):
             found.update(_plugin_modules(node))
     found.discard("")
+    if _reads_distributions(source):
+        found.add(EVERY_DISTRIBUTION)
     return tuple(sorted(found))
+
+
+def _reads_distributions(source: bytes) -> bool:
+    return any(hint in source for hint in _DISTRIBUTION_READER_HINTS)
 
 
 #: The statements that hold other statements (``try``/``match`` ones in handlers and
@@ -102,8 +134,9 @@ def _statements(body: Sequence[ast.stmt]) -> Iterator[ast.stmt]:
                 stack.extend(child.body)
 
 
-def _literal_import_call(node: ast.Call) -> str | None:
-    """The module of ``__import__("m")`` / ``importlib.import_module("m")``, else None."""
+def _import_call(node: ast.Call) -> str | None:
+    """The module of ``__import__("m")`` / ``importlib.import_module("m")``;
+    `EVERY_DISTRIBUTION` for any other argument; None for any other call."""
     function = node.func
     if isinstance(function, ast.Name):
         called = function.id
@@ -116,7 +149,7 @@ def _literal_import_call(node: ast.Call) -> str | None:
     argument = node.args[0]
     if isinstance(argument, ast.Constant) and isinstance(argument.value, str):
         return argument.value.strip()
-    return None
+    return EVERY_DISTRIBUTION
 
 
 def _assigns_plugins(statement: ast.Assign | ast.AnnAssign | ast.AugAssign) -> bool:

@@ -174,9 +174,8 @@ def make_fingerprinter(config: pytest.Config, settings: SkipSettings) -> Fingerp
         lock_file=settings.lock_file,
         salt=settings.salt,
         tool_versions=tool_versions(config, plugins),
-        # Off until tests/test_skip_passed.py's dependency bump expects only the files that
-        # import it to rerun (issue 14); the distributions to count are computed already.
-        narrow_distributions=False,
+        # Installed distributions count where each test file's imports reach them.
+        narrow_distributions=True,
         # Pytest, pluggy and the plugins decide every test's outcome.
         always_distributions=("pytest", "pluggy", *(name for name, _ in plugins)),
         plugin_modules=plugin_modules(config),
