@@ -318,19 +318,26 @@ def test_a_run_that_needs_no_test_ids_reads_only_the_failures(
 # -- how many writers compact ----------------------------------------------------------------
 
 
-def test_one_machine_compacts_every_threshold_runs() -> None:
+@pytest.mark.parametrize("read", [True, False])
+def test_one_machine_compacts_every_threshold_runs(read: bool) -> None:
     """A writer that lists fewer parts than the threshold never compacts; one whose part
     makes exactly the threshold always does, whatever its lot."""
-    assert not any(compaction_due(parts, 10, draw=lambda: 0.0) for parts in range(10))
-    assert compaction_due(10, 10, draw=lambda: 0.999_999)
+    assert not any(compaction_due(parts, 10, read=read, draw=lambda: 0.0) for parts in range(10))
+    assert compaction_due(10, 10, read=read, draw=lambda: 0.999_999)
+
+
+def test_a_writer_that_read_the_parts_compacts_them_however_many() -> None:
+    """Its start-up read fetched them already: a run that finds a backlog folds it."""
+    assert compaction_due(201, 10, read=True, draw=lambda: 0.999_999)
 
 
 def test_shards_that_list_many_parts_compact_about_threshold_times() -> None:
-    """200 shards that start together list the 200 parts of the previous CI run: about
-    ten of them compact, not all 200 (each would read the whole value)."""
+    """200 shards that start together list the 200 parts of the previous CI run of a key
+    they did not read: about ten of them compact, not all 200 (each would read the whole
+    value)."""
     lot = random.Random(12)
     compactors = [
-        sum(compaction_due(200 + 1, 10, draw=lot.random) for _shard in range(200))
+        sum(compaction_due(200 + 1, 10, read=False, draw=lot.random) for _shard in range(200))
         for _run in range(300)
     ]
     assert 9 <= statistics.mean(compactors) <= 11

@@ -283,7 +283,11 @@ class SharedRun:
         compact = [
             key
             for key, found in self.found.items()
-            if compaction_due(len(found.parts) + (key in adds_part), threshold)
+            if compaction_due(
+                len(found.parts) + (key in adds_part),
+                threshold,
+                read=key != NODEIDS_KEY or self.nodeids_read,
+            )
         ]
         stats = None
         if self.test_stats is not None and self.test_stats.seconds:
