@@ -31,7 +31,7 @@ from cachekit.skip.fingerprint import Fingerprinter
 from cachekit.skip.records import Miss, Secrets
 from cachekit.skip.snapshots import Hashes, Snapshot
 from cachekit_pytest.skip.changes import describe, static_components, summarize
-from cachekit_pytest.skip.tracing import Recorder, Window, project_file_test
+from cachekit_pytest.skip.tracing import Codes, Recorder, Window, project_file_test
 
 #: A dependency set with each member's hash when it was resolved: (member id, hash).
 Pairs = list[tuple[str, str]]
@@ -76,11 +76,13 @@ class Attribution:
         #: Every file of a closure met so far: where an unresolved member is looked for.
         self._known: set[str] = set()
         self._walked = False
-        self._code_ids: dict[CodeType, tuple[str, ...]] = {}
+        #: By the code object's id (`cachekit_pytest.skip.tracing.Codes`: look-alikes of
+        #: other files compare equal), with the object, kept alive so its id stays its.
+        self._code_ids: dict[int, tuple[CodeType, tuple[str, ...]]] = {}
         self._import_ids: dict[str, frozenset[str]] = {}
         #: The recorder's files by real path (made once, when assembling).
         self._preloaded_real: frozenset[str] | None = None
-        self._imports_real: dict[str, set[CodeType]] | None = None
+        self._imports_real: dict[str, Codes] | None = None
         #: For explaining: hashes of components, static ones by file, snapshots read.
         self.hashes = Hashes(secrets)
         self._static_components: dict[tuple[Path, bool], dict[str, str]] = {}
@@ -257,7 +259,7 @@ class Attribution:
         hash (and a full one, for the fallback)."""
         keys: dict[str, TestKey] = {}
         sets: dict[str, Pairs] = {}
-        outside = self._ids_of(recorder.outside.codes)
+        outside = self._ids_of(recorder.outside.codes.values())
         for nodeid, window in recorder.tests.items():
             item = recorder.items[nodeid]
             static_hash = static_hashes.get(nodeid)
@@ -301,7 +303,7 @@ class Attribution:
         ids: set[str] = set(outside)
         touched: set[str] = set()
         for window in windows:
-            for code in window.codes:
+            for code in window.codes.values():
                 ids.update(self._code_ids_of(code))
                 touched.add(code.co_filename)
         frontier = set(members)
@@ -340,7 +342,8 @@ class Attribution:
                         ids.add(self.resolver.dependency_id(Dependency(label, WHOLE)))
                 found = frozenset(ids)
             else:
-                found = self._ids_of(self._recorded_imports(recorder).get(real, ()))
+                imported = self._recorded_imports(recorder).get(real)
+                found = self._ids_of(imported.values() if imported else ())
             self._import_ids[real] = found
         return found
 
@@ -349,11 +352,11 @@ class Attribution:
             self._preloaded_real = frozenset(os.path.realpath(f) for f in recorder.preloaded)
         return self._preloaded_real
 
-    def _recorded_imports(self, recorder: Recorder) -> dict[str, set[CodeType]]:
+    def _recorded_imports(self, recorder: Recorder) -> dict[str, Codes]:
         if self._imports_real is None:
-            merged: dict[str, set[CodeType]] = {}
+            merged: dict[str, Codes] = {}
             for filename, codes in recorder.imports.items():
-                merged.setdefault(os.path.realpath(filename), set()).update(codes)
+                merged.setdefault(os.path.realpath(filename), {}).update(codes)
             self._imports_real = merged
         return self._imports_real
 
@@ -369,28 +372,28 @@ class Attribution:
     def _code_ids_of(self, code: CodeType) -> tuple[str, ...]:
         """The ids of what executing ``code`` depends on: its function's body (or its
         file's module-level code, or the whole file) and its file's module-level code."""
-        found = self._code_ids.get(code)
-        if found is None:
-            real = os.path.realpath(code.co_filename)
-            label = self._label(real)
-            if label is None:
-                found = ()
-            else:
-                index = self.resolver.index(real)
-                dependency = Dependency(label, WHOLE)
-                if index is not None:
-                    function = None
-                    if code.co_name != "<module>":
-                        function = index.function_at(code.co_firstlineno)
-                    if function is None:
-                        dependency = Dependency(label, SKELETON)
-                    elif function in index.bodies:
-                        dependency = Dependency(label, BODY, function)
-                dependencies = {dependency}
-                if index is not None:
-                    dependencies.add(Dependency(label, SKELETON))
-                found = tuple(self.resolver.dependency_id(d) for d in sorted(dependencies))
-            self._code_ids[code] = found
+        known = self._code_ids.get(id(code))
+        if known is not None:
+            return known[1]
+        real = os.path.realpath(code.co_filename)
+        label = self._label(real)
+        found: tuple[str, ...] = ()
+        if label is not None:
+            index = self.resolver.index(real)
+            dependency = Dependency(label, WHOLE)
+            if index is not None:
+                function = None
+                if code.co_name != "<module>":
+                    function = index.function_at(code.co_firstlineno)
+                if function is None:
+                    dependency = Dependency(label, SKELETON)
+                elif function in index.bodies:
+                    dependency = Dependency(label, BODY, function)
+            dependencies = {dependency}
+            if index is not None:
+                dependencies.add(Dependency(label, SKELETON))
+            found = tuple(self.resolver.dependency_id(d) for d in sorted(dependencies))
+        self._code_ids[id(code)] = (code, found)
         return found
 
 

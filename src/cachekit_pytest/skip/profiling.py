@@ -34,7 +34,7 @@ from types import CodeType, FrameType
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from cachekit_pytest.skip.tracing import Recorder
+    from cachekit_pytest.skip.tracing import Codes, Recorder
 
 _MODULE = "<module>"
 
@@ -54,7 +54,7 @@ class Profile:
         self._flat = cProfile.Profile(builtins=False, subcalls=False)
         self._profiler = self._graph
         self._enabled = False
-        add = recorder._seen.add
+        seen = recorder._seen
         importing = recorder._importing
 
         def threads(frame: FrameType, event: str, arg: object) -> None:
@@ -62,7 +62,7 @@ class Profile:
             if code.co_name == _MODULE:
                 importing(code)  # in another thread: to the windows, a superset
             else:
-                add(code)
+                seen[id(code)] = code
 
         self._threads = threads
 
@@ -130,8 +130,10 @@ class Profile:
         recorder = self._recorder
         is_project = recorder.is_project_file
         project = recorder._project
-        modules: list[CodeType] = []
-        codes: list[CodeType] = []
+        # By identity (`Codes`): an entry is one code object (the profiler keys them by
+        # address), and look-alikes of other files compare equal.
+        modules: Codes = {}
+        codes: Codes = {}
         for entry in entries:
             code = entry.code
             if code.__class__ is not CodeType:
@@ -140,47 +142,50 @@ class Profile:
             if known is None:
                 known = is_project(code.co_filename)
             if known:
-                (modules if code.co_name == _MODULE else codes).append(code)
+                (modules if code.co_name == _MODULE else codes)[id(code)] = code
         if not codes and not modules:
             return
         importing = _importing_frames(is_project)
         imports = recorder.imports
         if modules:
             callees = {
-                entry.code: [call.code for call in entry.calls or ()]
+                id(entry.code): [call.code for call in entry.calls or ()]
                 for entry in entries
                 if entry.code.__class__ is CodeType
             }
-            for module in modules:
-                found = imports.setdefault(module.co_filename, set())
-                found.add(module)
+            for key, module in modules.items():
+                found = imports.setdefault(module.co_filename, {})
+                found[key] = module
                 if not graph:  # no callers kept: all this flush saw
                     found.update(codes)
                 else:
                     found.update(_reachable(module, callees, is_project))
         for filename in importing:
-            imports.setdefault(filename, set()).update(codes, modules)
+            found = imports.setdefault(filename, {})
+            found.update(codes)
+            found.update(modules)
         recorder._seen.update(codes)
 
 
 def _reachable(
-    module: CodeType, callees: dict[Any, list[Any]], is_project: Callable[[str], bool]
-) -> set[CodeType]:
-    """The project code reachable from ``module`` in the call graph, not through another
-    project module's code."""
-    found: set[CodeType] = set()
-    visited = {module}
+    module: CodeType, callees: dict[int, list[Any]], is_project: Callable[[str], bool]
+) -> Codes:
+    """The project code reachable from ``module`` in the call graph (``callees`` by the
+    caller's id), not through another project module's code."""
+    found: Codes = {}
+    visited = {id(module)}
     stack = [module]
     while stack:
-        for callee in callees.get(stack.pop(), ()):
-            if callee in visited or not isinstance(callee, CodeType):
+        for callee in callees.get(id(stack.pop()), ()):
+            key = id(callee)
+            if key in visited or not isinstance(callee, CodeType):
                 continue
-            visited.add(callee)
+            visited.add(key)
             project = is_project(callee.co_filename)
             if project and callee.co_name == _MODULE:
                 continue
             if project:
-                found.add(callee)
+                found[key] = callee
             stack.append(callee)
     return found
 

@@ -7,9 +7,9 @@ disabled at its first call, project code at its first call in a window (``DISABL
 events are restarted when a window opens, so a code object costs one callback a window,
 not one a call. Before 3.12 the C profiler (``cProfile``, `cachekit_pytest.skip.profiling`)
 sees each call of the thread that runs the tests, and a Python trace function
-(``threading.settrace``) threads started since. Either adds the code object to a set. At
-the end of each *window* the set is filtered to project files (decided once per file
-name) and added to every window open:
+(``threading.settrace``) threads started since. Either adds the code object to a set
+(by identity: `Codes`). At the end of each *window* the set is filtered to project files
+(decided once per file name) and added to every window open:
 
 - a test: its setup, call and teardown phases (not the reporting between them, a good
   part of pytest's own calls per test);
@@ -50,7 +50,7 @@ from __future__ import annotations
 import os
 import sys
 import threading
-from collections.abc import Callable, Generator, Set
+from collections.abc import Callable, Generator
 from types import CodeType, FrameType
 from typing import Any
 
@@ -71,6 +71,15 @@ SPAWN_EVENTS = frozenset(
     }
 )
 
+#: Code objects by identity, ``id(code) -> code`` (the entry keeps the object alive, so
+#: its id is not reused): CPython's code objects compare equal, with equal hashes, when
+#: they differ only in their file name, so in a set (or as dict keys) identical functions
+#: on the same line of two modules (small helpers, same-shaped ``__init__``s, generated
+#: code) would be one, and a test that ran one module's recorded as running the other's (a
+#: false skip when the first changes). Also cheaper: a code object's hash is not cached,
+#: and hashes its constants and bytecode every time (0.1 to 2 microseconds).
+Codes = dict[int, CodeType]
+
 #: The recorder the audit hook reports to (audit hooks cannot be removed: one is added
 #: per process, and reports to whichever recorder is running).
 _ACTIVE: list[Recorder] = []
@@ -90,8 +99,9 @@ class Window:
 
     __slots__ = ("codes", "complete")
 
-    def __init__(self, codes: Set[CodeType] = frozenset()) -> None:
-        self.codes: Set[CodeType] = codes if codes else set()
+    def __init__(self, codes: Codes | None = None) -> None:
+        #: A test's is shared by the tests that ran the same code: never changed.
+        self.codes: Codes = {} if codes is None else codes
         self.complete = True
 
 
@@ -105,16 +115,18 @@ class Recorder:
     def __init__(self, is_project: Callable[[str], bool]) -> None:
         self._is_project = is_project
         self._project: dict[str, bool] = {}
-        self._seen: set[CodeType] = set()
+        self._seen: Codes = {}
         self._open: list[Window] = []
         self.tests: dict[str, Window] = {}
         self.items: dict[str, pytest.Item] = {}
-        self._interned: dict[frozenset[CodeType], frozenset[CodeType]] = {}
+        #: One copy of each distinct set of a test's code, by its ids (the copy keeps
+        #: the objects alive, so an equal set of ids is the same objects).
+        self._interned: dict[frozenset[int], Codes] = {}
         #: Per test, the ids of the fixture definitions it used.
         self.used: dict[str, set[int]] = {}
         self.fixtures: dict[int, tuple[object, Window]] = {}
         #: Project file name -> the code its import executed (a superset).
-        self.imports: dict[str, set[CodeType]] = {}
+        self.imports: dict[str, Codes] = {}
         #: Code executed while collecting outside any collector's window.
         self.outside = Window()
         #: Project files imported before recording began: their import is unknown.
@@ -181,18 +193,19 @@ class Recorder:
         self._backend.drain()
         if not seen:
             return
-        # Threads add to the set meanwhile: a copy and a removal are each atomic.
+        # Threads add meanwhile: the copy is atomic, and removing what it holds loses
+        # nothing (an entry added again meanwhile is the same code, in the copy).
         snapshot = seen.copy()
-        seen.difference_update(snapshot)
         project = self._project
-        codes = set()
-        for code in snapshot:
+        codes: Codes = {}
+        for key, code in snapshot.items():
+            seen.pop(key, None)
             filename = code.co_filename
             known = project.get(filename)
             if known is None:
                 known = self.is_project_file(filename)
             if known:
-                codes.add(code)
+                codes[key] = code
         for window in self._open or (self.outside,):
             window.codes |= codes
 
@@ -213,10 +226,10 @@ class Recorder:
                 if module is None:
                     module = self.is_project_file(outer.co_filename)
                 if module:
-                    self.imports.setdefault(outer.co_filename, set()).add(code)
+                    self.imports.setdefault(outer.co_filename, {})[id(code)] = code
                     return
             caller = caller.f_back
-        self._seen.add(code)
+        self._seen[id(code)] = code
 
     def open(self) -> Window:
         self._flush()
@@ -231,9 +244,9 @@ class Recorder:
             if self._open[index] is window:
                 del self._open[index]
                 break
-        for code in window.codes:
+        for code in window.codes.values():
             if code.co_name == "<module>":
-                self.imports.setdefault(code.co_filename, set()).update(window.codes)
+                self.imports.setdefault(code.co_filename, {}).update(window.codes)
 
     def _importing(self, code: CodeType) -> None:
         """A module's code starts (it is being imported): from now on, and for the rest
@@ -243,9 +256,9 @@ class Recorder:
         if not self.is_project_file(code.co_filename):
             return  # a module of no project file (the examples a doctest runs, say)
         if not (self.running and self._backend.may_switch()):
-            self._seen.add(code)
+            self._seen[id(code)] = code
             return
-        self.imports.setdefault(code.co_filename, set()).add(code)
+        self.imports.setdefault(code.co_filename, {})[id(code)] = code
         self._backend.install(attributing=True)
 
     def executing(self, code: object) -> None:
@@ -337,9 +350,9 @@ class Recorder:
                 if known is not None:  # run again (a rerun plugin): both count
                     window.codes |= known.codes
                     window.complete = window.complete and known.complete
-                # Kept frozen, one copy per distinct set (parametrized tests share).
-                frozen = frozenset(window.codes)
-                self.tests[item.nodeid] = Window(self._interned.setdefault(frozen, frozen))
+                # One copy per distinct set (parametrized tests share), never changed.
+                codes = self._interned.setdefault(frozenset(window.codes), window.codes)
+                self.tests[item.nodeid] = Window(codes)
                 self.tests[item.nodeid].complete = window.complete
                 self.items[item.nodeid] = item
                 # Every fixture the test used, those it asked for by name
@@ -452,7 +465,8 @@ class Monitoring:
         monitoring: Any = getattr(sys, "monitoring")  # noqa: B009 (Python 3.12+)
         self._monitoring = monitoring
         disable = monitoring.DISABLE
-        add = recorder._seen.add
+        seen = recorder._seen
+        ident = id
         importing = recorder._importing
         attribute = recorder.attribute
         project = recorder._project
@@ -468,7 +482,7 @@ class Monitoring:
             if code.co_name == "<module>":
                 importing(code)
                 return None
-            add(code)
+            seen[ident(code)] = code
             # Seen in this window: not again until the next one opens (`restart`).
             self.disabled = True
             return disable
