@@ -3,16 +3,29 @@ alongside the session, and the result is the same as reading first, byte for byt
 
 from __future__ import annotations
 
+import gc
 import shutil
 import sys
+import warnings
+from pathlib import Path
 
 import pytest
 
 from cachekit import LASTFAILED, NODEIDS
 from cachekit.ci.namespace import Namespace
+from cachekit.session import Session
 from cachekit.values.digests import DigestSet
 from cachekit.values.merge import still_failing
-from cachekit_pytest.sync.agent import RaisedWarning, Reply, Request, Start, Write, decode, encode
+from cachekit_pytest.sync.agent import (
+    AgentSync,
+    RaisedWarning,
+    Reply,
+    Request,
+    Start,
+    Write,
+    decode,
+    encode,
+)
 from cachekit_pytest.sync.keys import Found, SharedKey
 from plugin_support import shared
 from servers import new_s3_bucket
@@ -224,3 +237,19 @@ def test_every_message_survives_the_pipe() -> None:
         warnings=(RaisedWarning("CorruptValueWarning", "bad"),),
     )
     assert decode(encode(reply), Reply) == reply
+
+
+def test_a_closed_agent_leaves_no_pipe_open(tmp_path: Path) -> None:
+    """The run closes the agent's pipes, not the garbage collector: an unclosed one is a
+    ResourceWarning wherever it is collected, which ``filterwarnings = error`` turns into
+    an error of whatever test runs then (in-process pytest runs collect one another's)."""
+    session = Session(str(tmp_path / "store"), namespace=Namespace())
+    sync = AgentSync(session, ())
+    sync.start(read=True)
+    assert sync.result() is not None
+    sync.close()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        del sync
+        gc.collect()
+    assert [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)] == []

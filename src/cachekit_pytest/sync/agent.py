@@ -243,18 +243,23 @@ class AgentSync:
         self._send(Request(start=start))
 
     def _read_replies(self, stream: IO[bytes]) -> None:
-        try:
-            for line in stream:
-                self._replies.put(decode(line, Reply))
-        except Exception:  # garbage from the agent: treated as the agent dying
-            pass
+        # Each reader closes its pipe when done: left to the garbage collector, an open
+        # pipe is a ResourceWarning, which ``-W error`` turns into an error of whatever
+        # test happens to be running then.
+        with stream:
+            try:
+                for line in stream:
+                    self._replies.put(decode(line, Reply))
+            except Exception:  # garbage from the agent: treated as the agent dying
+                pass
         self._replies.put(None)
         self._output_ended.set()
 
     def _read_errors(self, stream: IO[bytes]) -> None:
         """Keep the end of what the agent printed: it explains an unexpected exit."""
-        for line in stream:
-            self._errors.append(line.decode(errors="replace").rstrip())
+        with stream:
+            for line in stream:
+                self._errors.append(line.decode(errors="replace").rstrip())
 
     def _died(self, what: str) -> SyncFailed:
         self.budget.remaining = 0.0
