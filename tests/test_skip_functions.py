@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from cachekit import Cache, LocalStore
+from cachekit import Cache
 from cachekit.ci.layout import SKIP_PASSED_KEY
 from cachekit.ci.namespace import detect_namespace, namespaced_cache
 from cachekit.ci.signing import signing_key_from_text
@@ -23,8 +23,8 @@ from cachekit.skip.dependencies import DEPENDENCIES_KEY, DependencySets, NamedSe
 from cachekit.skip.records import HASH_HEX, PASSED, Message, Secrets
 from cachekit.skip.snapshots import SNAPSHOT_PREFIX
 from cachekit.values.codec import JSON
-from cachekit_pytest.skip.keys import CACHE_DIR_NAME
 from cachekit_pytest.skip.selection import file_id
+from skip_support import SkipProject
 from test_skip_passed import SIGNING_KEY, _environment
 
 __all__ = ["_environment"]
@@ -137,45 +137,11 @@ DYNAMIC = {"test_dynamic.py::test_dynamic", "test_dynamic.py::test_static"}
 EVERY_TEST = ADD | MUL | REGISTRY | FIXTURE | DYNAMIC | {"test_fixture.py::test_plain"}
 
 
-class Project:
+class Project(SkipProject):
     """The project in pytester's directory, and its runs."""
 
     def __init__(self, pytester: pytest.Pytester, log: Path) -> None:
-        self.pytester = pytester
-        self.root = pytester.path
-        self.log = log
-        for name, text in PROJECT.items():
-            self.write(name, text)
-
-    def write(self, name: str, text: str) -> None:
-        path = self.root / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text, encoding="utf-8")
-
-    def read(self, name: str) -> str:
-        return (self.root / name).read_text(encoding="utf-8")
-
-    def replace(self, name: str, old: str, new: str) -> None:
-        path = self.root / name
-        text = path.read_text(encoding="utf-8")
-        assert text.count(old) == 1, (name, old)
-        path.write_text(text.replace(old, new), encoding="utf-8")
-
-    def run(self, *args: str) -> pytest.RunResult:
-        self.log.write_text("")
-        return self.pytester.runpytest("--skip-passed", "-p", "no:randomly", *args)
-
-    def run_subprocess(self, *args: str) -> pytest.RunResult:
-        self.log.write_text("")
-        return self.pytester.runpytest_subprocess("--skip-passed", "-p", "no:randomly", *args)
-
-    @property
-    def ran(self) -> set[str]:
-        return set(self.log.read_text().split())
-
-    @property
-    def store(self) -> LocalStore:
-        return LocalStore(self.root / ".pytest_cache" / "d" / CACHE_DIR_NAME / "store")
+        super().__init__(pytester, log, PROJECT)
 
 
 @pytest.fixture

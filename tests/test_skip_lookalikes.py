@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from skip_support import SkipProject
 from test_skip_passed import _environment
 
 __all__ = ["_environment"]
@@ -52,55 +53,38 @@ def module_tests(index: int) -> set[str]:
 EVERY_TEST = set().union(*(module_tests(index) for index in range(MODULES)))
 
 
-class Project:
-    def __init__(self, pytester: pytest.Pytester, log: Path) -> None:
-        self.pytester = pytester
-        self.log = log
-        files = {"pytest.ini": "[pytest]\npythonpath = .\n", "conftest.py": CONFTEST}
-        files["lib/__init__.py"] = ""
-        for index in range(MODULES):
-            files[f"lib/m{index}.py"] = HELPER
-            files[f"test_m{index}.py"] = TESTS.format(index=index)
-        for name, text in files.items():
-            path = pytester.path / name
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(text, encoding="utf-8")
-
-    def replace(self, name: str, old: str, new: str) -> None:
-        path = self.pytester.path / name
-        text = path.read_text(encoding="utf-8")
-        assert text.count(old) == 1, (name, old)
-        path.write_text(text.replace(old, new), encoding="utf-8")
-
-    def run(self) -> set[str]:
-        """The tests that ran (each passed)."""
-        self.log.write_text("")
-        result = self.pytester.runpytest("--skip-passed", "-p", "no:randomly")
-        assert result.ret in (0, 5), result.stdout.str()
-        return set(self.log.read_text().split())
+def project_files() -> dict[str, str]:
+    files = {"pytest.ini": "[pytest]\npythonpath = .\n", "conftest.py": CONFTEST}
+    files["lib/__init__.py"] = ""
+    for index in range(MODULES):
+        files[f"lib/m{index}.py"] = HELPER
+        files[f"test_m{index}.py"] = TESTS.format(index=index)
+    return files
 
 
 @pytest.fixture
-def project(pytester: pytest.Pytester, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Project:
+def project(
+    pytester: pytest.Pytester, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> SkipProject:
     log = tmp_path / "ran.log"
     monkeypatch.setenv("RUN_LOG", str(log))
-    made = Project(pytester, log)
-    assert made.run() == EVERY_TEST
-    assert made.run() == set()
+    made = SkipProject(pytester, log, project_files())
+    assert made.tests_that_ran() == EVERY_TEST
+    assert made.tests_that_ran() == set()
     return made
 
 
 @pytest.mark.parametrize("index", [3, 0])
 def test_a_change_to_one_modules_lookalike_reruns_exactly_its_tests(
-    project: Project, index: int
+    project: SkipProject, index: int
 ) -> None:
     """m3 is neither the first module run nor the last; m0 is the first (the one its
     look-alikes were recorded as)."""
     project.replace(f"lib/m{index}.py", "return x + 3", "return 3 + x")
-    assert project.run() == module_tests(index)
-    assert project.run() == set()
+    assert project.tests_that_ran() == module_tests(index)
+    assert project.tests_that_ran() == set()
 
 
-def test_a_change_to_one_lookalike_test_reruns_exactly_that_test(project: Project) -> None:
+def test_a_change_to_one_lookalike_test_reruns_exactly_that_test(project: SkipProject) -> None:
     project.replace("test_m2.py", "assert f3(2) == 5", "assert f3(2) == 2 + 3")
-    assert project.run() == {"test_m2.py::test_f3_again"}
+    assert project.tests_that_ran() == {"test_m2.py::test_f3_again"}

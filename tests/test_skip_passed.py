@@ -29,6 +29,7 @@ from cachekit.ci.namespace import detect_namespace, namespaced_cache
 from cachekit.ci.signing import ENV_SIGNING_KEY
 from cachekit.values import codec
 from cachekit_pytest.skip.keys import CACHE_DIR_NAME
+from skip_support import SkipProject
 
 SIGNING_KEY = "test-signing-key-" + "0123456789abcdef" * 2
 OTHER_KEY = "another-signing-key-" + "fedcba9876543210" * 2
@@ -247,28 +248,12 @@ CLAMP_USERS = {
 }
 
 
-class Sample:
-    """The sample project in pytester's directory, and its runs."""
+class Sample(SkipProject):
+    """The sample project in pytester's directory, and its runs: plain pytest runs, each
+    test saying which options it passes (``--skip-passed`` among them)."""
 
     def __init__(self, pytester: pytest.Pytester, log: Path) -> None:
-        self.pytester = pytester
-        self.root = pytester.path
-        self.log = log
-        for name, text in SAMPLE.items():
-            self.write(name, text)
-
-    def write(self, name: str, text: str) -> None:
-        path = self.root / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text, encoding="utf-8")
-
-    def read(self, name: str) -> str:
-        return (self.root / name).read_text(encoding="utf-8")
-
-    def replace(self, name: str, old: str, new: str) -> None:
-        text = self.read(name)
-        assert text.count(old) == 1, (name, old)
-        self.write(name, text.replace(old, new))
+        super().__init__(pytester, log, SAMPLE)
 
     def run(self, *args: str, **kwargs: Any) -> pytest.RunResult:
         """One in-process pytest run; what ran is in `ran` afterwards."""
@@ -278,10 +263,6 @@ class Sample:
     def run_subprocess(self, *args: str) -> pytest.RunResult:
         self.log.write_text("")
         return self.pytester.runpytest_subprocess(*args)
-
-    @property
-    def ran(self) -> set[str]:
-        return set(self.log.read_text().split())
 
     def fresh_runner(self) -> None:
         """A new CI machine: no local cache directory."""

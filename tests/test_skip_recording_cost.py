@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from skip_support import SkipProject
 from test_skip_passed import _environment
 
 __all__ = ["_environment"]
@@ -113,63 +114,42 @@ EVERY_TEST = {PROFILED, *ADD, MUL, THREAD, LATE}
 _PROFILED_FALLS_BACK = {PROFILED} if sys.version_info < (3, 12) else set()
 
 
-class Project:
-    def __init__(self, pytester: pytest.Pytester, log: Path) -> None:
-        self.pytester = pytester
-        self.log = log
-        for name, text in PROJECT.items():
-            path = pytester.path / name
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(text, encoding="utf-8")
-
-    def replace(self, name: str, old: str, new: str) -> None:
-        path = self.pytester.path / name
-        text = path.read_text(encoding="utf-8")
-        assert text.count(old) == 1, (name, old)
-        path.write_text(text.replace(old, new), encoding="utf-8")
-
-    def run(self) -> set[str]:
-        """The tests that ran (each passed)."""
-        self.log.write_text("")
-        result = self.pytester.runpytest("--skip-passed", "-p", "no:randomly")
-        assert result.ret in (0, 5), result.stdout.str()
-        return set(self.log.read_text().split())
-
-
 @pytest.fixture
-def project(pytester: pytest.Pytester, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Project:
+def project(
+    pytester: pytest.Pytester, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> SkipProject:
     log = tmp_path / "ran.log"
     monkeypatch.setenv("RUN_LOG", str(log))
-    made = Project(pytester, log)
-    assert made.run() == EVERY_TEST
-    assert made.run() == set()
+    made = SkipProject(pytester, log, PROJECT)
+    assert made.tests_that_ran() == EVERY_TEST
+    assert made.tests_that_ran() == set()
     return made
 
 
-def test_consecutive_tests_that_call_a_function_both_rerun(project: Project) -> None:
+def test_consecutive_tests_that_call_a_function_both_rerun(project: SkipProject) -> None:
     """On 3.12+ ``add`` is disabled once seen in a window: the next test's window must
     see it again. ``test_profiled`` calls it too."""
     project.replace("lib/calc.py", "return a + b", "return b + a")
-    assert project.run() == ADD | {PROFILED}
+    assert project.tests_that_ran() == ADD | {PROFILED}
 
 
-def test_code_a_thread_runs_counts_for_its_test(project: Project) -> None:
+def test_code_a_thread_runs_counts_for_its_test(project: SkipProject) -> None:
     project.replace("lib/calc.py", "return 7", "return 3 + 4")
-    assert project.run() == {THREAD} | _PROFILED_FALLS_BACK
+    assert project.tests_that_ran() == {THREAD} | _PROFILED_FALLS_BACK
 
 
-def test_an_import_made_while_paused_counts_its_whole_closure(project: Project) -> None:
+def test_an_import_made_while_paused_counts_its_whole_closure(project: SkipProject) -> None:
     """``lib.late`` is first imported by the conftest's ``pytest_ignore_collect`` (by a
     name no static analysis sees), while the recorder does not look: what its import
     ran is unknown, so ``test_late`` depends on every file of its closure whole,
     ``tag``'s body included."""
     project.replace("lib/helpers.py", 'return "t"', 'return "t" + ""')
-    assert project.run() == {LATE}
+    assert project.tests_that_ran() == {LATE}
 
 
-def test_a_test_that_sets_its_own_profiler(project: Project) -> None:
+def test_a_test_that_sets_its_own_profiler(project: SkipProject) -> None:
     """Before 3.12 the test's profiler replaces the recorder's: the test falls back to
     its file's full key (``mul``'s body too), and the tests after it are recorded again.
     On 3.12+ its profiler is a ``sys.monitoring`` tool of its own and changes nothing."""
     project.replace("lib/calc.py", "return a * b", "return b * a")
-    assert project.run() == {MUL} | _PROFILED_FALLS_BACK
+    assert project.tests_that_ran() == {MUL} | _PROFILED_FALLS_BACK

@@ -15,6 +15,7 @@ import pytest
 
 from cachekit.ci.signing import ENV_SIGNING_KEY
 from cachekit_pytest.skip.keys import ini_digest
+from skip_support import SkipProject
 
 SIGNING_KEY = "test-signing-key-" + "0123456789abcdef" * 2
 
@@ -45,41 +46,18 @@ def twice(a):
 '''
 
 
-class Project:
-    def __init__(self, pytester: pytest.Pytester, log: Path) -> None:
-        self.pytester = pytester
-        self.root = pytester.path
-        self.log = log
-        self.write("conftest.py", CONFTEST)
-        self.write("calc.py", CALC)
-        self.write(
-            "test_add.py", "from calc import add\n\n\ndef test_add():\n    assert add(1, 2) == 3\n"
-        )
-        self.write(
-            "test_twice.py",
-            "from calc import twice\n\n\ndef test_twice():\n    assert twice(2) == 4\n",
-        )
-
-    def write(self, name: str, text: str) -> None:
-        path = self.root / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text, encoding="utf-8")
-
-    def replace(self, name: str, old: str, new: str) -> None:
-        text = (self.root / name).read_text(encoding="utf-8")
-        assert text.count(old) == 1, (name, old)
-        self.write(name, text.replace(old, new))
-
-    def run(self, *args: str) -> set[str]:
-        """One ``--skip-passed`` run: the tests that ran."""
-        self.log.write_text("")
-        result = self.pytester.runpytest("--skip-passed", "-p", "no:randomly", *args)
-        assert result.ret == pytest.ExitCode.OK, result.stdout.str()
-        return set(self.log.read_text().split())
+FILES = {
+    "conftest.py": CONFTEST,
+    "calc.py": CALC,
+    "test_add.py": "from calc import add\n\n\ndef test_add():\n    assert add(1, 2) == 3\n",
+    "test_twice.py": "from calc import twice\n\n\ndef test_twice():\n    assert twice(2) == 4\n",
+}
 
 
 @pytest.fixture
-def project(pytester: pytest.Pytester, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Project:
+def project(
+    pytester: pytest.Pytester, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> SkipProject:
     for name in list(os.environ):
         if name.startswith("CACHEKIT_"):
             monkeypatch.delenv(name)
@@ -88,31 +66,37 @@ def project(pytester: pytest.Pytester, tmp_path: Path, monkeypatch: pytest.Monke
     monkeypatch.setattr(sys, "dont_write_bytecode", True)
     log = tmp_path / "ran.log"
     monkeypatch.setenv("STATIC_RUN_LOG", str(log))
-    return Project(pytester, log)
+    return SkipProject(pytester, log, FILES)
 
 
+#: Every run here must pass: these tests never fail, and some always run.
+OK = (int(pytest.ExitCode.OK),)
 EVERY_TEST = {"test_add.py::test_add", "test_twice.py::test_twice"}
 
 
-def test_edits_that_change_no_code_rerun_nothing(project: Project) -> None:
-    assert project.run() == EVERY_TEST
+def test_edits_that_change_no_code_rerun_nothing(project: SkipProject) -> None:
+    assert project.tests_that_ran(exit_codes=OK) == EVERY_TEST
     project.replace("calc.py", "# plain addition", "# the sum")
     project.replace("calc.py", '"""Arithmetic."""', '"""Arithmetic, done simply."""')
     project.replace("calc.py", "def twice(a):", "def twice(\n    a,\n):")
     project.replace("test_add.py", "def test_add():", "def test_add():  # the basic case")
-    assert project.run() == set()
+    assert project.tests_that_ran(exit_codes=OK) == set()
     project.replace("calc.py", "return 2 * a", "return a + a")
-    assert project.run() == {"test_twice.py::test_twice"}  # the test that executed it
+    assert project.tests_that_ran(exit_codes=OK) == {
+        "test_twice.py::test_twice"
+    }  # the test that executed it
 
 
-def test_a_docstring_edit_reruns_doctests_when_they_run(project: Project) -> None:
+def test_a_docstring_edit_reruns_doctests_when_they_run(project: SkipProject) -> None:
     """Under ``--doctest-modules`` a docstring is a test: its edit reruns it."""
     doctest = "calc.py::calc.add"
-    assert project.run("--doctest-modules") == EVERY_TEST | {doctest}
+    assert project.tests_that_ran("--doctest-modules", exit_codes=OK) == EVERY_TEST | {doctest}
     project.replace("calc.py", "    >>> add(1, 2)\n    3\n", "    >>> add(2, 2)\n    4\n")
-    assert project.run("--doctest-modules") == {doctest}  # its importers' keys: unchanged
+    assert project.tests_that_ran("--doctest-modules", exit_codes=OK) == {
+        doctest
+    }  # its importers' keys: unchanged
     project.replace("calc.py", "# plain addition", "# the sum")
-    assert project.run("--doctest-modules") == set()
+    assert project.tests_that_ran("--doctest-modules", exit_codes=OK) == set()
 
 
 PYPROJECT = """\
@@ -128,14 +112,14 @@ setting = 1
 """
 
 
-def test_only_the_pytest_sections_of_the_ini_file_count(project: Project) -> None:
+def test_only_the_pytest_sections_of_the_ini_file_count(project: SkipProject) -> None:
     project.write("pyproject.toml", PYPROJECT)
-    assert project.run() == EVERY_TEST
+    assert project.tests_that_ran(exit_codes=OK) == EVERY_TEST
     project.replace("pyproject.toml", 'version = "1.0"', 'version = "1.1"')
     project.replace("pyproject.toml", "setting = 1", "setting = 2  # elsewhere")
-    assert project.run() == set()
+    assert project.tests_that_ran(exit_codes=OK) == set()
     project.replace("pyproject.toml", '"-p no:randomly"', '"-p no:randomly -p no:doctest"')
-    assert project.run() == EVERY_TEST
+    assert project.tests_that_ran(exit_codes=OK) == EVERY_TEST
 
 
 @pytest.mark.parametrize(
