@@ -61,6 +61,7 @@ from __future__ import annotations
 import argparse
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -119,6 +120,10 @@ class Settings:
     max_tries: int
 
 
+#: Rounds of recording runs on the oldest commit (see `record_again`).
+RECORDING_ROUNDS = 3
+
+
 @dataclass
 class Found:
     """What the benchmark measured, for the report."""
@@ -127,7 +132,8 @@ class Found:
     cachekit_commit: str
     history: list[Measured] = field(default_factory=list)
     skipped_commits: list[dict[str, Any]] = field(default_factory=list)
-    recording: dict[str, PytestRun] = field(default_factory=dict)
+    #: Rounds of the recording runs on the oldest commit: kind of run -> its run.
+    recording: list[dict[str, PytestRun]] = field(default_factory=list)
     settling: dict[str, PytestRun] = field(default_factory=dict)
     mutants: list[tuple[Mutant, Measured]] = field(default_factory=list)
     mutants_tried: int = 0
@@ -265,7 +271,7 @@ def walk_history(found: Found, clones: dict[str, Clone], commits: Sequence[str])
             continue
         runs = {tool: clones[tool].pytest(f"history-{index:03d}") for tool in TOOLS}
         if not recorded:
-            found.recording = {"plain": plain, **runs}
+            found.recording = [{"plain": plain, **runs}, *record_again(clones, index)]
             recorded = True
             print(f"  {commit[:10]}: recording runs, {plain.collected} tests")
             continue
@@ -274,6 +280,37 @@ def walk_history(found: Found, clones: dict[str, Clone], commits: Sequence[str])
         measured = Measured(commit, subject, plain, runs, changed)
         found.history.append(measured)
         print(f"  {commit[:10]}: {measured.line()}")
+
+
+def recording_note(rounds: list[dict[str, PytestRun]]) -> str:
+    """The recording runs' median ratio to the plain run of the same round, per tool."""
+    ratios = []
+    for tool in TOOLS:
+        each = [round_[tool].seconds / round_["plain"].seconds for round_ in rounds]
+        shown = ", ".join(f"{ratio:.2f}" for ratio in each)
+        ratios.append(f"{tool} {statistics.median(each):.2f}x ({shown})")
+    plain = statistics.median(round_["plain"].seconds for round_ in rounds)
+    return (
+        f"The recording runs (oldest commit, every test runs, each tool from an empty state; "
+        f"{len(rounds)} rounds of a plain run and each tool's, after a collection in each "
+        f"clone compiled the code) against the plain run of their round (median "
+        f"{fmt_seconds(plain)}): median {'; '.join(ratios)}. Not in the totals."
+    )
+
+
+def record_again(clones: dict[str, Clone], index: int) -> list[dict[str, PytestRun]]:
+    """`RECORDING_ROUNDS` - 1 more rounds of recording runs on the same commit, each tool
+    from an empty state again (a single run of each, the first after the warm-up, is at
+    the mercy of the machine: one plain run took twice as long as every later one). The
+    last round's state is what the history starts from, as the first one's would be."""
+    rounds = []
+    for number in range(1, RECORDING_ROUNDS):
+        for tool in TOOLS:
+            clones[tool].clear_state()
+        plain = clones["plain"].pytest(f"history-{index:03d}-r{number}")
+        runs = {tool: clones[tool].pytest(f"history-{index:03d}-r{number}") for tool in TOOLS}
+        rounds.append({"plain": plain, **runs})
+    return rounds
 
 
 def found_recorded(found: Found, commits: Sequence[str]) -> str:
@@ -442,7 +479,9 @@ def add_sections(
         "cachekit_commit": found.cachekit_commit,
         "history_totals": {tool: total.as_dict() for tool, total in history.items()},
         "mutation_totals": {tool: total.as_dict() for tool, total in mutations.items()},
-        "recording": {tool: run.as_dict() for tool, run in found.recording.items()},
+        "recording": [
+            {tool: run.as_dict() for tool, run in round_.items()} for round_ in found.recording
+        ],
         "settling": {tool: run.as_dict() for tool, run in found.settling.items()},
         "skipped_commits": found.skipped_commits,
         "mutants_tried": found.mutants_tried,
@@ -465,16 +504,8 @@ def _summary_notes(found: Found) -> list[str]:
             f"{last.plain.collected} tests at the newest; `{' '.join(settings.tests)}` run "
             f"from the project's root; cachekit built from {found.cachekit_commit}."
         )
-    recording = found.recording
-    if recording:
-        ratios = ", ".join(
-            f"{tool} {recording[tool].seconds / recording['plain'].seconds:.2f}x" for tool in TOOLS
-        )
-        notes.append(
-            f"The recording runs (oldest commit, every test runs; one run each, after a "
-            f"collection in each clone compiled the code) against the plain run "
-            f"({fmt_seconds(recording['plain'].seconds)}): {ratios}. Not in the totals."
-        )
+    if found.recording:
+        notes.append(recording_note(found.recording))
     for entry in found.skipped_commits:
         notes.append(
             f"Skipped commit {entry['commit']} ({_cell(entry['subject'])}): {entry['why']}."

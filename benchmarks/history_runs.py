@@ -199,6 +199,11 @@ class Clone:
             empty.write_text("[pytest]\n", "utf-8")
             self.isolation = ["-c", str(empty), "--rootdir", str(self.path)]
 
+    def clear_state(self) -> None:
+        """The tool's state gone: its next run is a first one again."""
+        for name in STATE[self.name]:
+            _remove(self.path / name)
+
     @property
     def _saved(self) -> Path:
         return self.path.parent / "state" / self.name
