@@ -54,11 +54,6 @@ def test_the_plugin_without_a_store_does_not_load_the_store_machinery() -> None:
         "cachekit_pytest.sync",
         "cachekit_pytest.split",
         "cachekit.stats.runs",
-        "cachekit.stats.flaky",  # --quarantine-flaky and --rerun-flaky's, when on
-        "cachekit.session",
-        "cachekit.ci.namespace",
-        "cachekit.values.cache",
-        "cattrs",
     }
     assert not unused & loaded
 

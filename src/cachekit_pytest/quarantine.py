@@ -17,23 +17,18 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Collection
-from typing import TYPE_CHECKING
 
 import attrs
 import pytest
 
 from cachekit.ci.signing import ENV_SIGNING_KEY
 from cachekit.errors import CacheKitWarning
+from cachekit.session import Session
+from cachekit.stats.flaky import FlakyTest, find_flaky
+from cachekit.stats.history import StoredRuns
+from cachekit.stats.signatures import RunSigner, run_signer
 from cachekit_pytest.options import parse_yes_or_no
 from cachekit_pytest.report import warn
-
-if TYPE_CHECKING:
-    from cachekit.session import Session
-    from cachekit.stats.flaky import FlakyTest
-    from cachekit.stats.signatures import RunSigner
-
-# The statistics (`cachekit.stats`) are imported where a run uses them: every pytest run
-# registers these options, few quarantine or rerun.
 
 ENV_QUARANTINE = "CACHEKIT_QUARANTINE_FLAKY"
 _OFF = "cachekit: --quarantine-flaky quarantines nothing in this run"
@@ -92,9 +87,6 @@ class SignedHistory:
         """The flaky tests (among ``ids``, default all) over the most recent
         `HISTORY_CI_RUNS` CI runs of every namespace of the read chain (a pull request
         counts its base branch's history)."""
-        from cachekit.stats.flaky import find_flaky  # noqa: PLC0415 (see the imports)
-        from cachekit.stats.history import StoredRuns  # noqa: PLC0415
-
         found: dict[str, FlakyTest] = {}
         for prefix in self.session.namespace.read_prefixes:
             runs = StoredRuns(self.session.cache_under(prefix), accept=self.signer.verified)
@@ -112,8 +104,6 @@ def signed_history(
     if session is None:
         warn(config, warning(f"{off}: it needs a store (--cache-url)"))
         return None
-    from cachekit.stats.signatures import run_signer  # noqa: PLC0415 (see the imports)
-
     signer = run_signer(session.namespace)
     if signer is None:
         warn(

@@ -19,16 +19,14 @@ import argparse
 import functools
 import os
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pytest
 from _pytest.runner import runtestprotocol
 
 from cachekit.errors import CacheKitWarning
+from cachekit.session import Session
 from cachekit_pytest.quarantine import SignedHistory, signed_history
-
-if TYPE_CHECKING:
-    from cachekit.session import Session
 
 ENV_RERUN = "CACHEKIT_RERUN_FLAKY"
 #: The xdist worker input that carries the known flaky tests to the workers.
