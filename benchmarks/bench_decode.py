@@ -39,7 +39,7 @@ if __package__ in (None, ""):  # run as a script: make ``benchmarks`` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.harness import Report, Section, Target, busy_warning, run_alone
-from cachekit.budget import DEFAULT_TIMEOUT
+from cachekit.session import DEFAULT_TIMEOUT
 from cachekit.values.codec import worst_decode_seconds
 from cachekit.values.digests import NODEIDS
 from cachekit.values.durations import durations_part

@@ -24,9 +24,6 @@ from typing import Any, TypeVar
 from cachekit.errors import CacheKitWarning, CorruptValueWarning
 from cachekit.values import codec
 
-#: Seconds every store call of a run may take together, unless the tool says otherwise.
-DEFAULT_TIMEOUT = 5.0
-
 T = TypeVar("T")
 
 
