@@ -154,25 +154,50 @@ def to_stored(
 ) -> dict[str, Any]:
     """The stored form of a run: ``meta`` (`_META`'s fields), its cases by column, and
     ``codes`` (test file -> code key) for the files among its cases."""
-    names = [case.name for case in cases]
+    return stored_columns(
+        meta,
+        files=[case.file for case in cases],
+        classnames=[case.classname for case in cases],
+        names=[case.name for case in cases],
+        outcomes="".join(CODES[case.outcome] for case in cases),
+        microseconds=[round(case.duration * 1e6) for case in cases],
+        reruns={i: case.reruns for i, case in enumerate(cases) if case.reruns},
+        messages={i: case.message for i, case in enumerate(cases) if case.message},
+        codes=codes,
+    )
+
+
+def stored_columns(
+    meta: dict[str, Any],
+    *,
+    files: Sequence[str],
+    classnames: Sequence[str],
+    names: Sequence[str],
+    outcomes: str,
+    microseconds: Sequence[int],
+    reruns: Mapping[int, int],
+    messages: Mapping[int, str],
+    codes: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """`to_stored` from the columns themselves (case ``i`` is row ``i`` of each; reruns
+    and messages only where there are any): the pytest plugin's 2,500 tests a shard need
+    no `TestCase` each (`cachekit_pytest.sync.records`)."""
     stored: dict[str, Any] = {"format": FORMAT, "at": meta["at"]}
     stored.update((key, meta[key]) for key in _META[1:] if meta.get(key))
     stored.update(
-        file=_run_lengths(case.file for case in cases),
-        classname=_run_lengths(case.classname for case in cases),
-        name=names if any("\n" in name for name in names) else "\n".join(names),
-        outcome="".join(CODES[case.outcome] for case in cases),
-        us=[min(MAX_MICROSECONDS, round(case.duration * 1e6)) for case in cases],
+        file=_run_lengths(files),
+        classname=_run_lengths(classnames),
+        name=list(names) if any("\n" in name for name in names) else "\n".join(names),
+        outcome=outcomes,
+        us=[min(MAX_MICROSECONDS, us) for us in microseconds],
     )
-    reruns = {str(i): case.reruns for i, case in enumerate(cases) if case.reruns}
-    messages = {str(i): case.message for i, case in enumerate(cases) if case.message}
     if reruns:
-        stored["reruns"] = reruns
+        stored["reruns"] = {str(i): n for i, n in reruns.items()}
     if messages:
-        stored["message"] = messages
+        stored["message"] = {str(i): message for i, message in messages.items()}
     if codes:
-        files = {case.file for case in cases}
-        coded = {file: key for file, key in sorted(codes.items()) if file in files}
+        present = set(files)
+        coded = {file: key for file, key in sorted(codes.items()) if file in present}
         if coded:
             stored["code"] = coded
     return stored

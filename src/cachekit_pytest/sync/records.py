@@ -9,9 +9,8 @@ from typing import Any
 
 import attrs
 
-from cachekit.ci.layout import DURATIONS_KEY
-from cachekit.stats.junit import CaseOutcome, TestCase
-from cachekit.stats.runs import Run, run_parts
+from cachekit.ci.layout import DURATIONS_KEY, STATS_RUNS_KEY
+from cachekit.stats.cases import CODES, stored_columns
 from cachekit.values.codec import JSON
 from cachekit.values.durations import durations_part, scoped_setup_key
 
@@ -38,54 +37,69 @@ class RunRecord:
     #: Test file -> its code key (`cachekit.stats.runs.Run.codes`).
     codes: dict[str, str] = attrs.field(factory=dict)
 
-    def cases(self) -> tuple[TestCase, ...]:
-        passed = ("passed", 0, "")
-        return tuple(
-            _case(nodeid, microseconds / 1e6, *self.unusual.get(nodeid, passed))
-            for nodeid, microseconds in self.microseconds.items()
-        )
-
     def parts(self, part_id: str) -> dict[str, JSON]:
-        """The parts that record this run, by key, the run named by its part id."""
-        run = Run(
-            id=part_id,
-            at=self.at,
-            run_id=self.run_id,
-            source="pytest",
-            label=self.label,
-            cases=self.cases(),
-            shard=self.shard,
-            commit=self.commit,
+        """The parts that record this run, by key, the run named by its part id: what
+        `cachekit.stats.runs.run_parts` makes of the same run as a `Run` (the test ids
+        are the node ids), built from the columns without a `TestCase` per test."""
+        meta = {
+            "at": self.at,
+            "run_id": self.run_id,
+            "source": "pytest",
+            "label": self.label,
+            "shard": self.shard,
+            "commit": self.commit,
+        }
+        files: list[str] = []
+        classnames: list[str] = []
+        names: list[str] = []
+        outcomes: list[str] = []
+        reruns: dict[int, int] = {}
+        messages: dict[int, str] = {}
+        durations: dict[str, float] = {}
+        modules: dict[str, str] = {}
+        unusual = self.unusual
+        for index, (nodeid, microseconds) in enumerate(self.microseconds.items()):
+            head, _, parameters = nodeid.partition("[")
+            path, *classes, name = head.split("::")
+            module = modules.get(path)
+            if module is None:
+                module = modules[path] = path[:-3].replace("/", ".") if path.endswith(".py") else ""
+            files.append(path)
+            classnames.append(
+                ".".join(part for part in (module, *classes) if part) if classes else module
+            )
+            names.append(f"{name}[{parameters}" if parameters else name)
+            outcome, rerun_count, message = unusual.get(nodeid, _PASSED)
+            outcomes.append(CODES[outcome])
+            if rerun_count:
+                reruns[index] = rerun_count
+            if message:
+                messages[index] = message
+            if outcome in _TIMED:  # as `cachekit.stats.runs.durations_of`
+                durations[nodeid] = microseconds / 1e6
+        stored = stored_columns(
+            meta,
+            files=files,
+            classnames=classnames,
+            names=names,
+            outcomes="".join(outcomes),
+            microseconds=list(self.microseconds.values()),
+            reruns=reruns,
+            messages=messages,
             codes=self.codes,
         )
-        parts = run_parts(run)
-        scoped = durations_part(
-            self.at,
-            {scoped_setup_key(scope): us / 1e6 for scope, us in self.scoped_microseconds.items()},
-        )
-        if scoped:  # in the run's group of ``stats/durations``, beside its tests
-            tests: dict[str, Any] = parts.get(DURATIONS_KEY) or {}  # type: ignore[assignment]
-            parts[DURATIONS_KEY] = {
-                **tests,
-                **{at: {**tests.get(at, {}), **group} for at, group in scoped.items()},
-            }
+        parts: dict[str, JSON] = {STATS_RUNS_KEY: {part_id: stored}}
+        scoped = {
+            scoped_setup_key(scope): us / 1e6 for scope, us in self.scoped_microseconds.items()
+        }
+        # In the run's group of ``stats/durations``, the scopes beside its tests.
+        observed = durations_part(self.at, {**durations, **scoped})
+        if observed:
+            parts[DURATIONS_KEY] = observed  # type: ignore[assignment]  # JSON
         return parts
 
 
-def _case(nodeid: str, seconds: float, outcome: CaseOutcome, reruns: int, message: str) -> TestCase:
-    """A `TestCase` whose `TestCase.test_id` is ``nodeid`` again (JUnit's naming:
-    ``file``, a dotted ``classname`` of module and classes, and ``name``)."""
-    head, _, parameters = nodeid.partition("[")
-    path, *classes, name = head.split("::")
-    name += f"[{parameters}" if parameters else ""
-    module = path[:-3].replace("/", ".") if path.endswith(".py") else ""
-    classname = ".".join(part for part in (module, *classes) if part)
-    return TestCase(
-        file=path,
-        classname=classname,
-        name=name,
-        outcome=outcome,
-        duration=seconds,
-        reruns=reruns,
-        message=message,
-    )
+#: A test that simply passed: its `RunRecord.unusual` entry, had it one.
+_PASSED = ("passed", 0, "")
+#: The outcomes whose durations say how long a test takes (`cachekit.stats.runs.durations_of`).
+_TIMED = ("passed", "failed")
