@@ -9,6 +9,7 @@ CPython reports for their code objects, checked here against real code objects.
 
 from __future__ import annotations
 
+import ast
 import os
 import re
 import textwrap
@@ -21,7 +22,7 @@ import pytest
 
 from cachekit.skip.fingerprint import Fingerprinter, KeyInputs
 from cachekit.skip.functions import SKELETON_NAMES, FunctionIndex, function_index
-from cachekit.skip.names import EVERY_NAME
+from cachekit.skip.names import EVERY_NAME, dump_and_names, names_read
 
 MODULE = '''\
 """The module's docstring."""
@@ -676,3 +677,42 @@ def test_the_names_code_reads() -> None:
     assert EVERY_NAME in index.names_of("reflective")
     assert EVERY_NAME in index.names_of("through_vars")
     assert EVERY_NAME not in skeleton
+
+
+def test_the_one_walk_hashes_and_reads_names_as_ast_dump_and_names_read_do() -> None:
+    """Keying walks each tree once (`dump_and_names`): over every statement of this
+    project's own sources, it tells statements apart exactly when ``ast.dump`` does, and
+    finds the names `names_read` finds."""
+    tricky = textwrap.dedent(
+        """\
+        x = 1
+        x = "1"
+        x = b"1"
+        x = 1.0
+        x = True
+        x = None
+        x = "a, b)"
+        x = ("a", "b")
+        x = "a" "b"
+        def f():
+            global SEEN_ONLY_HERE
+        def g():
+            def h():
+                nonlocal ALSO_ONLY_HERE
+        from . import a
+        from .. import a
+        import a.b.c as d
+        """
+    ).encode()
+    sources = [tricky, *(p.read_bytes() for p in Path(__file__).parents[1].glob("src/**/*.py"))]
+    assert len(sources) > 20
+    by_dump: dict[str, str] = {}
+    by_text: dict[str, str] = {}
+    for source in sources:
+        for statement in ast.parse(source).body:
+            text, names = dump_and_names([statement])
+            assert names == names_read([statement]), ast.unparse(statement)[:200]
+            dumped = ast.dump(statement)
+            assert by_dump.setdefault(dumped, text) == text
+            assert by_text.setdefault(text, dumped) == dumped
+    assert len(by_text) > 1000

@@ -9,12 +9,14 @@ read only when a caller asks for one (`FileAnalyses.functions`)."""
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import hashlib
 import json
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TypeVar
 
@@ -28,7 +30,7 @@ from cachekit.skip.imports import imports_in_tree, parse_source
 
 #: Identifies cachekit's analysis cache files (a foreign JSON file is ignored).
 CACHE_FORMAT = "cachekit.skip.fingerprint"
-CACHE_VERSION = 4
+CACHE_VERSION = 5
 #: What a file's recorded imports depend on besides its bytes: what parses (and so what
 #: counts as a syntax error) differs between Python versions.
 PARSER = f"{sys.implementation.name}-{sys.version_info[0]}.{sys.version_info[1]}"
@@ -144,7 +146,18 @@ class FileAnalyses:
         self, path: str, data: bytes, digest: str, signature: tuple[int, int, int]
     ) -> FileRecord:
         """The record of a file read for its imports: one parse serves the imports and,
-        for a ``.py`` file, its function index."""
+        for a ``.py`` file, its function index.
+
+        Without the cyclic garbage collector meanwhile: a syntax tree is many objects in
+        no cycle (reference counting frees it), whose allocation would start collections
+        that traverse the whole heap of the process (pytest's, in a test run) to find
+        nothing of it."""
+        with _no_collections():
+            return self._analyse_tree(path, data, digest, signature)
+
+    def _analyse_tree(
+        self, path: str, data: bytes, digest: str, signature: tuple[int, int, int]
+    ) -> FileRecord:
         tree = parse_source(data) if b"import" in data or path.endswith(".py") else None
         if tree is None:
             return FileRecord(*signature, digest=digest, imports=())
@@ -205,11 +218,12 @@ class FileAnalyses:
                 return None
             if hashlib.sha256(data).hexdigest() != record.digest:
                 return None
-            tree = parse_source(data)
-            try:
-                index = None if tree is None else index_tree(tree)
-            except (RecursionError, MemoryError):
-                index = None
+            with _no_collections():
+                tree = parse_source(data)
+                try:
+                    index = None if tree is None else index_tree(tree)
+                except (RecursionError, MemoryError):
+                    index = None
             if index is None or index.code_digest() != record.code:
                 return None
             self._new_indexes = True
@@ -279,6 +293,19 @@ class FileAnalyses:
             return {}
         document = _load(_index_file(self.cache_file), CACHE_FORMAT + ".functions", _IndexFile)
         return {} if document is None else document.indexes
+
+
+@contextlib.contextmanager
+def _no_collections() -> Iterator[None]:
+    """The cyclic garbage collector off while a file is parsed and indexed (see
+    `FileAnalyses._analyse`), on again after if it was on."""
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if collecting:
+            gc.enable()
 
 
 def _index_file(cache_file: Path) -> Path:

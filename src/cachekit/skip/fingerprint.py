@@ -86,7 +86,7 @@ __all__ = [
 ]
 
 #: Part of every key: bump it when what a key covers or how it is computed changes.
-KEY_FORMAT = 3
+KEY_FORMAT = 4
 
 
 @attrs.frozen

@@ -10,10 +10,11 @@ default arguments and annotations (all evaluated when the ``def`` runs). Each fu
 *body* is hashed on its own; a ``def`` nested in a body counts there by its header only,
 its own body being its own entry.
 
-Why ``ast.dump``: without line numbers and with docstrings dropped, comments, blank lines,
-formatting and moved code hash equal, while any change to what the code does changes a
-hash. Docstrings are hashed apart (`FunctionIndex.docstrings`) for runs that execute them
-(``--doctest-modules``).
+Why the syntax tree (`cachekit.skip.names.dump_and_names`, each node with its fields, as
+``ast.dump`` spells them but in one walk with the names code reads): without line numbers
+and with docstrings dropped, comments, blank lines, formatting and moved code hash equal,
+while any change to what the code does changes a hash. Docstrings are hashed apart
+(`FunctionIndex.docstrings`) for runs that execute them (``--doctest-modules``).
 
 Why a function's id is CPython's ``co_qualname`` (with ``#2``... for a name defined
 again in the same scope) and `FunctionIndex.starts` its ``co_firstlineno``: a tracer sees
@@ -37,7 +38,7 @@ from collections.abc import Iterator, Sequence
 
 import attrs
 
-from cachekit.skip.names import binding_hashes, names_in_text, names_read
+from cachekit.skip.names import binding_hashes, dump_and_names, names_in_text
 
 #: The statements whose nested statements share their scope (for ``global`` names).
 _BLOCKS = (
@@ -131,17 +132,18 @@ def index_tree(tree: ast.Module) -> FunctionIndex:
     for function_id, node, statements in bodies:
         # The header (empty body) too: code objects in it (a lambda default, say) start
         # on the def's line and are attributed to this function.
-        parts = [ast.dump(node), *(ast.dump(statement) for statement in statements)]
-        hashes[function_id] = _sha256("\n".join(parts))
-        names[function_id] = _joined(names_read([node, *statements]))
+        text, read = dump_and_names([node, *statements])
+        hashes[function_id] = _sha256(text)
+        names[function_id] = _joined(read)
     tree.body, bindings = binding_hashes(tree.body)
-    names[SKELETON_NAMES] = _joined(names_read(tree.body))
+    skeleton, read = dump_and_names([tree])
+    names[SKELETON_NAMES] = _joined(read)
     names[DOCSTRING_NAMES] = _joined(
         {name for _, text in indexer.docstrings for name in names_in_text(text)}
     )
     spans = tuple(indexer.spans)
     return FunctionIndex(
-        skeleton=_sha256(ast.dump(tree)),
+        skeleton=_sha256(skeleton),
         bodies=hashes,
         starts={first: function_id for first, _, function_id in spans},
         spans=spans,
