@@ -9,10 +9,9 @@ from typing import Any, Generic, Protocol, TypeVar
 import attrs
 
 from cachekit.ci.layout import DURATIONS_KEY, LASTFAILED_KEY, NODEIDS_KEY, PYTEST_SHARED_KEYS
-from cachekit.stats.runs import durations_from_value
 from cachekit.values.codec import JSON
 from cachekit.values.digests import DigestSet
-from cachekit.values.durations import DURATIONS
+from cachekit.values.durations import DURATIONS, latest_durations
 from cachekit.values.merge import (
     LatestWins,
     MappingUnion,
@@ -168,11 +167,11 @@ class DurationsKey(_Shared[Any]):
     """``stats/durations``, read for duration-balanced sharding: every shard of a CI run,
     and any rerun of one, splits by the durations its run's split plan holds
     (`cachekit.stats.split_plan`; without one, as of their last compaction). Its parts
-    come from the runs' test statistics (`cachekit.stats.runs.run_parts`), never from
-    the working copy."""
+    come from the runs' test statistics (`cachekit_pytest.sync.records.RunRecord.parts`),
+    never from the working copy."""
 
     def local(self, merged: Any) -> JSON:
-        return durations_from_value(merged)  # type: ignore[return-value]
+        return latest_durations(merged)  # type: ignore[return-value]  # checked by DURATIONS
 
     def part(self, start: JSON, end: JSON, now: float) -> JSON:
         raise NotImplementedError("durations parts come from the run's test statistics")
