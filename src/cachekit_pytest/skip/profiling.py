@@ -54,6 +54,8 @@ class Profile:
         self._flat = cProfile.Profile(builtins=False, subcalls=False)
         self._profiler = self._graph
         self._enabled = False
+        #: Between the phases of a test (`suspend`): disabled, its table kept.
+        self._suspended = False
         seen = recorder._seen
         importing = recorder._importing
 
@@ -74,6 +76,10 @@ class Profile:
 
     def install(self, *, attributing: bool) -> None:
         profiler = self._graph if attributing else self._flat
+        if self._suspended and profiler is self._profiler:
+            self._suspended = False  # a test's next phase: on with the same table
+            profiler.enable()
+            return
         if self._enabled and profiler is not self._profiler:
             self.drain()
             self.uninstall()
@@ -89,20 +95,31 @@ class Profile:
                 self._profiler.disable()
             self._profiler.clear()
             self._enabled = False
+            self._suspended = False
         if final:
             threading.settrace(None)
 
+    def suspend(self) -> None:
+        """Between the phases of a test: disabled, keeping what it saw for the test's
+        window (drained when the test ends, or before another window opens). Whether it
+        was still ours was checked just before (`intact`)."""
+        if self._enabled and not self._suspended:
+            if _profile() is self._profiler:
+                self._profiler.disable()
+            self._suspended = True
+
     @property
     def active(self) -> bool:
-        """Whether code is recorded (between `install` and `uninstall`)."""
-        return self._enabled
+        """Whether code is recorded (between `install` and `uninstall`, not suspended)."""
+        return self._enabled and not self._suspended
 
     def restart(self) -> None:
         """Nothing to do: every call is seen."""
 
     def intact(self) -> bool:
-        """Whether our profiler is still the one set (a test may set its own)."""
-        return self._enabled and _profile() is self._profiler
+        """Whether our profiler is still the one set (a test may set its own); checked
+        when it was suspended, if it is."""
+        return self._enabled and (self._suspended or _profile() is self._profiler)
 
     def may_switch(self) -> bool:
         """Imports are read from the call graph: no other mode to switch to."""

@@ -180,9 +180,10 @@ class Recorder:
             known = self._project[filename] = self._is_project(filename)
         return known
 
-    def _flush(self) -> None:
+    def _flush(self, *, drain: bool = True) -> None:
         """Hand what was executed since the last flush to the open windows (or, with
-        none open before the tests, to `outside`); check our tracer still runs."""
+        none open before the tests, to `outside`); check our tracer still runs. Without
+        ``drain``, what the backend holds stays there (a suspended test window's)."""
         seen = self._seen
         if not self.running:
             return
@@ -190,7 +191,8 @@ class Recorder:
             for window in self._open:
                 window.complete = False
             self._backend.install(attributing=self._backend.attributing)
-        self._backend.drain()
+        if drain:
+            self._backend.drain()
         if not seen:
             return
         # Threads add meanwhile: the copy is atomic, and removing what it holds loses
@@ -240,13 +242,16 @@ class Recorder:
 
     def close(self, window: Window) -> None:
         self._flush()
+        self._remove(window)
+        for code in window.codes.values():
+            if code.co_name == "<module>":
+                self.imports.setdefault(code.co_filename, {}).update(window.codes)
+
+    def _remove(self, window: Window) -> None:
         for index in range(len(self._open) - 1, -1, -1):
             if self._open[index] is window:
                 del self._open[index]
                 break
-        for code in window.codes.values():
-            if code.co_name == "<module>":
-                self.imports.setdefault(code.co_filename, {}).update(window.codes)
 
     def _importing(self, code: CodeType) -> None:
         """A module's code starts (it is being imported): from now on, and for the rest
@@ -330,19 +335,21 @@ class Recorder:
     def pytest_runtest_setup(self, item: pytest.Item) -> Generator[None, Any, Any]:
         if self.running:
             self._phase = Window()
+            # What a backend still holds (a test whose teardown never ran): no window's.
+            self._flush()
             self._backend.restart()  # a new window: disabled project code is seen again
-        return (yield from self._in_phase())
+        return (yield from self._in_phase(last=False))
 
     @pytest.hookimpl(wrapper=True, tryfirst=True)
     def pytest_runtest_call(self, item: pytest.Item) -> Generator[None, Any, Any]:
-        return (yield from self._in_phase())
+        return (yield from self._in_phase(last=False))
 
     @pytest.hookimpl(wrapper=True, tryfirst=True)
     def pytest_runtest_teardown(
         self, item: pytest.Item, nextitem: pytest.Item | None
     ) -> Generator[None, Any, Any]:
         try:
-            return (yield from self._in_phase())
+            return (yield from self._in_phase(last=True))
         finally:
             window, self._phase = self._phase, None
             if window is not None:
@@ -362,19 +369,29 @@ class Recorder:
                     known_used = self.used.setdefault(item.nodeid, set())
                     known_used.update(id(fixturedef) for fixturedef in used.values())
 
-    def _in_phase(self) -> Generator[None, Any, Any]:
+    def _in_phase(self, *, last: bool) -> Generator[None, Any, Any]:
+        """One phase of a test: its window open, the backend recording. Between phases
+        the backend is suspended, keeping what it saw (the C profiler's table): it is
+        read once, when the last phase ends, not three times (reading it costs by the
+        number of distinct functions called, pytest's own included). Code seen apart
+        (other threads, `_seen`) is handed over at each phase's end as before."""
         window = self._phase
         if not self.running or window is None:
             return (yield)
-        self._flush()
+        self._flush(drain=False)  # other threads' code since the last phase: no window's
+        self._open.append(window)
         # No more attributing, until a module is imported.
         self._backend.install(attributing=False)
-        self._open.append(window)
         try:
             return (yield)
         finally:
-            self.close(window)
-            self._backend.uninstall()  # until the next phase
+            if last:
+                self.close(window)
+                self._backend.uninstall()  # until the next test
+            else:
+                self._flush(drain=False)
+                self._remove(window)
+                self._backend.suspend()  # until the next phase
 
     @pytest.hookimpl(wrapper=True, tryfirst=True)
     def pytest_fixture_setup(
@@ -556,6 +573,11 @@ class Monitoring:
             self._tool = None
         if final:
             self._tool = None
+
+    def suspend(self) -> None:
+        """Between the phases of a test: nothing is held apart from `_seen`, so the
+        same as `uninstall`."""
+        self.uninstall()
 
     def restart(self) -> None:
         """A window opens: project code disabled since the last restart is seen again.
