@@ -473,23 +473,27 @@ class Cache:
         fetched: Mapping[str, Entry],
         allowance: codec.Allowance,
     ) -> Merged:
+        bases = []
         values = []
         parts = []
-        has_base = False
         for store_key in keys:
             envelope = objects.decode_entry(store_key, fetched.get(store_key), allowance)
             if envelope is None:
                 continue
             try:
-                values.append(strategy.check(envelope.value))
+                value = strategy.check(envelope.value)
             except CorruptData as error:
                 objects.warn_corrupt(store_key, error)
                 continue
             if store_key.endswith(BASE):
-                has_base = True
+                bases.append(value)
             else:
+                values.append(value)
                 parts.append(store_key.rpartition("/")[2])
-        return Merged(join_balanced(strategy, values), has_base, tuple(sorted(parts)))
+        # The parts first, then the base, the largest value, once: joined among the
+        # parts, it would be copied again at every level of the tree.
+        joined = join_balanced(strategy, [*bases, join_balanced(strategy, values)])
+        return Merged(joined, bool(bases), tuple(sorted(parts)))
 
     def _encode(self, value: JSON, *, folded: tuple[str, ...] = ()) -> bytes:
         envelope = Envelope(value, self.clock(), self.writer, folded)

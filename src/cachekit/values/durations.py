@@ -99,13 +99,16 @@ class Durations:
             where.update(dict.fromkeys(group, key))
         merged = dict(left)
         incoming = dict(right)
-        copied: set[tuple[int, str]] = set()  # (side, key) of the groups copied already
+        copied: set[str] = set()  # the groups on the right copied already
 
-        def drop(side: int, groups: Groups, key: str, test_id: str) -> None:
-            if (side, key) not in copied:
-                groups[key] = dict(groups[key])
-                copied.add((side, key))
-            del groups[key][test_id]
+        def drop(key: str, test_ids: Iterable[str]) -> None:
+            """Take ``test_ids`` out of the group ``key`` on the right."""
+            if key not in copied:
+                incoming[key] = dict(incoming[key])
+                copied.add(key)
+            group = incoming[key]
+            for test_id in test_ids:
+                del group[test_id]
 
         times = {key: float(key) for key in right}
         for held_key, held in left.items():
@@ -113,24 +116,32 @@ class Durations:
             if not both:
                 continue
             held_at = float(held_key)
-            if len(right) == 1 and times[next(iter(right))] != held_at:
-                # One group on the right (a run's part): it wins or loses as a whole.
-                key = next(iter(right))
-                side, groups, loser = (0, merged, held_key)
-                if times[key] < held_at:
-                    side, groups, loser = (1, incoming, key)
-                if len(both) == len(groups[loser]):
-                    groups[loser] = {}
+            # The tests in both, a group on the right at a time (found through one of
+            # them, taken out at C speed): that group's time against the held group's
+            # decides for all of them at once, and only a tie compares durations. A base
+            # of 500,000 against 200 parts: 200 decisions, not 500,000.
+            leaving: set[str] = set()  # tests the held group loses
+            while both:
+                key = where[next(iter(both))]
+                common = right[key].keys() & both
+                both -= common
+                at = times[key]
+                if at > held_at:
+                    leaving |= common
+                elif at < held_at:
+                    drop(key, common)
                 else:
-                    groups[loser] = {t: v for t, v in groups[loser].items() if t not in both}
-                copied.add((side, loser))
-                continue
-            for test_id in both:
-                key = where[test_id]
-                if (times[key], right[key][test_id]) > (held_at, held[test_id]):
-                    drop(0, merged, held_key, test_id)
-                else:
-                    drop(1, incoming, key, test_id)
+                    group = right[key]
+                    wins = {test_id for test_id in common if group[test_id] > held[test_id]}
+                    leaving |= wins
+                    if len(wins) < len(common):
+                        drop(key, common - wins)
+            if len(leaving) * 4 > len(held):  # each held group is visited once
+                merged[held_key] = {t: v for t, v in held.items() if t not in leaving}
+            elif leaving:  # a few tests out of many: copied at C speed, then taken out
+                merged[held_key] = kept = dict(held)
+                for test_id in leaving:
+                    del kept[test_id]
         for key, group in incoming.items():
             merged[key] = {**merged[key], **group} if key in merged else group
         return _sorted_groups(merged)
