@@ -194,6 +194,7 @@ class Resolver:
         #: Dependency id -> the dependency (for explaining what changed).
         self._named: dict[str, Dependency] = {}
         self._indexed: dict[str, FunctionIndex | None] = {}
+        self._reals: dict[str | Path, str] = {}
         self._by_label: dict[str, FunctionIndex | None] = {}
         self._ids: dict[Dependency, str] = {}
         #: `_ids` reversed, rebuilt when it grew (`describe`).
@@ -218,7 +219,9 @@ class Resolver:
 
     def index(self, path: str | Path) -> FunctionIndex | None:
         """Index one project file (a real path or any path to it); its `FunctionIndex`."""
-        real = os.path.realpath(path)
+        real = self._reals.get(path)
+        if real is None:  # a system call per component: once per path
+            real = self._reals[path] = os.path.realpath(path)
         if real in self._indexed:
             return self._indexed[real]
         self._indexed[real] = None

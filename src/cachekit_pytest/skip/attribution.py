@@ -83,6 +83,9 @@ class Attribution:
         #: The recorder's files by real path (made once, when assembling).
         self._preloaded_real: frozenset[str] | None = None
         self._imports_real: dict[str, Codes] | None = None
+        #: Code objects' file names by real path (``os.path.realpath`` costs a system
+        #: call per component: once per file name, not per code object and test).
+        self._reals: dict[str, str] = {}
         #: For explaining: hashes of components, static ones by file, snapshots read.
         self.hashes = Hashes(secrets)
         self._static_components: dict[tuple[Path, bool], dict[str, str]] = {}
@@ -308,7 +311,7 @@ class Attribution:
                 touched.add(code.co_filename)
         frontier = set(members)
         for filename in touched:
-            real = os.path.realpath(filename)
+            real = self._realpath(filename)
             if real not in frontier:
                 frontier.update(self._closure(real))
         for real in frontier:
@@ -349,14 +352,14 @@ class Attribution:
 
     def _preloaded(self, recorder: Recorder) -> frozenset[str]:
         if self._preloaded_real is None:
-            self._preloaded_real = frozenset(os.path.realpath(f) for f in recorder.preloaded)
+            self._preloaded_real = frozenset(self._realpath(f) for f in recorder.preloaded)
         return self._preloaded_real
 
     def _recorded_imports(self, recorder: Recorder) -> dict[str, Codes]:
         if self._imports_real is None:
             merged: dict[str, Codes] = {}
             for filename, codes in recorder.imports.items():
-                merged.setdefault(os.path.realpath(filename), {}).update(codes)
+                merged.setdefault(self._realpath(filename), {}).update(codes)
             self._imports_real = merged
         return self._imports_real
 
@@ -369,13 +372,19 @@ class Attribution:
     def _label(self, real: str) -> str | None:
         return self.resolver.label(real)
 
+    def _realpath(self, filename: str) -> str:
+        real = self._reals.get(filename)
+        if real is None:
+            real = self._reals[filename] = os.path.realpath(filename)
+        return real
+
     def _code_ids_of(self, code: CodeType) -> tuple[str, ...]:
         """The ids of what executing ``code`` depends on: its function's body (or its
         file's module-level code, or the whole file) and its file's module-level code."""
         known = self._code_ids.get(id(code))
         if known is not None:
             return known[1]
-        real = os.path.realpath(code.co_filename)
+        real = self._realpath(code.co_filename)
         label = self._label(real)
         found: tuple[str, ...] = ()
         if label is not None:
