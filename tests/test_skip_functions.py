@@ -362,6 +362,33 @@ def test_a_test_that_failed_reruns_until_it_passes(
     assert project.ran == set()
 
 
+def test_code_that_parametrizes_tests_while_collecting_reruns_them(project: Project) -> None:
+    """``pytest_generate_tests`` runs while pytest collects a module or a class, in no test
+    and not on import: what it executed still counts for the tests collected there (the
+    ids stay the same, so only their dependencies can say the values changed)."""
+    project.write(
+        "test_generated.py",
+        "def values():\n    return [1, 2]\n\n\n"
+        "def pytest_generate_tests(metafunc):\n"
+        "    if 'n' in metafunc.fixturenames:\n"
+        "        metafunc.parametrize('n', values(), ids=['a', 'b'])\n\n\n"
+        "def test_module_level(n):\n    assert n > 0\n\n\n"
+        "class TestInClass:\n    def test_method(self, n):\n        assert n > 0\n",
+    )
+    generated = {
+        "test_generated.py::test_module_level[a]",
+        "test_generated.py::test_module_level[b]",
+        "test_generated.py::TestInClass::test_method[a]",
+        "test_generated.py::TestInClass::test_method[b]",
+    }
+    project.run()
+    assert project.ran == generated
+    project.replace("test_generated.py", "return [1, 2]", "return [1, -2]")
+    result = project.run()
+    assert project.ran == generated
+    assert result.parseoutcomes()["failed"] == 2
+
+
 def test_parametrized_tests_share_one_dependency_set(project: Project) -> None:
     """Twenty parametrized tests that execute the same code are stored as one set (their
     file's, the union of theirs, is the same)."""

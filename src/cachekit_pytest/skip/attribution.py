@@ -86,6 +86,8 @@ class Attribution:
         #: Code objects' file names by real path (``os.path.realpath`` costs a system
         #: call per component: once per file name, not per code object and test).
         self._reals: dict[str, str] = {}
+        #: By the id of a window's code (kept alive): `_window_ids`.
+        self._windows: dict[int, tuple[Codes, frozenset[str], frozenset[str]]] = {}
         #: For explaining: hashes of components, static ones by file, snapshots read.
         self.hashes = Hashes(secrets)
         self._static_components: dict[tuple[Path, bool], dict[str, str]] = {}
@@ -269,7 +271,11 @@ class Attribution:
             full_hash = full_hashes.get(nodeid)
             if static_hash is None or full_hash is None:
                 continue
-            windows = [window, *recorder.fixture_windows(item)]
+            windows = [
+                window,
+                *recorder.fixture_windows(item),
+                *recorder.collector_windows(item),
+            ]
             found = None
             if not recorder.blocked and all(w.complete for w in windows):
                 found = self._dependencies(recorder, item.path, windows, outside)
@@ -306,9 +312,9 @@ class Attribution:
         ids: set[str] = set(outside)
         touched: set[str] = set()
         for window in windows:
-            for code in window.codes.values():
-                ids.update(self._code_ids_of(code))
-                touched.add(code.co_filename)
+            window_ids, window_files = self._window_ids(window)
+            ids |= window_ids
+            touched |= window_files
         frontier = set(members)
         for filename in touched:
             real = self._realpath(filename)
@@ -318,6 +324,24 @@ class Attribution:
             ids.update(self._imports_of(recorder, real))
         pairs = self.resolver.resolve(sorted(ids))
         return None if isinstance(pairs, str) else pairs
+
+    def _window_ids(self, window: Window) -> tuple[frozenset[str], frozenset[str]]:
+        """The ids of what a window's code depends on, and its code's file names: once
+        per window (tests share their scoped fixtures' and collectors' windows, and
+        parametrized tests one set of code), when the run has ended."""
+        known = self._windows.get(id(window.codes))
+        if known is None:
+            ids: set[str] = set()
+            files: set[str] = set()
+            for code in window.codes.values():
+                ids.update(self._code_ids_of(code))
+                files.add(code.co_filename)
+            known = self._windows[id(window.codes)] = (
+                window.codes,
+                frozenset(ids),
+                frozenset(files),
+            )
+        return known[1], known[2]
 
     def _closure(self, real: str) -> tuple[str, ...]:
         found = self._closures.get(real)

@@ -16,7 +16,9 @@ sees each call of the thread that runs the tests, and a Python trace function
 - a fixture's setup and its teardown (scoped fixtures run during the first test that
   needs them and are torn down during the last: later tests use their value without
   executing them, so each test also depends on what its fixtures' windows executed);
-- each collector's collection (``pytest_make_collect_report``).
+- each collector's collection (``pytest_make_collect_report``): what it executed besides
+  imports (``pytest_generate_tests``, parametrization) counts for every test collected
+  under it (`Recorder.collector_windows`).
 
 While collecting, and in a test window from the moment a module's code starts (it is
 imported: by an ``import`` or ``importlib``), code that runs under a project module's
@@ -129,6 +131,8 @@ class Recorder:
         self.imports: dict[str, Codes] = {}
         #: Code executed while collecting outside any collector's window.
         self.outside = Window()
+        #: By collector node id, the code its collection executed.
+        self.collectors: dict[str, Window] = {}
         #: Project files imported before recording began: their import is unknown.
         self.preloaded: frozenset[str] = frozenset()
         #: Nothing is recorded: a tracer was set before ours.
@@ -300,6 +304,12 @@ class Recorder:
             return (yield)
         finally:
             self.close(window)
+            known = self.collectors.get(collector.nodeid)
+            if known is None:
+                self.collectors[collector.nodeid] = window
+            else:  # collected again: both count
+                known.codes |= window.codes
+                known.complete = known.complete and window.complete
 
     @pytest.hookimpl(wrapper=True, tryfirst=True)
     def pytest_ignore_collect(self) -> Generator[None, Any, Any]:
@@ -433,6 +443,19 @@ class Recorder:
             for name in getattr(item, "fixturenames", ()):
                 ids.update(id(fixturedef) for fixturedef in info.name2fixturedefs.get(name, ()))
         return [self.fixtures[key][1] for key in sorted(ids) if key in self.fixtures]
+
+    def collector_windows(self, item: pytest.Item) -> list[Window]:
+        """The windows of the collectors ``item`` was collected under (its module, class,
+        package...): code that ran there and not on import, such as a
+        ``pytest_generate_tests`` that parametrizes it, decided what it runs."""
+        found = []
+        node = item.parent
+        while node is not None:
+            window = self.collectors.get(node.nodeid)
+            if window is not None:
+                found.append(window)
+            node = node.parent
+        return found
 
 
 def project_file_test(root: str) -> Callable[[str], bool]:
