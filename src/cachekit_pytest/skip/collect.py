@@ -7,6 +7,7 @@ side hands them a `CollectPlan`; nothing here knows which side it is on.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Collection, Generator
 from pathlib import Path
@@ -262,17 +263,20 @@ class Collecting:
         if table is None:
             return
         whole = self.plan.whole_files
-        selection = select(
-            items,
-            keys=self.keys,
-            attribution=self.attribution,
-            secrets=self.plan.secrets,
-            table=table,
-            lastfailed=self._lastfailed_ids(),
-            save=self.plan.save,
-            label=self._label if whole else lambda path: None,
-        )
-        tallies = self._tally(selection, table) if whole else {}
+        # Keying (files not keyed whole before: a run that names them) and selecting run
+        # no project code: not under the recorder's tracer, which would slow them down.
+        with self.recorder.paused() if self.recorder is not None else contextlib.nullcontext():
+            selection = select(
+                items,
+                keys=self.keys,
+                attribution=self.attribution,
+                secrets=self.plan.secrets,
+                table=table,
+                lastfailed=self._lastfailed_ids(),
+                save=self.plan.save,
+                label=self._label if whole else lambda path: None,
+            )
+            tallies = self._tally(selection, table) if whole else {}
         self.selection = attrs.evolve(
             selection,
             bad_records=table.bad_records,

@@ -49,10 +49,11 @@ a module another test imported dynamically).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import threading
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Iterator
 from types import CodeType, FrameType
 from typing import Any
 
@@ -313,19 +314,26 @@ class Recorder:
 
     @pytest.hookimpl(wrapper=True, tryfirst=True)
     def pytest_ignore_collect(self) -> Generator[None, Any, Any]:
-        """Not recorded: whether a path is collected is decided in a collector's window,
-        whose code counts only for the imports it makes, and cachekit's own answer keys
-        the test file there (parsing every file of its closure: under a tracer, most of
-        a recording run's cost). A project module imported meanwhile counts as imported
-        before recording began (its import unknown)."""
-        if not self.running or self._phase is not None:
+        """Not recorded: whether a path is collected decides no test's outcome, and
+        cachekit's own answer keys the test file there (parsing every file of its
+        closure: under a tracer, most of a recording run's cost)."""
+        with self.paused():
             return (yield)
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """Nothing recorded meanwhile, outside tests (for cachekit's own work while
+        collecting: keying files runs no project code). A project module imported
+        meanwhile counts as imported before recording began (its import unknown)."""
+        if not self.running or self._phase is not None:
+            yield
+            return
         self._flush()
         attributing = self._backend.attributing
         self._backend.uninstall()
         modules = set(sys.modules)
         try:
-            return (yield)
+            yield
         finally:
             new = [sys.modules.get(name) for name in sys.modules.keys() - modules]
             unknown = {
