@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from cachekit.skip import fingerprint
+from cachekit.skip import analysis, fingerprint
 from cachekit.skip.fingerprint import (
     CACHE_FORMAT,
     Fingerprinter,
@@ -28,7 +28,7 @@ from cachekit.skip.fingerprint import (
     installed_distributions,
     normalize_name,
 )
-from cachekit.skip.imports import EVERY_DISTRIBUTION
+from cachekit.skip.imports import EVERY_DISTRIBUTION, parse_source
 
 PROJECT = {
     "conftest.py": "import pytest\n",
@@ -694,6 +694,35 @@ def test_the_cache_file_spares_reading_unchanged_files(project: Path, tmp_path: 
     (project / "src/app/helpers.py").write_text("def helper():\n    return 2\n")
     third = run(project, cache_file, data_globs=("data/*.json",))
     assert third.reads == ["src/app/helpers.py"]
+    assert changed(first.keys, third.keys) == {"tests/unit/test_core.py"}
+
+
+def test_files_whose_stat_changed_but_not_their_content_are_not_parsed_again(
+    project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fresh checkout (or a cache directory restored in CI) changes every file's stat:
+    each is read and hashed again, but one whose content was analysed before is not
+    parsed again; an edited one is."""
+    age(project)
+    cache_file = tmp_path / "fingerprint.json"
+    first = run(project, cache_file)
+    parsed: list[bytes] = []
+
+    def counting_parse(data: bytes) -> Any:
+        parsed.append(data)
+        return parse_source(data)
+
+    monkeypatch.setattr(analysis, "parse_source", counting_parse)
+    for path in project.rglob("*"):
+        os.utime(path, (HOUR_AGO - 60, HOUR_AGO - 60), follow_symlinks=False)
+    second = run(project, cache_file)
+    assert len(second.reads) == len(first.reads)
+    assert parsed == []
+    assert second.keys == first.keys
+
+    (project / "src/app/helpers.py").write_text("def helper():\n    return 2\n")
+    third = run(project, cache_file)
+    assert parsed == [b"def helper():\n    return 2\n"]
     assert changed(first.keys, third.keys) == {"tests/unit/test_core.py"}
 
 

@@ -107,6 +107,8 @@ class FileAnalyses:
         self._indexes: dict[str, FunctionIndex] = {}
         self._stored_indexes: dict[str, FunctionIndex] | None = None
         self._new_indexes = False
+        #: Analysed records by (content digest, ``.py``), made when first needed.
+        self._by_content: dict[tuple[str, bool], FileRecord] | None = None
 
     def record(self, path: str, *, parse: bool) -> FileRecord:
         """``path``'s record (a real path); ``parse`` also wants its imports."""
@@ -133,7 +135,14 @@ class FileAnalyses:
             self._racy.add(path)
             return record
         digest = hashlib.sha256(data).hexdigest()
-        record = self._analyse(path, data, digest, signature) if parse else None
+        record = None
+        if parse:
+            known = self._same_content(digest, python=path.endswith(".py"))
+            if known is not None:
+                mtime_ns, size, ino = signature
+                record = attrs.evolve(known, mtime_ns=mtime_ns, size=size, ino=ino)
+            else:
+                record = self._analyse(path, data, digest, signature)
         if record is None:
             record = FileRecord(*signature, digest=digest, imports=None)
         self._records[path] = record
@@ -141,6 +150,18 @@ class FileAnalyses:
         if abs(time.time_ns() - status.st_mtime_ns) < RACY_NANOSECONDS:
             self._racy.add(path)
         return record
+
+    def _same_content(self, digest: str, *, python: bool) -> FileRecord | None:
+        """An analysis of the same content (``digest``) and kind (a ``.py`` file or not:
+        only that and the bytes decide it), from the cache file or this session: a
+        checkout, or a restored cache directory, changes every file's stat but few
+        files' content; identical files (empty ``__init__.py``) are analysed once."""
+        if self._by_content is None:
+            self._by_content = {}
+            for known_path, known in [*self._hints.items(), *self._records.items()]:
+                if known.imports is not None and known.mtime_ns >= 0:
+                    self._by_content[known.digest, known_path.endswith(".py")] = known
+        return self._by_content.get((digest, python))
 
     def _analyse(
         self, path: str, data: bytes, digest: str, signature: tuple[int, int, int]
@@ -169,17 +190,21 @@ class FileAnalyses:
             except (RecursionError, MemoryError):  # too deep to dump: counted by bytes
                 index = None
         if index is None:
-            return FileRecord(*signature, digest=digest, imports=imports)
-        self._indexes[digest] = index
-        self._new_indexes = True
-        return FileRecord(
-            *signature,
-            digest=digest,
-            imports=imports,
-            code=index.code_digest(),
-            skeleton=index.skeleton,
-            docstrings=index.docstrings,
-        )
+            record = FileRecord(*signature, digest=digest, imports=imports)
+        else:
+            self._indexes[digest] = index
+            self._new_indexes = True
+            record = FileRecord(
+                *signature,
+                digest=digest,
+                imports=imports,
+                code=index.code_digest(),
+                skeleton=index.skeleton,
+                docstrings=index.docstrings,
+            )
+        if self._by_content is not None:
+            self._by_content[digest, path.endswith(".py")] = record
+        return record
 
     def distributions(self, installed: Sequence[tuple[str, str]]) -> DistributionIndex:
         """The `DistributionIndex` of ``installed`` (`installed_distributions`): the
