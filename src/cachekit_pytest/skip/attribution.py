@@ -31,7 +31,14 @@ from cachekit.skip.fingerprint import Fingerprinter
 from cachekit.skip.records import Miss, Secrets
 from cachekit.skip.snapshots import Hashes, Snapshot
 from cachekit_pytest.skip.changes import describe, static_components, summarize
-from cachekit_pytest.skip.tracing import Codes, Recorder, Window, project_file_test
+from cachekit_pytest.skip.tracing import (
+    Codes,
+    Recorder,
+    Window,
+    collector_windows,
+    fixture_windows,
+    project_file_test,
+)
 
 #: A dependency set with each member's hash when it was resolved: (member id, hash).
 Pairs = list[tuple[str, str]]
@@ -273,8 +280,8 @@ class Attribution:
                 continue
             windows = [
                 window,
-                *recorder.fixture_windows(item),
-                *recorder.collector_windows(item),
+                *fixture_windows(recorder, item),
+                *collector_windows(recorder, item),
             ]
             found = None
             if not recorder.blocked and all(w.complete for w in windows):

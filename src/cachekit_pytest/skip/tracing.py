@@ -18,7 +18,7 @@ sees each call of the thread that runs the tests, and a Python trace function
   executing them, so each test also depends on what its fixtures' windows executed);
 - each collector's collection (``pytest_make_collect_report``): what it executed besides
   imports (``pytest_generate_tests``, parametrization) counts for every test collected
-  under it (`Recorder.collector_windows`).
+  under it (`collector_windows`).
 
 While collecting, and in a test window from the moment a module's code starts (it is
 imported: by an ``import`` or ``importlib``), code that runs under a project module's
@@ -215,28 +215,6 @@ class Recorder:
                 codes[key] = code
         for window in self._open or (self.outside,):
             window.codes |= codes
-
-    def attribute(self, code: CodeType, frame: FrameType | None) -> None:
-        """Attributing: project code to the innermost project module being imported (a
-        ``<module>`` frame on the stack from ``frame`` up), or else to the windows."""
-        project = self._project
-        known = project.get(code.co_filename)
-        if known is None:
-            known = self.is_project_file(code.co_filename)
-        if not known:
-            return
-        caller = frame
-        while caller is not None:
-            outer = caller.f_code
-            if outer.co_name == "<module>":
-                module = project.get(outer.co_filename)
-                if module is None:
-                    module = self.is_project_file(outer.co_filename)
-                if module:
-                    self.imports.setdefault(outer.co_filename, {})[id(code)] = code
-                    return
-            caller = caller.f_back
-        self._seen[id(code)] = code
 
     def open(self) -> Window:
         self._flush()
@@ -441,29 +419,31 @@ class Recorder:
         into.codes |= window.codes
         into.complete = into.complete and window.complete
 
-    def fixture_windows(self, item: pytest.Item) -> list[Window]:
-        """The windows of the scoped fixtures ``item`` used: those it asked for by name
-        too, and every definition of each of its fixture names (an override may call the
-        fixture it overrides)."""
-        ids = set(self.used.get(item.nodeid, ()))
-        info = getattr(item, "_fixtureinfo", None)
-        if info is not None:
-            for name in getattr(item, "fixturenames", ()):
-                ids.update(id(fixturedef) for fixturedef in info.name2fixturedefs.get(name, ()))
-        return [self.fixtures[key][1] for key in sorted(ids) if key in self.fixtures]
 
-    def collector_windows(self, item: pytest.Item) -> list[Window]:
-        """The windows of the collectors ``item`` was collected under (its module, class,
-        package...): code that ran there and not on import, such as a
-        ``pytest_generate_tests`` that parametrizes it, decided what it runs."""
-        found = []
-        node = item.parent
-        while node is not None:
-            window = self.collectors.get(node.nodeid)
-            if window is not None:
-                found.append(window)
-            node = node.parent
-        return found
+def fixture_windows(recorder: Recorder, item: pytest.Item) -> list[Window]:
+    """The windows of the scoped fixtures ``item`` used: those it asked for by name
+    too, and every definition of each of its fixture names (an override may call the
+    fixture it overrides)."""
+    ids = set(recorder.used.get(item.nodeid, ()))
+    info = getattr(item, "_fixtureinfo", None)
+    if info is not None:
+        for name in getattr(item, "fixturenames", ()):
+            ids.update(id(fixturedef) for fixturedef in info.name2fixturedefs.get(name, ()))
+    return [recorder.fixtures[key][1] for key in sorted(ids) if key in recorder.fixtures]
+
+
+def collector_windows(recorder: Recorder, item: pytest.Item) -> list[Window]:
+    """The windows of the collectors ``item`` was collected under (its module, class,
+    package...): code that ran there and not on import, such as a
+    ``pytest_generate_tests`` that parametrizes it, decided what it runs."""
+    found = []
+    node = item.parent
+    while node is not None:
+        window = recorder.collectors.get(node.nodeid)
+        if window is not None:
+            found.append(window)
+        node = node.parent
+    return found
 
 
 def project_file_test(root: str) -> Callable[[str], bool]:
@@ -516,7 +496,7 @@ class Monitoring:
         seen = recorder._seen
         ident = id
         importing = recorder._importing
-        attribute = recorder.attribute
+        attribute = self.attribute
         project = recorder._project
         is_project_file = recorder.is_project_file
         get_frame = sys._getframe
@@ -557,6 +537,29 @@ class Monitoring:
         self._events = False
         #: Whether code is recorded (between `install` and `uninstall`).
         self.active = False
+
+    def attribute(self, code: CodeType, frame: FrameType | None) -> None:
+        """Attributing: project code to the innermost project module being imported (a
+        ``<module>`` frame on the stack from ``frame`` up), or else to the windows."""
+        recorder = self._recorder
+        project = recorder._project
+        known = project.get(code.co_filename)
+        if known is None:
+            known = recorder.is_project_file(code.co_filename)
+        if not known:
+            return
+        caller = frame
+        while caller is not None:
+            outer = caller.f_code
+            if outer.co_name == "<module>":
+                module = project.get(outer.co_filename)
+                if module is None:
+                    module = recorder.is_project_file(outer.co_filename)
+                if module:
+                    recorder.imports.setdefault(outer.co_filename, {})[id(code)] = code
+                    return
+            caller = caller.f_back
+        recorder._seen[id(code)] = code
 
     def available(self) -> bool:
         monitoring = self._monitoring
