@@ -73,7 +73,7 @@ class FunctionIndex:
     #: (`cachekit.skip.names`); left out of ``skeleton``.
     bindings: dict[str, str] = attrs.field(factory=dict)
     #: Function id, `SKELETON_NAMES` or `DOCSTRING_NAMES` -> the names that code reads,
-    #: space-separated (`cachekit.skip.names.names_read`).
+    #: space-separated (`cachekit.skip.names.dump_and_names`).
     names: dict[str, str] = attrs.field(factory=dict)
 
     def function_at(self, firstlineno: int) -> str | None:

@@ -160,14 +160,17 @@ def reflection_reaches(name: str) -> bool:
 
 
 def dump_and_names(nodes: Iterable[ast.AST]) -> tuple[str, set[str]]:
-    """One walk of ``nodes`` for both what `cachekit.skip.functions` hashes and what
-    `names_read` finds (the same names): a text that determines the trees (each node's
-    class and every field in order, scalars by ``repr``; no line numbers), one line per
-    node.
+    """One walk of ``nodes`` for both what `cachekit.skip.functions` hashes and the
+    names the code can read.
 
-    Why not ``ast.dump`` and `names_read`: two walks in Python of every node of every
-    file, the larger part of keying a project from an empty analysis cache; this one
-    walk costs less than half of the two (measured on boltons).
+    The text determines the trees as ``ast.dump`` does (each node's class and every
+    field in order, scalars by ``repr``; no line numbers), one line per node. The names:
+    names, attributes, imported names, identifiers inside strings; `EVERY_NAME` for a
+    reflective construct.
+
+    Why one walk: ``ast.dump`` and a walk for the names were two walks in Python of
+    every node of every file, the larger part of keying a project from an empty
+    analysis cache; this one costs less than half of the two (measured on boltons).
     """
     out: list[str] = []
     names: set[str] = set()
@@ -184,7 +187,6 @@ def dump_and_names(nodes: Iterable[ast.AST]) -> tuple[str, set[str]]:
             known = _fields_of(node.__class__)
         append(known[0])
         kind = known[2]
-        # The cases of `names_read`.
         if kind == _NAME:
             add(node.id)  # type: ignore[attr-defined]
             if node.id in _REFLECTIVE_NAMES:  # type: ignore[attr-defined]
@@ -226,8 +228,8 @@ def dump_and_names(nodes: Iterable[ast.AST]) -> tuple[str, set[str]]:
     return "".join(out), names
 
 
-#: Per node class: the start of its text in `dump_and_names`, its fields, and which
-#: case of `names_read` it is (`_fields_of`).
+#: Per node class: the start of its text in `dump_and_names`, its fields, and how it
+#: names what it reads (`_fields_of`).
 _FIELDS_OF: dict[type, tuple[str, tuple[str, ...], int]] = {}
 _OTHER, _NAME, _ATTRIBUTE, _CONSTANT, _ALIAS, _DECLARATION, _CALL = range(7)
 _KINDS: tuple[tuple[type, int], ...] = (
@@ -246,32 +248,6 @@ def _fields_of(cls: type) -> tuple[str, tuple[str, ...], int]:
     fields: tuple[str, ...] = getattr(cls, "_fields", ())
     known = _FIELDS_OF[cls] = (cls.__name__ + "(", fields, kind)
     return known
-
-
-def names_read(nodes: Iterable[ast.AST]) -> set[str]:
-    """Every name ``nodes`` can read: names, attributes, imported names, identifiers
-    inside strings; `EVERY_NAME` for a reflective construct."""
-    found: set[str] = set()
-    for root in nodes:
-        for node in ast.walk(root):
-            if isinstance(node, ast.Name):
-                found.add(node.id)
-                if node.id in _REFLECTIVE_NAMES:
-                    found.add(EVERY_NAME)
-            elif isinstance(node, ast.Attribute):
-                found.add(node.attr)
-                if node.attr in _REFLECTIVE_ATTRIBUTES:
-                    found.add(EVERY_NAME)
-            elif isinstance(node, ast.alias):
-                # A star import copies names that whoever reads them names: no wildcard.
-                found.update(node.name.split("."))
-            elif isinstance(node, (ast.Global, ast.Nonlocal)):
-                found.update(node.names)
-            elif isinstance(node, ast.Constant) and isinstance(node.value, str):
-                found.update(_IDENTIFIER.findall(node.value))
-            elif isinstance(node, ast.Call) and _computed_lookup(node):
-                found.add(EVERY_NAME)
-    return found
 
 
 def names_in_text(text: str) -> set[str]:
