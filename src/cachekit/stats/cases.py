@@ -42,6 +42,8 @@ from cachekit.stats.junit import CaseOutcome, TestCase, join_test_id, test_id_pr
 FORMAT = 2
 CODES: dict[CaseOutcome, str] = {"passed": "p", "failed": "f", "error": "e", "skipped": "s"}
 OUTCOMES: dict[str, CaseOutcome] = {code: outcome for outcome, code in CODES.items()}
+#: The outcomes whose durations say how long a test takes (skips and errors say little).
+TIMED_OUTCOMES: tuple[CaseOutcome, ...] = ("passed", "failed")
 #: The longest duration stored, in microseconds: about 285 years, exact in a float.
 MAX_MICROSECONDS = 2**53
 #: The fields of a stored run besides its cases.

@@ -30,7 +30,7 @@ import cattrs
 
 from cachekit.ci import layout
 from cachekit.stats import history
-from cachekit.stats.cases import to_stored
+from cachekit.stats.cases import TIMED_OUTCOMES, to_stored
 from cachekit.stats.junit import Report, TestCase
 from cachekit.stats.signatures import RunSigner, sign_runs
 from cachekit.values.cache import Cache
@@ -270,7 +270,7 @@ def latest_per_test(runs: Iterable[Run]) -> list[TestCase]:
 def durations_of(cases: Iterable[TestCase]) -> dict[str, float]:
     """Duration per test id of the cases that ran (passed or failed; skips and errors
     say little about how long a test takes); the last case of a test wins."""
-    return {case.test_id: case.duration for case in cases if case.outcome in ("passed", "failed")}
+    return {case.test_id: case.duration for case in cases if case.outcome in TIMED_OUTCOMES}
 
 
 def durations(runs: Iterable[Run]) -> dict[str, float]:

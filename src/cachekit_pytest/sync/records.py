@@ -10,7 +10,7 @@ from typing import Any
 import attrs
 
 from cachekit.ci.layout import DURATIONS_KEY, STATS_RUNS_KEY
-from cachekit.stats.cases import CODES, stored_columns
+from cachekit.stats.cases import CODES, TIMED_OUTCOMES, stored_columns
 from cachekit.values.codec import JSON
 from cachekit.values.durations import durations_part, scoped_setup_key
 
@@ -75,7 +75,7 @@ class RunRecord:
                 reruns[index] = rerun_count
             if message:
                 messages[index] = message
-            if outcome in _TIMED:  # as `cachekit.stats.runs.durations_of`
+            if outcome in TIMED_OUTCOMES:  # as `cachekit.stats.runs.durations_of`
                 durations[nodeid] = microseconds / 1e6
         stored = stored_columns(
             meta,
@@ -101,5 +101,3 @@ class RunRecord:
 
 #: A test that simply passed: its `RunRecord.unusual` entry, had it one.
 _PASSED = ("passed", 0, "")
-#: The outcomes whose durations say how long a test takes (`cachekit.stats.runs.durations_of`).
-_TIMED = ("passed", "failed")
