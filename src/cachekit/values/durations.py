@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 
 from cachekit.errors import CorruptData
 from cachekit.values.codec import JSON
@@ -101,8 +101,13 @@ class Durations:
         incoming = dict(right)
         copied: set[str] = set()  # the groups on the right copied already
 
-        def drop(key: str, test_ids: Iterable[str]) -> None:
-            """Take ``test_ids`` out of the group ``key`` on the right."""
+        def drop(key: str, test_ids: Collection[str]) -> None:
+            """Take ``test_ids`` out of the group ``key`` on the right (a test is in one
+            group on each side, so none is taken out twice)."""
+            if len(test_ids) == len(incoming[key]):  # all of it: an older run's part
+                incoming[key] = {}
+                copied.add(key)
+                return
             if key not in copied:
                 incoming[key] = dict(incoming[key])
                 copied.add(key)
@@ -123,11 +128,17 @@ class Durations:
             leaving: set[str] = set()  # tests the held group loses
             while both:
                 key = where[next(iter(both))]
-                common = right[key].keys() & both
-                both -= common
+                if len(right) == 1:  # a run's part: every test in both is in it
+                    common, both = both, set()
+                else:
+                    common = right[key].keys() & both
+                    both -= common
                 at = times[key]
                 if at > held_at:
-                    leaving |= common
+                    if leaving:
+                        leaving |= common
+                    else:  # most often the only group: taken as it is, not copied
+                        leaving = common
                 elif at < held_at:
                     drop(key, common)
                 else:
@@ -136,12 +147,8 @@ class Durations:
                     leaving |= wins
                     if len(wins) < len(common):
                         drop(key, common - wins)
-            if len(leaving) * 4 > len(held):  # each held group is visited once
-                merged[held_key] = {t: v for t, v in held.items() if t not in leaving}
-            elif leaving:  # a few tests out of many: copied at C speed, then taken out
-                merged[held_key] = kept = dict(held)
-                for test_id in leaving:
-                    del kept[test_id]
+            if leaving:  # each held group is visited once: a new dict, not changed
+                merged[held_key] = _without(held, leaving)
         for key, group in incoming.items():
             merged[key] = {**merged[key], **group} if key in merged else group
         return _sorted_groups(merged)
@@ -194,6 +201,18 @@ def checked_group(group: dict[str, JSON]) -> dict[str, float]:
     ):
         raise CorruptData(f"expected durations of 0 to {MAX_DURATION:g} seconds")
     return group  # type: ignore[return-value]  # checked above
+
+
+def _without(group: dict[str, float], leaving: set[str]) -> dict[str, float]:
+    """A copy of ``group`` less ``leaving`` (some of its tests), made the cheapest way."""
+    if len(leaving) == len(group):  # replaced whole: by a newer run of its tests
+        return {}
+    if len(leaving) * 4 > len(group):
+        return {test_id: seconds for test_id, seconds in group.items() if test_id not in leaving}
+    kept = dict(group)  # a few tests out of many: copied at C speed, then taken out
+    for test_id in leaving:
+        del kept[test_id]
+    return kept
 
 
 def _sorted_groups(groups: Groups) -> Groups:
