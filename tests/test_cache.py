@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 import secrets
 import threading
 from collections import Counter
@@ -30,6 +31,7 @@ from cachekit.errors import (
 from cachekit.values import streaming
 from cachekit.values.cache import INVENTORY_BATCH, RawObject
 from cachekit.values.codec import decode
+from cachekit.values.compaction import compaction_due
 from cachekit.values.merge import (
     LASTFAILED,
     MappingUnion,
@@ -783,3 +785,22 @@ def test_copy_parts_packs_only_mapping_unions(cache):
 def _records(values):
     """Each record of these mappings with how many times it occurs."""
     return Counter(json.dumps([key, record]) for value in values for key, record in value.items())
+
+
+def test_retries_and_compaction_lots_leave_the_random_module_alone(store):
+    """A test process may seed ``random`` (``random.seed``, pytest-randomly): the cache's
+    backoff jitter and compaction lots, drawn in the same process, must not move it."""
+    random.seed(1234)
+    expected = random.Random(1234).random()
+    cache = Cache(store, update_attempts=3)
+    cache.set("n", 0)
+    counter = iter(range(1000))
+
+    def always_raced(n):
+        Cache(store).set("n", next(counter))
+        return -1
+
+    with pytest.raises(PreconditionFailed):
+        cache.update("n", always_raced)  # backs off twice
+    assert [compaction_due(400, 10, read=False) for _ in range(50)].count(True) < 50
+    assert random.random() == expected

@@ -607,5 +607,11 @@ def _common_directory(keys: Iterable[str]) -> str:
     return "/".join(common) + "/" if common else ""
 
 
+#: The jitter of `_backoff`, apart from the ``random`` module's shared state: a cache
+#: inside a test process must not move a sequence the tests seeded (``random.seed``,
+#: pytest-randomly), whichever thread it retries in.
+_JITTER = random.Random()
+
+
 def _backoff(attempt: int) -> None:
-    time.sleep(random.uniform(0, min(0.2, 0.002 * 2 ** min(attempt, 10))))
+    time.sleep(_JITTER.uniform(0, min(0.2, 0.002 * 2 ** min(attempt, 10))))

@@ -19,9 +19,13 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 
+#: The writers' lots, apart from the ``random`` module's shared state (which a test
+#: process may have seeded: the pytest plugin draws at the end of every run).
+_LOTS = random.Random()
+
 
 def compaction_due(
-    parts: int, threshold: int, *, read: bool, draw: Callable[[], float] = random.random
+    parts: int, threshold: int, *, read: bool, draw: Callable[[], float] = _LOTS.random
 ) -> bool:
     """Whether a writer whose part makes ``parts`` parts of a key compacts it; ``read``:
     whether it read the key's value (and so its parts) already.
