@@ -174,17 +174,22 @@ def test_update_retries_when_another_writer_wins(store):
     assert cache.get("n") == 101
 
 
-def test_update_gives_up_after_the_attempts(store):
-    cache = Cache(store, update_attempts=3)
-    cache.set("n", 0)
+def always_raced(store):
+    """An update function during which another writer always gets in first."""
     counter = iter(range(1000))
 
-    def always_raced(n):
+    def update(n):
         Cache(store).set("n", next(counter))
         return -1
 
+    return update
+
+
+def test_update_gives_up_after_the_attempts(store):
+    cache = Cache(store, update_attempts=3)
+    cache.set("n", 0)
     with pytest.raises(PreconditionFailed, match="3 attempts"):
-        cache.update("n", always_raced)
+        cache.update("n", always_raced(store))
     assert cache.get("n") != -1
 
 
@@ -794,13 +799,7 @@ def test_retries_and_compaction_lots_leave_the_random_module_alone(store):
     expected = random.Random(1234).random()
     cache = Cache(store, update_attempts=3)
     cache.set("n", 0)
-    counter = iter(range(1000))
-
-    def always_raced(n):
-        Cache(store).set("n", next(counter))
-        return -1
-
     with pytest.raises(PreconditionFailed):
-        cache.update("n", always_raced)  # backs off twice
+        cache.update("n", always_raced(store))  # backs off twice
     assert [compaction_due(400, 10, read=False) for _ in range(50)].count(True) < 50
     assert random.random() == expected
