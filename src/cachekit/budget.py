@@ -26,6 +26,9 @@ from cachekit.values import codec
 
 T = TypeVar("T")
 
+#: Seconds every store call of a run may take together, unless the tool says otherwise.
+DEFAULT_TIMEOUT = 5.0
+
 
 class BudgetCallFailed(Exception):
     """A store call failed or ran past the budget; the message says which and why."""

@@ -19,7 +19,7 @@ import warnings
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
-from cachekit.budget import Budget, BudgetCallFailed, side_by_side
+from cachekit.budget import DEFAULT_TIMEOUT, Budget, BudgetCallFailed, side_by_side
 from cachekit.ci import layout
 from cachekit.ci.namespace import Namespace, detect_namespace, namespaced_cache
 from cachekit.errors import (
@@ -38,8 +38,6 @@ from cachekit.values.merge import MergeStrategy
 
 T = TypeVar("T")
 
-#: Seconds every store call of a run may take together, unless the tool says otherwise.
-DEFAULT_TIMEOUT = 5.0
 #: What to do when a store refuses for want of credentials: the plugin, every tool's
 #: warning and the ``cachekit`` command say it alike (`with_hints`).
 CREDENTIALS_HINT = (

@@ -41,10 +41,11 @@ from typing import Any, cast
 
 import attrs
 
+from cachekit.budget import DEFAULT_TIMEOUT
 from cachekit.ci.layout import UNITTEST_LASTFAILED_KEY
 from cachekit.ci.namespace import Namespace, detect_namespace
 from cachekit.errors import InvalidURL
-from cachekit.session import DEFAULT_TIMEOUT, Session, print_warning
+from cachekit.session import Session, print_warning
 from cachekit.values.codec import JSON
 from cachekit.values.merge import LASTFAILED, observe_outcomes, still_failing
 

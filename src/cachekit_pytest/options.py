@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, TypeVar
 import attrs
 import pytest
 
-from cachekit.session import DEFAULT_TIMEOUT
+from cachekit.budget import DEFAULT_TIMEOUT
 
 if TYPE_CHECKING:
     from cachekit_pytest.sync.keys import SharedKey
