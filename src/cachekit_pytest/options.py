@@ -483,3 +483,72 @@ def register_skip_passed(parser: pytest.Parser) -> None:
         f"{ENV_SALT} wins over it",
         default="",
     )
+
+
+# -- --quarantine-flaky and --rerun-flaky (the work is in `cachekit_pytest.quarantine` and
+# `cachekit_pytest.rerun`, imported only when they are on)
+
+ENV_QUARANTINE = "CACHEKIT_QUARANTINE_FLAKY"
+ENV_RERUN = "CACHEKIT_RERUN_FLAKY"
+
+
+def register_quarantine(parser: pytest.Parser) -> None:
+    group = parser.getgroup("cachekit")
+    group.addoption(
+        "--quarantine-flaky",
+        dest="cachekit_quarantine_flaky",
+        action="store_true",
+        default=None,
+        help="Failures of tests that the signed history knows to be flaky are listed "
+        "apart and do not fail the run (needs --cache-url and CACHEKIT_SIGNING_KEY). "
+        f"Also {ENV_QUARANTINE} and the quarantine_flaky ini option.",
+    )
+    parser.addini(
+        "quarantine_flaky",
+        "Failures of known flaky tests do not fail the run (yes or no)",
+        default="no",
+    )
+
+
+def quarantine_wanted(config: pytest.Config) -> bool:
+    if config.getoption("cachekit_quarantine_flaky"):
+        return True
+    text = os.environ.get(ENV_QUARANTINE) or str(config.getini("quarantine_flaky") or "no")
+    return parse_yes_or_no(text, f"quarantine_flaky / {ENV_QUARANTINE}")
+
+
+def _reruns(text: str) -> int:
+    """How many reruns: a whole number, 0 or more."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number of reruns, not {text!r}")
+    return value
+
+
+def register_rerun(parser: pytest.Parser) -> None:
+    group = parser.getgroup("cachekit")
+    group.addoption(
+        "--rerun-flaky",
+        dest="cachekit_rerun_flaky",
+        type=_reruns,
+        metavar="N",
+        default=None,
+        help="Rerun a failure of a test that the signed history knows to be flaky, up to N "
+        "times (needs --cache-url and CACHEKIT_SIGNING_KEY). "
+        f"Also {ENV_RERUN} and the rerun_flaky ini option.",
+    )
+    parser.addini("rerun_flaky", "Reruns of a known flaky test's failure (a number)", default="0")
+
+
+def reruns_wanted(config: pytest.Config) -> int:
+    given = config.getoption("cachekit_rerun_flaky")
+    if given is not None:
+        return int(given)
+    text = os.environ.get(ENV_RERUN) or str(config.getini("rerun_flaky") or "0")
+    try:
+        return _reruns(text.strip())
+    except argparse.ArgumentTypeError as error:
+        raise pytest.UsageError(f"rerun_flaky / {ENV_RERUN}: {error}") from None

@@ -19,8 +19,8 @@ PLUGIN_NAME = "cacheprovider"
 def pytest_addoption(parser: pytest.Parser, pluginmanager: pytest.PytestPluginManager) -> None:
     options.register(parser)
     options.register_skip_passed(parser)
-    quarantine.register(parser)
-    rerun.register(parser)
+    options.register_quarantine(parser)
+    options.register_rerun(parser)
     take_over(pluginmanager)
 
 

@@ -14,7 +14,6 @@ nothing.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Collection
 
@@ -27,10 +26,9 @@ from cachekit.session import Session
 from cachekit.stats.flaky import FlakyTest, find_flaky
 from cachekit.stats.history import StoredRuns
 from cachekit.stats.signatures import RunSigner, run_signer
-from cachekit_pytest.options import parse_yes_or_no
+from cachekit_pytest.options import quarantine_wanted
 from cachekit_pytest.report import warn
 
-ENV_QUARANTINE = "CACHEKIT_QUARANTINE_FLAKY"
 _OFF = "cachekit: --quarantine-flaky quarantines nothing in this run"
 #: How many of the most recent CI runs tell which tests are flaky.
 HISTORY_CI_RUNS = 50
@@ -40,35 +38,10 @@ class QuarantineWarning(CacheKitWarning):
     """``--quarantine-flaky`` cannot quarantine anything in this run."""
 
 
-def register(parser: pytest.Parser) -> None:
-    group = parser.getgroup("cachekit")
-    group.addoption(
-        "--quarantine-flaky",
-        dest="cachekit_quarantine_flaky",
-        action="store_true",
-        default=None,
-        help="Failures of tests that the signed history knows to be flaky are listed "
-        "apart and do not fail the run (needs --cache-url and CACHEKIT_SIGNING_KEY). "
-        f"Also {ENV_QUARANTINE} and the quarantine_flaky ini option.",
-    )
-    parser.addini(
-        "quarantine_flaky",
-        "Failures of known flaky tests do not fail the run (yes or no)",
-        default="no",
-    )
-
-
-def enabled(config: pytest.Config) -> bool:
-    if config.getoption("cachekit_quarantine_flaky"):
-        return True
-    text = os.environ.get(ENV_QUARANTINE) or str(config.getini("quarantine_flaky") or "no")
-    return parse_yes_or_no(text, f"quarantine_flaky / {ENV_QUARANTINE}")
-
-
 def configure(config: pytest.Config, session: Session | None) -> None:
     """Register the quarantine if the run asks for it and can tell flaky tests apart;
     otherwise one warning says why not."""
-    if hasattr(config, "workerinput") or not enabled(config):
+    if hasattr(config, "workerinput") or not quarantine_wanted(config):
         return  # xdist workers: the controller sees every report
     history = signed_history(config, session, off=_OFF, warning=QuarantineWarning)
     if history is not None:

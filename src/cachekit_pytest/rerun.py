@@ -15,9 +15,7 @@ for every test that needs it, so a retry would only repeat it.
 
 from __future__ import annotations
 
-import argparse
 import functools
-import os
 from collections.abc import Callable
 from typing import Any
 
@@ -26,9 +24,9 @@ from _pytest.runner import runtestprotocol
 
 from cachekit.errors import CacheKitWarning
 from cachekit.session import Session
+from cachekit_pytest.options import reruns_wanted
 from cachekit_pytest.quarantine import SignedHistory, signed_history
 
-ENV_RERUN = "CACHEKIT_RERUN_FLAKY"
 #: The xdist worker input that carries the known flaky tests to the workers.
 WORKER_INPUT = "cachekit_known_flaky"
 _OFF = "cachekit: --rerun-flaky reruns nothing in this run"
@@ -36,43 +34,6 @@ _OFF = "cachekit: --rerun-flaky reruns nothing in this run"
 
 class RerunWarning(CacheKitWarning):
     """``--rerun-flaky`` cannot tell which tests are flaky in this run."""
-
-
-def _reruns(text: str) -> int:
-    """How many reruns: a whole number, 0 or more."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a whole number of reruns, not {text!r}")
-    return value
-
-
-def register(parser: pytest.Parser) -> None:
-    group = parser.getgroup("cachekit")
-    group.addoption(
-        "--rerun-flaky",
-        dest="cachekit_rerun_flaky",
-        type=_reruns,
-        metavar="N",
-        default=None,
-        help="Rerun a failure of a test that the signed history knows to be flaky, up to N "
-        "times (needs --cache-url and CACHEKIT_SIGNING_KEY). "
-        f"Also {ENV_RERUN} and the rerun_flaky ini option.",
-    )
-    parser.addini("rerun_flaky", "Reruns of a known flaky test's failure (a number)", default="0")
-
-
-def reruns_wanted(config: pytest.Config) -> int:
-    given = config.getoption("cachekit_rerun_flaky")
-    if given is not None:
-        return int(given)
-    text = os.environ.get(ENV_RERUN) or str(config.getini("rerun_flaky") or "0")
-    try:
-        return _reruns(text.strip())
-    except argparse.ArgumentTypeError as error:
-        raise pytest.UsageError(f"rerun_flaky / {ENV_RERUN}: {error}") from None
 
 
 def configure(config: pytest.Config, session: Session | None) -> None:
