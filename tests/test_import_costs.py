@@ -53,12 +53,71 @@ def test_the_plugin_without_a_store_does_not_load_the_store_machinery() -> None:
         "cachekit_pytest.shared",
         "cachekit_pytest.sync",
         "cachekit_pytest.split",
+        "cachekit_pytest.quarantine",
+        "cachekit_pytest.rerun",
+        "cachekit.session",
+        "cachekit.values.cache",
         "cachekit.stats.runs",
+        "cachekit.stats.flaky",
+        "cattrs",
     }
     assert not unused & loaded
+
+
+def test_a_run_without_a_store_or_features_loads_no_store_machinery(
+    pytester: pytest.Pytester,
+) -> None:
+    """What a user pays for installing the plugin and not configuring a store: pytest's
+    own cache, and the options. Checked in a subprocess, whose ``sys.modules`` is its own."""
+    pytester.makeconftest(
+        "import sys\n"
+        "def pytest_unconfigure(config):\n"
+        "    print('MODULES', ' '.join(sorted(sys.modules)))\n"
+    )
+    pytester.makepyfile("def test_one(cache):\n    cache.set('x/y', 1)\n")
+    result = pytester.runpytest_subprocess("-p", "no:randomly")
+    result.assert_outcomes(passed=1)
+    line = next(line for line in result.outlines if line.startswith("MODULES "))
+    loaded = set(line.split()[1:])
+    assert "cachekit_pytest.provider" in loaded
+    assert not {
+        "cachekit_pytest.shared",
+        "cachekit_pytest.quarantine",
+        "cachekit_pytest.rerun",
+        "cachekit_pytest.skip",
+        "cachekit.session",
+        "cachekit.values.cache",
+        "cachekit.stats.flaky",
+        "cattrs",
+    } & loaded
 
 
 def test_the_sync_agent_never_imports_pytest() -> None:
     loaded = loaded_after("import cachekit_pytest.sync.agent")
     assert "cachekit_pytest.sync.remote" in loaded
     assert not {name for name in loaded if name.split(".")[0] in ("pytest", "_pytest", "pluggy")}
+
+
+def test_in_process_pytester_runs_with_a_store_read_it_each_time(pytester: pytest.Pytester) -> None:
+    """A plugin author's suite: pytester's in-process runs, each with the store and the
+    features on, while the outer run has no store and so loaded none of their modules.
+    Each inner run drops the modules first imported inside it, and later runs still hold
+    references to them (from the packages the outer run kept): every read must still
+    work, with no warning."""
+    pytester.makepyfile(
+        test_inner="""
+        import pytest
+
+        @pytest.mark.parametrize("round", [1, 2])
+        def test_inner_runs(pytester, monkeypatch, tmp_path_factory, round):
+            monkeypatch.setenv("CACHEKIT_URL", str(tmp_path_factory.getbasetemp() / "store"))
+            monkeypatch.setenv("CACHEKIT_SIGNING_KEY", "k" * 32)
+            pytester.makepyfile("def test_fails(): assert 0\\ndef test_passes(): pass")
+            for args in (["--lf"], ["--quarantine-flaky", "--rerun-flaky=1"], ["--skip-passed"]):
+                result = pytester.runpytest(*args)
+                assert result.parseoutcomes()["failed"] == 1, args
+                assert "Warning" not in result.stdout.str(), args
+        """
+    )
+    result = pytester.runpytest_subprocess("-p", "pytester", "-p", "no:randomly")
+    result.assert_outcomes(passed=2)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from cachekit_pytest import options, quarantine, rerun
+from cachekit_pytest import options
 from cachekit_pytest.provider import CacheProvider
 
 PLUGIN_NAME = "cacheprovider"
@@ -25,12 +25,12 @@ def pytest_addoption(parser: pytest.Parser, pluginmanager: pytest.PytestPluginMa
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """``--quarantine-flaky`` (`cachekit_pytest.quarantine`) and ``--rerun-flaky``
-    (`cachekit_pytest.rerun`), with the shared cache's session if there is one.
-
-    ``--skip-passed``: its modules (`cachekit_pytest.skip`: fingerprints, signatures, its
-    store) are imported only when the feature is on, so that without it no test run pays
-    for loading them. `cachekit_pytest.skip.run.configure` registers its plugins."""
+    """The features a run asks for, each imported only then, so that a run without them
+    does not pay for loading them: ``--skip-passed`` (`cachekit_pytest.skip`:
+    fingerprints, signatures, its store; `cachekit_pytest.skip.run.configure` registers
+    its plugins), ``--quarantine-flaky`` (`cachekit_pytest.quarantine`) and
+    ``--rerun-flaky`` (`cachekit_pytest.rerun`), with the shared cache's session if there
+    is one."""
     settings = options.SkipSettings.from_config(config)
     if settings.mode is not options.Mode.OFF:
         from cachekit_pytest.skip import run as skipping  # noqa: PLC0415 (see above)
@@ -39,8 +39,16 @@ def pytest_configure(config: pytest.Config) -> None:
     provider = config.pluginmanager.get_plugin(PLUGIN_NAME)
     run = provider.run if isinstance(provider, CacheProvider) else None
     session = None if run is None else run.session
-    quarantine.configure(config, session)
-    rerun.configure(config, session)
+    # Not on xdist workers: the controller sees every report.
+    if not hasattr(config, "workerinput") and options.quarantine_wanted(config):
+        from cachekit_pytest import quarantine  # noqa: PLC0415 (see above)
+
+        quarantine.configure(config, session)
+    reruns = options.reruns_wanted(config)
+    if reruns:
+        from cachekit_pytest import rerun  # noqa: PLC0415 (see above)
+
+        rerun.configure(config, session, reruns)
 
 
 def take_over(pluginmanager: pytest.PytestPluginManager) -> None:

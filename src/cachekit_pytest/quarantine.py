@@ -26,7 +26,6 @@ from cachekit.session import Session
 from cachekit.stats.flaky import FlakyTest, find_flaky
 from cachekit.stats.history import StoredRuns
 from cachekit.stats.signatures import RunSigner, run_signer
-from cachekit_pytest.options import quarantine_wanted
 from cachekit_pytest.report import warn
 
 _OFF = "cachekit: --quarantine-flaky quarantines nothing in this run"
@@ -39,10 +38,8 @@ class QuarantineWarning(CacheKitWarning):
 
 
 def configure(config: pytest.Config, session: Session | None) -> None:
-    """Register the quarantine if the run asks for it and can tell flaky tests apart;
+    """Register the quarantine the run asks for if it can tell flaky tests apart;
     otherwise one warning says why not."""
-    if hasattr(config, "workerinput") or not quarantine_wanted(config):
-        return  # xdist workers: the controller sees every report
     history = signed_history(config, session, off=_OFF, warning=QuarantineWarning)
     if history is not None:
         config.pluginmanager.register(Quarantine(history), "cachekit-quarantine")

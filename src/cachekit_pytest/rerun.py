@@ -24,7 +24,6 @@ from _pytest.runner import runtestprotocol
 
 from cachekit.errors import CacheKitWarning
 from cachekit.session import Session
-from cachekit_pytest.options import reruns_wanted
 from cachekit_pytest.quarantine import SignedHistory, signed_history
 
 #: The xdist worker input that carries the known flaky tests to the workers.
@@ -36,13 +35,10 @@ class RerunWarning(CacheKitWarning):
     """``--rerun-flaky`` cannot tell which tests are flaky in this run."""
 
 
-def configure(config: pytest.Config, session: Session | None) -> None:
-    """Register the reruns if the run asks for them and can tell flaky tests apart;
-    otherwise one warning says why not. An xdist worker gets the flaky tests from its
-    controller."""
-    reruns = reruns_wanted(config)
-    if not reruns:
-        return
+def configure(config: pytest.Config, session: Session | None, reruns: int) -> None:
+    """Register up to ``reruns`` reruns of a flaky test's failure if the run can tell
+    flaky tests apart; otherwise one warning says why not. An xdist worker gets the flaky
+    tests from its controller."""
     workerinput = getattr(config, "workerinput", None)
     if workerinput is not None:
         known = workerinput.get(WORKER_INPUT)
