@@ -115,7 +115,7 @@ NAMESPACE_ENV = {
     "CACHEKIT_JOB": "tests",
 }
 HOLD_BACK = ("-o", "cache_compact_threshold=1000000000")
-PAIRED = ("L", "S")
+PAIRED = ("L", "S", "N")
 SCRIPT_COMMAND = ".venv/bin/python benchmarks/bench_scale.py --write"
 SCALE_DIR = WORK_DIR / "scale"
 #: What `--reuse` keeps of a build: the store as the build left it, and the namespace.
@@ -280,6 +280,8 @@ def variant_args(variant: str, config: Config, store: Path, s3_url: str) -> list
         return [f"--cache-url={store}", shard]
     if variant == "S":
         return [f"--cache-url={s3_url}", shard]
+    if variant == "N":  # what installing the plugin costs a run that shares nothing
+        return []
     raise ValueError(variant)
 
 
@@ -322,7 +324,7 @@ def timed_rounds(config: Config, store: Path, bench: Bench, logs: Path, found: F
             }
         return run
 
-    found.warm_up = [timed(variant) for variant in ("B", "L", "S")]
+    found.warm_up = [timed(variant) for variant in ("B", *PAIRED)]
     for number in range(config.rounds):
         order = round_order(number)
         done = [timed(variant) for variant in order]

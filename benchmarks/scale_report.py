@@ -22,7 +22,12 @@ INTERVAL_CONFIDENCE = 0.9
 #: The time budget of a build run, and the timeout of the CLI commands: generous, so the
 #: namespace is complete and every time is measured, however slow the code.
 BUILD_BUDGET = 300.0
-LABELS = {"B": "built-in cache", "L": "plugin, local store", "S": "plugin, S3 via 50 ms proxy"}
+LABELS = {
+    "B": "built-in cache",
+    "L": "plugin, local store",
+    "S": "plugin, S3 via 50 ms proxy",
+    "N": "plugin, no store",
+}
 
 
 @dataclass
@@ -77,8 +82,10 @@ class Findings:
     bytes_before: dict[str, KeyBytes] = field(default_factory=dict)
     bytes_after: dict[str, KeyBytes] = field(default_factory=dict)
     warm_up: list[Run] = field(default_factory=list)
-    runs: dict[str, list[Run]] = field(default_factory=lambda: {"B": [], "L": [], "S": []})
-    pairs: dict[str, list[tuple[Run, Run]]] = field(default_factory=lambda: {"L": [], "S": []})
+    runs: dict[str, list[Run]] = field(default_factory=lambda: {name: [] for name in LABELS})
+    pairs: dict[str, list[tuple[Run, Run]]] = field(
+        default_factory=lambda: {name: [] for name in LABELS if name != "B"}
+    )
 
     def comparison(self, variant: str, what: str = "seconds") -> Comparison:
         pairs = self.pairs[variant]
@@ -120,7 +127,7 @@ def _timed_section(config: Config, found: Findings) -> Section:
         ],
     )
     data: dict[str, Any] = {}
-    for variant in ("B", "L", "S"):
+    for variant, label in LABELS.items():
         runs = found.runs[variant]
         walls = [run.seconds for run in runs]
         rss = [run.max_rss_mib for run in runs]
@@ -132,7 +139,7 @@ def _timed_section(config: Config, found: Findings) -> Section:
             interval_text = f"{interval.low:.3f}-{interval.high:.3f}"
         section.rows.append(
             [
-                f"{variant}: {LABELS[variant]}",
+                f"{variant}: {label}",
                 fmt_seconds(statistics.median(walls)),
                 f"{min(walls):.2f}-{max(walls):.2f} s",
                 ratio_text,
@@ -150,10 +157,11 @@ def _timed_section(config: Config, found: Findings) -> Section:
         "`python -m pytest -q --tb=line -p no:randomly -p no:hypothesispytest <options> "
         "shard_NNN` on a fresh copy of the shard's directory (no .pytest_cache, no "
         "bytecode). B: `-p no:cachekit`; L: `--cache-url=<local store> --cache-shard=...`; "
-        "S: `--cache-url=s3://...?endpoint_url=<proxy>` and the same shard. Default "
+        "S: `--cache-url=s3://...?endpoint_url=<proxy>` and the same shard; N: no option "
+        "(the plugin installed, no store: pytest's own cache). Default "
         "--cache-timeout (the budget a user gets). Each L or S run writes its part, as a "
         "rerun of the shard would.",
-        "Ratios are per pair (each L and S run with the B run right next to it; the "
+        "Ratios are per pair (each L, S and N run with the B run right next to it; the "
         "pairs' order rotates, B first in every other round), as in `bench_plugin`. "
         "Peak RSS from `os.wait4` (the pytest process, and helpers it waited for).",
         f"A median S run made {middle.requests.get('requests', '?')} requests ("
