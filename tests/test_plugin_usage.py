@@ -68,6 +68,10 @@ def test_an_url_that_cannot_be_opened_is_one_message(pytester: pytest.Pytester, 
         (["--num-shards=abc"], "argument --num-shards: expected a whole number, got 'abc'"),
         (["--num-shards=2", "--shard-id=z"], "argument --shard-id: expected a whole number"),
         (["--cache-timeout=x"], "argument --cache-timeout: expected a number of seconds"),
+        (
+            ["-o", "cache_compact_threshold=ten"],
+            "invalid cache_compact_threshold: expected a whole number, got 'ten'",
+        ),
     ],
 )
 def test_option_errors_name_the_value(

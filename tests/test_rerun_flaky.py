@@ -135,7 +135,7 @@ def test_history_signed_with_another_key_reruns_nothing(
 @pytest.mark.parametrize(
     ("given", "message"),
     [
-        (("--rerun-flaky=-1",), "*--rerun-flaky: expected a whole number of reruns, not '-1'*"),
+        (("--rerun-flaky=-1",), "*--rerun-flaky: expected a whole number >= 0, got '-1'*"),
         (("-o", "rerun_flaky=lots"), "*rerun_flaky / CACHEKIT_RERUN_FLAKY: expected a whole*"),
     ],
 )

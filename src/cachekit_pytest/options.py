@@ -158,7 +158,7 @@ class Settings:
             text = os.environ.get("CACHEKIT_TIMEOUT") or config.getini("cache_timeout")
             timeout = _parse(text, _non_negative_float, "cache_timeout / CACHEKIT_TIMEOUT")
         threshold = _parse(
-            config.getini("cache_compact_threshold"), _threshold, "cache_compact_threshold"
+            config.getini("cache_compact_threshold"), _positive_int, "cache_compact_threshold"
         )
         stats = _choose(
             config.getoption("cachekit_stats"), "CACHEKIT_STATS", config.getini("cache_stats")
@@ -281,6 +281,13 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _non_negative_int(text: str) -> int:
+    value = _whole_number(text)
+    if value < 0:
+        raise ValueError(f"expected a whole number >= 0, got {text!r}")
+    return value
+
+
 def _yes_or_no(text: str) -> bool:
     answer = text.strip().lower()
     if answer in ("yes", "true", "1", "on"):
@@ -294,13 +301,6 @@ def parse_yes_or_no(text: str, what: str) -> bool:
     """A yes-or-no setting (``yes``/``no``, ``true``/``false``, ``1``/``0``, ``on``/``off``);
     a usage error naming ``what`` otherwise."""
     return _parse(text, _yes_or_no, what)
-
-
-def _threshold(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise ValueError(f"expected a whole number >= 1, got {text!r}")
-    return value
 
 
 def _parse(text: str, convert: Callable[[str], T], what: str) -> T:
@@ -517,23 +517,12 @@ def quarantine_wanted(config: pytest.Config) -> bool:
     return parse_yes_or_no(text, f"quarantine_flaky / {ENV_QUARANTINE}")
 
 
-def _reruns(text: str) -> int:
-    """How many reruns: a whole number, 0 or more."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a whole number of reruns, not {text!r}")
-    return value
-
-
 def register_rerun(parser: pytest.Parser) -> None:
     group = parser.getgroup("cachekit")
     group.addoption(
         "--rerun-flaky",
         dest="cachekit_rerun_flaky",
-        type=_reruns,
+        type=_command_line(_non_negative_int),
         metavar="N",
         default=None,
         help="Rerun a failure of a test that the signed history knows to be flaky, up to N "
@@ -548,7 +537,4 @@ def reruns_wanted(config: pytest.Config) -> int:
     if given is not None:
         return int(given)
     text = os.environ.get(ENV_RERUN) or str(config.getini("rerun_flaky") or "0")
-    try:
-        return _reruns(text.strip())
-    except argparse.ArgumentTypeError as error:
-        raise pytest.UsageError(f"rerun_flaky / {ENV_RERUN}: {error}") from None
+    return _parse(text.strip(), _non_negative_int, f"rerun_flaky / {ENV_RERUN}")
