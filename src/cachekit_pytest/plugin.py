@@ -41,12 +41,12 @@ def pytest_configure(config: pytest.Config) -> None:
     session = None if run is None else run.session
     # Not on xdist workers: the controller sees every report.
     if not hasattr(config, "workerinput") and options.quarantine_wanted(config):
-        from cachekit_pytest import quarantine  # noqa: PLC0415 (see above)
+        import cachekit_pytest.quarantine as quarantine  # noqa: PLC0415 (see above)
 
         quarantine.configure(config, session)
     reruns = options.reruns_wanted(config)
     if reruns:
-        from cachekit_pytest import rerun  # noqa: PLC0415 (see above)
+        import cachekit_pytest.rerun as rerun  # noqa: PLC0415 (see above)
 
         rerun.configure(config, session, reruns)
 

@@ -58,7 +58,7 @@ class CacheProvider:
         settings = self.settings = Settings.from_config(config)
         worker = hasattr(config, "workerinput")
         if settings.remote or worker:
-            from cachekit_pytest import shared  # noqa: PLC0415 (see above)
+            import cachekit_pytest.shared as shared  # noqa: PLC0415 (see above)
         if settings.remote and not worker:
             self.run = shared.SharedRun.begin(config, settings)
         run = self.run

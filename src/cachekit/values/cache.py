@@ -21,13 +21,15 @@ from typing import Any, Literal, TypeVar
 
 import attrs
 
+import cachekit.values.objects as objects
+import cachekit.values.streaming as streaming
 from cachekit.errors import (
     CorruptData,
     PreconditionFailed,
     UnsupportedOperation,
 )
 from cachekit.stores.base import CacheStore, Entry
-from cachekit.values import codec, objects, streaming
+from cachekit.values import codec
 from cachekit.values.codec import JSON
 from cachekit.values.merge import MergeStrategy, stored_form
 from cachekit.values.objects import (

@@ -38,10 +38,6 @@ class Envelope:
     folded: tuple[str, ...] = ()
 
 
-# Resolved now, while this module is in sys.modules: cattrs resolves the annotations when
-# it first structures an Envelope, through sys.modules, and an in-process pytester run
-# drops the modules first imported inside it while other modules keep them.
-attrs.resolve_types(Envelope)
 _converter = cattrs.Converter(forbid_extra_keys=True)
 
 
