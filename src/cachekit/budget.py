@@ -21,8 +21,8 @@ import warnings
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
+import cachekit.values.codec as codec
 from cachekit.errors import CacheKitWarning, CorruptValueWarning
-from cachekit.values import codec
 
 T = TypeVar("T")
 

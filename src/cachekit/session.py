@@ -19,8 +19,8 @@ import warnings
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
+import cachekit.ci.layout as layout
 from cachekit.budget import DEFAULT_TIMEOUT, Budget, BudgetCallFailed, side_by_side
-from cachekit.ci import layout
 from cachekit.ci.namespace import Namespace, detect_namespace, namespaced_cache
 from cachekit.errors import (
     CorruptValueWarning,

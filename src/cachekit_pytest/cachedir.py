@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cachekit.ci import layout
+import cachekit.ci.layout as layout
 from cachekit.errors import CacheError
 from cachekit.files import write_atomically
 from cachekit.values.codec import JSON

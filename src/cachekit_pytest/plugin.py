@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from cachekit_pytest import options
+import cachekit_pytest.options as options
 from cachekit_pytest.provider import CacheProvider
 
 PLUGIN_NAME = "cacheprovider"
@@ -33,7 +33,7 @@ def pytest_configure(config: pytest.Config) -> None:
     is one."""
     settings = options.SkipSettings.from_config(config)
     if settings.mode is not options.Mode.OFF:
-        from cachekit_pytest.skip import run as skipping  # noqa: PLC0415 (see above)
+        import cachekit_pytest.skip.run as skipping  # noqa: PLC0415 (see above)
 
         skipping.configure(config, settings)
     provider = config.pluginmanager.get_plugin(PLUGIN_NAME)

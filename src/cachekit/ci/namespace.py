@@ -30,7 +30,7 @@ from urllib.parse import urlsplit
 
 import attrs
 
-from cachekit.ci import layout
+import cachekit.ci.layout as layout
 from cachekit.stores.base import CacheStore
 from cachekit.stores.wrappers import LayeredStore, PrefixedStore, ReadOnlyStore
 from cachekit.values.cache import Cache

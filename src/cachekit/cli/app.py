@@ -13,7 +13,9 @@ import sys
 from collections.abc import Callable, Sequence
 from importlib.metadata import entry_points
 
-from cachekit.cli import ci, stats, store
+import cachekit.cli.ci as ci
+import cachekit.cli.stats as stats
+import cachekit.cli.store as store
 from cachekit.cli.command import (
     EPILOG,
     EXIT_ERROR,

@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import attrs
 
-from cachekit.ci import layout
+import cachekit.ci.layout as layout
 from cachekit.ci.namespace import Namespace
 from cachekit.cli.command import EXIT_OK, CommandGroup, Invocation, UsageError
 from cachekit.stats.sharding import parse_shard, select

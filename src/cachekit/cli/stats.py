@@ -11,11 +11,12 @@ from typing import Any, TextIO
 
 import cattrs
 
+import cachekit.stats.history as history
+import cachekit.stats.report as stats_report
+import cachekit.stats.report_html as report_html
 from cachekit.ci.commit import COMMIT_VARIABLES, detect_commit, valid_commit
 from cachekit.cli.command import EXIT_OK, CommandGroup, Invocation, UsageError
 from cachekit.cli.output import Progress, print_table
-from cachekit.stats import history, report_html
-from cachekit.stats import report as stats_report
 from cachekit.stats.flaky import KEY_PREFIX, FlakyTally, FlakyTest, Seen, find_flaky
 from cachekit.stats.junit import TestCase, parse_junit_file
 from cachekit.stats.runs import make_run, record_runs, summarize, summary_to_json

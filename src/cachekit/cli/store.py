@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 from typing import Any, cast
 
-from cachekit.ci import layout
+import cachekit.ci.layout as layout
 from cachekit.cli.command import EXIT_OK, CommandGroup, Invocation
 from cachekit.cli.output import Progress, format_age, format_size, print_table
 from cachekit.errors import CacheError, CorruptData

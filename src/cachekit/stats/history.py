@@ -33,7 +33,7 @@ from typing import Any, Protocol
 
 import attrs
 
-from cachekit.ci import layout
+import cachekit.ci.layout as layout
 from cachekit.errors import CorruptValueWarning
 from cachekit.stats.cases import (
     OUTCOMES,

@@ -28,8 +28,8 @@ from typing import Any
 import attrs
 import cattrs
 
-from cachekit.ci import layout
-from cachekit.stats import history
+import cachekit.ci.layout as layout
+import cachekit.stats.history as history
 from cachekit.stats.cases import TIMED_OUTCOMES, to_stored
 from cachekit.stats.junit import Report, TestCase
 from cachekit.stats.signatures import RunSigner, sign_runs

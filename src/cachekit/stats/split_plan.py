@@ -25,7 +25,7 @@ from typing import cast
 
 import attrs
 
-from cachekit.ci import layout
+import cachekit.ci.layout as layout
 from cachekit.ci.layout import DURATIONS_KEY
 from cachekit.ci.namespace import Namespace
 from cachekit.errors import CorruptData, CorruptValueWarning

@@ -21,6 +21,7 @@ from typing import Any, Literal, TypeVar
 
 import attrs
 
+import cachekit.values.codec as codec
 import cachekit.values.objects as objects
 import cachekit.values.streaming as streaming
 from cachekit.errors import (
@@ -29,7 +30,6 @@ from cachekit.errors import (
     UnsupportedOperation,
 )
 from cachekit.stores.base import CacheStore, Entry
-from cachekit.values import codec
 from cachekit.values.codec import JSON
 from cachekit.values.merge import MergeStrategy, stored_form
 from cachekit.values.objects import (

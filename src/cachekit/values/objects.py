@@ -15,10 +15,10 @@ from typing import Any
 import attrs
 import cattrs
 
+import cachekit.values.codec as codec
 from cachekit.errors import CorruptData, CorruptValueWarning, InvalidKey
 from cachekit.stores.base import Entry
 from cachekit.stores.keys import safe_segment, validate_key
-from cachekit.values import codec
 from cachekit.values.codec import JSON
 
 BASE = "@base"

@@ -11,10 +11,10 @@ import time
 from collections.abc import Callable, Collection, Iterator, Sequence
 from typing import Any, TypeVar
 
+import cachekit.values.codec as codec
 import cachekit.values.objects as objects
 from cachekit.errors import CorruptData, PreconditionFailed
 from cachekit.stores.base import CacheStore
-from cachekit.values import codec
 from cachekit.values.codec import JSON
 from cachekit.values.merge import MappingUnion, MergeStrategy
 from cachekit.values.objects import BASE, Envelope
