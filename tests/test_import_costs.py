@@ -6,9 +6,11 @@ really loaded.
 
 from __future__ import annotations
 
+import ast
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -104,7 +106,7 @@ def test_in_process_pytester_runs_with_a_store_read_it_each_time(pytester: pytes
     features on, while the outer run has no store and so loaded none of their modules.
     Each inner run drops the modules first imported inside it, and later runs still hold
     references to them (from the packages the outer run kept): every read must still
-    work, with no warning."""
+    work, with no warning, and a URL that cannot be opened is still a usage error."""
     pytester.makepyfile(
         test_inner="""
         import pytest
@@ -118,6 +120,8 @@ def test_in_process_pytester_runs_with_a_store_read_it_each_time(pytester: pytes
                 result = pytester.runpytest(*args)
                 assert result.parseoutcomes()["failed"] == 1, args
                 assert "Warning" not in result.stdout.str(), args
+            result = pytester.runpytest("--cache-url=nosuchscheme://bucket/x")
+            assert result.ret == pytest.ExitCode.USAGE_ERROR
         """
     )
     result = pytester.runpytest_subprocess("-p", "pytester", "-p", "no:randomly")
@@ -132,9 +136,6 @@ def test_our_modules_are_imported_through_sys_modules() -> None:
     are other objects). Which packages an outer run holds depends on its options, so
     none of cachekit's modules is imported that way: ``import package.module as module``
     (or names from the module) finds what this run imported."""
-    import ast  # noqa: PLC0415
-    from pathlib import Path  # noqa: PLC0415
-
     source = Path(cachekit.__file__).parent.parent
     from_imports = []
     for path in sorted(source.rglob("*.py")):
