@@ -297,12 +297,6 @@ def _yes_or_no(text: str) -> bool:
     raise ValueError(f"expected yes or no, got {text!r}")
 
 
-def parse_yes_or_no(text: str, what: str) -> bool:
-    """A yes-or-no setting (``yes``/``no``, ``true``/``false``, ``1``/``0``, ``on``/``off``);
-    a usage error naming ``what`` otherwise."""
-    return _parse(text, _yes_or_no, what)
-
-
 def _parse(text: str, convert: Callable[[str], T], what: str) -> T:
     try:
         return convert(text)
@@ -514,7 +508,7 @@ def quarantine_wanted(config: pytest.Config) -> bool:
     if config.getoption("cachekit_quarantine_flaky"):
         return True
     text = os.environ.get(ENV_QUARANTINE) or str(config.getini("quarantine_flaky") or "no")
-    return parse_yes_or_no(text, f"quarantine_flaky / {ENV_QUARANTINE}")
+    return _parse(text, _yes_or_no, f"quarantine_flaky / {ENV_QUARANTINE}")
 
 
 def register_rerun(parser: pytest.Parser) -> None:
