@@ -21,7 +21,7 @@ SRC = Path(__file__).resolve().parent.parent / "src"
 #: Lowest first. A module belongs to the first group one of whose prefixes it starts
 #: with; it may import modules of a lower layer, and of its own group.
 LAYERS: list[dict[str, tuple[str, ...]]] = [
-    {"foundation": ("cachekit.errors", "cachekit.urls", "cachekit.files")},
+    {"foundation": ("cachekit.errors", "cachekit.urls", "cachekit.files", "cachekit.collector")},
     {"stores": ("cachekit.stores",)},
     {"values": ("cachekit.values",)},
     {"ci": ("cachekit.ci",)},

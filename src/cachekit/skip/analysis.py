@@ -9,20 +9,19 @@ read only when a caller asks for one (`FileAnalyses.functions`)."""
 
 from __future__ import annotations
 
-import contextlib
-import gc
 import hashlib
 import json
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
 import attrs
 import cattrs
 
+import cachekit.collector as collector
 from cachekit.files import write_atomically
 from cachekit.skip.distributions import DistributionIndex, distribution_index
 from cachekit.skip.functions import FunctionIndex, index_tree
@@ -173,7 +172,7 @@ class FileAnalyses:
         no cycle (reference counting frees it), whose allocation would start collections
         that traverse the whole heap of the process (pytest's, in a test run) to find
         nothing of it."""
-        with _no_collections():
+        with collector.held_off():
             return self._analyse_tree(path, data, digest, signature)
 
     def _analyse_tree(
@@ -243,7 +242,7 @@ class FileAnalyses:
                 return None
             if hashlib.sha256(data).hexdigest() != record.digest:
                 return None
-            with _no_collections():
+            with collector.held_off():
                 tree = parse_source(data)
                 try:
                     index = None if tree is None else index_tree(tree)
@@ -318,19 +317,6 @@ class FileAnalyses:
             return {}
         document = _load(_index_file(self.cache_file), CACHE_FORMAT + ".functions", _IndexFile)
         return {} if document is None else document.indexes
-
-
-@contextlib.contextmanager
-def _no_collections() -> Iterator[None]:
-    """The cyclic garbage collector off while a file is parsed and indexed (see
-    `FileAnalyses._analyse`), on again after if it was on."""
-    collecting = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if collecting:
-            gc.enable()
 
 
 def _index_file(cache_file: Path) -> Path:
