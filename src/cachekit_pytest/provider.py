@@ -58,9 +58,13 @@ class CacheProvider:
         settings = self.settings = Settings.from_config(config)
         worker = hasattr(config, "workerinput")
         if settings.remote or worker:
-            import cachekit_pytest.shared as shared  # noqa: PLC0415 (see above)
-        if settings.remote and not worker:
-            self.run = shared.SharedRun.begin(config, settings)
+            import cachekit.collector as collector  # noqa: PLC0415 (see above)
+
+            with collector.held_off():  # loading the store's modules, and the read
+                import cachekit_pytest.shared as shared  # noqa: PLC0415 (see above)
+
+                if settings.remote and not worker:
+                    self.run = shared.SharedRun.begin(config, settings)
         run = self.run
         if run is not None and run.pending:  # read alongside: reading a shared key waits
             config.cache = shared.SharedCache(config.cache._cachedir, config, _ispytest=True)

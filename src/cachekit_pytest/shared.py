@@ -18,6 +18,7 @@ import pytest
 from _pytest._io import TerminalWriter
 from _pytest.cacheprovider import Cache, LFPlugin, NFPlugin
 
+import cachekit.collector as collector
 from cachekit.ci.layout import DURATIONS_KEY, LASTFAILED_KEY, NODEIDS_KEY
 from cachekit.ci.namespace import detect_namespace
 from cachekit.session import Session
@@ -145,6 +146,7 @@ class SharedRun:
             or bool(config.option.cacheshow)
         )
 
+    @collector.held_off()
     def finish_read(self, config: pytest.Config) -> None:
         """Wait for the start-up read, then bring the working copy, and the state of
         ``LFPlugin`` and ``NFPlugin`` if they run already, up to date: what they hold is
@@ -261,6 +263,7 @@ class SharedRun:
             self._write_failed(error)
         self.session.warn_corrupt()
 
+    @collector.held_off()
     def _sync_out(self, config: pytest.Config) -> bool:
         """Write what this run learnt as its own part of each shared key, and compact;
         returns whether a write began (`Sync.written` waits for it)."""
