@@ -4,6 +4,7 @@ alongside the session, and the result is the same as reading first, byte for byt
 from __future__ import annotations
 
 import gc
+import os
 import shutil
 import sys
 import warnings
@@ -140,6 +141,117 @@ def test_invalid_remote_url_is_a_usage_error_before_any_test_runs(
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*cachekit: *'nosuchproto' is not a known fsspec protocol*"])
     assert "RAN" not in result.stdout.str()
+
+
+#: A ``sitecustomize`` that holds the sync agent (the one ``python -c`` process of a
+#: run) at its start until the file ``$AGENT_GO`` exists, for at most 20 s, then writes
+#: what it saw to ``$AGENT_GO.seen``: a test that creates the file ran while the agent
+#: had not yet opened the store.
+HOLD_THE_AGENT = """
+import os, sys, time
+
+go = os.environ.get("AGENT_GO")
+if go and sys.argv[:1] == ["-c"]:
+    deadline = time.monotonic() + 20
+    while not os.path.exists(go) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    with open(go + ".seen", "w") as seen:
+        seen.write("go" if os.path.exists(go) else "timeout")
+"""
+
+RELEASE_THE_AGENT = """
+import os
+
+def test_release():
+    open(os.environ["AGENT_GO"], "w").close()
+"""
+
+
+def hold_the_agent(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The file that releases the agent of the next run (`HOLD_THE_AGENT`)."""
+    site = pytester.mkdir("site")
+    (site / "sitecustomize.py").write_text(HOLD_THE_AGENT, encoding="utf-8")
+    monkeypatch.setenv(
+        "PYTHONPATH", os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")]))
+    )
+    go = pytester.path / "agent-go"
+    monkeypatch.setenv("AGENT_GO", str(go))
+    return go
+
+
+def test_the_tests_do_not_wait_for_the_agent_to_import_the_client_library(
+    pytester: pytest.Pytester, s3_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The URL's client library is installed, checked without importing it: the tests
+    start while the agent is still starting, and the run reads and writes as always."""
+    pytester.makepyfile(test_ctl=CONTROLLED, test_release=RELEASE_THE_AGENT)
+    go = hold_the_agent(pytester, monkeypatch)
+    monkeypatch.setenv("CK_FAIL", "t2")
+    result = pytester.runpytest_subprocess(f"--cache-url={s3_url}", "-p", "no:randomly")
+    result.assert_outcomes(passed=6, failed=1)
+    assert (go.parent / "agent-go.seen").read_text(encoding="utf-8") == "go"
+    assert "Warning" not in result.stdout.str()
+    assert merged_state(s3_url)[0] == {"test_ctl.py::test_t[2]": True}
+
+
+def test_a_missing_client_library_is_a_usage_error_before_collection(
+    pytester: pytest.Pytester, s3_url: str
+) -> None:
+    pytester.makeconftest("import sys\nsys.modules['s3fs'] = None  # as if not installed\n")
+    pytester.makepyfile("print('COLLECTED')\ndef test_a(): pass")
+    result = pytester.runpytest_subprocess("-s", f"--cache-url={s3_url}")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        ["*cachekit: cannot open s3://*pip install 'pytest-cachekit[[]s3[]]'*"]
+    )
+    assert "COLLECTED" not in result.stdout.str()
+
+
+#: The second test waits for the agent's answer to opening the store (looking at the
+#: reply queue: no other sign of it reaches a test).
+WAIT_FOR_THE_AGENT = """
+import time
+
+def test_first(request):
+    sync = request.config.pluginmanager.get_plugin("cacheprovider").run.sync
+    deadline = time.monotonic() + 30
+    while sync._replies.empty() and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+def test_second():
+    print("SECOND RAN")
+"""
+
+
+def test_a_url_the_library_refuses_is_a_usage_error_before_the_next_test(
+    pytester: pytest.Pytester, s3_url: str
+) -> None:
+    """The library is installed but refuses an option once the agent opens the store:
+    the tests did not wait for that, so it stops the run before the next test."""
+    pytester.makepyfile(test_agent=WAIT_FOR_THE_AGENT)
+    url = f"{s3_url}&max_concurrency=abc"
+    result = pytester.runpytest_subprocess("-s", "-p", "no:randomly", f"--cache-url={url}")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["ERROR: cachekit: cannot open s3://*max_concurrency=abc*"])
+    assert "SECOND RAN" not in result.stdout.str()
+    assert "Warning" not in result.stdout.str() + result.stderr.str()
+
+
+def test_a_url_refused_after_the_last_test_is_one_warning(
+    pytester: pytest.Pytester, s3_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The tests finished before the agent found the URL unusable: the run's outcome
+    stands, with one warning, and nothing is written."""
+    pytester.makepyfile(test_release=RELEASE_THE_AGENT)
+    go = hold_the_agent(pytester, monkeypatch)
+    url = f"{s3_url}&max_concurrency=abc"
+    result = pytester.runpytest_subprocess(f"--cache-url={url}")
+    assert result.ret == pytest.ExitCode.OK
+    assert (go.parent / "agent-go.seen").read_text(encoding="utf-8") == "go"
+    output = result.stdout.str()
+    assert output.count("Warning: cachekit: could not read the shared cache") == 1, output
+    assert "cannot open s3://" in output
+    assert shared(s3_url).store.list() == []
 
 
 KILL_THE_AGENT = """

@@ -120,16 +120,25 @@ class SharedRun:
 
     def opened(self, config: pytest.Config) -> None:
         """A store URL that cannot be opened is a usage error, even when the start-up
-        read runs alongside: find out before the tests run."""
-        if self.pending:
-            try:
-                self.sync.opened()
-            except InvalidBackend as error:
-                # The usage error is the one message: no "running as with an empty one".
-                self.pending, self.session.degraded = False, True
-                raise pytest.UsageError(f"cachekit: {error}") from None
-            except SyncFailed as error:
-                self.read_failed(error)
+        read runs alongside: find out before the tests run. Where the URL was checked
+        here already (`Sync.checked_here`), the tests do not wait for the sync agent to
+        import the store's client library: until it has, `OpenWatch` looks before each
+        test whether opening failed after all."""
+        if self.pending and not self.open_settled(wait=not self.sync.checked_here):
+            config.pluginmanager.register(OpenWatch(self, config), "cachekit-open-watch")
+
+    def open_settled(self, *, wait: bool) -> bool:
+        """Whether the store opened, or failed to open (then this run reads and writes
+        nothing); waits for that unless not ``wait``."""
+        try:
+            return self.sync.opened(wait=wait)
+        except InvalidBackend as error:
+            # The usage error is the one message: no "running as with an empty one".
+            self.pending, self.session.degraded = False, True
+            raise pytest.UsageError(f"cachekit: {error}") from None
+        except SyncFailed as error:
+            self.read_failed(error)
+            return True
 
     def needs_values_now(self, config: pytest.Config) -> bool:
         """Whether ``LFPlugin`` or ``NFPlugin`` use the shared values from the start, or
@@ -391,6 +400,21 @@ def _glob_matches(key: str, glob: str) -> bool:
     return any(
         fnmatch.fnmatchcase("/".join(segments[start:]), glob) for start in range(len(segments))
     )
+
+
+class OpenWatch:
+    """Registered while the store opens alongside the tests (`SharedRun.opened`): before
+    each test, a URL that could not be opened after all is the usage error the tests
+    did not wait for. Once the store is open, or the read is in, it unregisters."""
+
+    def __init__(self, run: SharedRun, config: pytest.Config) -> None:
+        self.run = run
+        self.config = config
+
+    def pytest_runtest_logstart(self) -> None:
+        # logstart, not runtest_protocol: under xdist the controller sees only this.
+        if not self.run.pending or self.run.open_settled(wait=False):
+            self.config.pluginmanager.unregister(self)
 
 
 class SharedCache(Cache):  # type: ignore[misc]  # pytest marks it final for its users

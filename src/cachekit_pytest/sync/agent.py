@@ -34,8 +34,14 @@ import attrs
 import cattrs
 
 from cachekit.ci.namespace import Namespace
-from cachekit.errors import CacheKitWarning, CorruptValueWarning, StoreUnavailableWarning
+from cachekit.errors import (
+    CacheKitWarning,
+    CorruptValueWarning,
+    InvalidURL,
+    StoreUnavailableWarning,
+)
 from cachekit.session import UNLIMITED, Session
+from cachekit.stores.extras import needs_library
 from cachekit.values.codec import JSON
 from cachekit.values.digests import DigestSet
 from cachekit_pytest.sync.keys import Found, ObservedOutcomes, SharedKey, shared_keys
@@ -216,8 +222,13 @@ class AgentSync:
         self._errors: collections.deque[str] = collections.deque(maxlen=20)
         #: Set when the agent's output ends, which it does as it exits.
         self._output_ended = threading.Event()
+        self.checked_here = False
 
     def start(self, *, read: bool, count_only: Collection[str] = ()) -> None:
+        try:  # a missing library is found here at once, not once the agent has started
+            self.checked_here = needs_library(self.session.url)
+        except InvalidURL as error:
+            raise InvalidBackend(self.session.redact(str(error))) from None
         package_root = str(Path(__file__).resolve().parents[2])
         self._process = subprocess.Popen(
             [
@@ -278,14 +289,17 @@ class AgentSync:
         except OSError:
             pass  # the agent died: the reply queue says so
 
-    def opened(self) -> None:
+    def opened(self, *, wait: bool = True) -> bool:
         if self._opened is None:
-            self._opened = self._next(OPEN_TIMEOUT, "starting the sync agent")
+            self._opened = self._next(OPEN_TIMEOUT if wait else 0.0, "starting the sync agent")
+            if self._opened is None:
+                return False
         if self._opened.invalid:
             raise InvalidBackend(self.session.redact(self._opened.error))
         if not self._opened.ok:
             self.budget.remaining = 0.0
             raise SyncFailed(f"opening {self.session.display}: {self._opened.error}")
+        return True
 
     def result(self) -> dict[str, Found]:
         assert self._read_requested, "the start-up read was not requested"
@@ -349,11 +363,14 @@ class AgentSync:
             raise SyncFailed(f"{what}: {reply.error}")
         return reply
 
-    def _next(self, timeout: float, what: str) -> Reply:
-        """The next reply, not charged to the budget (only the start-up uses this)."""
+    def _next(self, timeout: float, what: str) -> Reply | None:
+        """The next reply, not charged to the budget (only the start-up uses this);
+        with a ``timeout`` of 0, None if it has not come yet."""
         try:
-            reply = self._replies.get(timeout=timeout)
+            reply = self._replies.get(timeout=timeout) if timeout else self._replies.get_nowait()
         except queue.Empty:
+            if not timeout:
+                return None
             self._kill()
             self.budget.remaining = 0.0
             raise SyncFailed(f"{what}: no answer within {timeout:g} s") from None

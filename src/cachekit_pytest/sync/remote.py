@@ -140,13 +140,18 @@ class Sync(Protocol):
     """
 
     session: Session
+    #: Whether `start` checked the URL as far as it can be without opening the store
+    #: (its scheme and client library): what opening could still refuse is rare, and the
+    #: tests need not wait for it (`opened` without waiting).
+    checked_here: bool
 
     def start(self, *, read: bool, count_only: Collection[str] = ()) -> None:
         """Open the store; begin the start-up read unless not ``read``, counting the parts
         of ``count_only`` without reading their values (`Remote.count_only`)."""
 
-    def opened(self) -> None:
-        """Wait until the store is open; `InvalidBackend` if its URL cannot be opened."""
+    def opened(self, *, wait: bool = True) -> bool:
+        """Whether the store is open, waiting until it is unless not ``wait``;
+        `InvalidBackend` if its URL cannot be opened."""
 
     def result(self) -> dict[str, Found]: ...
 
@@ -173,13 +178,15 @@ class InProcessSync:
     def __init__(self, session: Session, keys: Mapping[str, Shared]) -> None:
         self.session = session
         self.remote = Remote(session, keys)
+        self.checked_here = True  # `start` opens the store
 
     def start(self, *, read: bool, count_only: Collection[str] = ()) -> None:
         self.remote.count_only = frozenset(count_only)
         self.remote.open()  # outside the budget: importing libraries is not the store's cost
 
-    def opened(self) -> None:
+    def opened(self, *, wait: bool = True) -> bool:
         self.remote.open()
+        return True
 
     def result(self) -> dict[str, Found]:
         return self.session.run(self.remote.read, f"reading {self.session.display}")

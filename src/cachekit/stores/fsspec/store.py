@@ -18,7 +18,7 @@ from fsspec.config import apply_config
 
 from cachekit.errors import InvalidKey, InvalidURL, StoreUnavailable
 from cachekit.stores.base import Capabilities, Entry
-from cachekit.stores.extras import EXTRAS, install_hint
+from cachekit.stores.extras import EXTRAS, missing_library
 from cachekit.stores.fsspec.backend import MAX_CONCURRENCY, Backend
 from cachekit.stores.keys import validate_key, validate_prefix
 from cachekit.urls import redact_url
@@ -151,8 +151,9 @@ def _filesystem_class(protocol: str, url: str) -> type[Any]:
     try:
         filesystem_class: type[Any] = fsspec.get_filesystem_class(protocol)
     except ImportError as error:
-        hint = install_hint(url) if protocol in EXTRAS else str(error)
-        raise InvalidURL(f"cannot open {redact_url(url)}: {hint}") from error
+        if protocol in EXTRAS:
+            raise missing_library(url) from error
+        raise InvalidURL(f"cannot open {redact_url(url)}: {error}") from error
     except ValueError as error:
         raise InvalidURL(
             f"cannot open {redact_url(url)}: {protocol!r} is not a known fsspec protocol"
