@@ -207,8 +207,8 @@ def test_a_missing_client_library_is_a_usage_error_before_collection(
     assert "COLLECTED" not in result.stdout.str()
 
 
-#: The second test waits for the agent's answer to opening the store (looking at the
-#: reply queue: no other sign of it reaches a test).
+#: The first test waits for the agent's answer to opening the store (looking at the
+#: reply queue: no other sign of it reaches a test), so it is in before the second.
 WAIT_FOR_THE_AGENT = """
 import time
 
