@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from cachekit import Cache, MemoryStore
 from cachekit.errors import CorruptData
 from cachekit.values import codec
+from cachekit.values.cache import join_balanced
 from cachekit.values.merge import (
     CLOCK_SKEW,
     LASTFAILED,
@@ -156,6 +157,22 @@ def test_join_all_does_not_depend_on_order_or_duplicates(name, strategy, values,
     expected = join_all(strategy, items)
     assert join_all(strategy, shuffled) == expected
     assert join_all(strategy, duplicated) == expected
+
+
+@parametrize_cases
+@LAWS
+@given(data=st.data())
+def test_join_balanced_is_join_all_to_the_byte(name, strategy, values, data):
+    """Merges, compactions and reads join many parts at once (`join_balanced`, one pass
+    for mappings: `MappingUnion.join_many`): the same value as folding them one by one,
+    spelled alike (1 or 1.0, key order), whatever their order."""
+    items = data.draw(st.lists(values, max_size=6))
+    shuffled = data.draw(st.permutations(items))
+    expected = join_all(strategy, items)
+    joined = join_balanced(strategy, shuffled)
+    assert _shape(joined) == _shape(expected)
+    if isinstance(strategy, MappingUnion):
+        assert list(joined) == sorted(joined)  # iterates in key order
 
 
 # -- check: accepts every value of the shape, refuses every other -------------------------

@@ -140,6 +140,9 @@ def join_balanced(strategy: MergeStrategy[T], values: Sequence[T]) -> T:
     """
     if not values:
         return strategy.empty()
+    join_many = getattr(strategy, "join_many", None)
+    if join_many is not None:  # a strategy that joins many values in one pass
+        return join_many(values)  # type: ignore[no-any-return]
     level = list(values)
     while len(level) > 1:
         paired = [

@@ -228,6 +228,18 @@ class MappingUnion:
         # sorting merges in linear time.
         return dict(sorted(merged.items())) if added else merged
 
+    def join_many(self, values: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+        """`join_all` of ``values`` in one pass (`cachekit.values.cache.join_balanced`
+        uses it): each entry is joined once and the result sorted once, where pairwise
+        joins copy and re-sort the growing mapping at every level (256 ``lastfailed``
+        parts of ~390 entries: 0.34 s pairwise in a balanced tree)."""
+        merged: dict[str, Any] = {}
+        join = self.values.join
+        for value in values:
+            for key, item in value.items():
+                merged[key] = join(merged[key], item) if key in merged else item
+        return dict(sorted(merged.items()))
+
     def check(self, value: JSON) -> dict[str, Any]:
         if not isinstance(value, dict):
             raise CorruptData("expected a mapping")
