@@ -38,8 +38,11 @@ from cachekit.stats.runs import (
     summarize,
     summary_to_json,
 )
+from cachekit.values import codec
+from cachekit.values.cache import join_balanced
 from cachekit.values.codec import JSON
 from cachekit.values.durations import DURATIONS, durations_part
+from cachekit.values.merge import join_all
 
 DATA = Path(__file__).parent / "data" / "junit"
 
@@ -470,6 +473,21 @@ def test_durations_merge_is_a_join_with_the_latest_duration_per_test(
         expected[test_id] = max(expected.get(test_id, (at, seconds)), (at, seconds))
     merged = durations_from_value(join(join(x, y), z))
     assert merged == {test_id: seconds for test_id, (_at, seconds) in expected.items()}
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(observations, max_size=6), st.randoms())
+def test_durations_joined_at_once_are_joined_one_by_one(
+    runs: list[list[tuple[str, float, float]]], rng: random.Random
+) -> None:
+    """Merges, compactions and reads join many values at once (`join_balanced`, one pass:
+    `Durations.join_many`): the value of joining them one by one, stored alike."""
+    values = [stored_durations(observed) for observed in runs]
+    expected = join_all(DURATIONS, values)
+    rng.shuffle(values)
+    joined = join_balanced(DURATIONS, values)
+    assert codec.encode(joined) == codec.encode(expected)
+    assert list(joined) == list(expected)  # groups in time order
 
 
 def test_durations_are_stored_by_time_and_checked() -> None:

@@ -153,6 +153,28 @@ class Durations:
             merged[key] = {**merged[key], **group} if key in merged else group
         return _sorted_groups(merged)
 
+    def join_many(self, values: Iterable[Groups]) -> Groups:
+        """`cachekit.values.merge.join_all` of ``values`` in one pass
+        (`cachekit.values.cache.join_balanced` uses it): the groups, latest time first,
+        each keeping the tests no later group held. Pairwise joins walk every test at each
+        level of the tree (200 parts of 2,500 tests and a base: eight times 500,000)."""
+        at_time: dict[str, list[dict[str, float]]] = {}
+        for value in values:
+            for key, group in value.items():
+                if group:
+                    at_time.setdefault(key, []).append(group)
+        merged: Groups = {}
+        seen: set[str] = set()  # the tests of the later groups
+        for key in sorted(at_time, key=float, reverse=True):
+            groups = at_time[key]
+            group = groups[0] if len(groups) == 1 else _longest(groups)
+            later = group.keys() & seen  # at C speed, as the updates below
+            if later:
+                group = _without(group, later)
+            seen.update(group)
+            merged[key] = group
+        return _sorted_groups(merged)
+
     def check(self, value: JSON) -> Groups:
         if not isinstance(value, dict):
             raise CorruptData("expected {time: {test id: seconds}}")
@@ -213,6 +235,17 @@ def _without(group: dict[str, float], leaving: set[str]) -> dict[str, float]:
     for test_id in leaving:
         del kept[test_id]
     return kept
+
+
+def _longest(groups: list[dict[str, float]]) -> dict[str, float]:
+    """Groups of one time as one: the longer duration of a test in two (two shards that
+    recorded it at the same moment)."""
+    merged = dict(groups[0])
+    for group in groups[1:]:
+        for test_id, seconds in group.items():
+            if seconds > merged.get(test_id, -1.0):
+                merged[test_id] = seconds
+    return merged
 
 
 def _sorted_groups(groups: Groups) -> Groups:
