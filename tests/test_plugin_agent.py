@@ -237,6 +237,51 @@ def test_a_url_the_library_refuses_is_a_usage_error_before_the_next_test(
     assert "Warning" not in result.stdout.str() + result.stderr.str()
 
 
+#: Under xdist the tests run on the workers and the agent answers the controller: the
+#: controller's conftest holds its second test report until that answer is in, so the
+#: refusal is there when the controller hears of the next test.
+HOLD_THE_CONTROLLER = """
+import time, pytest
+
+configs, started = [], []
+
+def pytest_configure(config):
+    configs.append(config)
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_logstart(nodeid):
+    started.append(nodeid)
+    config = configs[0]
+    if hasattr(config, "workerinput") or len(started) != 2:
+        return
+    sync = config.pluginmanager.get_plugin("cacheprovider").run.sync
+    deadline = time.monotonic() + 30
+    while sync._replies.empty() and time.monotonic() < deadline:
+        time.sleep(0.02)
+"""
+
+
+def test_a_url_refused_under_xdist_stops_the_run_from_the_controller(
+    pytester: pytest.Pytester, s3_url: str
+) -> None:
+    """With ``-n 2`` the controller (which never runs a test) hears each test start
+    from the workers: the refusal stops the run there, with the usage error, and the
+    workers with it."""
+    pytester.makeconftest(HOLD_THE_CONTROLLER)
+    pytester.makepyfile(
+        "import pytest, time\n"
+        "@pytest.mark.parametrize('n', range(40))\n"
+        "def test_slowly(n):\n"
+        "    time.sleep(0.05)\n"
+    )
+    url = f"{s3_url}&max_concurrency=abc"
+    result = pytester.runpytest_subprocess("-n", "2", "-p", "no:randomly", f"--cache-url={url}")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["ERROR: cachekit: cannot open s3://*max_concurrency=abc*"])
+    assert "40 passed" not in result.stdout.str()
+    assert "Warning" not in result.stdout.str() + result.stderr.str()
+
+
 def test_a_url_refused_after_the_last_test_is_one_warning(
     pytester: pytest.Pytester, s3_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
