@@ -22,7 +22,11 @@ T = TypeVar("T")
 
 
 class MergeStrategy(Protocol[T]):
-    """A join on values of type ``T``."""
+    """A join on values of type ``T``.
+
+    A strategy may also have ``join_many(values)``, `join_all` in one pass, and
+    ``stored(value)``, what to write for a joined value (`stored_form`): both optional,
+    found with ``getattr`` where many values are joined or one is written."""
 
     def empty(self) -> T:
         """The identity: ``join(empty(), x) == x``."""
