@@ -130,7 +130,8 @@ class Inventory:
 
 
 def join_balanced(strategy: MergeStrategy[T], values: Sequence[T]) -> T:
-    """`cachekit.values.merge.join_all`, joined pairwise in a balanced tree; the same value.
+    """`cachekit.values.merge.join_all`, the same value: in one pass where the strategy
+    has a ``join_many``, else joined pairwise in a balanced tree.
 
     Joins are associative and commutative, so the grouping does not change the result,
     but it changes the cost: folding n parts one by one into a growing value copies (and

@@ -14,8 +14,8 @@ what ran under it. A flush while a project module's code is on the stack (a wind
 opened during an import) gives that module everything the flush saw too.
 
 Keeping callers costs (about a tenth more a call, and twice the time to read a window's
-calls), so a test window starts with a profiler that keeps none; when a project module's
-code is about to run (the ``exec`` audit event,
+calls), so a window (a test's, a collector's) starts with a profiler that keeps none;
+when a project module's code is about to run (the ``exec`` audit event,
 `cachekit_pytest.skip.tracing.Recorder.executing`), the recorder switches to the one
 that does for the rest of the window. Should a module's code run unannounced under the
 first, the module gets everything that flush saw.
@@ -47,9 +47,9 @@ class Profile:
         #: Kept for the recorder's interface: the call graph attributes imports anyway.
         self.attributing = True
         self._recorder = recorder
-        #: While attributing (collecting): with callers, to read imports from. Else
-        #: without (cheaper to run and to read), and a module imported gets all a
-        #: flush saw.
+        #: While attributing (from a project module's code starting, until its window
+        #: ends): with callers, to read imports from. Else without (cheaper to run and to
+        #: read), and a module imported unannounced gets all a flush saw.
         self._graph = cProfile.Profile(builtins=False)
         self._flat = cProfile.Profile(builtins=False, subcalls=False)
         self._profiler = self._graph

@@ -20,7 +20,7 @@ sees each call of the thread that runs the tests, and a Python trace function
   imports (``pytest_generate_tests``, parametrization) counts for every test collected
   under it (`collector_windows`).
 
-While collecting, and in a test window from the moment a module's code starts (it is
+In a collector's or a test's window, from the moment a module's code starts (it is
 imported: by an ``import`` or ``importlib``), code that runs under a project module's
 ``<module>`` code is that module's *import-time* code, not the window's: with
 ``sys.monitoring`` a slower callback walks the stack of each call of project code; with
@@ -279,6 +279,9 @@ class Recorder:
         if not self.running:
             return (yield)
         window = self.open()
+        # Callers are kept from the moment a project module's code runs (`executing`),
+        # as in a test's window: not for pytest's own collecting of every collector.
+        self._backend.install(attributing=False)
         try:
             return (yield)
         finally:
