@@ -19,7 +19,7 @@ from cachekit.values.cache import Cache, Inventory, Merged, StoredKey, join_bala
 from cachekit.values.codec import JSON
 from cachekit.values.digests import DigestSet
 from cachekit.values.durations import SCOPED_SETUP_PREFIX
-from cachekit.values.merge import join_all, still_failing, stored_form
+from cachekit.values.merge import still_failing, stored_form
 from cachekit.values.objects import new_part_id
 from cachekit.values.pool import side_by_side
 
@@ -187,7 +187,7 @@ def _show_row(key: StoredKey) -> dict[str, Any]:
                 checked.append(strategy.check(envelope.value))
             except CorruptData:
                 continue
-        joined = join_all(strategy, checked)
+        joined = join_balanced(strategy, checked)
         value = _shown(joined) if isinstance(joined, DigestSet) else stored_form(strategy, joined)
     else:
         base = key.base.envelope if key.base is not None else None

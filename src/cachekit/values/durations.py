@@ -199,7 +199,7 @@ class Durations:
             return _sorted_groups(groups)
         # A test in two groups, or one time spelled twice (5 and 5.0): not what cachekit
         # writes. Keep what the join of the groups would.
-        return _join_all(self, ({key: group} for key, group in pairs))
+        return self.join_many({key: group} for key, group in pairs)
 
     def __repr__(self) -> str:
         return "Durations()"
@@ -250,13 +250,6 @@ def _longest(groups: list[dict[str, float]]) -> dict[str, float]:
 
 def _sorted_groups(groups: Groups) -> Groups:
     return {key: groups[key] for key in sorted(groups, key=float) if groups[key]}
-
-
-def _join_all(strategy: Durations, values: Iterable[Groups]) -> Groups:
-    result: Groups = {}
-    for value in values:
-        result = strategy.join(result, value)
-    return result
 
 
 #: Per test, the latest duration (``stats/durations``).
