@@ -207,20 +207,29 @@ def test_a_missing_client_library_is_a_usage_error_before_collection(
     assert "COLLECTED" not in result.stdout.str()
 
 
-#: The first test waits for the agent's answer to opening the store (looking at the
-#: reply queue: no other sign of it reaches a test), so it is in before the second.
-WAIT_FOR_THE_AGENT = """
+#: Waits, at most 30 s, for the sync agent's answer to opening the store, in the process
+#: that started the agent (looking at its reply queue: no other sign of it is there).
+AWAIT_THE_AGENT = """
 import time
 
-def test_first(request):
-    sync = request.config.pluginmanager.get_plugin("cacheprovider").run.sync
+def await_the_agent(config):
+    sync = config.pluginmanager.get_plugin("cacheprovider").run.sync
     deadline = time.monotonic() + 30
     while sync._replies.empty() and time.monotonic() < deadline:
         time.sleep(0.02)
+"""
+
+#: The first test waits for the agent's answer, so it is in before the second.
+WAIT_FOR_THE_AGENT = (
+    AWAIT_THE_AGENT
+    + """
+def test_first(request):
+    await_the_agent(request.config)
 
 def test_second():
     print("SECOND RAN")
 """
+)
 
 
 def test_a_url_the_library_refuses_is_a_usage_error_before_the_next_test(
@@ -240,8 +249,10 @@ def test_a_url_the_library_refuses_is_a_usage_error_before_the_next_test(
 #: Under xdist the tests run on the workers and the agent answers the controller: the
 #: controller's conftest holds its second test report until that answer is in, so the
 #: refusal is there when the controller hears of the next test.
-HOLD_THE_CONTROLLER = """
-import time, pytest
+HOLD_THE_CONTROLLER = (
+    AWAIT_THE_AGENT
+    + """
+import pytest
 
 configs, started = [], []
 
@@ -251,14 +262,10 @@ def pytest_configure(config):
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_logstart(nodeid):
     started.append(nodeid)
-    config = configs[0]
-    if hasattr(config, "workerinput") or len(started) != 2:
-        return
-    sync = config.pluginmanager.get_plugin("cacheprovider").run.sync
-    deadline = time.monotonic() + 30
-    while sync._replies.empty() and time.monotonic() < deadline:
-        time.sleep(0.02)
+    if not hasattr(configs[0], "workerinput") and len(started) == 2:
+        await_the_agent(configs[0])
 """
+)
 
 
 def test_a_url_refused_under_xdist_stops_the_run_from_the_controller(
