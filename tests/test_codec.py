@@ -287,6 +287,10 @@ GARBAGE = [
     frame(b'{"value": 1}'),  # an envelope missing written_at
     frame(b'{"value": 1, "written_at": 1.0, "unexpected": 2}'),
     frame(b'{"value": 1, "written_at": "yesterday"}'),
+    frame(b'{"value": 1, "written_at": true}'),
+    frame(b'{"value": 1, "written_at": 1.0, "writer": 7}'),
+    frame(b'{"value": 1, "written_at": 1.0, "folded": "ab"}'),
+    frame(b'{"value": 1, "written_at": 1.0, "folded": [1, 2]}'),
     frame(b"\xff"),
     frame(b"[" * 100_000),
 ]
@@ -301,6 +305,10 @@ GARBAGE_IDS = [
     "no-written_at",
     "extra-key",
     "bad-written_at",
+    "bool-written_at",
+    "number-writer",
+    "string-folded",
+    "numbers-folded",
     "bad-utf8",
     "deep-nesting",
 ]

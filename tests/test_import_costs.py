@@ -95,6 +95,27 @@ def test_a_run_without_a_store_or_features_loads_no_store_machinery(
     assert not unused & loaded
 
 
+def test_a_run_with_a_local_store_does_not_load_cattrs(pytester: pytest.Pytester) -> None:
+    """Every shard of a big suite pays for what a run with a store loads: the envelopes
+    it reads are checked without cattrs (cattrs alone took longer to load than the
+    whole start-up read of a 500,000-test namespace)."""
+    pytester.makeconftest(
+        "import sys\n"
+        "def pytest_unconfigure(config):\n"
+        "    print('MODULES', ' '.join(sorted(sys.modules)))\n"
+    )
+    pytester.makepyfile("def test_one():\n    pass\ndef test_two():\n    assert 0\n")
+    store = pytester.path / "store"
+    for _ in range(2):  # the second run reads what the first wrote
+        result = pytester.runpytest_subprocess("-p", "no:randomly", f"--cache-url={store}")
+        result.assert_outcomes(passed=1, failed=1)
+    assert any(store.rglob("@parts/*"))
+    line = next(line for line in result.outlines if line.startswith("MODULES "))
+    loaded = set(line.split()[1:])
+    assert {"cachekit_pytest.shared", "cachekit.values.cache"} <= loaded
+    assert "cattrs" not in loaded
+
+
 def test_the_sync_agent_never_imports_pytest() -> None:
     loaded = loaded_after("import cachekit_pytest.sync.agent")
     assert "cachekit_pytest.sync.remote" in loaded
