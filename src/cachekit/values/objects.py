@@ -93,7 +93,8 @@ def structure_envelope(value: JSON) -> Envelope:
         raise CorruptData(f"not a cachekit envelope: unknown fields {sorted(unknown)}")
     try:
         return Envelope(**value)
-    except (TypeError, ValueError) as error:  # a field missing, or of the wrong type
+    # A field missing or of the wrong type; or an integer too large for a float.
+    except (TypeError, ValueError, OverflowError) as error:
         raise CorruptData(f"not a cachekit envelope: {error}") from error
 
 
