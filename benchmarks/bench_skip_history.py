@@ -11,7 +11,9 @@ The project is a local clone given by ``--repo`` (default use: boltons, a pure-P
 library with a quick suite; ``git clone https://github.com/mahmoud/boltons
 benchmarks/.work/boltons``); ``--tests`` names its test paths and ``--package`` its
 source directory (what is mutated, never the tests), so the same script runs on any
-project whose tests run from its root.
+project whose tests run from its root. The project is not installed: every run imports
+its clone's code, the directory holding each ``--package`` being on ``PYTHONPATH``
+(``--package src/cachetools`` in a src layout).
 
 Setup (``benchmarks/.work/skip-history/``, git-ignored): a venv of its own with the
 project's test requirements (its pyproject's ``dev``/``test`` dependency group or extra,
@@ -27,9 +29,11 @@ store under ``.pytest_cache``, ``CACHEKIT_SIGNING_KEY`` fixed; testmon's
 - cachekit: ``--skip-passed -p no:testmon``;
 - testmon: ``--testmon -p no:cachekit``.
 
-A test counts as executed when it is in the run's junit report and is not a cached pass
-(cachekit leaves cached tests out of junit; testmon leaves out what it deselects or does
-not collect). A collection error counts as a failing test of its file.
+A test counts as executed when it is in the run's junit report and is neither a cached
+pass (cachekit leaves cached tests out of junit; testmon leaves out what it deselects or
+does not collect) nor skipped by a mark, unittest or ``pytest.skip()`` (its body did not
+run, in the plain run either; an xfail's did, and counts). A collection error counts as
+a failing test of its file.
 
 History: the last ``--commits`` commits (first parent), oldest first. On the oldest, each
 tool records (every test runs). On each later commit, all three clones check it out and
@@ -52,14 +56,17 @@ executed on the mutations by cachekit at most 1.25x testmon's; at least 92% of
 executions left out by cachekit over the history.
 
 Run alone: ``python benchmarks/bench_skip_history.py --repo benchmarks/.work/boltons``
-(``--write`` saves ``results/skip-history.md`` and ``.json``; ``--quick`` for a small
-run). Exits non-zero if a target fails.
+(``--write`` saves ``results/skip-history.md`` and ``.json``, ``--write NAME``
+``results/NAME.*``, with the command as given; ``--quick`` for a small run). Exits
+non-zero if a target fails.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import re
+import shlex
 import shutil
 import statistics
 import subprocess
@@ -89,9 +96,7 @@ from benchmarks.harness import (
 from benchmarks.history_runs import TOOLS, Clone, Measured, PytestRun, Total, totals
 from benchmarks.mutations import Mutant, candidates
 
-SCRIPT_COMMAND = (
-    ".venv/bin/python benchmarks/bench_skip_history.py --repo benchmarks/.work/boltons --write"
-)
+SCRIPT_COMMAND = ".venv/bin/python benchmarks/bench_skip_history.py"
 TESTMON = "pytest-testmon==2.2.0"
 DIRECTORY = WORK_DIR / "skip-history"
 VENV = DIRECTORY / "venv"
@@ -220,6 +225,14 @@ def environment() -> dict[str, str]:
     return {**env, "PYTHONHASHSEED": "0"}
 
 
+def import_path(clone: Path, packages: Sequence[str]) -> str:
+    """``PYTHONPATH`` for runs in ``clone``: the directory holding each source package
+    (``src`` in a src layout), so that its tests import the clone's code without the
+    project being installed (nor one clone's copy serving the others)."""
+    roots = dict.fromkeys(str((clone / package).parent) for package in packages)
+    return os.pathsep.join(roots)
+
+
 # -- the benchmark --------------------------------------------------------------------------
 
 
@@ -242,7 +255,7 @@ def run(settings: Settings, python: Path, cachekit_commit: str) -> Report:
             python=python,
             settings=settings,
             logs=logs,
-            env=env,
+            env={**env, "PYTHONPATH": import_path(DIRECTORY / name, settings.package)},
         )
         for name in ("plain", *TOOLS)
     }
@@ -328,10 +341,11 @@ def mutate(found: Found, clones: dict[str, Clone], newest: str) -> None:
     for tool in TOOLS:
         clones[tool].save_state()
     root = clones["plain"].path
+    tests = tuple(f"{Path(path).as_posix().rstrip('/')}/" for path in settings.tests)
     files = [
         name
         for name in git(root, "ls-files", "--", *settings.package).splitlines()
-        if name.endswith(".py")
+        if name.endswith(".py") and not f"{name}/".startswith(tests)  # tests inside it
     ]
     import_time, in_functions = candidates(root, files, settings.seed)
     wanted_import_time = max(3, settings.mutations // IMPORT_TIME_SHARE)
@@ -540,12 +554,14 @@ def _summary_notes(found: Found) -> list[str]:
         "A failing test is hidden when it fails in the plain run of the same code and did "
         "not fail in the tool's run (not executed, or executed and passed). Executions "
         "left out: 1 - executed / collected, summed over the commits (collected: the plain "
-        "run's tests). Wall time: each whole pytest process, spawn to exit, one run each, "
-        "nice'd; the plain runs are `-p no:cachekit -p no:testmon` on every commit."
+        "run's tests); a test skipped by a mark or `pytest.skip()` counts in neither. "
+        "Wall time: each whole pytest process, spawn to exit, one run each, nice'd; "
+        "the plain runs are `-p no:cachekit -p no:testmon` on every commit."
     )
     notes.append(
-        "Get the project: `git clone https://github.com/mahmoud/boltons "
-        "benchmarks/.work/boltons` (any project runs: `--repo`, `--tests`, `--package`)."
+        "Get the project: a git clone given as `--repo` with its `--tests` and `--package` "
+        "(boltons: `git clone https://github.com/mahmoud/boltons benchmarks/.work/boltons`); "
+        "the command that wrote this file is at its top."
     )
     whole = [_whole_files(measured.runs["cachekit"]) for measured in found.history]
     notes.append(
@@ -663,7 +679,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="install cachekit from the working tree (default: this checkout's HEAD)",
     )  # fmt: skip
     parser.add_argument("--quick", action="store_true", help="6 commits and 4 mutations")
-    parser.add_argument("--write", action="store_true", help="write results/skip-history.*")
+    parser.add_argument(
+        "--write", nargs="?", const="skip-history", metavar="NAME",
+        help="write results/NAME.md and .json (default NAME: skip-history)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     if not (args.repo / ".git").exists():
         parser.error(f"{args.repo}: not a git clone (git clone https://github.com/mahmoud/boltons)")
@@ -677,7 +696,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         machine["cachekit_measured"] = cachekit_commit
         machine["benchmark_venv"] = venv_versions(python)
         machine["total_runtime"] = f"{time.perf_counter() - started:.0f} s"
-        paths = write_results("skip-history", report.name, [report], machine, SCRIPT_COMMAND)
+        given = sys.argv[1:] if argv is None else list(argv)
+        command = shlex.join([*SCRIPT_COMMAND.split(), *given])
+        paths = write_results(args.write, report.name, [report], machine, command)
         print("wrote", *(str(path) for path in paths))
     return 0 if report.passed else 1
 
