@@ -421,7 +421,9 @@ def report_of(found: Found) -> Report:
         hidden.note = f"{len(found.mutants)} of {settings.mutations} mutants found"
     if mutations["testmon"].executed:
         ratio.measured = mutations["cachekit"].executed / mutations["testmon"].executed
-        ratio.note = _where_testmon_hid_none(found)
+        ratio.note = "; ".join(
+            note for note in (_where_testmon_hid_none(found), _in_function_bodies(found)) if note
+        )
     else:
         ratio.note = "no mutant found" if not found.mutants else "testmon executed no test"
     if found.history:
@@ -456,6 +458,23 @@ def _where_testmon_hid_none(found: Found) -> str:
         return ""
     return (
         f"on the {len(honest)} mutants where testmon hid no failing test: "
+        f"{kept['cachekit'].executed} / {kept['testmon'].executed} = "
+        f"{kept['cachekit'].executed / kept['testmon'].executed:.3f}"
+    )
+
+
+def _in_function_bodies(found: Found) -> str:
+    """The ratio again over the mutants inside function bodies, where cachekit reruns
+    only the tests that executed the function; a change to import-time code (module
+    level, class body, default argument, decorator) reruns every importer by design."""
+    bodies = [measured for mutant, measured in found.mutants if not mutant.import_time]
+    if len(bodies) == len(found.mutants):
+        return ""
+    kept = totals(bodies)
+    if not kept["testmon"].executed:
+        return ""
+    return (
+        f"on the {len(bodies)} mutants in function bodies: "
         f"{kept['cachekit'].executed} / {kept['testmon'].executed} = "
         f"{kept['cachekit'].executed / kept['testmon'].executed:.3f}"
     )
