@@ -277,13 +277,21 @@ class Measured:
         return len(self.runs[tool].executed)
 
     def hidden(self, tool: str) -> set[str]:
-        """Tests that fail in the plain run and did not fail in the tool's."""
-        return self.plain.failed - self.runs[tool].failed
+        """Tests that fail in the plain run and that the tool did not run."""
+        return self.plain.failed - self.runs[tool].executed
+
+    def passed_when_run(self, tool: str) -> set[str]:
+        """Tests that fail in the plain run, and passed when the tool ran them: the tool
+        hid nothing, the test's outcome differs from run to run (a random choice, a
+        timing). Reported apart from those hidden."""
+        run = self.runs[tool]
+        return (self.plain.failed & run.executed) - run.failed
 
     def line(self) -> str:
         shown = ", ".join(
             f"{tool} {self.executed(tool)} run {self.runs[tool].seconds:.1f} s"
             f" hidden {len(self.hidden(tool))}"
+            + (f" passed when run {len(passed)}" if (passed := self.passed_when_run(tool)) else "")
             for tool in TOOLS
         )
         return (
@@ -299,6 +307,7 @@ class Measured:
             "plain": self.plain.as_dict(),
             "runs": {tool: run.as_dict() for tool, run in self.runs.items()},
             "hidden": {tool: sorted(self.hidden(tool)) for tool in TOOLS},
+            "passed_when_run": {tool: sorted(self.passed_when_run(tool)) for tool in TOOLS},
         }
 
 
@@ -310,6 +319,7 @@ class Total:
     executed: int = 0
     hidden: int = 0
     with_hidden: int = 0
+    passed_when_run: int = 0
     seconds: float = 0.0
     plain_seconds: float = 0.0
 
@@ -327,6 +337,7 @@ class Total:
             "executed": self.executed,
             "hidden": self.hidden,
             "with_hidden": self.with_hidden,
+            "passed_when_run": self.passed_when_run,
             "seconds": round(self.seconds, 3),
             "plain_seconds": round(self.plain_seconds, 3),
             "left_out": self.left_out,
@@ -343,6 +354,7 @@ def totals(measured: Sequence[Measured]) -> dict[str, Total]:
             total.executed += one.executed(tool)
             total.hidden += hidden
             total.with_hidden += hidden > 0
+            total.passed_when_run += len(one.passed_when_run(tool))
             total.seconds += one.runs[tool].seconds
             total.plain_seconds += one.plain.seconds
     return sums
