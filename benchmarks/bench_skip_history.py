@@ -466,17 +466,22 @@ def _where_testmon_hid_none(found: Found) -> str:
 
 
 def _in_function_bodies(found: Found) -> str:
-    """The ratio again over the mutants inside function bodies, where cachekit reruns
-    only the tests that executed the function; a change to import-time code (module
+    """The ratio again over the mutants inside function bodies on which testmon hid no
+    failing test: where cachekit reruns only the tests that executed the function (or
+    imported a module whose import executed it). A change to import-time code (module
     level, class body, default argument, decorator) reruns every importer by design."""
-    bodies = [measured for mutant, measured in found.mutants if not mutant.import_time]
-    if len(bodies) == len(found.mutants):
+    bodies = [
+        measured
+        for mutant, measured in found.mutants
+        if not mutant.import_time and not measured.hidden("testmon")
+    ]
+    if len(bodies) == len(found.mutants) or not bodies:
         return ""
     kept = totals(bodies)
     if not kept["testmon"].executed:
         return ""
     return (
-        f"on the {len(bodies)} mutants in function bodies: "
+        f"on the {len(bodies)} mutants in function bodies where testmon hid none: "
         f"{kept['cachekit'].executed} / {kept['testmon'].executed} = "
         f"{kept['cachekit'].executed / kept['testmon'].executed:.3f}"
     )
