@@ -217,6 +217,42 @@ def test_a_version_bump_reruns_nothing(project: Project) -> None:
     assert project.ran == set()
 
 
+def test_a_version_imported_into_the_package_reruns_nothing_when_bumped(
+    project: Project,
+) -> None:
+    """The commonest layout: ``__version__`` in a module of its own, imported into the
+    package ``__init__`` that every test imports. The import passes the value on without
+    reading it; only code naming ``__version__`` depends on it."""
+    project.write("lib/_version.py", '__version__ = "1.0"\n')
+    project.write("lib/__init__.py", "from lib._version import __version__\n")
+    project.write(
+        "test_version.py",
+        "import lib\n\n\ndef test_version():\n    assert lib.__version__ < '2'\n",
+    )
+    project.run()
+    assert "test_version.py::test_version" in project.ran
+    project.replace("lib/_version.py", '"1.0"', '"1.1.dev0"')
+    project.run()
+    assert project.ran == {"test_version.py::test_version"}
+    # Gone, the import fails: every importer is collected again (and errors), none is
+    # skipped: the skeleton of lib/_version.py counts which metadata dunders it binds.
+    project.write("lib/_version.py", "")
+    result = project.run()
+    assert result.parseoutcomes() == {"errors": 5}  # the five test files importing lib
+    assert "ImportError: cannot import name '__version__'" in result.stdout.str()
+
+
+def test_a_version_imported_under_another_name_reruns_all_importers(project: Project) -> None:
+    """``from lib._version import __version__ as VERSION``: code reads it as ``VERSION``,
+    so the import counts as reading it."""
+    project.write("lib/_version.py", '__version__ = "1.0"\n')
+    project.write("lib/__init__.py", "from lib._version import __version__ as VERSION\n")
+    project.run()
+    project.replace("lib/_version.py", '"1.0"', '"1.1"')
+    project.run()
+    assert project.ran == EVERY_TEST
+
+
 def test_a_new_undecorated_function_reruns_nothing(project: Project) -> None:
     text = "\n\ndef div(a, b=2):\n    return a / b\n"
     project.write("lib/calc.py", project.read("lib/calc.py") + text)

@@ -601,7 +601,7 @@ def test_constant_bindings_leave_the_skeleton_and_are_hashed_by_name() -> None:
     )
     index = function_index(source.encode())
     assert index is not None
-    assert sorted(index.bindings) == ["__version__", "helper"]
+    assert sorted(index.bindings) == ["__version__", "__version__?", "helper"]
     bumped = function_index(source.replace('"1.0"', '"1.1"').encode())
     assert bumped is not None
     assert bumped.skeleton == index.skeleton
@@ -626,6 +626,25 @@ def test_constant_bindings_leave_the_skeleton_and_are_hashed_by_name() -> None:
         edited = function_index(source.replace(old, new).encode())
         assert edited is not None
         assert edited.skeleton != index.skeleton, old
+
+
+def test_a_metadata_dunder_imported_under_its_own_name_is_passed_on_not_read() -> None:
+    """``from ._version import __version__`` reads only that ``__version__`` is bound
+    (the import fails without it), not its value: code naming ``__version__`` does.
+    Under another name, code reads it by that name, so the import reads the value."""
+    passed_on = function_index(b"from ._version import __version__, __author__, helper\n")
+    assert passed_on is not None
+    assert passed_on.names_of(SKELETON_NAMES) == {"__version__?", "__author__?", "helper"}
+    renamed = function_index(b"from ._version import __version__ as VERSION\n")
+    assert renamed is not None
+    assert renamed.names_of(SKELETON_NAMES) == {"__version__"}
+    bound = function_index(b'__version__ = "1.0"\n')
+    bumped = function_index(b'__version__ = "1.1"\n')
+    assert bound is not None
+    assert bumped is not None
+    assert sorted(bound.bindings) == ["__version__", "__version__?"]
+    assert bumped.bindings["__version__?"] == bound.bindings["__version__?"]
+    assert bumped.bindings["__version__"] != bound.bindings["__version__"]
 
 
 def test_annotations_postponed_by_the_future_import_do_not_make_a_def_module_level_code() -> None:

@@ -15,6 +15,14 @@ ones included), its own test file whole. Code that can reach a name without spel
 ``eval``...) reads `EVERY_NAME`: every binding but the metadata dunders
 (`reflection_reaches`).
 
+Why a metadata dunder imported under its own name (``from ._version import __version__``
+in a package ``__init__``, the commonest way to publish a version) is not read by the
+import: the import only passes the value on, to code that must name it to read it. Only
+its presence is read (the import fails without it): the import reads ``__version__?``
+(`BOUND`), a binding whose hash never changes and that a module has while it binds
+``__version__`` as a constant. Removing the version reruns every test that imports it,
+a new value only the tests whose code names it.
+
 Why only constants: a binding that reads a name or calls anything at import could fail
 or differ with the order of statements, so it stays in the skeleton (every importer
 reruns when it changes). A constant binding's hash includes how many skeleton statements
@@ -42,6 +50,9 @@ from collections.abc import Iterable
 
 #: The name a reflective construct reads: every binding counts.
 EVERY_NAME = "*"
+#: After a metadata dunder's name, the binding that says it is bound (see above).
+BOUND = "?"
+_BOUND_HASH = hashlib.sha256(b"bound").hexdigest()
 
 #: Module dunders that only describe the module; every other dunder stays in the skeleton.
 _METADATA = frozenset(
@@ -149,6 +160,7 @@ def binding_hashes(statements: list[ast.stmt]) -> tuple[list[ast.stmt], dict[str
         name: hashlib.sha256(json.dumps(found).encode("utf-8", "surrogatepass")).hexdigest()
         for name, found in sorted(parts.items())
     }
+    hashes.update((name + BOUND, _BOUND_HASH) for name in sorted(parts.keys() & _METADATA))
     return skeleton, hashes
 
 
@@ -156,7 +168,7 @@ def reflection_reaches(name: str) -> bool:
     """Whether code reading names reflectively counts as reading ``name``: not for the
     metadata dunders (``__version__``...), which code that walks a namespace skips and
     reads only by name; counting them would rerun every such test on each release."""
-    return name not in _METADATA
+    return name.removesuffix(BOUND) not in _METADATA
 
 
 def dump_and_names(nodes: Iterable[ast.AST]) -> tuple[str, set[str]]:
@@ -199,7 +211,7 @@ def dump_and_names(nodes: Iterable[ast.AST]) -> tuple[str, set[str]]:
             if isinstance(node.value, str):  # type: ignore[attr-defined]
                 update(find_identifiers(node.value))  # type: ignore[attr-defined]
         elif kind == _ALIAS:
-            update(node.name.split("."))  # type: ignore[attr-defined]
+            update(_imported_names(node))  # type: ignore[arg-type]
         elif kind == _DECLARATION:
             update(node.names)  # type: ignore[attr-defined]
         elif kind == _CALL and _computed_lookup(node):  # type: ignore[arg-type]
@@ -253,6 +265,15 @@ def _fields_of(cls: type) -> tuple[str, tuple[str, ...], int]:
 def names_in_text(text: str) -> set[str]:
     """The identifiers in a text (a docstring's doctest examples)."""
     return set(_IDENTIFIER.findall(text))
+
+
+def _imported_names(alias: ast.alias) -> list[str]:
+    """The names an import reads: each part of a dotted name; for a metadata dunder
+    imported under its own name, that it is bound (passed on, not read: see the module
+    docstring)."""
+    if alias.name in _METADATA and alias.asname in (None, alias.name):
+        return [alias.name + BOUND]
+    return alias.name.split(".")
 
 
 def _computed_lookup(call: ast.Call) -> bool:
