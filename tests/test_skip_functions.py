@@ -235,7 +235,7 @@ def test_a_version_imported_into_the_package_reruns_nothing_when_bumped(
     project.run()
     assert project.ran == {"test_version.py::test_version"}
     # Gone, the import fails: every importer is collected again (and errors), none is
-    # skipped: the skeleton of lib/_version.py counts which metadata dunders it binds.
+    # skipped: the package's import reads that it is bound (``__version__?``).
     project.write("lib/_version.py", "")
     result = project.run()
     assert result.parseoutcomes() == {"errors": 5}  # the five test files importing lib
