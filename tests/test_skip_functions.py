@@ -242,6 +242,32 @@ def test_a_version_imported_into_the_package_reruns_nothing_when_bumped(
     assert "ImportError: cannot import name '__version__'" in result.stdout.str()
 
 
+def test_a_version_computed_from_a_version_tuple_reruns_nothing_when_bumped(
+    project: Project,
+) -> None:
+    """glom's layout: ``version_info`` and a ``__version__`` computed from it in
+    ``_version.py``, imported into the package. A bump reruns the tests that name
+    either; a tuple the computation fails on reruns every importer, which fail."""
+    project.write(
+        "lib/_version.py",
+        "version_info = (1, 0)\n"
+        "__version__ = '.'.join([str(part) for part in version_info if part or part == 0])\n",
+    )
+    project.write("lib/__init__.py", "from lib._version import __version__\n")
+    project.write(
+        "test_version.py",
+        "import lib\n\n\ndef test_version():\n    assert lib.__version__ < '2'\n",
+    )
+    project.run()
+    project.replace("lib/_version.py", "(1, 0)", "(1, 1, 'dev')")
+    project.run()
+    assert project.ran == {"test_version.py::test_version"}
+    project.replace("lib/_version.py", "(1, 1, 'dev')", "11")
+    result = project.run()
+    assert result.parseoutcomes() == {"errors": 5}
+    assert "TypeError: 'int' object is not iterable" in result.stdout.str()
+
+
 def test_a_version_imported_under_another_name_reruns_all_importers(project: Project) -> None:
     """``from lib._version import __version__ as VERSION``: code reads it as ``VERSION``,
     so the import counts as reading it."""

@@ -647,6 +647,68 @@ def test_a_metadata_dunder_imported_under_its_own_name_is_passed_on_not_read() -
     assert bumped.bindings["__version__"] != bound.bindings["__version__"]
 
 
+COMPUTED_VERSION = (
+    "version_info = (24, 11, 0)\n"
+    "__version__ = '.'.join([str(part) for part in version_info if part or part == 0])\n"
+)
+
+
+def test_a_version_computed_from_version_constants_is_a_constant_binding() -> None:
+    """glom's ``_version.py``: the computed ``__version__`` is evaluated here and
+    hashed with its value, so a bump changes two bindings and no module-level code."""
+    index = function_index(COMPUTED_VERSION.encode())
+    bumped = function_index(COMPUTED_VERSION.replace("0)", "1, 'dev')").encode())
+    assert index is not None
+    assert bumped is not None
+    assert {"__version__", "version_info"} <= index.bindings.keys()
+    assert index.names_of(SKELETON_NAMES) == frozenset()
+    assert bumped.skeleton == index.skeleton
+    for name in ("__version__", "version_info"):
+        assert bumped.bindings[name] != index.bindings[name]
+    formatted = function_index(
+        b"__version_info__ = (1, 2, 3)\n__version__ = '{}.{}.{}'.format(*__version_info__)\n"
+    )
+    assert formatted is not None
+    assert "__version__" in formatted.bindings
+
+
+@pytest.mark.parametrize(
+    ("edit", "why"),
+    [
+        (("(24, 11, 0)", "24"), "raises on import (not iterable): every importer reruns"),
+        (("(24, 11, 0)", "tuple(range(9))"), "reads a name at import"),
+        (("version_info = ", "VERSION = "), "a plain constant"),
+        (("str(part)", "helper(part)"), "calls the project's code"),
+        (("str(part)", "str(part) * 2"), "an operator that can build a large value"),
+    ],
+)
+def test_a_version_computed_otherwise_stays_module_level_code(
+    edit: tuple[str, str], why: str
+) -> None:
+    index = function_index(COMPUTED_VERSION.replace(*edit).encode())
+    assert index is not None
+    assert "__version__" not in index.bindings, why
+
+
+@pytest.mark.parametrize(
+    "elsewhere",
+    [
+        "str = repr\n",
+        "from os.path import *\n",
+        "def bump():\n    global version_info\n    version_info = (25,)\n",
+        "if True:\n    version_info = (0,)\n",
+        "def local():\n    for str in ():\n        pass\n",
+    ],
+)
+def test_a_version_computed_from_names_bound_elsewhere_stays_module_level_code(
+    elsewhere: str,
+) -> None:
+    """What the import computes could differ from what is evaluated here."""
+    index = function_index((elsewhere + COMPUTED_VERSION).encode())
+    assert index is not None
+    assert "__version__" not in index.bindings
+
+
 def test_annotations_postponed_by_the_future_import_do_not_make_a_def_module_level_code() -> None:
     source = "from __future__ import annotations\n\n\ndef typed(x: int) -> Path:\n    return x\n"
     index = function_index(source.encode())

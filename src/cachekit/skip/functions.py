@@ -135,7 +135,8 @@ def index_tree(tree: ast.Module) -> FunctionIndex:
         text, read = dump_and_names([node, *statements])
         hashes[function_id] = _sha256(text)
         names[function_id] = _joined(read)
-    tree.body, bindings = binding_hashes(tree.body)
+    cut = [statement for _, _, statements in bodies for statement in statements]
+    tree.body, bindings = binding_hashes(tree.body, elsewhere=cut)
     skeleton, read = dump_and_names([tree])
     names[SKELETON_NAMES] = _joined(read)
     names[DOCSTRING_NAMES] = _joined(

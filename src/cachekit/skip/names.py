@@ -26,13 +26,18 @@ a new value only the tests whose code names it.
 Why only constants: a binding that reads a name or calls anything at import could fail
 or differ with the order of statements, so it stays in the skeleton (every importer
 reruns when it changes). A constant binding's hash includes how many skeleton statements
-precede it, so moving it across one changes it too (the skeleton alone would not).
+precede it, so moving it across one changes it too (the skeleton alone would not). One
+exception: a version computed from the module's version constants
+(``__version__ = ".".join(map(str, version_info))``), evaluated here when that is safe
+(`cachekit.skip.versions`) and hashed with its value.
 
 Why only the metadata dunders among assignments: frameworks read plain module constants
 from code that is not the project's, so never analysed here (Django's settings through
 ``dir()`` and ``getattr``, ``app_name`` in a URL module, Flask's ``from_object``): a
 ``DEBUG = False`` must rerun every importer. Functions are called by name, or by
-conventions kept out here.
+conventions kept out here. ``version_info`` counts as metadata too: the lowercase
+version tuple that ``sys.version_info`` named, which settings readers (uppercase names)
+never take.
 
 Never constant, whatever the right-hand side: other dunder names (they change how Python
 and pytest treat a module: ``__all__``, ``__getattr__``, ``__path__``...), names pytest
@@ -43,10 +48,13 @@ collects or calls by convention (``test*``, ``Test*``, ``pytest*``, xunit-style
 from __future__ import annotations
 
 import ast
+import functools
 import hashlib
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
+
+from cachekit.skip.versions import bound_names, computed_version
 
 #: The name a reflective construct reads: every binding counts.
 EVERY_NAME = "*"
@@ -54,7 +62,8 @@ EVERY_NAME = "*"
 BOUND = "?"
 _BOUND_HASH = hashlib.sha256(b"bound").hexdigest()
 
-#: Module dunders that only describe the module; every other dunder stays in the skeleton.
+#: Module dunders that only describe the module (and ``version_info``); every other dunder
+#: stays in the skeleton.
 _METADATA = frozenset(
     {
         "__version__",
@@ -68,6 +77,7 @@ _METADATA = frozenset(
         "__status__",
         "__date__",
         "__docformat__",
+        "version_info",
     }
 )
 #: Names pytest and unittest find by themselves in a module (without anyone naming them).
@@ -136,10 +146,15 @@ def _constant_binding(statement: ast.stmt, *, lazy_annotations: bool) -> list[st
     return names
 
 
-def binding_hashes(statements: list[ast.stmt]) -> tuple[list[ast.stmt], dict[str, str]]:
+def binding_hashes(
+    statements: list[ast.stmt], elsewhere: Sequence[ast.stmt] = ()
+) -> tuple[list[ast.stmt], dict[str, str]]:
     """A module's top-level statements split into the skeleton's and the constant
     bindings', hashed by name (every constant statement binding the name, in order, each
-    with the number of skeleton statements before it)."""
+    with the number of skeleton statements before it). A metadata dunder computed from
+    the module's metadata constants (`cachekit.skip.versions`) is a constant binding
+    too, hashed with its value. ``elsewhere``: the module's other statements (function
+    bodies cut from ``statements``), for what they bind."""
     lazy_annotations = any(
         isinstance(statement, ast.ImportFrom)
         and statement.module == "__future__"
@@ -148,20 +163,87 @@ def binding_hashes(statements: list[ast.stmt]) -> tuple[list[ast.stmt], dict[str
     )
     skeleton: list[ast.stmt] = []
     parts: dict[str, list[object]] = {}
+    #: The values of the metadata constants bound so far, for computed versions.
+    known: dict[str, object] = {}
+    bound_elsewhere = functools.cache(lambda: _bound_elsewhere(statements, elsewhere))
     for statement in statements:
         names = _constant_binding(statement, lazy_annotations=lazy_annotations)
+        value = _metadata_value(statement, known, bound_elsewhere, constant=names is not None)
+        for name in _metadata_targets(statement):
+            if value is _UNKNOWN:
+                known.pop(name, None)
+            else:
+                known[name] = value
+        computed = names is None and value is not _UNKNOWN
+        if computed:
+            names = _metadata_targets(statement)
         if names is None:
             skeleton.append(statement)
             continue
-        dumped = ast.dump(statement)
+        part: list[object] = [len(skeleton), ast.dump(statement)]
+        if computed:
+            part.append(repr(value))  # a computed version: by its value too
         for name in names:
-            parts.setdefault(name, []).append([len(skeleton), dumped])
+            parts.setdefault(name, []).append(part)
     hashes = {
         name: hashlib.sha256(json.dumps(found).encode("utf-8", "surrogatepass")).hexdigest()
         for name, found in sorted(parts.items())
     }
     hashes.update((name + BOUND, _BOUND_HASH) for name in sorted(parts.keys() & _METADATA))
     return skeleton, hashes
+
+
+#: What `_metadata_value` returns for a value it cannot know.
+_UNKNOWN = object()
+
+
+def _metadata_targets(statement: ast.stmt) -> list[str]:
+    """The names a top-level assignment of metadata dunders binds (none for any other
+    statement)."""
+    if isinstance(statement, ast.Assign):
+        targets = statement.targets
+    elif isinstance(statement, ast.AnnAssign) and statement.value is not None:
+        targets = [statement.target]
+    else:
+        return []
+    names = [target.id for target in targets if isinstance(target, ast.Name)]
+    if len(names) != len(targets) or not all(name in _METADATA for name in names):
+        return []
+    return names
+
+
+def _metadata_value(
+    statement: ast.stmt,
+    known: dict[str, object],
+    bound_elsewhere: Callable[[], frozenset[str]],
+    *,
+    constant: bool,
+) -> object:
+    """The value a top-level metadata assignment binds, if it can be known: a literal,
+    or a computed version (`cachekit.skip.versions`); else `_UNKNOWN`."""
+    if not _metadata_targets(statement):
+        return _UNKNOWN
+    expression = statement.value  # type: ignore[attr-defined]
+    if constant:
+        try:
+            return ast.literal_eval(expression)
+        except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+            return _UNKNOWN
+    computed, value = computed_version(expression, known, bound_elsewhere)
+    return value if computed else _UNKNOWN
+
+
+def _bound_elsewhere(statements: list[ast.stmt], elsewhere: Sequence[ast.stmt]) -> frozenset[str]:
+    """What the module binds but by its top-level metadata assignments."""
+    targets = [
+        target
+        for statement in statements
+        if _metadata_targets(statement)
+        for target in (
+            statement.targets if isinstance(statement, ast.Assign) else [statement.target]  # type: ignore[attr-defined]
+        )
+    ]
+    return bound_names([*statements, *elsewhere], skipped=targets)
 
 
 def reflection_reaches(name: str) -> bool:
