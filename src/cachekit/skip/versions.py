@@ -74,9 +74,17 @@ def computed_version(
     scope = {"__builtins__": _BUILTINS, **{name: known[name] for name in read & known.keys()}}
     try:
         code = compile(ast.fix_missing_locations(tree), "<version>", "eval")
-        return True, eval(code, scope)  # checked above: see the module docstring
+        value = eval(code, scope)  # checked above: see the module docstring
     except Exception:  # it would raise on import too: module-level code
         return False, None
+    # Hashed by its repr: only values whose repr is the same in every process.
+    return (True, value) if _plain(value) else (False, None)
+
+
+def _plain(value: object) -> bool:
+    if isinstance(value, (tuple, list)):
+        return all(_plain(item) for item in value)
+    return value is None or isinstance(value, (str, int, float))
 
 
 def _string_method(node: ast.Attribute) -> bool:
