@@ -124,8 +124,8 @@ def read_junit(path: Path, run: PytestRun) -> None:
             continue
         if skipped is not None and skipped.get("type") == "pytest.skip":
             # Skipped by a mark, unittest or ``pytest.skip()``: its body did not run (an
-            # xfail's did). Neither tool leaves these out (cachekit caches passes only,
-            # testmon does), so counting them would count a skip check as an execution.
+            # xfail's did). cachekit runs it again (it caches passes only), testmon does
+            # not: counting it would count a skip check as an execution.
             run.skipped.add(f"{classname}::{name}")
             continue
         errors = [*case.iter("failure"), *case.iter("error")]
