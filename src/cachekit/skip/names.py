@@ -168,15 +168,18 @@ def binding_hashes(
     bound_elsewhere = functools.cache(lambda: _bound_elsewhere(statements, elsewhere))
     for statement in statements:
         names = _constant_binding(statement, lazy_annotations=lazy_annotations)
-        value = _metadata_value(statement, known, bound_elsewhere, constant=names is not None)
-        for name in _metadata_targets(statement):
+        metadata = [target.id for target in _metadata_targets(statement)]
+        value = _UNKNOWN
+        if metadata:
+            value = _metadata_value(statement, known, bound_elsewhere, constant=names is not None)
+        for name in metadata:
             if value is _UNKNOWN:
                 known.pop(name, None)
             else:
                 known[name] = value
         computed = names is None and value is not _UNKNOWN
         if computed:
-            names = _metadata_targets(statement)
+            names = metadata
         if names is None:
             skeleton.append(statement)
             continue
@@ -197,8 +200,8 @@ def binding_hashes(
 _UNKNOWN = object()
 
 
-def _metadata_targets(statement: ast.stmt) -> list[str]:
-    """The names a top-level assignment of metadata dunders binds (none for any other
+def _metadata_targets(statement: ast.stmt) -> list[ast.Name]:
+    """The targets of a top-level assignment of metadata dunders (none for any other
     statement)."""
     if isinstance(statement, ast.Assign):
         targets = statement.targets
@@ -206,8 +209,8 @@ def _metadata_targets(statement: ast.stmt) -> list[str]:
         targets = [statement.target]
     else:
         return []
-    names = [target.id for target in targets if isinstance(target, ast.Name)]
-    if len(names) != len(targets) or not all(name in _METADATA for name in names):
+    names = [target for target in targets if isinstance(target, ast.Name)]
+    if len(names) != len(targets) or not all(name.id in _METADATA for name in names):
         return []
     return names
 
@@ -221,8 +224,6 @@ def _metadata_value(
 ) -> object:
     """The value a top-level metadata assignment binds, if it can be known: a literal,
     or a computed version (`cachekit.skip.versions`); else `_UNKNOWN`."""
-    if not _metadata_targets(statement):
-        return _UNKNOWN
     expression = statement.value  # type: ignore[attr-defined]
     if constant:
         try:
@@ -235,14 +236,7 @@ def _metadata_value(
 
 def _bound_elsewhere(statements: list[ast.stmt], elsewhere: Sequence[ast.stmt]) -> frozenset[str]:
     """What the module binds but by its top-level metadata assignments."""
-    targets = [
-        target
-        for statement in statements
-        if _metadata_targets(statement)
-        for target in (
-            statement.targets if isinstance(statement, ast.Assign) else [statement.target]  # type: ignore[attr-defined]
-        )
-    ]
+    targets = [target for statement in statements for target in _metadata_targets(statement)]
     return bound_names([*statements, *elsewhere], skipped=targets)
 
 
