@@ -455,14 +455,7 @@ def _where_testmon_hid_none(found: Found) -> str:
     honest = [measured for _, measured in found.mutants if not measured.hidden("testmon")]
     if len(honest) == len(found.mutants):
         return ""
-    kept = totals(honest)
-    if not kept["testmon"].executed:
-        return ""
-    return (
-        f"on the {len(honest)} mutants where testmon hid no failing test: "
-        f"{kept['cachekit'].executed} / {kept['testmon'].executed} = "
-        f"{kept['cachekit'].executed / kept['testmon'].executed:.3f}"
-    )
+    return _ratio_over(honest, "mutants where testmon hid no failing test")
 
 
 def _in_function_bodies(found: Found) -> str:
@@ -475,13 +468,18 @@ def _in_function_bodies(found: Found) -> str:
         for mutant, measured in found.mutants
         if not mutant.import_time and not measured.hidden("testmon")
     ]
-    if len(bodies) == len(found.mutants) or not bodies:
+    if len(bodies) == len(found.mutants):
         return ""
-    kept = totals(bodies)
+    return _ratio_over(bodies, "mutants in function bodies where testmon hid none")
+
+
+def _ratio_over(measured: list[Measured], which: str) -> str:
+    """The mutation ratio over some of the mutants, as a note ("" if testmon ran none)."""
+    kept = totals(measured)
     if not kept["testmon"].executed:
         return ""
     return (
-        f"on the {len(bodies)} mutants in function bodies where testmon hid none: "
+        f"on the {len(measured)} {which}: "
         f"{kept['cachekit'].executed} / {kept['testmon'].executed} = "
         f"{kept['cachekit'].executed / kept['testmon'].executed:.3f}"
     )
