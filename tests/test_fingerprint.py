@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from cachekit.skip import analysis, fingerprint
+from cachekit.skip.analysis import Signer
 from cachekit.skip.fingerprint import (
     CACHE_FORMAT,
     Fingerprinter,
@@ -29,6 +30,7 @@ from cachekit.skip.fingerprint import (
     normalize_name,
 )
 from cachekit.skip.imports import EVERY_DISTRIBUTION, parse_source
+from cachekit.skip.records import Secrets
 
 PROJECT = {
     "conftest.py": "import pytest\n",
@@ -673,8 +675,12 @@ class CountingFingerprinter(Fingerprinter):
         return super().read(path)
 
 
-def run(root: Path, cache_file: Path | None, **inputs: Any) -> CountingFingerprinter:
-    fingerprinter = CountingFingerprinter(KeyInputs(root=root, **inputs), cache_file=cache_file)
+def run(
+    root: Path, cache_file: Path | None, signer: Signer | None = None, **inputs: Any
+) -> CountingFingerprinter:
+    fingerprinter = CountingFingerprinter(
+        KeyInputs(root=root, **inputs), cache_file=cache_file, cache_signer=signer
+    )
     fingerprinter.keys = {name: fingerprinter.file_key(root / name) for name in TESTS}
     fingerprinter.save()
     return fingerprinter
@@ -830,6 +836,87 @@ def test_the_cache_file_is_never_pickled(project: Path, tmp_path: Path) -> None:
     assert set(next(iter(indexes.values()))) == {
         "skeleton", "bodies", "starts", "spans", "docstrings", "bindings", "names"
     }  # fmt: skip
+
+
+SIGNER = Secrets.derive(b"the signing key of the tests here", "").sign_analysis
+OTHER_SIGNER = Secrets.derive(b"another signing key, not this one", "").sign_analysis
+
+
+def forge_stale_entry(cache_file: Path, root: Path, name: str) -> None:
+    """What someone who can write the cache directory but holds no key might do: point a
+    module's entry (its old analysis) at the module as it is now, by its stat, so that
+    an edit seems not to have happened."""
+    data = cache_file.read_bytes()
+    if data.startswith(analysis.SIGNED_PREFIX):
+        data = data.partition(b"\n")[2]
+    document = json.loads(data)
+    status = os.stat(root / name)
+    entry = document["files"][os.path.realpath(root / name)]
+    entry.update(mtime_ns=status.st_mtime_ns, size=status.st_size, ino=status.st_ino)
+    cache_file.write_text(json.dumps(document))
+
+
+def test_a_signed_cache_file_spares_parsing_after_a_checkout(
+    project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A CI runner that restores the cache directory of an earlier run (every file's stat
+    new, as after a checkout) parses nothing that did not change."""
+    age(project)
+    cache_file = tmp_path / "restored" / "fingerprint.json"
+    first = run(project, cache_file, SIGNER)
+    for written in ("fingerprint.json", "fingerprint.functions.json"):
+        assert (tmp_path / "restored" / written).read_bytes().startswith(analysis.SIGNED_PREFIX)
+    parsed: list[bytes] = []
+
+    def counting_parse(data: bytes) -> Any:
+        parsed.append(data)
+        return parse_source(data)
+
+    monkeypatch.setattr(analysis, "parse_source", counting_parse)
+    for path in project.rglob("*"):
+        os.utime(path, (HOUR_AGO - 60, HOUR_AGO - 60), follow_symlinks=False)
+    second = run(project, cache_file, SIGNER)
+    assert parsed == []
+    assert second.keys == first.keys
+
+
+@pytest.mark.parametrize(
+    ("written_by", "read_by"),
+    [(None, SIGNER), (OTHER_SIGNER, SIGNER)],
+    ids=["unsigned", "another key"],
+)
+def test_a_cache_file_not_signed_with_the_key_is_not_used(
+    project: Path, tmp_path: Path, written_by: Signer | None, read_by: Signer
+) -> None:
+    age(project)
+    cache_file = tmp_path / "fingerprint.json"
+    first = run(project, cache_file, written_by)
+    second = run(project, cache_file, read_by)
+    assert sorted(second.reads) == sorted(first.reads)  # every file read and parsed again
+    assert second.keys == first.keys
+    assert run(project, cache_file, read_by).reads == []  # and replaced by a signed one
+
+
+def test_a_forged_analysis_cannot_hide_an_edit(project: Path, tmp_path: Path) -> None:
+    """Unsigned, the cache directory is trusted, as it always was; signed, a planted
+    stale entry (or any edit that keeps the old signature) is ignored and the edited
+    module changes its tests' keys."""
+    age(project)
+    for signer in (None, SIGNER):
+        cache_file = tmp_path / f"cache-{signer is None}" / "fingerprint.json"
+        before = run(project, cache_file, signer).keys
+        helpers = project / "src/app/helpers.py"
+        original = helpers.read_text()
+        helpers.write_text("def helper():\n    return 7\n")
+        signature = cache_file.read_bytes().partition(b"\n")[0]
+        forge_stale_entry(cache_file, project, "src/app/helpers.py")
+        if signer is not None:  # the old signature kept in front of the forged JSON
+            cache_file.write_bytes(signature + b"\n" + cache_file.read_bytes())
+        after = run(project, cache_file, signer).keys
+        expected = set() if signer is None else {"tests/unit/test_core.py"}
+        assert changed(before, after) == expected
+        helpers.write_text(original)
+        age(project)
 
 
 def test_members_explain_a_key(project: Path) -> None:

@@ -19,6 +19,7 @@ from cachekit.ci.layout import LASTFAILED_KEY, SKIP_PASSED, SKIP_PASSED_KEY, nam
 from cachekit.ci.namespace import detect_namespace, namespaced_cache
 from cachekit.skip.dependencies import DEPENDENCIES_KEY, DependencySets
 from cachekit.stores.wrappers import PrefixedStore
+from test_fingerprint import age, forge_stale_entry
 from test_skip_passed import _environment, ran_in  # the autouse environment: a key, no CI
 
 __all__ = ["_environment"]
@@ -269,3 +270,27 @@ def test_a_planted_dependency_set_cannot_cause_a_skip(
     result = _run(pytester, url, "--skip-passed")
     assert "test_scale" in ran_in(result)
     assert "test_offset" not in ran_in(result)
+
+
+def test_a_forged_analysis_cache_cannot_cause_a_skip(
+    pytester: pytest.Pytester, tmp_path: Path
+) -> None:
+    """Whoever can write the cache directory (a CI cache restored into it) but holds no
+    key points the analysis of an edited module back at its old content: the cache file
+    no longer verifies and is ignored, so the test that calls the edit runs and fails."""
+    url = _url(tmp_path)
+    pytester.makepyfile(
+        app="def value():\n    return 1\n",
+        test_app="from app import value\n\n\ndef test_value():\n    assert value() == 1\n",
+    )
+    pytester.makeini("[pytest]\npythonpath = .\n")
+    age(pytester.path)  # out of the window where fresh analyses are not saved
+    assert _run(pytester, url, "--skip-passed").ret == pytest.ExitCode.OK
+    (pytester.path / "app.py").write_text("def value():\n    return 2\n")
+    cache_file = pytester.path / ".pytest_cache/d/cachekit-skip-passed/analysis.json"
+    signature = cache_file.read_bytes().partition(b"\n")[0]
+    forge_stale_entry(cache_file, pytester.path, "app.py")
+    cache_file.write_bytes(signature + b"\n" + cache_file.read_bytes())
+    result = _run(pytester, url, "--skip-passed")
+    assert "test_value" in ran_in(result)
+    assert result.ret == pytest.ExitCode.TESTS_FAILED

@@ -5,11 +5,21 @@ between processes, valid while the file's stat is unchanged.
 Why the function indexes sit in a file of their own (``*.functions.json`` beside the
 cache file), by content hash: a warm run keys every test file from the records alone, and
 loading every function's hash with them would cost more than the keying itself. They are
-read only when a caller asks for one (`FileAnalyses.functions`)."""
+read only when a caller asks for one (`FileAnalyses.functions`).
+
+Why the files can be signed: CI runners start without a cache directory, so a project
+keyed from an empty analysis cache pays a parse of every file (most of a run's keying),
+and restoring the directory from the CI system's cache spares that. But an analysis is
+trusted: one that said a test file imports nothing would let a record of it skip its
+tests whatever changed. Signed with a key derived from the signing key
+(`cachekit.skip.records.Secrets.sign_analysis`), a file that does not verify is ignored,
+so whoever can write the CI cache but does not hold the key can make runs slower, never
+make a test be skipped."""
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import os
 import sys
@@ -37,6 +47,11 @@ PARSER = f"{sys.implementation.name}-{sys.version_info[0]}.{sys.version_info[1]}
 #: without its stat changing (the "racy git" problem): its analysis is used for this
 #: session but not written to the cache file.
 RACY_NANOSECONDS = 2_000_000_000
+
+#: The first line of a signed file: this, the signature (hex), a newline, the JSON.
+SIGNED_PREFIX = b"cachekit-signed "
+#: Signs a file's JSON bytes (`cachekit.skip.records.Secrets.sign_analysis`).
+Signer = Callable[[bytes], str]
 
 _converter = cattrs.Converter()
 
@@ -91,9 +106,13 @@ class FileAnalyses:
     Files are read through ``read`` only (the `Fingerprinter.read` hook).
     """
 
-    def __init__(self, cache_file: Path | None, *, read: Callable[[str], bytes]) -> None:
+    def __init__(
+        self, cache_file: Path | None, *, read: Callable[[str], bytes], signer: Signer | None = None
+    ) -> None:
         self.cache_file = cache_file
         self._read = read
+        #: Given, the files are written signed and read only if they verify.
+        self._signer = signer
         document = self._load_cache()
         self._hints: dict[str, FileRecord] = {} if document is None else document.files
         #: The distribution index the cache file holds, or the one read this session.
@@ -276,7 +295,7 @@ class FileAnalyses:
                 dict(sorted(files.items())),
                 self._distributions,
             )
-            self._write(self.cache_file, document)
+            self._write(self.cache_file, document, self._signer)
         if self._new_indexes:
             self._save_indexes(_index_file(self.cache_file), files)
         self._dirty = self._new_indexes = False
@@ -295,27 +314,31 @@ class FileAnalyses:
         document = _IndexFile(
             CACHE_FORMAT + ".functions", CACHE_VERSION, PARSER, dict(sorted(indexes.items()))
         )
-        self._write(path, document)
+        self._write(path, document, self._signer)
 
     @staticmethod
-    def _write(path: Path, document: _CacheFile | _IndexFile) -> None:
-        data = json.dumps(_converter.unstructure(document), separators=(",", ":"))
+    def _write(path: Path, document: _CacheFile | _IndexFile, signer: Signer | None) -> None:
+        data = json.dumps(_converter.unstructure(document), separators=(",", ":")).encode()
+        if signer is not None:
+            data = SIGNED_PREFIX + signer(data).encode() + b"\n" + data
         # Not durable: a torn or stale file is detected (or caught by the stat check) and
         # costs a re-read, never a wrong key.
-        write_atomically(path, data.encode("utf-8"), durable=False)
+        write_atomically(path, data, durable=False)
 
     def _load_cache(self) -> _CacheFile | None:
         """The cache file, or None if it is missing, corrupt or foreign."""
         if self.cache_file is None:
             return None
-        return _load(self.cache_file, CACHE_FORMAT, _CacheFile)
+        return _load(self.cache_file, CACHE_FORMAT, _CacheFile, self._signer)
 
     def _load_indexes(self) -> dict[str, FunctionIndex]:
         """The index file's function indexes, or nothing if it is missing, corrupt or
         foreign. An index is used only for a file whose content has its digest."""
         if self.cache_file is None:
             return {}
-        document = _load(_index_file(self.cache_file), CACHE_FORMAT + ".functions", _IndexFile)
+        document = _load(
+            _index_file(self.cache_file), CACHE_FORMAT + ".functions", _IndexFile, self._signer
+        )
         return {} if document is None else document.indexes
 
 
@@ -324,10 +347,16 @@ def _index_file(cache_file: Path) -> Path:
     return cache_file.with_name(cache_file.stem + ".functions.json")
 
 
-def _load(path: Path, expected_format: str, kind: type[_Document]) -> _Document | None:
-    """The document in ``path``, or None if it is missing, corrupt or foreign."""
+def _load(
+    path: Path, expected_format: str, kind: type[_Document], signer: Signer | None
+) -> _Document | None:
+    """The document in ``path``, or None if it is missing, corrupt, foreign or, with a
+    ``signer``, not signed by it."""
     try:
-        data = json.loads(path.read_bytes())
+        body = _verified(path.read_bytes(), signer)
+        if body is None:
+            return None
+        data = json.loads(body)
         if not (
             isinstance(data, dict)
             and data.get("format") == expected_format
@@ -338,3 +367,16 @@ def _load(path: Path, expected_format: str, kind: type[_Document]) -> _Document 
         return _converter.structure(data, kind)
     except _ERRORS:
         return None
+
+
+def _verified(data: bytes, signer: Signer | None) -> bytes | None:
+    """The JSON of a file's bytes: with a ``signer``, only if signed by it; without one,
+    signed or not (the cache directory is trusted then, as it always was)."""
+    if not data.startswith(SIGNED_PREFIX):
+        return data if signer is None else None
+    first, _, body = data.partition(b"\n")
+    if signer is not None:
+        signature = first.removeprefix(SIGNED_PREFIX)
+        if not hmac.compare_digest(signature, signer(body).encode()):
+            return None
+    return body

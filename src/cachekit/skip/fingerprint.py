@@ -59,6 +59,7 @@ from cachekit.skip.analysis import (
     RACY_NANOSECONDS,
     FileAnalyses,
     FileRecord,
+    Signer,
 )
 from cachekit.skip.closure import ImportResolver, is_under
 from cachekit.skip.distributions import (
@@ -130,7 +131,15 @@ class Fingerprinter:
     directory); those in `KeyInputs` are relative to the root.
     """
 
-    def __init__(self, inputs: KeyInputs, *, cache_file: Path | None = None) -> None:
+    def __init__(
+        self,
+        inputs: KeyInputs,
+        *,
+        cache_file: Path | None = None,
+        cache_signer: Signer | None = None,
+    ) -> None:
+        """``cache_file``: where analyses are kept between processes (`FileAnalyses`),
+        signed by ``cache_signer`` and read only if they verify, when one is given."""
         self.inputs = inputs
         self.cache_file = cache_file
         self._root = os.path.realpath(inputs.root)
@@ -143,7 +152,7 @@ class Fingerprinter:
         self._prefixes = tuple(base.rstrip(os.sep) + os.sep for base in self._bases)
         # `read` is looked up at each call: a hook that subclasses and tests replace.
         reader = lambda path: self.read(path)  # noqa: E731, PLW0108
-        self._analyses = FileAnalyses(cache_file, read=reader)
+        self._analyses = FileAnalyses(cache_file, read=reader, signer=cache_signer)
         #: Member lines by mode (function bodies, docstrings) and node.
         self._lines: dict[tuple[bool, bool], dict[int, str]] = {}
         self._resolver = ImportResolver(

@@ -267,6 +267,14 @@ class Secrets:
         is no record's (`Message.text`)."""
         return _mac(self._signer, f"{SCHEME} snapshot\n{self.key_id}\n{text}", SIGNATURE_HEX)
 
+    def sign_analysis(self, data: bytes) -> str:
+        """The signature of an analysis cache file's JSON (`cachekit.skip.analysis`): its
+        first line is no record's or snapshot's."""
+        mac = self._signer.copy()
+        mac.update(f"{SCHEME} analysis\n{self.key_id}\n".encode())
+        mac.update(data)
+        return mac.hexdigest()
+
     def stored(self, message: Message) -> JSON:
         """The signed record, as stored."""
         signature = self.sign(message)

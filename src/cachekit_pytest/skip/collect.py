@@ -79,7 +79,7 @@ class Collecting:
         self.selection = SkipSelection()
         #: Tests taken out of this run as cached.
         self.removed = 0
-        self.keys = Keys(lambda: make_fingerprinter(config, settings))
+        self.keys = Keys(lambda: make_fingerprinter(config, settings, plan.secrets))
         self._attribution: Attribution | None = None
         #: What each test executes, when this run records (`start_recording`).
         self.recorder = Recorder(project_file_test(str(config.rootpath))) if plan.record else None

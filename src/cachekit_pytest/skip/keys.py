@@ -23,6 +23,7 @@ else:  # pragma: no cover - Python 3.10, where pytest depends on tomli
 
 import cachekit
 from cachekit.skip.fingerprint import Fingerprinter, KeyInputs, normalize_name
+from cachekit.skip.records import Secrets
 from cachekit_pytest.options import SkipSettings
 
 #: Under the cache directory (``config.cache.mkdir``): the local store, the generated
@@ -164,7 +165,11 @@ class Keys:
             self.seconds += time.perf_counter() - started
 
 
-def make_fingerprinter(config: pytest.Config, settings: SkipSettings) -> Fingerprinter:
+def make_fingerprinter(
+    config: pytest.Config, settings: SkipSettings, secrets: Secrets
+) -> Fingerprinter:
+    """The session's fingerprinter; its analysis cache is signed with ``secrets``: a
+    cache directory restored from a CI cache is trusted only if its signature verifies."""
     assert config.cache is not None
     plugins = plugin_distributions(config)
     inputs = KeyInputs(
@@ -181,4 +186,4 @@ def make_fingerprinter(config: pytest.Config, settings: SkipSettings) -> Fingerp
         plugin_modules=plugin_modules(config),
     )
     cache_file = config.cache.mkdir(CACHE_DIR_NAME) / "analysis.json"
-    return Fingerprinter(inputs, cache_file=cache_file)
+    return Fingerprinter(inputs, cache_file=cache_file, cache_signer=secrets.sign_analysis)
