@@ -686,6 +686,10 @@ def run(
     return fingerprinter
 
 
+SIGNER = Secrets.derive(b"the signing key of the tests here", "").sign_analysis
+OTHER_SIGNER = Secrets.derive(b"another signing key, not this one", "").sign_analysis
+
+
 def test_the_cache_file_spares_reading_unchanged_files(project: Path, tmp_path: Path) -> None:
     age(project)
     cache_file = tmp_path / "cache" / "fingerprint.json"
@@ -703,15 +707,19 @@ def test_the_cache_file_spares_reading_unchanged_files(project: Path, tmp_path: 
     assert changed(first.keys, third.keys) == {"tests/unit/test_core.py"}
 
 
+@pytest.mark.parametrize("signed", [False, True])
 def test_files_whose_stat_changed_but_not_their_content_are_not_parsed_again(
-    project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, signed: bool
 ) -> None:
     """A fresh checkout (or a cache directory restored in CI) changes every file's stat:
     each is read and hashed again, but one whose content was analysed before is not
-    parsed again; an edited one is."""
+    parsed again; an edited one is. Signed or not."""
     age(project)
     cache_file = tmp_path / "fingerprint.json"
-    first = run(project, cache_file)
+    signer = SIGNER if signed else None
+    first = run(project, cache_file, signer)
+    for written in (cache_file, tmp_path / "fingerprint.functions.json"):
+        assert written.read_bytes().startswith(analysis.SIGNED_PREFIX) is signed
     parsed: list[bytes] = []
 
     def counting_parse(data: bytes) -> Any:
@@ -721,13 +729,13 @@ def test_files_whose_stat_changed_but_not_their_content_are_not_parsed_again(
     monkeypatch.setattr(analysis, "parse_source", counting_parse)
     for path in project.rglob("*"):
         os.utime(path, (HOUR_AGO - 60, HOUR_AGO - 60), follow_symlinks=False)
-    second = run(project, cache_file)
+    second = run(project, cache_file, signer)
     assert len(second.reads) == len(first.reads)
     assert parsed == []
     assert second.keys == first.keys
 
     (project / "src/app/helpers.py").write_text("def helper():\n    return 2\n")
-    third = run(project, cache_file)
+    third = run(project, cache_file, signer)
     assert parsed == [b"def helper():\n    return 2\n"]
     assert changed(first.keys, third.keys) == {"tests/unit/test_core.py"}
 
@@ -838,10 +846,6 @@ def test_the_cache_file_is_never_pickled(project: Path, tmp_path: Path) -> None:
     }  # fmt: skip
 
 
-SIGNER = Secrets.derive(b"the signing key of the tests here", "").sign_analysis
-OTHER_SIGNER = Secrets.derive(b"another signing key, not this one", "").sign_analysis
-
-
 def forge_stale_entry(cache_file: Path, root: Path, name: str) -> None:
     """What someone who can write the cache directory but holds no key might do: point a
     module's entry (its old analysis) at the module as it is now, by its stat, so that
@@ -854,30 +858,6 @@ def forge_stale_entry(cache_file: Path, root: Path, name: str) -> None:
     entry = document["files"][os.path.realpath(root / name)]
     entry.update(mtime_ns=status.st_mtime_ns, size=status.st_size, ino=status.st_ino)
     cache_file.write_text(json.dumps(document))
-
-
-def test_a_signed_cache_file_spares_parsing_after_a_checkout(
-    project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A CI runner that restores the cache directory of an earlier run (every file's stat
-    new, as after a checkout) parses nothing that did not change."""
-    age(project)
-    cache_file = tmp_path / "restored" / "fingerprint.json"
-    first = run(project, cache_file, SIGNER)
-    for written in ("fingerprint.json", "fingerprint.functions.json"):
-        assert (tmp_path / "restored" / written).read_bytes().startswith(analysis.SIGNED_PREFIX)
-    parsed: list[bytes] = []
-
-    def counting_parse(data: bytes) -> Any:
-        parsed.append(data)
-        return parse_source(data)
-
-    monkeypatch.setattr(analysis, "parse_source", counting_parse)
-    for path in project.rglob("*"):
-        os.utime(path, (HOUR_AGO - 60, HOUR_AGO - 60), follow_symlinks=False)
-    second = run(project, cache_file, SIGNER)
-    assert parsed == []
-    assert second.keys == first.keys
 
 
 @pytest.mark.parametrize(
