@@ -178,8 +178,9 @@ def _only_analysis(directory: str, names: list[str]) -> list[str]:
 
 
 def round_order(number: int) -> tuple[str, ...]:
-    """The kinds in the order round ``number`` runs them: rotating, so that no kind
-    always runs right after another."""
+    """The kinds in the order round ``number`` runs them: rotated by one each round, so
+    that each kind goes first in turn (a drift over a round does not always weigh on the
+    same kind)."""
     shift = number % len(KINDS)
     return KINDS[shift:] + KINDS[:shift]
 
