@@ -23,11 +23,11 @@ from cachekit_pytest.sync.agent import (
     Reply,
     Request,
     Start,
-    Write,
     decode,
     encode,
 )
 from cachekit_pytest.sync.keys import Found, SharedKey
+from cachekit_pytest.sync.records import Write
 from plugin_support import shared
 from servers import new_s3_bucket
 

@@ -45,7 +45,7 @@ from cachekit.stores.extras import needs_library
 from cachekit.values.codec import JSON
 from cachekit.values.digests import DigestSet
 from cachekit_pytest.sync.keys import Found, ObservedOutcomes, SharedKey, shared_keys
-from cachekit_pytest.sync.records import RunRecord
+from cachekit_pytest.sync.records import RunRecord, Write
 from cachekit_pytest.sync.remote import InvalidBackend, Remote, SyncFailed
 
 T = TypeVar("T")
@@ -66,16 +66,6 @@ class Start:
     read: bool
     #: Keys whose parts are counted, their values not read (`Remote.count_only`).
     count_only: tuple[str, ...] = ()
-
-
-@attrs.frozen
-class Write:
-    #: Key to JSON value, typed Any so cattrs passes it through.
-    parts: dict[str, Any]
-    compact: tuple[str, ...]
-    min_parts: int
-    observed: ObservedOutcomes | None = None
-    stats: RunRecord | None = None
 
 
 @attrs.frozen

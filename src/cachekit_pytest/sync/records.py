@@ -13,6 +13,7 @@ from cachekit.ci.layout import DURATIONS_KEY, STATS_RUNS_KEY
 from cachekit.stats.cases import CODES, TIMED_OUTCOMES, stored_columns
 from cachekit.values.codec import JSON
 from cachekit.values.durations import durations_part, scoped_setup_key
+from cachekit_pytest.sync.keys import ObservedOutcomes
 
 
 @attrs.frozen
@@ -101,3 +102,13 @@ class RunRecord:
 
 #: A test that simply passed: its `RunRecord.unusual` entry, had it one.
 _PASSED = ("passed", 0, "")
+
+
+@attrs.frozen
+class Write:
+    #: Key to JSON value, typed Any so cattrs passes it through.
+    parts: dict[str, Any]
+    compact: tuple[str, ...]
+    min_parts: int
+    observed: ObservedOutcomes | None = None
+    stats: RunRecord | None = None
