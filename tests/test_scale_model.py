@@ -31,6 +31,7 @@ from cachekit.values.merge import LASTFAILED, MappingUnion, Outcome, join_all, s
 from cachekit_pytest.lastfailed import Failed, Recorder
 from cachekit_pytest.options import DEFAULT_COMPACT_THRESHOLD
 from cachekit_pytest.sync.keys import ObservedOutcomes, shared_keys
+from cachekit_pytest.sync.records import Write
 from cachekit_pytest.sync.remote import Remote
 
 SETTINGS = settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -234,17 +235,14 @@ def fill_namespace(url: str, shards: int, per_shard: int, failing: set[str]) -> 
         remote = Remote(Session(url, namespace=namespace), shared_keys(()))
         found = remote.read()
         collected = [f"shard_{shard}/test_x.py::test[{i}]" for i in range(per_shard)]
+        compact = [
+            key for key, value in found.items() if len(value.parts) + 1 >= DEFAULT_COMPACT_THRESHOLD
+        ]
+        observed = ObservedOutcomes(
+            time.time(), failed=[n for n in collected if n in failing], passed=[]
+        )
         remote.write(
-            {NODEIDS_KEY: collected},
-            observed=ObservedOutcomes(
-                time.time(), failed=[n for n in collected if n in failing], passed=[]
-            ),
-            compact=[
-                key
-                for key, value in found.items()
-                if len(value.parts) + 1 >= DEFAULT_COMPACT_THRESHOLD
-            ],
-            min_parts=DEFAULT_COMPACT_THRESHOLD,
+            Write({NODEIDS_KEY: collected}, tuple(compact), DEFAULT_COMPACT_THRESHOLD, observed)
         )
 
 

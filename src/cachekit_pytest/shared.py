@@ -38,6 +38,7 @@ from cachekit_pytest.sync.keys import (
     known_nodeids,
     shared_keys,
 )
+from cachekit_pytest.sync.records import Write
 from cachekit_pytest.sync.remote import InProcessSync, InvalidBackend, Sync, SyncFailed
 
 try:  # pytest >= 9.1 keys LFPlugin and NFPlugin by structured node ids
@@ -313,7 +314,7 @@ class SharedRun:
             )
         if not (parts or observed or compact or stats):
             return False
-        self.sync.write(parts, observed=observed, compact=compact, min_parts=threshold, stats=stats)
+        self.sync.write(Write(parts, tuple(compact), threshold, observed, stats))
         return True
 
     def _nodeids_part(self, config: pytest.Config) -> JSON:

@@ -26,7 +26,7 @@ import subprocess
 import sys
 import threading
 import warnings
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
@@ -44,8 +44,8 @@ from cachekit.session import UNLIMITED, Session
 from cachekit.stores.extras import needs_library
 from cachekit.values.codec import JSON
 from cachekit.values.digests import DigestSet
-from cachekit_pytest.sync.keys import Found, ObservedOutcomes, SharedKey, shared_keys
-from cachekit_pytest.sync.records import RunRecord, Write
+from cachekit_pytest.sync.keys import Found, SharedKey, shared_keys
+from cachekit_pytest.sync.records import Write
 from cachekit_pytest.sync.remote import InvalidBackend, Remote, SyncFailed
 
 T = TypeVar("T")
@@ -142,22 +142,12 @@ def serve(requests: IO[bytes], replies: IO[bytes]) -> None:
                 answer(_attempt(remote.read, session.redact))
         elif request.write is not None:
             assert remote is not None, "Write before Start"
-            write = functools.partial(_write, remote, request.write)
+            write = functools.partial(remote.write, request.write)
             answer(_attempt(write, remote.session.redact))
         if request.close:
             break
     if remote is not None:
         _attempt(remote.close, remote.session.redact)
-
-
-def _write(remote: Remote, write: Write) -> None:
-    remote.write(
-        write.parts,
-        observed=write.observed,
-        compact=write.compact,
-        min_parts=write.min_parts,
-        stats=write.stats,
-    )
 
 
 def _attempt(call: Callable[[], object], redact: Callable[[str], str]) -> Reply:
@@ -297,18 +287,9 @@ class AgentSync:
         reply = self._wait(f"reading {self.session.display}")
         return reply.found or {}
 
-    def write(
-        self,
-        parts: Mapping[str, JSON],
-        *,
-        observed: ObservedOutcomes | None = None,
-        compact: Iterable[str],
-        min_parts: int,
-        stats: RunRecord | None = None,
-    ) -> None:
-        """Send the run's parts to the agent; `written` waits until they are stored."""
+    def write(self, write: Write) -> None:
+        """Send the run's write to the agent; `written` waits until it is stored."""
         self.opened()
-        write = Write(dict(parts), tuple(compact), min_parts, observed, stats)
         self._send(Request(write=write))
         self._writing = True
 

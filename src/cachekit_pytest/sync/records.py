@@ -106,6 +106,11 @@ _PASSED = ("passed", 0, "")
 
 @attrs.frozen
 class Write:
+    """What the end of a run writes (`cachekit_pytest.sync.remote.Remote.write`): its
+    parts of the shared keys, its observations and test statistics as parts of their
+    own, and the keys to compact once they have ``min_parts`` parts. One record from the
+    pytest side to whichever process writes (the sync agent's pipe carries it as is)."""
+
     #: Key to JSON value, typed Any so cattrs passes it through.
     parts: dict[str, Any]
     compact: tuple[str, ...]

@@ -11,7 +11,7 @@ reported as one `SyncFailed`.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Mapping
 from functools import partial
 from typing import Any, Protocol
 
@@ -22,9 +22,8 @@ from cachekit.session import Session
 from cachekit.stats.signatures import run_signer, sign_runs
 from cachekit.stats.split_plan import SplitPlans
 from cachekit.values.cache import Cache
-from cachekit.values.codec import JSON
-from cachekit_pytest.sync.keys import DurationsKey, Found, ObservedOutcomes, Shared
-from cachekit_pytest.sync.records import RunRecord
+from cachekit_pytest.sync.keys import DurationsKey, Found, Shared
+from cachekit_pytest.sync.records import Write
 
 #: A remote call failed or ran past the budget; the message says which and why.
 SyncFailed = BudgetCallFailed
@@ -99,32 +98,24 @@ class Remote:
         merged = cache.read_merged_many({key: shared.strategy}, bases_only=[key])
         return shared.local(merged[key].value)
 
-    def write(
-        self,
-        parts: Mapping[str, JSON],
-        *,
-        observed: ObservedOutcomes | None = None,
-        compact: Iterable[str],
-        min_parts: int,
-        stats: RunRecord | None = None,
-    ) -> None:
-        """Write ``parts`` (key to value), the run's observations and its test statistics
-        as this run's part, then compact ``compact``."""
+    def write(self, write: Write) -> None:
+        """Write the run's parts, its observations and its test statistics as this run's
+        part of each key, then compact the keys ``write`` names."""
         part_id = self.session.namespace.new_part_id()
         self.open()
         if self.found_nothing:
             self.found_nothing = False
             self.session.warn_if_older_layout()
-        parts = dict(parts)
-        if observed is not None:
-            parts[LASTFAILED_KEY] = observed.part()
-        if stats is not None:
-            parts.update(stats.parts(part_id))
+        parts = dict(write.parts)
+        if write.observed is not None:
+            parts[LASTFAILED_KEY] = write.observed.part()
+        if write.stats is not None:
+            parts.update(write.stats.parts(part_id))
             signer = run_signer(self.session.namespace)
             if signer is not None:  # evidence that may quarantine a flaky test
-                parts[STATS_RUNS_KEY] = sign_runs(signer, parts[STATS_RUNS_KEY])  # type: ignore[arg-type]
-        strategies = {key: self.keys[key].strategy for key in compact}
-        self.session.write_parts(part_id, parts, compact=strategies, min_parts=min_parts)
+                parts[STATS_RUNS_KEY] = sign_runs(signer, parts[STATS_RUNS_KEY])
+        strategies = {key: self.keys[key].strategy for key in write.compact}
+        self.session.write_parts(part_id, parts, compact=strategies, min_parts=write.min_parts)
 
     def close(self) -> None:
         self.session.close()
@@ -155,15 +146,7 @@ class Sync(Protocol):
 
     def result(self) -> dict[str, Found]: ...
 
-    def write(
-        self,
-        parts: Mapping[str, JSON],
-        *,
-        observed: ObservedOutcomes | None = None,
-        compact: Iterable[str],
-        min_parts: int,
-        stats: RunRecord | None = None,
-    ) -> None: ...
+    def write(self, write: Write) -> None: ...
 
     def written(self) -> None:
         """Wait until what `write` began is stored; `SyncFailed` if that failed."""
@@ -191,21 +174,8 @@ class InProcessSync:
     def result(self) -> dict[str, Found]:
         return self.session.run(self.remote.read, f"reading {self.session.display}")
 
-    def write(
-        self,
-        parts: Mapping[str, JSON],
-        *,
-        observed: ObservedOutcomes | None = None,
-        compact: Iterable[str],
-        min_parts: int,
-        stats: RunRecord | None = None,
-    ) -> None:
-        self.session.run(
-            lambda: self.remote.write(
-                parts, observed=observed, compact=compact, min_parts=min_parts, stats=stats
-            ),
-            f"writing to {self.session.display}",
-        )
+    def write(self, write: Write) -> None:
+        self.session.run(lambda: self.remote.write(write), f"writing to {self.session.display}")
 
     def written(self) -> None:
         """`write` is done when it returns: a store on this machine takes no time."""
