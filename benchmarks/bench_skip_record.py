@@ -224,7 +224,10 @@ def interpreter(python: str) -> str:
     return completed.stdout.strip() or completed.stderr.strip()[-200:]
 
 
-def build_report(config: Config, runs: dict[str, list[Finished]], tests: int) -> Report:
+def build_report(
+    config: Config, runs: dict[str, list[Finished]], tests: int, measured: str
+) -> Report:
+    """The targets and the table; ``measured`` names the interpreter (`interpreter`)."""
     plain = runs["plain"]
 
     def ratio(kind: str, *, cpu: bool = False) -> float:
@@ -235,7 +238,7 @@ def build_report(config: Config, runs: dict[str, list[Finished]], tests: int) ->
         return statistics.median(run.seconds / base.seconds for run, base in pairs)
 
     project = "a generated call-heavy suite" if config.repo is None else str(config.repo)
-    report = Report(f"skip-passed recording cost: {project}, {interpreter(config.python)}")
+    report = Report(f"skip-passed recording cost: {project}, {measured}")
     limits = {"record": RECORD_LIMIT, "read-only": RERUN_LIMIT}
     report.targets = [
         Target(
@@ -318,11 +321,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     config, write = parse(argv)
     started = time.perf_counter()
     runs, tests = measure(config)
-    report = build_report(config, runs, tests)
+    measured = interpreter(config.python)
+    report = build_report(config, runs, tests, measured)
     print_report(report)
     if write:
         machine = machine_info(WORK_DIR)
-        machine["measured_python"] = interpreter(config.python)
+        machine["measured_python"] = measured
         machine["total_runtime"] = f"{time.perf_counter() - started:.0f} s"
         given = sys.argv[1:] if argv is None else list(argv)
         command = shlex.join([*SCRIPT_COMMAND.split(), *given])
