@@ -6,10 +6,13 @@ import importlib
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from cachekit import MemoryStore, open_store
+from cachekit.errors import InvalidURL
+from cachekit.stores import registry
 
 BACKEND = """
 from cachekit import MemoryStore
@@ -26,15 +29,19 @@ def open_fancy(url):
 @pytest.fixture
 def installed_backend(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """A distribution, as pip would install it, that registers the scheme ``fancy``."""
-    (tmp_path / "fancy_backend.py").write_text(BACKEND)
-    info = tmp_path / "fancy_backend-1.0.dist-info"
+    install_backend(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield tmp_path
+    sys.modules.pop("fancy_backend", None)
+
+
+def install_backend(directory: Path) -> None:
+    (directory / "fancy_backend.py").write_text(BACKEND)
+    info = directory / "fancy_backend-1.0.dist-info"
     info.mkdir()
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: fancy-backend\nVersion: 1.0\n")
     (info / "entry_points.txt").write_text("[cachekit.stores]\nfancy = fancy_backend:open_fancy\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
     importlib.invalidate_caches()
-    yield tmp_path
-    sys.modules.pop("fancy_backend", None)
 
 
 def test_a_registered_scheme_opens_the_third_party_store(installed_backend: Path) -> None:
@@ -47,3 +54,35 @@ def test_a_registered_scheme_opens_the_third_party_store(installed_backend: Path
 def test_unregistered_backends_are_not_imported(installed_backend: Path) -> None:
     open_store("memory://entry-points")
     assert "fancy_backend" not in sys.modules
+
+
+def test_the_installed_backends_are_scanned_once_while_nothing_is_installed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every distribution's entry points take 5 to 10 ms to scan; a run opens its store
+    URL several times."""
+    scans = []
+    scan = registry.entry_points
+
+    def counted(**selection: str) -> Any:
+        scans.append(selection)
+        return scan(**selection)
+
+    monkeypatch.setattr(registry, "entry_points", counted)
+    monkeypatch.syspath_prepend(str(tmp_path))  # a sys.path no earlier test scanned
+    for _ in range(3):
+        assert registry.is_in_process(f"file://{tmp_path}")
+        open_store(f"file://{tmp_path}")
+    assert len(scans) == 1
+
+
+def test_a_backend_installed_after_a_scan_is_found(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(InvalidURL):
+        open_store("fancy://bucket/prefix")  # scanned: nothing registers fancy
+    install_backend(tmp_path)
+    store = open_store("fancy://bucket/prefix")
+    assert isinstance(store, MemoryStore)
+    sys.modules.pop("fancy_backend", None)
