@@ -18,6 +18,7 @@ from cachekit.skip.distributions import (
     DistributionIndex,
     distribution_index,
     installed_distributions,
+    name_and_version,
     normalize_name,
 )
 from cachekit.skip.fingerprint import Fingerprinter, KeyInputs
@@ -253,3 +254,27 @@ def test_the_distribution_index_agrees_with_importlib_metadata() -> None:
             if "extra" not in requirement.partition(";")[2]
         }
         assert set(index.requires[name]) == expected, name
+
+
+def test_a_distributions_name_and_version_are_those_its_metadata_gives(
+    pytestconfig: pytest.Config,
+) -> None:
+    """Read from the ``.dist-info`` directory's name: of every installed distribution,
+    and of each plugin as pytest lists them (pluggy's facade of the distribution)."""
+    for distribution in importlib.metadata.distributions():
+        expected = (normalize_name(distribution.metadata["Name"]), distribution.version)
+        assert name_and_version(distribution) == expected
+    plugins = pytestconfig.pluginmanager.list_plugin_distinfo()
+    assert plugins
+    for _, facade in plugins:
+        assert name_and_version(facade) == (normalize_name(facade.project_name), facade.version)
+
+
+def test_a_distribution_without_a_wheels_directory_name_is_read_from_its_metadata(
+    tmp_path: Path,
+) -> None:
+    egg = tmp_path / "Old_Style.egg-info"
+    egg.mkdir()
+    (egg / "PKG-INFO").write_text("Metadata-Version: 1.1\nName: Old_Style\nVersion: 0.9\n")
+    distribution = importlib.metadata.PathDistribution(egg)
+    assert name_and_version(distribution) == ("old-style", "0.9")

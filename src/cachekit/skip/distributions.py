@@ -33,12 +33,32 @@ def installed_distributions(paths: Iterable[str] | None = None) -> list[tuple[st
     """
     found: set[tuple[str, str]] = set()
     for metadata in _metadata_on(paths):
-        match = isinstance(metadata, Path) and _DIST_INFO_NAME.fullmatch(metadata.name)
-        if match:
-            found.add((normalize_name(match[1]), match[2]))
+        named = _named_by_directory(metadata)
+        if named is not None:
+            found.add(named)
         else:
             _add_distribution(found, _as_distribution(metadata))
     return sorted(found)
+
+
+def name_and_version(distribution: Any) -> tuple[str, str]:
+    """``(normalized name, version)`` of one distribution (`importlib.metadata`'s, or
+    pluggy's facade of one): from its ``.dist-info`` directory's name where it has one,
+    as `installed_distributions` reads them, for its ``metadata`` parses ``METADATA``
+    again on every access."""
+    # PathDistribution keeps its directory as ``_path``; other kinds have none.
+    named = _named_by_directory(getattr(distribution, "_path", None))
+    if named is not None:
+        return named
+    metadata = distribution.metadata
+    return normalize_name(metadata["Name"] or ""), str(metadata["Version"])
+
+
+def _named_by_directory(metadata: object) -> tuple[str, str] | None:
+    """``(normalized name, version)`` from a wheel's ``{name}-{version}.dist-info``
+    directory name; None for anything else."""
+    match = isinstance(metadata, Path) and _DIST_INFO_NAME.fullmatch(metadata.name)
+    return (normalize_name(match[1]), match[2]) if match else None
 
 
 def _metadata_on(
@@ -130,9 +150,9 @@ def distribution_index(
     modules: dict[str, set[str]] = {}
     requires: dict[str, set[str]] = {}
     for metadata in _metadata_on(paths):
-        match = isinstance(metadata, Path) and _DIST_INFO_NAME.fullmatch(metadata.name)
-        if match and isinstance(metadata, Path) and metadata.is_dir():  # a wheel's
-            _index_wheel(metadata, normalize_name(match[1]), modules, requires)
+        named = _named_by_directory(metadata)
+        if named is not None and isinstance(metadata, Path) and metadata.is_dir():  # a wheel's
+            _index_wheel(metadata, named[0], modules, requires)
         else:
             _index_distribution(_as_distribution(metadata), modules, requires)
     return DistributionIndex(

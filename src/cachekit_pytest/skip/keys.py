@@ -22,7 +22,8 @@ else:  # pragma: no cover - Python 3.10, where pytest depends on tomli
     import tomli as tomllib  # type: ignore[import-not-found, unused-ignore]
 
 import cachekit
-from cachekit.skip.fingerprint import Fingerprinter, KeyInputs, normalize_name
+from cachekit.skip.distributions import name_and_version
+from cachekit.skip.fingerprint import Fingerprinter, KeyInputs
 from cachekit.skip.records import Secrets
 from cachekit_pytest.options import SkipSettings
 
@@ -33,12 +34,9 @@ CACHE_DIR_NAME = "cachekit-skip-passed"
 
 def plugin_distributions(config: pytest.Config) -> list[tuple[str, str]]:
     """``(normalized name, version)`` of every plugin pytest loaded from a distribution,
-    sorted (reading their metadata costs: call it once)."""
+    sorted."""
     return sorted(
-        {
-            (normalize_name(dist.project_name), str(dist.version))
-            for _, dist in config.pluginmanager.list_plugin_distinfo()
-        }
+        {name_and_version(dist) for _, dist in config.pluginmanager.list_plugin_distinfo()}
     )
 
 
