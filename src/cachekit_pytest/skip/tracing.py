@@ -2,10 +2,11 @@
 (`cachekit.skip.dependencies`).
 
 Only a run that records passes records this (`cachekit_pytest.skip.run`). On Python
-3.12+ a ``sys.monitoring`` tool sees code start (``PY_START``): other files' code is
-disabled at its first call, project code at its first call in a window (``DISABLE``), and
-events are restarted when a window opens, so a code object costs one callback a window,
-not one a call. Before 3.12 the C profiler (``cProfile``, `cachekit_pytest.skip.profiling`)
+3.12+ ``sys.monitoring`` sees code start (``PY_START``): other files' code is disabled at
+its first call for good, project code at its first call in a window (``DISABLE``) and
+enabled again, code object by code object, when the next window opens (`Monitoring`), so
+other code costs one callback a run and project code one a window, not one a call.
+Before 3.12 the C profiler (``cProfile``, `cachekit_pytest.skip.profiling`)
 sees each call of the thread that runs the tests, and a Python trace function
 (``threading.settrace``) threads started since. Either adds the code object to a set
 (by identity: `Codes`). At the end of each *window* the set is filtered to project files
@@ -474,72 +475,99 @@ def project_file_test(root: str) -> Callable[[str], bool]:
 
 # -- how code is seen ---------------------------------------------------------------------
 
+#: A ``sys.monitoring`` callback for ``PY_START``.
+_Callback = Callable[[CodeType, int], object]
+
 
 class Monitoring:
-    """``sys.monitoring`` (Python 3.12+), a tool id of its own: ``PY_START`` events, seen
-    in every thread. The cheap callback disables any code at its first call
-    (``DISABLE``), after adding a project code object to the set; `restart` re-enables
-    them when a window opens, if any project code was disabled since. The attributing
-    one (collecting, imports) walks the stack of each call of project code."""
+    """``sys.monitoring`` (Python 3.12+), two tool ids of its own, ``PY_START`` events,
+    seen in every thread. Restarting events (`restart_events`) would re-enable every
+    code object any tool disabled, and all the code a test runs would cost a callback
+    again in each window; so the work is split:
+
+    - the *finder* sees code start everywhere (global events) and disables any code at
+      its first call, for good; project code it hands to the watcher;
+    - the *watcher* has events on project code objects only (local events): its cheap
+      callback adds the code to the set and disables it until the next window opens
+      (`restart` sets that code's local events again, which re-enables them).
+
+    The attributing callbacks (collecting, imports) walk the stack of each call of
+    project code instead. A module's code (``<module>``) stays with the finder: it runs
+    once per import."""
 
     NAME = "cachekit-skip-passed"
-    #: Tool ids tried, in order (0, 1, 2 and 5 are the debugger's, coverage's, the
-    #: profiler's and the optimizer's).
+    #: Tool ids tried, in order: the finder's, then the watcher's (0, 1, 2 and 5 are the
+    #: debugger's, coverage's, the profiler's and the optimizer's).
     TOOL_IDS = (4, 3)
 
     def __init__(self, recorder: Recorder) -> None:
         self.attributing = True
-        #: Project code was disabled since the last `restart`.
-        self.disabled = False
         self._recorder = recorder
         self._tool: int | None = None
-        monitoring: Any = getattr(sys, "monitoring")  # noqa: B009 (Python 3.12+)
-        self._monitoring = monitoring
+        self._watcher: int | None = None
+        self._monitoring: Any = getattr(sys, "monitoring")  # noqa: B009 (Python 3.12+)
+        #: Project code objects with the watcher's events, and those of them whose
+        #: events were disabled since the last `restart`.
+        self._watched: list[CodeType] = []
+        self._disabled: list[CodeType] = []
+        #: Whether the finder's events are set (`uninstall` keeps them).
+        self._events = False
+        #: Whether code is recorded (between `install` and `uninstall`).
+        self.active = False
+        self._find, self._cheap, self._attributing, self._idle = self._callbacks()
+
+    def _callbacks(self) -> tuple[_Callback, _Callback, _Callback, _Callback]:
+        """The finder's callback, and the watcher's: cheap, attributing and idle (between
+        windows). Closures over locals: they run for every start of project code."""
+        monitoring = self._monitoring
         disable = monitoring.DISABLE
+        start = monitoring.events.PY_START
+        set_local_events = monitoring.set_local_events
+        recorder = self._recorder
         seen = recorder._seen
         ident = id
-        importing = recorder._importing
         attribute = self.attribute
         project = recorder._project
         is_project_file = recorder.is_project_file
         get_frame = sys._getframe
+        watched = self._watched
+        disabled = self._disabled
 
-        def cheap(code: CodeType, offset: int) -> object:
+        def find(code: CodeType, offset: int) -> object:
             known = project.get(code.co_filename)
             if known is None:
                 known = is_project_file(code.co_filename)
             if not known:
                 return disable
             if code.co_name == "<module>":
-                importing(code)
+                if self.active and self.attributing:
+                    attribute(code, get_frame(1))
+                elif self.active:
+                    recorder._importing(code)
                 return None
+            if self._watcher is not None:
+                set_local_events(self._watcher, code, start)
+                watched.append(code)
+            if self.active and self.attributing:
+                attribute(code, get_frame(1))
+            elif self.active:
+                seen[ident(code)] = code
+            return disable
+
+        def cheap(code: CodeType, offset: int) -> object:
             seen[ident(code)] = code
             # Seen in this window: not again until the next one opens (`restart`).
-            self.disabled = True
+            disabled.append(code)
             return disable
 
         def attributing(code: CodeType, offset: int) -> object:
-            known = project.get(code.co_filename)
-            if known is None:
-                known = is_project_file(code.co_filename)
-            if not known:
-                return disable
             attribute(code, get_frame(1))
             return None
 
         def idle(code: CodeType, offset: int) -> object:
-            known = project.get(code.co_filename)
-            if known is None:
-                known = is_project_file(code.co_filename)
-            return None if known else disable
+            return None
 
-        self._cheap = cheap
-        self._attributing = attributing
-        self._idle = idle
-        #: Whether our events are set (`uninstall` keeps them, with `idle`).
-        self._events = False
-        #: Whether code is recorded (between `install` and `uninstall`).
-        self.active = False
+        return find, cheap, attributing, idle
 
     def attribute(self, code: CodeType, frame: FrameType | None) -> None:
         """Attributing: project code to the innermost project module being imported (a
@@ -566,15 +594,17 @@ class Monitoring:
 
     def available(self) -> bool:
         monitoring = self._monitoring
-        for tool in self.TOOL_IDS:
-            if monitoring.get_tool(tool) is None:
-                monitoring.use_tool_id(tool, self.NAME)
-                self._tool = tool
-                return True
-        return False
+        free = [tool for tool in self.TOOL_IDS if monitoring.get_tool(tool) is None]
+        if len(free) < 2:
+            return False
+        self._tool, self._watcher = free[:2]
+        monitoring.use_tool_id(self._tool, self.NAME)
+        monitoring.use_tool_id(self._watcher, self.NAME)
+        monitoring.register_callback(self._tool, monitoring.events.PY_START, self._find)
+        return True
 
     def install(self, *, attributing: bool) -> None:
-        if self._tool is None:
+        if self._tool is None or self._watcher is None:
             return
         monitoring = self._monitoring
         if attributing and not self.attributing:
@@ -583,33 +613,38 @@ class Monitoring:
         self.attributing = attributing
         callback = self._attributing if attributing else self._cheap
         try:
-            monitoring.register_callback(self._tool, monitoring.events.PY_START, callback)
+            monitoring.register_callback(self._watcher, monitoring.events.PY_START, callback)
             if not self._events:
                 monitoring.set_events(self._tool, monitoring.events.PY_START)
                 self._events = True
             self.active = True
-        except ValueError:  # the tool id was freed by someone else: nothing is seen now
-            self._tool = None
+        except ValueError:  # a tool id was freed by someone else: nothing is seen now
+            self._tool = self._watcher = None
 
     def uninstall(self, *, final: bool = False) -> None:
         self.active = False
-        if self._tool is None:
+        if self._tool is None or self._watcher is None:
             return
         monitoring = self._monitoring
         try:
             if final:
                 monitoring.set_events(self._tool, 0)
                 self._events = False
-                monitoring.register_callback(self._tool, monitoring.events.PY_START, None)
-                monitoring.free_tool_id(self._tool)
+                for code in self._watched:
+                    monitoring.set_local_events(self._watcher, code, 0)
+                for tool in (self._tool, self._watcher):
+                    monitoring.register_callback(tool, monitoring.events.PY_START, None)
+                    monitoring.free_tool_id(tool)
             else:
                 # Until the next window: events stay set (setting them again would
                 # instrument every code object again), and record nothing.
-                monitoring.register_callback(self._tool, monitoring.events.PY_START, self._idle)
+                monitoring.register_callback(self._watcher, monitoring.events.PY_START, self._idle)
         except ValueError:  # freed by someone else
-            self._tool = None
+            self._tool = self._watcher = None
         if final:
-            self._tool = None
+            self._tool = self._watcher = None
+            self._watched.clear()
+            self._disabled.clear()
 
     def suspend(self) -> None:
         """Between the phases of a test: nothing is held apart from `_seen`, so the
@@ -617,18 +652,26 @@ class Monitoring:
         self.uninstall()
 
     def restart(self) -> None:
-        """A window opens: project code disabled since the last restart is seen again.
-        (This re-enables every tool's disabled events, ours for other files too: each
-        such code object costs one more callback, which disables it again.)"""
-        if self.disabled:
-            self.disabled = False
-            self._monitoring.restart_events()
+        """A window opens: project code disabled since the last restart is seen again
+        (setting a code object's local events re-enables those it disabled; other
+        tools' disabled events stay so)."""
+        if self._watcher is None or not self._disabled:
+            return
+        set_local_events = self._monitoring.set_local_events
+        start = self._monitoring.events.PY_START
+        for code in self._disabled:
+            set_local_events(self._watcher, code, 0)
+            set_local_events(self._watcher, code, start)
+        self._disabled.clear()
 
     def drain(self) -> None:
         """Nothing to do: the callbacks add to the recorder's set as code runs."""
 
     def intact(self) -> bool:
-        return self._tool is not None and self._monitoring.get_tool(self._tool) == self.NAME
+        return all(
+            tool is not None and self._monitoring.get_tool(tool) == self.NAME
+            for tool in (self._tool, self._watcher)
+        )
 
     def may_switch(self) -> bool:
         return True
