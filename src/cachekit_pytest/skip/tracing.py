@@ -37,8 +37,8 @@ module first imported meanwhile counts as imported before recording began.
 
 What cannot be recorded makes a window *incomplete*, and its tests fall back to their
 test file's full key (every function body of the closure): another profiler replaced ours
-(before 3.12: a test that profiles itself), or another tool took our ``sys.monitoring``
-tool id, or the window started a process (audit events ``subprocess.Popen``,
+(before 3.12: a test that profiles itself), or another tool took one of our
+``sys.monitoring`` tool ids, or the window started a process (audit events ``subprocess.Popen``,
 ``os.system``, ``os.fork``, ``os.exec``, ``os.posix_spawn``, ``os.spawn``: the child runs
 code no tracer here sees). When a tracer or profiler is already set at the start
 (coverage measuring the run, before 3.12), nothing is recorded and every test falls back.
@@ -518,7 +518,7 @@ class Monitoring:
 
     def _callbacks(self) -> tuple[_Callback, _Callback, _Callback, _Callback]:
         """The finder's callback, and the watcher's: cheap, attributing and idle (between
-        windows). Closures over locals: they run for every start of project code."""
+        windows). Closures over locals: each runs for every code start it sees."""
         monitoring = self._monitoring
         disable = monitoring.DISABLE
         start = monitoring.events.PY_START
