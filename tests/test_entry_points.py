@@ -69,10 +69,13 @@ def test_the_installed_backends_are_scanned_once_while_nothing_is_installed(
         return scan(**selection)
 
     monkeypatch.setattr(registry, "entry_points", counted)
-    monkeypatch.syspath_prepend(str(tmp_path))  # a sys.path no earlier test scanned
+    site = tmp_path / "site"
+    site.mkdir()
+    monkeypatch.syspath_prepend(str(site))  # a sys.path no earlier test scanned
+    url = f"file://{tmp_path / 'store'}"
     for _ in range(3):
-        assert registry.is_in_process(f"file://{tmp_path}")
-        open_store(f"file://{tmp_path}")
+        assert registry.is_in_process(url)
+        open_store(url)
     assert len(scans) == 1
 
 
@@ -83,6 +86,7 @@ def test_a_backend_installed_after_a_scan_is_found(
     with pytest.raises(InvalidURL):
         open_store("fancy://bucket/prefix")  # scanned: nothing registers fancy
     install_backend(tmp_path)
-    store = open_store("fancy://bucket/prefix")
-    assert isinstance(store, MemoryStore)
-    sys.modules.pop("fancy_backend", None)
+    try:
+        assert isinstance(open_store("fancy://bucket/prefix"), MemoryStore)
+    finally:
+        sys.modules.pop("fancy_backend", None)
