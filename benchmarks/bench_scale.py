@@ -103,9 +103,6 @@ from benchmarks.scale_suite import (
 
 TESTS = 500_000
 SHARDS = 200
-#: Pairs per variant. Single pairs here range over a fifth of a run: over 11 pairs, two
-#: runs of the same code gave L/B medians of 1.077 and 0.989, against a 1.05 limit.
-ROUNDS = 31
 LOCAL_LIMIT = 1.05
 RSS_LIMIT_MIB = 64.0
 S3_LIMIT = 1.10
@@ -590,14 +587,15 @@ def parse(argv: list[str] | None) -> tuple[Config, bool]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tests", type=int, default=TESTS, help="tests in the namespace")
     parser.add_argument("--shards", type=int, default=SHARDS, help="CI shards")
-    parser.add_argument("--passes", type=int, choices=(1, 2), default=2, help="CI runs to build")
     parser.add_argument(
-        "--rounds",
-        type=int,
-        default=ROUNDS,
-        help="timed rounds (pairs per variant)",
+        "--passes", type=int, choices=(1, 2), default=Config.passes, help="CI runs to build"
     )
-    parser.add_argument("--repeats", type=int, default=3, help="merge and compact repeats")
+    parser.add_argument(
+        "--rounds", type=int, default=Config.rounds, help="timed rounds (pairs per variant)"
+    )
+    parser.add_argument(
+        "--repeats", type=int, default=Config.repeats, help="merge and compact repeats"
+    )
     parser.add_argument("--write", action="store_true", help="also write results/scale.md/.json")
     parser.add_argument(
         "--reuse",
