@@ -545,6 +545,41 @@ def test_failed_last_time_always_runs(
     assert "test_fails" not in ran_in(last)
 
 
+SUBTESTS = """
+import os
+import unittest
+
+
+class Numbers(unittest.TestCase):
+    def test_each(self):
+        for number in range(3):
+            with self.subTest(number=number):
+                self.assertNotEqual(number, int(os.environ.get("BAD_NUMBER", "-1")))
+
+
+def test_each_with_the_fixture(subtests):
+    for number in range(3):
+        with subtests.test(number=number):
+            assert number != int(os.environ.get("BAD_NUMBER", "-1"))
+"""
+
+
+def test_a_test_with_a_failed_subtest_is_not_recorded(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A failed subtest is a failed test, even where pytest reports the test itself as
+    passed (unittest's ``subTest``): it runs again until all its subtests pass."""
+    pytester.makepyfile(test_subtests=SUBTESTS)
+    monkeypatch.setenv("BAD_NUMBER", "1")
+    first = pytester.runpytest("--skip-passed", "-rA")
+    first.stdout.fnmatch_lines(["PASSED test_subtests.py::Numbers::test_each"])  # sic
+    second = pytester.runpytest("--skip-passed")
+    assert ran_in(second) == {"Numbers", "test_each_with_the_fixture"}
+    monkeypatch.delenv("BAD_NUMBER")
+    pytester.runpytest("--skip-passed")
+    assert ran_in(pytester.runpytest("--skip-passed")) == set()
+
+
 def test_a_test_that_needed_a_rerun_is_not_recorded(
     pytester: pytest.Pytester, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
