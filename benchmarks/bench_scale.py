@@ -137,7 +137,8 @@ def pytest_environment(run: int, run_id: str) -> dict[str, str]:
 
 
 def detect_namespace() -> dict[str, Any]:
-    """The namespace the runs use, as ``cachekit namespace --json`` detects it."""
+    """The namespace the runs use, as ``cachekit namespace --json`` detects it, with
+    ``repository_prefix``: the ref prefix's parent, where ``merge`` writes."""
     completed = subprocess.run(
         [str(Path(sys.executable).parent / "cachekit"), "namespace", "--json"],
         env=pytest_environment(1, "run1"),
@@ -146,6 +147,7 @@ def detect_namespace() -> dict[str, Any]:
         check=True,
     )
     found: dict[str, Any] = json.loads(completed.stdout)
+    found["repository_prefix"] = found["ref_prefix"].rpartition("/")[0]
     return found
 
 
@@ -367,7 +369,6 @@ def run(config: Config) -> Report:
     shutil.rmtree(logs, ignore_errors=True)
     logs.mkdir(parents=True)
     found = Findings(namespace=detect_namespace())
-    found.namespace["repository_prefix"] = found.namespace["ref_prefix"].rpartition("/")[0]
     if not (config.reuse and restore_build(config, store, found)):
         print(f"  namespace {found.namespace['prefix']}; building {config.passes} CI run(s)")
         build(config, suite, store, logs, found)

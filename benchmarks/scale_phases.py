@@ -59,7 +59,6 @@ def main(argv: list[str] | None = None) -> int:
     store, logs = work / "store", work / "logs"
     logs.mkdir(parents=True)
     found = Findings(namespace=detect_namespace())
-    found.namespace["repository_prefix"] = found.namespace["ref_prefix"].rpartition("/")[0]
     if not restore_build(config, store, found):
         print("no kept build of the issue's shape: run benchmarks/bench_scale.py first")
         return 2
