@@ -595,13 +595,18 @@ def test_constant_bindings_leave_the_skeleton_and_are_hashed_by_name() -> None:
             pass
 
 
+        def setup_module():
+            pass
+
+
         def test_collected():
             pass
         """
     )
     index = function_index(source.encode())
     assert index is not None
-    assert sorted(index.bindings) == ["__version__", "__version__?", "helper"]
+    # A test function is a binding (a new test changes no other's key), by its name.
+    assert sorted(index.bindings) == ["__version__", "__version__?", "helper", "test_collected"]
     bumped = function_index(source.replace('"1.0"', '"1.1"').encode())
     assert bumped is not None
     assert bumped.skeleton == index.skeleton
@@ -611,8 +616,8 @@ def test_constant_bindings_leave_the_skeleton_and_are_hashed_by_name() -> None:
     }
     assert bumped.code_digest() != index.code_digest()
     # Not constants: a plain constant (frameworks read them), reads a name, calls, a
-    # dunder, a typed def (annotations evaluated), a decorator, a name pytest collects:
-    # each edit changes the skeleton.
+    # dunder, a typed def (annotations evaluated), a decorator, a name pytest calls by
+    # convention: each edit changes the skeleton.
     for old, new in (
         ("LIMIT = 10", "LIMIT = 11"),
         ('"b": 2 ** 8', '"b": 2 ** 9'),
@@ -621,7 +626,7 @@ def test_constant_bindings_leave_the_skeleton_and_are_hashed_by_name() -> None:
         ('["helper"]', '["typed"]'),
         ("x: int", "x: float"),
         ("@staticmethod", "@classmethod"),
-        ("def test_collected():", "def test_collected(a=1):"),
+        ("def setup_module():", "def setup_module(a=1):"),
     ):
         edited = function_index(source.replace(old, new).encode())
         assert edited is not None

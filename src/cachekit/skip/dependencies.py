@@ -42,7 +42,7 @@ import attrs
 
 from cachekit.errors import CorruptData
 from cachekit.skip.functions import SKELETON_NAMES, FunctionIndex
-from cachekit.skip.names import EVERY_NAME, reflection_reaches
+from cachekit.skip.names import EVERY_NAME, binding_test_name, reflection_reaches
 from cachekit.skip.records import HASH_HEX, Secrets
 from cachekit.skip.snapshots import is_snapshot
 from cachekit.values.codec import JSON
@@ -51,7 +51,7 @@ from cachekit.values.codec import JSON
 #: members sorted, merged by union.
 DEPENDENCIES_KEY = "skip/dependencies"
 #: Part of every set id and dependency key: bump when what they cover changes.
-SET_FORMAT = "cachekit-dependency-set-2"
+SET_FORMAT = "cachekit-dependency-set-3"
 
 #: A dependency's kinds: one function's body, a file's module-level code, a whole file,
 #: one module-level constant binding (never stored in a set: `Resolver.bindings_read`).
@@ -201,7 +201,8 @@ class Resolver:
         self._described: dict[str, Dependency] = {}
         #: For `bindings_read`: by test file and closure, and by file and part.
         self._closure_reads: dict[
-            tuple[str, tuple[str, ...]], tuple[str | None, dict[str, FunctionIndex], frozenset[str]]
+            tuple[str, tuple[str, ...], bool],
+            tuple[str | None, dict[str, FunctionIndex], frozenset[str]],
         ] = {}
         self._names: dict[tuple[str, str], frozenset[str]] = {}
 
@@ -251,17 +252,31 @@ class Resolver:
         self._current[member] = digest if known is None or known == digest else ""
 
     def bindings_read(
-        self, entry: str, closure: tuple[str, ...], members: Iterable[str]
+        self,
+        entry: str,
+        closure: tuple[str, ...],
+        members: Iterable[str],
+        *,
+        test: str | None = None,
     ) -> list[tuple[str, str]]:
         """``(id, current hash)`` of each constant binding a test can read, sorted: in
         the files of its static key (``closure``, real paths; ``entry`` is its test file)
         and of its resolved ``members``, each binding whose name the code those cover
-        reads (module-level code of every file; the bodies executed; the test file and
-        any whole-file member entirely), all of them where that code is reflective (but
-        the metadata dunders), and all of the test file's."""
-        base = self._closure_reads.get((entry, closure))
+        reads (module-level code of every file, the bodies executed, any whole-file
+        member entirely), all of them where that code is reflective (but the metadata
+        dunders), and all of the test file's.
+
+        ``test``: the test's function name. A test function's binding
+        (`cachekit.skip.names.binding_test_name`) then counts only where the code reads
+        its name, or where it is the test's own (in any file: an override in a subclass),
+        and the test file is read as the other files are: so a new test changes no other
+        test's key. Without it (a file's record, a doctest, a test that is no function),
+        the test file counts whole, every test in it."""
+        whole_entry = test is None
+        base = self._closure_reads.get((entry, closure, whole_entry))
         if base is None:
-            base = self._closure_reads[entry, closure] = self._read_by_closure(entry, closure)
+            base = self._read_by_closure(entry, closure, whole_entry=whole_entry)
+            self._closure_reads[entry, closure, whole_entry] = base
         entry_label, closure_indexes, closure_names = base
         indexes = dict(closure_indexes)
         names = set(closure_names)
@@ -277,18 +292,27 @@ class Resolver:
             elif dependency.kind == WHOLE:
                 names |= self._reads(dependency.label, index, "")
         every = EVERY_NAME in names
+
+        def counts(label: str, name: str) -> bool:
+            if every and reflection_reaches(name):
+                return True
+            function = binding_test_name(name)
+            if function is None:
+                return name in names or label == entry_label
+            return function in names or function == test or (whole_entry and label == entry_label)
+
         return sorted(
             (self.dependency_id(Dependency(label, BINDING, name)), digest)
             for label, index in indexes.items()
             for name, digest in index.bindings.items()
-            if name in names or label == entry_label or (every and reflection_reaches(name))
+            if counts(label, name)
         )
 
     def _read_by_closure(
-        self, entry: str, closure: tuple[str, ...]
+        self, entry: str, closure: tuple[str, ...], *, whole_entry: bool
     ) -> tuple[str | None, dict[str, FunctionIndex], frozenset[str]]:
         """What every test of ``entry`` reads, whatever it executed: the module-level code
-        of its closure, and its own file whole."""
+        of its closure, and its own file whole if ``whole_entry``."""
         entry_label = self.label(os.path.realpath(entry))
         indexes: dict[str, FunctionIndex] = {}
         names: set[str] = set()
@@ -296,7 +320,8 @@ class Resolver:
             label, index = self.label(real), self.index(real)
             if label is not None and index is not None:
                 indexes[label] = index
-                names |= self._reads(label, index, "" if label == entry_label else SKELETON_NAMES)
+                whole = whole_entry and label == entry_label
+                names |= self._reads(label, index, "" if whole else SKELETON_NAMES)
         return entry_label, indexes, frozenset(names)
 
     def _reads(self, label: str, index: FunctionIndex, part: str) -> frozenset[str]:

@@ -87,7 +87,7 @@ __all__ = [
 ]
 
 #: Part of every key: bump it when what a key covers or how it is computed changes.
-KEY_FORMAT = 4
+KEY_FORMAT = 5
 
 
 @attrs.frozen

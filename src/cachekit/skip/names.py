@@ -41,13 +41,24 @@ never take.
 
 Never constant, whatever the right-hand side: other dunder names (they change how Python
 and pytest treat a module: ``__all__``, ``__getattr__``, ``__path__``...), names pytest
-collects or calls by convention (``test*``, ``Test*``, ``pytest*``, xunit-style
-``setup_module``...), and bindings inside ``if``/``try`` blocks.
+collects or calls by convention (``Test*``, ``pytest*``, xunit-style ``setup_module``...),
+and bindings inside ``if``/``try`` blocks.
+
+*Test functions* are the exception among the collected names: a ``def test*`` with a
+constant header, at module level or directly in an undecorated class without keywords
+(``Class.test_x``), is a binding too (`binding_test_name`). Pytest
+calls it by convention, but only as the test of that name: adding one to a test file
+adds a test and changes no other, so a test counts another test function only where its
+code names it (`cachekit.skip.dependencies.Resolver.bindings_read`), its own by name (an
+override in a subclass included). Its decorators may be pytest's marks with literal
+arguments (``@pytest.mark.parametrize("n", [1, 2])``); a test with any other decorator,
+or a method of a decorated class, stays in the skeleton: the decorator may run code.
 """
 
 from __future__ import annotations
 
 import ast
+import copy
 import functools
 import hashlib
 import json
@@ -82,6 +93,8 @@ _METADATA = frozenset(
 )
 #: Names pytest and unittest find by themselves in a module (without anyone naming them).
 _COLLECTED_PREFIXES = ("test", "Test", "pytest")
+#: The names of test functions, which may be bindings all the same (`binding_test_name`).
+_TEST_FUNCTION_PREFIX = "test"
 _XUNIT = frozenset(
     {
         "setup_module",
@@ -110,16 +123,11 @@ def _constant_binding(statement: ast.stmt, *, lazy_annotations: bool) -> list[st
     module docstring), else None. ``lazy_annotations``: the module imports
     ``from __future__ import annotations`` (annotations are not evaluated)."""
     if isinstance(statement, (ast.FunctionDef, ast.AsyncFunctionDef)):
-        if statement.decorator_list or getattr(statement, "type_params", None):
+        if not _constant_header(statement, lazy_annotations=lazy_annotations):
             return None
-        arguments = statement.args
-        evaluated = [*arguments.defaults, *(d for d in arguments.kw_defaults if d is not None)]
-        every = [*arguments.posonlyargs, *arguments.args, *arguments.kwonlyargs]
-        every += [a for a in (arguments.vararg, arguments.kwarg) if a is not None]
-        if not lazy_annotations:
-            evaluated += [a.annotation for a in every if a.annotation is not None]
-            if statement.returns is not None:
-                evaluated.append(statement.returns)
+        if statement.name.startswith(_TEST_FUNCTION_PREFIX):
+            return [statement.name]
+        evaluated: list[ast.expr] = []
         names = [statement.name]
     elif isinstance(statement, ast.Assign):
         if not all(isinstance(target, ast.Name) for target in statement.targets):
@@ -146,6 +154,85 @@ def _constant_binding(statement: ast.stmt, *, lazy_annotations: bool) -> list[st
     return names
 
 
+def _constant_header(
+    statement: ast.FunctionDef | ast.AsyncFunctionDef, *, lazy_annotations: bool
+) -> bool:
+    """Whether a ``def`` runs no code of the project's and reads no name of it when it
+    is executed: no type parameter, constant defaults, constant annotations unless they
+    are not evaluated, and no decorator but, on a test, pytest's marks with constant
+    arguments (`_is_constant_mark`)."""
+    if getattr(statement, "type_params", None):
+        return False
+    if statement.decorator_list and not (
+        statement.name.startswith(_TEST_FUNCTION_PREFIX)
+        and all(_is_constant_mark(decorator) for decorator in statement.decorator_list)
+    ):
+        return False
+    arguments = statement.args
+    evaluated = [*arguments.defaults, *(d for d in arguments.kw_defaults if d is not None)]
+    every = [*arguments.posonlyargs, *arguments.args, *arguments.kwonlyargs]
+    every += [a for a in (arguments.vararg, arguments.kwarg) if a is not None]
+    if not lazy_annotations:
+        evaluated += [a.annotation for a in every if a.annotation is not None]
+        if statement.returns is not None:
+            evaluated.append(statement.returns)
+    return all(_is_constant(node) for node in evaluated)
+
+
+def _split_test_methods(
+    statement: ast.ClassDef, *, lazy_annotations: bool
+) -> tuple[ast.ClassDef, list[tuple[str, int, ast.stmt]]]:
+    """A top-level class without its test-function bindings (`binding_test_name`), and
+    each of them: its name (``Class.test_x``), how many of the class's other statements
+    precede it, the statement. A decorated class, or one with keywords (a metaclass),
+    keeps them all: its decorator or metaclass may read every method."""
+    if statement.decorator_list or statement.keywords or getattr(statement, "type_params", None):
+        return statement, []
+    kept: list[ast.stmt] = []
+    methods: list[tuple[str, int, ast.stmt]] = []
+    for member in statement.body:
+        if (
+            isinstance(member, (ast.FunctionDef, ast.AsyncFunctionDef))
+            and member.name.startswith(_TEST_FUNCTION_PREFIX)
+            and _constant_header(member, lazy_annotations=lazy_annotations)
+        ):
+            methods.append((f"{statement.name}.{member.name}", len(kept), member))
+        else:
+            kept.append(member)
+    if not methods:
+        return statement, []
+    skeleton = copy.copy(statement)
+    skeleton.body = kept
+    return skeleton, methods
+
+
+def _is_constant_mark(decorator: ast.expr) -> bool:
+    """``@pytest.mark.NAME`` or ``@pytest.mark.NAME(<constants>)``: pytest's own code
+    attaching a mark to the test, given nothing of the project's (``parametrize`` with
+    literal values, ``usefixtures``, ``xfail``...)."""
+    if isinstance(decorator, ast.Call):
+        if not all(_is_constant(argument) for argument in decorator.args):
+            return False
+        if not all(k.arg is not None and _is_constant(k.value) for k in decorator.keywords):
+            return False
+        decorator = decorator.func
+    marks = decorator.value if isinstance(decorator, ast.Attribute) else None
+    return (
+        isinstance(marks, ast.Attribute)
+        and marks.attr == "mark"
+        and isinstance(marks.value, ast.Name)
+        and marks.value.id == "pytest"
+    )
+
+
+def binding_test_name(name: str) -> str | None:
+    """For a test function's binding (``test_x``, ``Class.test_x``): the function's name,
+    which code names to reach it (``self.test_x``) and pytest gives its test; None for
+    any other binding."""
+    read = name.rpartition(".")[2]
+    return read if read.startswith(_TEST_FUNCTION_PREFIX) else None
+
+
 def binding_hashes(
     statements: list[ast.stmt], elsewhere: Sequence[ast.stmt] = ()
 ) -> tuple[list[ast.stmt], dict[str, str]]:
@@ -167,6 +254,12 @@ def binding_hashes(
     known: dict[str, object] = {}
     bound_elsewhere = functools.cache(lambda: _bound_elsewhere(statements, elsewhere))
     for statement in statements:
+        if isinstance(statement, ast.ClassDef):
+            kept, methods = _split_test_methods(statement, lazy_annotations=lazy_annotations)
+            for name, position, method in methods:
+                parts.setdefault(name, []).append([len(skeleton), position, ast.dump(method)])
+            skeleton.append(kept)
+            continue
         names = _constant_binding(statement, lazy_annotations=lazy_annotations)
         metadata = [target.id for target in _metadata_targets(statement)]
         value = _UNKNOWN

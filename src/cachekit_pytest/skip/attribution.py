@@ -16,6 +16,7 @@ from pathlib import Path
 from types import CodeType
 
 import attrs
+import pytest
 from _pytest.doctest import DoctestItem
 
 from cachekit.skip.dependencies import (
@@ -42,6 +43,15 @@ from cachekit_pytest.skip.tracing import (
 
 #: A dependency set with each member's hash when it was resolved: (member id, hash).
 Pairs = list[tuple[str, str]]
+
+
+def function_name_of(item: pytest.Item) -> str | None:
+    """The name of the function a test item runs (a method's, without its class or
+    parameters), which its key counts by name (`Resolver.bindings_read`); None for an
+    item that runs none (a doctest, a plugin's item): its key counts its file whole."""
+    if isinstance(item, pytest.Function):
+        return item.originalname
+    return None
 
 
 @attrs.frozen
@@ -77,7 +87,7 @@ class Attribution:
         self._static: dict[tuple[Path, bool], str] = {}
         self._members: dict[Path, tuple[str, ...]] = {}
         self._closures: dict[str, tuple[str, ...]] = {}
-        self._keys: dict[tuple[str, str], str | None] = {}
+        self._keys: dict[tuple[str, str, str | None], str | None] = {}
         #: Dependency sets read that resolved, with their members' current hashes.
         self.resolved: dict[str, Pairs] = {}
         #: Every file of a closure met so far: where an unresolved member is looked for.
@@ -126,16 +136,22 @@ class Attribution:
         return os.path.join(self._root, *label.split("/"))
 
     def key_of(
-        self, path: Path, static_hash: str, full_hash: str, sets: dict[str, list[str]]
+        self,
+        path: Path,
+        static_hash: str,
+        full_hash: str,
+        sets: dict[str, list[str]],
+        *,
+        test: str | None = None,
     ) -> Callable[[str], str | None]:
-        """For a test of ``path``: a record's key hash now, from its dependency set's id
-        ("" is the full key), None when the set is unknown or a member no longer
-        resolves."""
+        """For a test of ``path`` (its function's name: `function_name_of`): a record's key
+        hash now, from its dependency set's id ("" is the full key), None when the set is
+        unknown or a member no longer resolves."""
 
         def key_of(deps: str) -> str | None:
             if not deps:
                 return full_hash
-            memo = (static_hash, deps)
+            memo = (static_hash, deps, test)
             if memo not in self._keys:
                 self._keys[memo] = None
                 pairs = self.resolved.get(deps)
@@ -143,7 +159,7 @@ class Attribution:
                     pairs = self.resolve(path, sets.get(deps))
                 if pairs is not None:
                     self.resolved[deps] = pairs
-                    self._keys[memo] = self.key(path, static_hash, pairs)
+                    self._keys[memo] = self.key(path, static_hash, pairs, test=test)
             return self._keys[memo]
 
         return key_of
@@ -156,6 +172,7 @@ class Attribution:
         *,
         doctest: bool = False,
         ini: str | None = None,
+        test: str | None = None,
     ) -> str:
         """Why a test of ``path`` whose latest pass (``miss``) no longer matches runs
         (``--skip-passed-explain``): what changed among its key's components since that
@@ -173,7 +190,7 @@ class Attribution:
         named = ""
         try:
             if ini is not None:
-                named = self._changed(path, miss, pairs, sets, doctest=doctest, ini=ini)
+                named = self._changed(path, miss, pairs, sets, doctest=doctest, ini=ini, test=test)
         except Exception:  # advisory: any failure says less, and decides nothing
             named = ""
         return named or (
@@ -189,6 +206,7 @@ class Attribution:
         *,
         doctest: bool,
         ini: str,
+        test: str | None,
     ) -> str:
         """The changed components named, or "" without a snapshot or a difference."""
         record = miss.record
@@ -200,31 +218,34 @@ class Attribution:
         snapshot = self._snapshots[memo]
         if snapshot is None:
             return ""
-        components = self.components(path, pairs, doctest=doctest)
+        components = self.components(path, pairs, doctest=doctest, test=test)
         changes = snapshot.differences(self.hashes, components.items())
         words = describe(changes, values=components, named=self.resolver.describe, ini=ini)
         return summarize(words)
 
-    def components(self, path: Path, pairs: Pairs, *, doctest: bool = False) -> dict[str, str]:
-        """The components of the key of a test of ``path`` that executed ``pairs``
-        (`cachekit_pytest.skip.changes`): its static key's, its dependencies' and the
-        module-level names it can read, by name, with their values now."""
+    def components(
+        self, path: Path, pairs: Pairs, *, doctest: bool = False, test: str | None = None
+    ) -> dict[str, str]:
+        """The components of the key of a test of ``path`` (its function's name:
+        `function_name_of`) that executed ``pairs`` (`cachekit_pytest.skip.changes`): its
+        static key's, its dependencies' and the module-level names it can read, by name,
+        with their values now."""
         found = dict(self._static_of(path, doctest))
-        found.update(self._members_and_names(path, pairs))
+        found.update(self._members_and_names(path, pairs, test))
         return found
 
     def recorded_components(self, tests: Iterable[tuple[Path, bool, Pairs]]) -> dict[str, str]:
         """The components of the keys of tests (test file, doctest, what each executed),
         for a run's snapshot: `components` of each, but the module-level names as read by
-        all the tests of a file together (a superset of each one's, computed once per
-        file: an extra component in a snapshot only costs room)."""
+        all the tests of a file together, its file whole (a superset of each one's,
+        computed once per file: an extra component in a snapshot only costs room)."""
         found: dict[str, str] = {}
         by_file: dict[tuple[Path, bool], dict[str, str]] = {}
         for path, doctest, pairs in tests:
             by_file.setdefault((path, doctest), {}).update(pairs)
         for (path, doctest), union in by_file.items():
             found.update(self._static_of(path, doctest))
-            found.update(self._members_and_names(path, sorted(union.items())))
+            found.update(self._members_and_names(path, sorted(union.items()), None))
         return found
 
     def _static_of(self, path: Path, doctest: bool) -> dict[str, str]:
@@ -234,11 +255,12 @@ class Attribution:
             self._static_components[path, doctest] = static
         return static
 
-    def _members_and_names(self, path: Path, pairs: Pairs) -> dict[str, str]:
+    def _members_and_names(self, path: Path, pairs: Pairs, test: str | None) -> dict[str, str]:
         members = [member for member, _ in pairs]
         if any(self.resolver.named(member) is None for member in members):
             self.resolve(path, members)
-        bindings = self.resolver.bindings_read(str(path), self.members(path), members)
+        closure = self.members(path)
+        bindings = self.resolver.bindings_read(str(path), closure, members, test=test)
         return {"m\0" + member: digest for member, digest in [*pairs, *bindings]}
 
     def resolve(self, path: Path, members: Iterable[str] | None) -> Pairs | None:
@@ -291,22 +313,25 @@ class Attribution:
                 continue
             deps = set_id(member for member, _ in found)
             sets.setdefault(deps, found)
-            key = self._keys.get((static_hash, deps))
+            test = function_name_of(item)
+            key = self._keys.get((static_hash, deps, test))
             if key is None:
-                key = self._keys[static_hash, deps] = self.key(item.path, static_hash, found)
+                key = self.key(item.path, static_hash, found, test=test)
+                self._keys[static_hash, deps, test] = key
             keys[nodeid] = TestKey(key, deps, str(item.path), isinstance(item, DoctestItem))
         return Assembled(keys, sets)
 
-    def key(self, path: Path, static_hash: str, pairs: Pairs) -> str:
-        """The key hash of a test of ``path`` (or of the file whole) that executed
-        ``pairs``: its static key's, its dependencies' and those of the module-level
-        constants it can read (`Resolver.bindings_read`)."""
+    def key(self, path: Path, static_hash: str, pairs: Pairs, *, test: str | None = None) -> str:
+        """The key hash of a test of ``path`` (its function's name: `function_name_of`; None
+        for the file whole) that executed ``pairs``: its static key's, its dependencies'
+        and those of the module-level constants it can read (`Resolver.bindings_read`)."""
         members = [member for member, _ in pairs]
         if any(self.resolver.named(member) is None for member in members):
             # Pairs resolved elsewhere (the xdist controller keys whole files from its
             # workers' sets): index their files as a reader would, for the same names.
             self.resolve(path, members)
-        bindings = self.resolver.bindings_read(str(path), self.members(path), members)
+        closure = self.members(path)
+        bindings = self.resolver.bindings_read(str(path), closure, members, test=test)
         return dependency_key(self.secrets, static_hash, [*pairs, *bindings])
 
     def _dependencies(

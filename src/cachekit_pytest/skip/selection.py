@@ -13,7 +13,7 @@ import pytest
 from _pytest.doctest import DoctestItem
 
 from cachekit.skip.records import MISS_CHANGED, FileMatch, Match, Secrets, Table
-from cachekit_pytest.skip.attribution import Attribution, Pairs, TestKey
+from cachekit_pytest.skip.attribution import Attribution, Pairs, TestKey, function_name_of
 from cachekit_pytest.skip.changes import ini_words
 from cachekit_pytest.skip.keys import Keys
 
@@ -254,15 +254,12 @@ def select(
         static_hashes = {False: secrets.key_hash(static_key)}
         if with_docstrings:
             static_hashes[True] = secrets.key_hash(with_docstrings)
-        key_ofs = {
-            doctest: functions.key_of(path, static_hash, key_hash, table.sets)
-            for doctest, static_hash in static_hashes.items()
-        }
         for item in by_file[path]:
             nodeid = item.nodeid
             doctest = isinstance(item, DoctestItem)
             static_hash = static_hashes[doctest]
-            key_of = key_ofs[doctest]
+            test = function_name_of(item)
+            key_of = functions.key_of(path, static_hash, key_hash, table.sets, test=test)
             found = table.lookup_why(secrets, secrets.test_hash(nodeid), key_of)
             match = found if isinstance(found, Match) else None
             reason = describe(static_key, match.run, match.at) if match else ""
@@ -275,7 +272,9 @@ def select(
             if not failed and not isinstance(found, Match):
                 why = found.reason
                 if found.reason == MISS_CHANGED:
-                    why = functions.why_changed(path, found, table.sets, doctest=doctest, ini=ini)
+                    why = functions.why_changed(
+                        path, found, table.sets, doctest=doctest, ini=ini, test=test
+                    )
             decisions[nodeid] = Decision(key_hash, reason, skippable, file, static_hash, deps, why)
     return SkipSelection(
         decisions,

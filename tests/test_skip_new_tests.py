@@ -1,0 +1,215 @@
+"""``--skip-passed`` when tests are added to a test file: the new test runs, and no other
+test of the file does, unless its code can see the new one (by name, by reflection, by
+inheriting it as its own, or through a decorator that may read its neighbours).
+
+Each test runs a small project in-process with pytester and reads which tests really ran
+from a log its conftest writes (`skip_support.SkipProject`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from skip_support import SkipProject
+from test_skip_passed import _environment
+
+__all__ = ["_environment"]
+
+PROJECT: dict[str, str] = {
+    "pytest.ini": "[pytest]\npythonpath = .\n",
+    "conftest.py": """\
+import os
+
+
+def pytest_runtest_setup(item):
+    with open(os.environ["RUN_LOG"], "a", encoding="utf-8") as file:
+        file.write(item.nodeid + "\\n")
+""",
+    "lib/__init__.py": "",
+    "lib/calc.py": """\
+def add(a, b):
+    return a + b
+
+
+def mul(a, b):
+    return a * b
+""",
+    "test_functions.py": """\
+import pytest
+
+import lib.calc as calc
+
+
+def test_add():
+    assert calc.add(1, 2) == 3
+
+
+@pytest.mark.parametrize("n", [1, 2])
+def test_mul(n):
+    assert calc.mul(n, 1) == n
+""",
+    "test_cases.py": """\
+import unittest
+
+import lib.calc as calc
+
+
+class BaseTests(unittest.TestCase):
+    def setUp(self):
+        self.one = 1
+
+    def test_add(self):
+        self.assertEqual(calc.add(self.one, 1), 2)
+
+
+class MoreTests(BaseTests):
+    def test_mul(self):
+        self.assertEqual(calc.mul(self.one, 3), 3)
+""",
+}
+
+FUNCTIONS = {
+    "test_functions.py::test_add",
+    "test_functions.py::test_mul[1]",
+    "test_functions.py::test_mul[2]",
+}
+CASES = {
+    "test_cases.py::BaseTests::test_add",
+    "test_cases.py::MoreTests::test_add",
+    "test_cases.py::MoreTests::test_mul",
+}
+NEG = "\n\ndef neg(a):\n    return -a\n"
+
+
+@pytest.fixture
+def project(
+    pytester: pytest.Pytester, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> SkipProject:
+    log = tmp_path / "ran.log"
+    monkeypatch.setenv("RUN_LOG", str(log))
+    made = SkipProject(pytester, log, PROJECT)
+    made.run().assert_outcomes(passed=len(FUNCTIONS | CASES))
+    assert made.ran == FUNCTIONS | CASES
+    return made
+
+
+def test_a_new_test_function_runs_alone(project: SkipProject) -> None:
+    # It calls a function no test named before, added to the library with it.
+    project.write("lib/calc.py", project.read("lib/calc.py") + NEG)
+    new = "\n\ndef test_neg():\n    assert calc.neg(1) == -1\n"
+    project.write("test_functions.py", project.read("test_functions.py") + new)
+    project.run()
+    assert project.ran == {"test_functions.py::test_neg"}
+    project.run()
+    assert project.ran == set()  # the file is skipped whole again
+
+
+def test_a_new_parametrized_test_runs_alone_and_reruns_when_its_values_change(
+    project: SkipProject,
+) -> None:
+    new = '\n\n@pytest.mark.parametrize("n", [3, 4])\ndef test_more(n):\n    assert n > 2\n'
+    project.write("test_functions.py", project.read("test_functions.py") + new)
+    project.run()
+    assert project.ran == {"test_functions.py::test_more[3]", "test_functions.py::test_more[4]"}
+    project.replace("test_functions.py", "[3, 4]", "[3, 5]")
+    project.run()
+    assert project.ran == {"test_functions.py::test_more[3]", "test_functions.py::test_more[5]"}
+    project.replace("test_functions.py", '"n", [1, 2]', '"n", [1, 2, 3]')
+    project.run()
+    assert project.ran == {f"test_functions.py::test_mul[{n}]" for n in (1, 2, 3)}
+
+
+def test_a_new_test_method_runs_alone_in_its_class_and_the_subclasses(
+    project: SkipProject,
+) -> None:
+    project.write("lib/calc.py", project.read("lib/calc.py") + NEG)
+    project.replace(
+        "test_cases.py",
+        "    def test_add(self):",
+        "    def test_neg(self):\n        self.assertEqual(calc.neg(self.one), -1)\n\n"
+        "    def test_add(self):",
+    )
+    project.run()
+    assert project.ran == {
+        "test_cases.py::BaseTests::test_neg",
+        "test_cases.py::MoreTests::test_neg",
+    }
+
+
+def test_an_override_in_a_subclass_reruns_the_tests_of_its_name(project: SkipProject) -> None:
+    """``MoreTests::test_add`` ran ``BaseTests.test_add``; now its own. A test counts
+    every test function of its name, in any class: ``BaseTests::test_add`` reruns too."""
+    project.replace(
+        "test_cases.py",
+        "    def test_mul(self):",
+        "    def test_add(self):\n        self.assertEqual(calc.add(2, 2), 4)\n\n"
+        "    def test_mul(self):",
+    )
+    project.run()
+    assert project.ran == {
+        "test_cases.py::BaseTests::test_add",
+        "test_cases.py::MoreTests::test_add",
+    }
+
+
+def test_what_the_tests_of_a_file_share_reruns_them_all(project: SkipProject) -> None:
+    project.replace("test_cases.py", "self.one = 1", "self.one = 1.0")  # setUp, run by all
+    project.run()
+    assert project.ran == CASES
+    # A class body's other statements are module-level code.
+    project.replace(
+        "test_cases.py", "class MoreTests(BaseTests):", "class MoreTests(BaseTests):\n    x = 1\n"
+    )
+    project.run()
+    assert project.ran == CASES
+
+
+def test_a_test_that_looks_its_neighbours_up_reruns_when_one_is_added(
+    project: SkipProject,
+) -> None:
+    project.replace(
+        "test_cases.py",
+        "class MoreTests(BaseTests):",
+        "class MoreTests(BaseTests):\n"
+        "    def test_count(self):\n"
+        '        self.assertTrue([name for name in dir(self) if name.startswith("test_")])\n',
+    )
+    project.run()
+    assert project.ran == {"test_cases.py::MoreTests::test_count"}
+    project.replace(
+        "test_cases.py",
+        "class MoreTests(BaseTests):",
+        "class MoreTests(BaseTests):\n    def test_new(self):\n        pass\n",
+    )
+    project.run()
+    assert project.ran == {
+        "test_cases.py::MoreTests::test_count",
+        "test_cases.py::MoreTests::test_new",
+    }
+
+
+def test_a_test_added_under_a_decorator_that_may_read_it_reruns_its_neighbours(
+    project: SkipProject,
+) -> None:
+    """A decorated class, or a test with a decorator other than pytest's marks with
+    literal values, is module-level code: every test of the file reruns."""
+    project.replace(
+        "test_cases.py",
+        "class MoreTests(BaseTests):",
+        "@unittest.skipIf(False, 'never')\nclass MoreTests(BaseTests):",
+    )
+    project.run()
+    assert project.ran == CASES
+    project.replace(
+        "test_cases.py",
+        "    def test_mul(self):",
+        "    def test_new(self):\n        pass\n\n    def test_mul(self):",
+    )
+    project.run()
+    assert project.ran == CASES | {"test_cases.py::MoreTests::test_new"}
+    new = '\n\n@pytest.mark.skipif(calc.add(1, 1) != 2, reason="")\ndef test_new():\n    pass\n'
+    project.write("test_functions.py", project.read("test_functions.py") + new)
+    project.run()
+    assert project.ran == FUNCTIONS | {"test_functions.py::test_new"}
