@@ -106,6 +106,16 @@ def test_a_new_test_function_runs_alone(project: SkipProject) -> None:
     assert project.ran == set()  # the file is skipped whole again
 
 
+def test_moving_tests_around_reruns_nothing(project: SkipProject) -> None:
+    """Pytest calls a test once its module is imported: above or below an import, the
+    same test."""
+    test_add = "def test_add():\n    assert calc.add(1, 2) == 3\n\n\n"
+    project.replace("test_functions.py", test_add, "")
+    project.replace("test_functions.py", "import pytest\n", test_add + "import pytest\n")
+    project.run()
+    assert project.ran == set()
+
+
 def test_a_new_parametrized_test_runs_alone_and_reruns_when_its_values_change(
     project: SkipProject,
 ) -> None:

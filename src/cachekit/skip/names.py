@@ -26,7 +26,8 @@ a new value only the tests whose code names it.
 Why only constants: a binding that reads a name or calls anything at import could fail
 or differ with the order of statements, so it stays in the skeleton (every importer
 reruns when it changes). A constant binding's hash includes how many skeleton statements
-precede it, so moving it across one changes it too (the skeleton alone would not). One
+precede it, so moving it across one changes it too (the skeleton alone would not); a test
+function's does not (see below: pytest calls it once the module is imported). One
 exception: a version computed from the module's version constants
 (``__version__ = ".".join(map(str, version_info))``), evaluated here when that is safe
 (`cachekit.skip.versions`) and hashed with its value.
@@ -181,22 +182,22 @@ def _constant_header(
 
 def _split_test_methods(
     statement: ast.ClassDef, *, lazy_annotations: bool
-) -> tuple[ast.ClassDef, list[tuple[str, int, ast.stmt]]]:
+) -> tuple[ast.ClassDef, list[tuple[str, ast.stmt]]]:
     """A top-level class without its test-function bindings (`binding_test_name`), and
-    each of them: its name (``Class.test_x``), how many of the class's other statements
-    precede it, the statement. A decorated class, or one with keywords (a metaclass),
-    keeps them all: its decorator or metaclass may read every method."""
+    each of them with its name (``Class.test_x``). A decorated class, or one with
+    keywords (a metaclass), keeps them all: its decorator or metaclass may read every
+    method."""
     if statement.decorator_list or statement.keywords or getattr(statement, "type_params", None):
         return statement, []
     kept: list[ast.stmt] = []
-    methods: list[tuple[str, int, ast.stmt]] = []
+    methods: list[tuple[str, ast.stmt]] = []
     for member in statement.body:
         if (
             isinstance(member, (ast.FunctionDef, ast.AsyncFunctionDef))
             and member.name.startswith(_TEST_FUNCTION_PREFIX)
             and _constant_header(member, lazy_annotations=lazy_annotations)
         ):
-            methods.append((f"{statement.name}.{member.name}", len(kept), member))
+            methods.append((f"{statement.name}.{member.name}", member))
         else:
             kept.append(member)
     if not methods:
@@ -256,8 +257,8 @@ def binding_hashes(
     for statement in statements:
         if isinstance(statement, ast.ClassDef):
             kept, methods = _split_test_methods(statement, lazy_annotations=lazy_annotations)
-            for name, position, method in methods:
-                parts.setdefault(name, []).append([len(skeleton), position, ast.dump(method)])
+            for name, method in methods:
+                parts.setdefault(name, []).append([ast.dump(method)])
             skeleton.append(kept)
             continue
         names = _constant_binding(statement, lazy_annotations=lazy_annotations)
@@ -276,7 +277,11 @@ def binding_hashes(
         if names is None:
             skeleton.append(statement)
             continue
-        part: list[object] = [len(skeleton), ast.dump(statement)]
+        # Where a test function stands among the statements does not matter: pytest
+        # calls it once the module is imported.
+        part: list[object] = [ast.dump(statement)]
+        if binding_test_name(names[0]) is None:
+            part.insert(0, len(skeleton))
         if computed:
             part.append(repr(value))  # a computed version: by its value too
         for name in names:
