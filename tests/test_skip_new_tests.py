@@ -223,3 +223,75 @@ def test_a_test_added_under_a_decorator_that_may_read_it_reruns_its_neighbours(
     project.write("test_functions.py", project.read("test_functions.py") + new)
     project.run()
     assert project.ran == FUNCTIONS | {"test_functions.py::test_new"}
+
+
+def test_under_xdist_a_new_test_runs_alone(project: SkipProject) -> None:
+    """xdist workers key their tests and the controller keys whole files: recorded
+    without xdist, skipped with it, and the reverse."""
+    project.write("lib/calc.py", project.read("lib/calc.py") + NEG)
+    new = "\n\ndef test_neg():\n    assert calc.neg(1) == -1\n"
+    project.write("test_functions.py", project.read("test_functions.py") + new)
+    project.replace(
+        "test_cases.py",
+        "    def test_mul(self):",
+        "    def test_neg(self):\n        self.assertEqual(calc.neg(self.one), -1)\n\n"
+        "    def test_mul(self):",
+    )
+    project.run_subprocess("-n", "2").assert_outcomes(passed=2)
+    assert project.ran == {"test_functions.py::test_neg", "test_cases.py::MoreTests::test_neg"}
+    project.run()
+    assert project.ran == set()
+
+
+def test_a_test_added_to_a_class_another_file_imports_runs_there_too(
+    project: SkipProject,
+) -> None:
+    """Pytest collects a test class imported into a test file, and its subclasses: the
+    new method is a new test of that file too, which must not be skipped whole."""
+    derived = "from test_cases import BaseTests\n\n\nclass DerivedTests(BaseTests):\n    pass\n"
+    project.write("test_derived.py", derived)
+    project.run()
+    assert project.ran == {
+        "test_derived.py::BaseTests::test_add",
+        "test_derived.py::DerivedTests::test_add",
+    }
+    project.replace(
+        "test_cases.py",
+        "    def test_add(self):",
+        "    def test_new(self):\n        pass\n\n    def test_add(self):",
+    )
+    project.run()
+    assert project.ran == {
+        f"{path}::{cls}::test_new"
+        for path, cls in (
+            ("test_cases.py", "BaseTests"),
+            ("test_cases.py", "MoreTests"),
+            ("test_derived.py", "BaseTests"),
+            ("test_derived.py", "DerivedTests"),
+        )
+    }
+
+
+def test_a_star_import_of_the_package_passes_tests_on_by_name(project: SkipProject) -> None:
+    """A package ``__init__`` re-exporting its modules with ``from .calc import *`` reads
+    every binding of theirs, but a new test beside its importers' is no name it reads."""
+    project.write("lib/__init__.py", "from .calc import *\n")
+    project.replace("test_cases.py", "import lib.calc as calc", "import lib as calc")
+    project.run()
+    assert project.ran == FUNCTIONS | CASES  # the package's module-level code changed
+    project.replace(
+        "test_cases.py",
+        "    def test_add(self):",
+        "    def test_new(self):\n        pass\n\n    def test_add(self):",
+    )
+    project.run()
+    assert project.ran == {
+        "test_cases.py::BaseTests::test_new",
+        "test_cases.py::MoreTests::test_new",
+    }
+    project.write("lib/calc.py", project.read("lib/calc.py") + NEG)  # a name it reads
+    project.run()
+    assert project.ran == FUNCTIONS | CASES | {
+        "test_cases.py::BaseTests::test_new",
+        "test_cases.py::MoreTests::test_new",
+    }

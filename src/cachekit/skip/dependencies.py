@@ -42,7 +42,7 @@ import attrs
 
 from cachekit.errors import CorruptData
 from cachekit.skip.functions import SKELETON_NAMES, FunctionIndex
-from cachekit.skip.names import EVERY_NAME, binding_test_name, reflection_reaches
+from cachekit.skip.names import EVERY_NAME, STAR_IMPORT, binding_test_name, reflection_reaches
 from cachekit.skip.records import HASH_HEX, Secrets
 from cachekit.skip.snapshots import is_snapshot
 from cachekit.values.codec import JSON
@@ -268,10 +268,12 @@ class Resolver:
 
         ``test``: the test's function name. A test function's binding
         (`cachekit.skip.names.binding_test_name`) then counts only where the code reads
-        its name, or where it is the test's own (in any file: an override in a subclass),
-        and the test file is read as the other files are: so a new test changes no other
-        test's key. Without it (a file's record, a doctest, a test that is no function),
-        the test file counts whole, every test in it."""
+        its name or looks names up (not a star import's: it passes tests on as tests of
+        their own names), or where it is the test's own (in any file: an override in a
+        subclass), and the test file is read as the other files are: so a new test
+        changes no other test's key. Without it (a file's record, a doctest, a test that
+        is no function), the test file counts whole, and every test function of the
+        closure."""
         whole_entry = test is None
         base = self._closure_reads.get((entry, closure, whole_entry))
         if base is None:
@@ -292,14 +294,15 @@ class Resolver:
             elif dependency.kind == WHOLE:
                 names |= self._reads(dependency.label, index, "")
         every = EVERY_NAME in names
+        star = every or STAR_IMPORT in names
 
         def counts(label: str, name: str) -> bool:
-            if every and reflection_reaches(name):
-                return True
             function = binding_test_name(name)
             if function is None:
-                return name in names or label == entry_label
-            return function in names or function == test or (whole_entry and label == entry_label)
+                return name in names or label == entry_label or (star and reflection_reaches(name))
+            # A file's record counts every test function of its closure: one imported or
+            # inherited from another file is collected in the file too.
+            return whole_entry or every or function in names or function == test
 
         return sorted(
             (self.dependency_id(Dependency(label, BINDING, name)), digest)

@@ -10,10 +10,11 @@ import (``from pkg import X``), a string (``getattr(pkg, "X")``, ``mock.patch("p
 a string annotation). So a test depends on a constant binding only when the code its key
 already covers names it (`cachekit.skip.dependencies.Resolver.bindings_read`): the
 module-level code of every module in its closure, the functions it executed (import-time
-ones included), its own test file whole. Code that can reach a name without spelling it
-(``vars``, ``globals``, ``dir``, ``__dict__``, ``getattr`` with a computed name,
-``eval``...) reads `EVERY_NAME`: every binding but the metadata dunders
-(`reflection_reaches`).
+ones included); every binding of its own test file counts. Code that can reach a name
+without spelling it (``vars``, ``globals``, ``dir``, ``__dict__``, ``getattr`` with a
+computed name, ``eval``...) reads `EVERY_NAME`: every binding but the metadata dunders
+(`reflection_reaches`); a star import reads `STAR_IMPORT`, the same but for test
+functions.
 
 Why a metadata dunder imported under its own name (``from ._version import __version__``
 in a package ``__init__``, the commonest way to publish a version) is not read by the
@@ -70,6 +71,9 @@ from cachekit.skip.versions import bound_names, computed_version
 
 #: The name a reflective construct reads: every binding counts.
 EVERY_NAME = "*"
+#: The name a star import reads: every binding counts but test functions
+#: (`binding_test_name`), which a star import only passes on as tests of their own name.
+STAR_IMPORT = "*import"
 #: After a metadata dunder's name, the binding that says it is bound (see above).
 BOUND = "?"
 _BOUND_HASH = hashlib.sha256(b"bound").hexdigest()
@@ -445,6 +449,8 @@ def _imported_names(alias: ast.alias) -> list[str]:
     """The names an import reads: each part of a dotted name; for a metadata dunder
     imported under its own name, that it is bound (passed on, not read: see the module
     docstring)."""
+    if alias.name == "*":
+        return [STAR_IMPORT]
     if alias.name in _METADATA and alias.asname in (None, alias.name):
         return [alias.name + BOUND]
     return alias.name.split(".")
