@@ -148,9 +148,28 @@ def test_a_new_test_method_runs_alone_in_its_class_and_the_subclasses(
     }
 
 
-def test_an_override_in_a_subclass_reruns_the_tests_of_its_name(project: SkipProject) -> None:
+def test_a_test_docstring_counts_for_its_test_alone(project: SkipProject) -> None:
+    """The test file's docstrings count for its tests (doctests may run them), but a
+    test function's only for the tests of its name."""
+    project.replace(
+        "test_cases.py",
+        "    def test_mul(self):",
+        '    def test_new(self):\n        """Documented."""\n\n    def test_mul(self):',
+    )
+    project.run()
+    assert project.ran == {"test_cases.py::MoreTests::test_new"}
+    project.replace("test_cases.py", '"""Documented."""', '"""Documented again."""')
+    project.run()
+    assert project.ran == {"test_cases.py::MoreTests::test_new"}
+    project.replace("test_cases.py", "import unittest", '"""The cases."""\nimport unittest')
+    project.run()
+    assert project.ran == CASES | {"test_cases.py::MoreTests::test_new"}
+
+
+def test_an_override_in_a_subclass_reruns_the_test_it_replaces(project: SkipProject) -> None:
     """``MoreTests::test_add`` ran ``BaseTests.test_add``; now its own. A test counts
-    every test function of its name, in any class: ``BaseTests::test_add`` reruns too."""
+    the test functions of its name in its class and the classes it inherits from:
+    ``BaseTests::test_add`` does not rerun."""
     project.replace(
         "test_cases.py",
         "    def test_mul(self):",
@@ -158,10 +177,10 @@ def test_an_override_in_a_subclass_reruns_the_tests_of_its_name(project: SkipPro
         "    def test_mul(self):",
     )
     project.run()
-    assert project.ran == {
-        "test_cases.py::BaseTests::test_add",
-        "test_cases.py::MoreTests::test_add",
-    }
+    assert project.ran == {"test_cases.py::MoreTests::test_add"}
+    project.replace("test_cases.py", "calc.add(2, 2), 4", "calc.add(2, 3), 5")
+    project.run()
+    assert project.ran == {"test_cases.py::MoreTests::test_add"}
 
 
 def test_what_the_tests_of_a_file_share_reruns_them_all(project: SkipProject) -> None:

@@ -39,7 +39,7 @@ from cachekit.skip.imports import imports_in_tree, parse_source
 
 #: Identifies cachekit's analysis cache files (a foreign JSON file is ignored).
 CACHE_FORMAT = "cachekit.skip.fingerprint"
-CACHE_VERSION = 7
+CACHE_VERSION = 8
 #: What a file's recorded imports depend on besides its bytes: what parses (and so what
 #: counts as a syntax error) differs between Python versions.
 PARSER = f"{sys.implementation.name}-{sys.version_info[0]}.{sys.version_info[1]}"
@@ -71,10 +71,12 @@ class FileRecord:
     imports: tuple[str, ...] | None
     #: For a ``.py`` file that parses (`cachekit.skip.functions`): the hash of its code
     #: without docstrings, comments or formatting (`FunctionIndex.code_digest`), of its
-    #: skeleton, and of its docstrings. None otherwise (then only ``digest`` counts).
+    #: skeleton, of its docstrings, and of those but its test functions'. None
+    #: otherwise (then only ``digest`` counts).
     code: str | None = None
     skeleton: str | None = None
     docstrings: str | None = None
+    shared_docstrings: str | None = None
 
 
 @attrs.frozen
@@ -219,6 +221,7 @@ class FileAnalyses:
                 code=index.code_digest(),
                 skeleton=index.skeleton,
                 docstrings=index.docstrings,
+                shared_docstrings=index.shared_docstrings,
             )
         if self._by_content is not None:
             self._by_content[digest, path.endswith(".py")] = record

@@ -257,7 +257,7 @@ class Resolver:
         closure: tuple[str, ...],
         members: Iterable[str],
         *,
-        test: str | None = None,
+        own: frozenset[str] | None = None,
     ) -> list[tuple[str, str]]:
         """``(id, current hash)`` of each constant binding a test can read, sorted: in
         the files of its static key (``closure``, real paths; ``entry`` is its test file)
@@ -266,15 +266,16 @@ class Resolver:
         member entirely), all of them where that code is reflective (but the metadata
         dunders), and all of the test file's.
 
-        ``test``: the test's function name. A test function's binding
-        (`cachekit.skip.names.binding_test_name`) then counts only where the code reads
-        its name or looks names up (not a star import's: it passes tests on as tests of
-        their own names), or where it is the test's own (in any file: an override in a
-        subclass), and the test file is read as the other files are: so a new test
-        changes no other test's key. Without it (a file's record, a doctest, a test that
+        ``own``: the names of the test function bindings the test runs as its own (its
+        function's, in its class and the classes it inherits from). A test function's
+        binding (`cachekit.skip.names.binding_test_name`) then counts only where the
+        code reads its name or looks names up (not a star import's: it passes tests on
+        as tests of their own names), or where it is the test's own (in any file), and
+        the test file is read as the other files are: so a new test changes no other
+        test's key. Without it (a file's record, a doctest, a test that
         is no function), the test file counts whole, and every test function of the
         closure."""
-        whole_entry = test is None
+        whole_entry = own is None
         base = self._closure_reads.get((entry, closure, whole_entry))
         if base is None:
             base = self._read_by_closure(entry, closure, whole_entry=whole_entry)
@@ -300,9 +301,9 @@ class Resolver:
             function = binding_test_name(name)
             if function is None:
                 return name in names or label == entry_label or (star and reflection_reaches(name))
-            # A file's record counts every test function of its closure: one imported or
-            # inherited from another file is collected in the file too.
-            return whole_entry or every or function in names or function == test
+            # A file's record (no ``own``) counts every test function of its closure: one
+            # imported or inherited from another file is collected in the file too.
+            return own is None or name in own or function in names or every
 
         return sorted(
             (self.dependency_id(Dependency(label, BINDING, name)), digest)

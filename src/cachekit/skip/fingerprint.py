@@ -10,7 +10,8 @@ and those conftests import, each by relative path and hash. Equal keys mean
 
 A member's hash (`member_digest`): a ``.py`` file that parses counts by its code, without
 comments, formatting or docstrings (`cachekit.skip.functions`; the test file's own
-docstrings count, for its doctests), so that such edits rerun nothing; conftests, files
+docstrings count, for its doctests, but its test functions', which count in their
+bindings: `cachekit.skip.names`), so that such edits rerun nothing; conftests, files
 that do not parse and other files (doctest text files) count by their bytes.
 ``file_key(..., function_bodies=False)`` counts each module by its skeleton only (the
 code that runs on import, and every ``def``'s header), for callers that check the bodies
@@ -88,6 +89,10 @@ __all__ = [
 
 #: Part of every key: bump it when what a key covers or how it is computed changes.
 KEY_FORMAT = 5
+#: Which docstrings a member counts (`member_digest`).
+ALL_DOCSTRINGS = "all"
+SHARED_DOCSTRINGS = "shared"
+NO_DOCSTRINGS = ""
 
 
 @attrs.frozen
@@ -153,8 +158,8 @@ class Fingerprinter:
         # `read` is looked up at each call: a hook that subclasses and tests replace.
         reader = lambda path: self.read(path)  # noqa: E731, PLW0108
         self._analyses = FileAnalyses(cache_file, read=reader, signer=cache_signer)
-        #: Member lines by mode (function bodies, docstrings) and node.
-        self._lines: dict[tuple[bool, bool], dict[int, str]] = {}
+        #: Member lines by mode (function bodies, which docstrings) and node.
+        self._lines: dict[tuple[bool, str], dict[int, str]] = {}
         self._resolver = ImportResolver(
             root=self._root,
             search_paths=self._search_paths,
@@ -206,7 +211,7 @@ class Fingerprinter:
         docstrings of every member.
         """
         path, conftests, nodes, modules = self._closure_of(test_file)
-        mode = (function_bodies, keep_docstrings)
+        mode = (function_bodies, ALL_DOCSTRINGS if keep_docstrings else NO_DOCSTRINGS)
         lines = [
             f"cachekit-file-key {KEY_FORMAT} bodies={int(function_bodies)}"
             f" docstrings={int(keep_docstrings)}",
@@ -229,7 +234,7 @@ class Fingerprinter:
         key, sorted: the closure of the test file and of its conftests (for explaining a
         key)."""
         path, _, nodes, _ = self._closure_of(test_file)
-        mode = (function_bodies, keep_docstrings)
+        mode = (function_bodies, ALL_DOCSTRINGS if keep_docstrings else NO_DOCSTRINGS)
         lines = self._member_lines(nodes, mode, entry=self._resolver.node(path))
         return [(label, digest) for label, _, digest in (line.partition("\0") for line in lines)]
 
@@ -409,43 +414,51 @@ class Fingerprinter:
 
     # -- members of a key -------------------------------------------------------------
 
-    def _line(self, node: int, mode: tuple[bool, bool]) -> str:
+    def _line(self, node: int, mode: tuple[bool, str]) -> str:
         lines = self._lines.setdefault(mode, {})
         line = lines.get(node)
         if line is None:
             path = self._resolver.path(node)
-            function_bodies, keep_docstrings = mode
+            function_bodies, docstrings = mode
             record = self._analyses.record(path, parse=False)
             if os.path.basename(path) == "conftest.py":
                 # Its hooks and fixtures decide outcomes of every test below it: by bytes.
                 digest = "bytes:" + record.digest
             else:
                 digest = member_digest(
-                    record, function_bodies=function_bodies, keep_docstrings=keep_docstrings
+                    record, function_bodies=function_bodies, docstrings=docstrings
                 )
             line = lines[node] = f"{self._label(path)}\0{digest}"
         return line
 
-    def _member_lines(self, nodes: list[int], mode: tuple[bool, bool], *, entry: int) -> list[str]:
+    def _member_lines(self, nodes: list[int], mode: tuple[bool, str], *, entry: int) -> list[str]:
         """``label NUL digest`` of ``nodes`` (a closure), sorted; ``entry`` (the test
-        file) with its docstrings."""
+        file) with its docstrings: all of them if the mode counts docstrings, else all
+        but its test functions' (`cachekit.skip.functions.FunctionIndex
+        .shared_docstrings`)."""
         lines = self._lines.setdefault(mode, {})
         members = [
             lines[node] if node in lines else self._line(node, mode)
             for node in nodes
             if node != entry
         ]
-        members.append(self._line(entry, (mode[0], True)))
+        entry_docstrings = ALL_DOCSTRINGS if mode[1] == ALL_DOCSTRINGS else SHARED_DOCSTRINGS
+        members.append(self._line(entry, (mode[0], entry_docstrings)))
         members.sort()
         return members
 
 
-def member_digest(record: FileRecord, *, function_bodies: bool, keep_docstrings: bool) -> str:
+def member_digest(record: FileRecord, *, function_bodies: bool, docstrings: str) -> str:
     """What one member of a key counts: a ``.py`` file that parses by its code without
     comments, formatting and docstrings (without function bodies unless
-    ``function_bodies``; with docstrings if ``keep_docstrings``), any other file by its
-    bytes. The prefix keeps the kinds apart."""
+    ``function_bodies``; with the ``docstrings`` named: `ALL_DOCSTRINGS`,
+    `SHARED_DOCSTRINGS` or `NO_DOCSTRINGS`), any other file by its bytes. The prefix
+    keeps the kinds apart."""
     if record.code is None or record.skeleton is None:
         return "bytes:" + record.digest
     digest = ("code:" + record.code) if function_bodies else ("skeleton:" + record.skeleton)
-    return digest + (f"+docstrings:{record.docstrings}" if keep_docstrings else "")
+    if docstrings == ALL_DOCSTRINGS:
+        return f"{digest}+docstrings:{record.docstrings}"
+    if docstrings == SHARED_DOCSTRINGS:
+        return f"{digest}+shared-docstrings:{record.shared_docstrings}"
+    return digest

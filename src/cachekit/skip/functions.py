@@ -38,7 +38,7 @@ from collections.abc import Iterator, Sequence
 
 import attrs
 
-from cachekit.skip.names import binding_hashes, dump_and_names, names_in_text
+from cachekit.skip.names import binding_hashes, binding_test_name, dump_and_names, names_in_text
 
 #: The statements whose nested statements share their scope (for ``global`` names).
 _BLOCKS = (
@@ -69,6 +69,10 @@ class FunctionIndex:
     spans: tuple[tuple[int, int, str], ...]
     #: Hash of every docstring (module, classes, functions) with its owner.
     docstrings: str = ""
+    #: The same but for test functions' (`cachekit.skip.names.binding_test_name`), which
+    #: count in their bindings instead: for the keys of tests that are no doctests, so
+    #: that a new test's docstring changes no other test's key.
+    shared_docstrings: str = ""
     #: Module-level constant binding's name -> hash of the statements binding it
     #: (`cachekit.skip.names`); left out of ``skeleton``.
     bindings: dict[str, str] = attrs.field(factory=dict)
@@ -137,6 +141,7 @@ def index_tree(tree: ast.Module) -> FunctionIndex:
         names[function_id] = _joined(read)
     cut = [statement for _, _, statements in bodies for statement in statements]
     tree.body, bindings = binding_hashes(tree.body, elsewhere=cut)
+    shared = _fold_test_docstrings(indexer.docstrings, bindings)
     skeleton, read = dump_and_names([tree])
     names[SKELETON_NAMES] = _joined(read)
     names[DOCSTRING_NAMES] = _joined(
@@ -149,9 +154,29 @@ def index_tree(tree: ast.Module) -> FunctionIndex:
         starts={first: function_id for first, _, function_id in spans},
         spans=spans,
         docstrings=_sha256(json.dumps(indexer.docstrings)),
+        shared_docstrings=_sha256(json.dumps(shared)),
         bindings=bindings,
         names=names,
     )
+
+
+def _fold_test_docstrings(
+    docstrings: list[tuple[str, str]], bindings: dict[str, str]
+) -> list[tuple[str, str]]:
+    """Each test function binding's docstrings hashed into its binding (a function id
+    is its binding's name, with ``#2``... for a name defined again), the others
+    returned, with their owners."""
+    shared = []
+    by_test: dict[str, list[str]] = {}
+    for owner, text in docstrings:
+        name = owner.partition("#")[0]
+        if name in bindings and binding_test_name(name) is not None:
+            by_test.setdefault(name, []).append(text)
+        else:
+            shared.append((owner, text))
+    for name, texts in by_test.items():
+        bindings[name] = _sha256(json.dumps([bindings[name], texts]))
+    return shared
 
 
 def _joined(names: set[str]) -> str:

@@ -48,13 +48,15 @@ and bindings inside ``if``/``try`` blocks.
 
 *Test functions* are the exception among the collected names: a ``def test*`` with a
 constant header, at module level or directly in an undecorated class without keywords
-(``Class.test_x``), is a binding too (`binding_test_name`). Pytest
-calls it by convention, but only as the test of that name: adding one to a test file
-adds a test and changes no other, so a test counts another test function only where its
-code names it (`cachekit.skip.dependencies.Resolver.bindings_read`), its own by name (an
-override in a subclass included). Its decorators may be pytest's marks with literal
-arguments (``@pytest.mark.parametrize("n", [1, 2])``); a test with any other decorator,
-or a method of a decorated class, stays in the skeleton: the decorator may run code.
+(``Class.test_x``), is a binding too (`binding_test_name`), its docstring hashed with it
+(`cachekit.skip.functions`). Pytest calls it by convention, but only as the test of that
+name: adding one to a test file adds a test and changes no other, so a test counts
+another test function only where its code names it or looks names up, and its own in
+its class and the classes it inherits from (an override in between included:
+`cachekit.skip.dependencies.Resolver.bindings_read`). Its decorators may be pytest's
+marks with literal arguments (``@pytest.mark.parametrize("n", [1, 2])``); a test with any
+other decorator, or a method of a decorated class, stays in the skeleton: the decorator
+may run code.
 """
 
 from __future__ import annotations

@@ -45,13 +45,18 @@ from cachekit_pytest.skip.tracing import (
 Pairs = list[tuple[str, str]]
 
 
-def function_name_of(item: pytest.Item) -> str | None:
-    """The name of the function a test item runs (a method's, without its class or
-    parameters), which its key counts by name (`Resolver.bindings_read`); None for an
-    item that runs none (a doctest, a plugin's item): its key counts its file whole."""
-    if isinstance(item, pytest.Function):
-        return item.originalname
-    return None
+def own_bindings(item: pytest.Item) -> frozenset[str] | None:
+    """The names of the test function bindings a test item runs as its own
+    (`cachekit.skip.names.binding_test_name`): its function's, in its class and each
+    class it inherits from (``Base.test_x``: an override added in between replaces it),
+    which its key counts (`Resolver.bindings_read`); None for an item that runs no test
+    function (a doctest, a plugin's item): its key counts its file whole."""
+    if not isinstance(item, pytest.Function):
+        return None
+    name = item.originalname
+    if item.cls is None:
+        return frozenset({name})
+    return frozenset(f"{cls.__name__}.{name}" for cls in item.cls.__mro__)
 
 
 @attrs.frozen
@@ -87,7 +92,7 @@ class Attribution:
         self._static: dict[tuple[Path, bool], str] = {}
         self._members: dict[Path, tuple[str, ...]] = {}
         self._closures: dict[str, tuple[str, ...]] = {}
-        self._keys: dict[tuple[str, str, str | None], str | None] = {}
+        self._keys: dict[tuple[str, str, frozenset[str] | None], str | None] = {}
         #: Dependency sets read that resolved, with their members' current hashes.
         self.resolved: dict[str, Pairs] = {}
         #: Every file of a closure met so far: where an unresolved member is looked for.
@@ -142,16 +147,16 @@ class Attribution:
         full_hash: str,
         sets: dict[str, list[str]],
         *,
-        test: str | None = None,
+        own: frozenset[str] | None = None,
     ) -> Callable[[str], str | None]:
-        """For a test of ``path`` (its function's name: `function_name_of`): a record's key
+        """For a test of ``path`` (its own bindings: `own_bindings`): a record's key
         hash now, from its dependency set's id ("" is the full key), None when the set is
         unknown or a member no longer resolves."""
 
         def key_of(deps: str) -> str | None:
             if not deps:
                 return full_hash
-            memo = (static_hash, deps, test)
+            memo = (static_hash, deps, own)
             if memo not in self._keys:
                 self._keys[memo] = None
                 pairs = self.resolved.get(deps)
@@ -159,7 +164,7 @@ class Attribution:
                     pairs = self.resolve(path, sets.get(deps))
                 if pairs is not None:
                     self.resolved[deps] = pairs
-                    self._keys[memo] = self.key(path, static_hash, pairs, test=test)
+                    self._keys[memo] = self.key(path, static_hash, pairs, own=own)
             return self._keys[memo]
 
         return key_of
@@ -172,7 +177,7 @@ class Attribution:
         *,
         doctest: bool = False,
         ini: str | None = None,
-        test: str | None = None,
+        own: frozenset[str] | None = None,
     ) -> str:
         """Why a test of ``path`` whose latest pass (``miss``) no longer matches runs
         (``--skip-passed-explain``): what changed among its key's components since that
@@ -190,7 +195,7 @@ class Attribution:
         named = ""
         try:
             if ini is not None:
-                named = self._changed(path, miss, pairs, sets, doctest=doctest, ini=ini, test=test)
+                named = self._changed(path, miss, pairs, sets, doctest=doctest, ini=ini, own=own)
         except Exception:  # advisory: any failure says less, and decides nothing
             named = ""
         return named or (
@@ -206,7 +211,7 @@ class Attribution:
         *,
         doctest: bool,
         ini: str,
-        test: str | None,
+        own: frozenset[str] | None,
     ) -> str:
         """The changed components named, or "" without a snapshot or a difference."""
         record = miss.record
@@ -218,20 +223,20 @@ class Attribution:
         snapshot = self._snapshots[memo]
         if snapshot is None:
             return ""
-        components = self.components(path, pairs, doctest=doctest, test=test)
+        components = self.components(path, pairs, doctest=doctest, own=own)
         changes = snapshot.differences(self.hashes, components.items())
         words = describe(changes, values=components, named=self.resolver.describe, ini=ini)
         return summarize(words)
 
     def components(
-        self, path: Path, pairs: Pairs, *, doctest: bool = False, test: str | None = None
+        self, path: Path, pairs: Pairs, *, doctest: bool = False, own: frozenset[str] | None = None
     ) -> dict[str, str]:
-        """The components of the key of a test of ``path`` (its function's name:
-        `function_name_of`) that executed ``pairs`` (`cachekit_pytest.skip.changes`): its
+        """The components of the key of a test of ``path`` (its own bindings:
+        `own_bindings`) that executed ``pairs`` (`cachekit_pytest.skip.changes`): its
         static key's, its dependencies' and the module-level names it can read, by name,
         with their values now."""
         found = dict(self._static_of(path, doctest))
-        found.update(self._members_and_names(path, pairs, test))
+        found.update(self._members_and_names(path, pairs, own))
         return found
 
     def recorded_components(self, tests: Iterable[tuple[Path, bool, Pairs]]) -> dict[str, str]:
@@ -255,12 +260,14 @@ class Attribution:
             self._static_components[path, doctest] = static
         return static
 
-    def _members_and_names(self, path: Path, pairs: Pairs, test: str | None) -> dict[str, str]:
+    def _members_and_names(
+        self, path: Path, pairs: Pairs, own: frozenset[str] | None
+    ) -> dict[str, str]:
         members = [member for member, _ in pairs]
         if any(self.resolver.named(member) is None for member in members):
             self.resolve(path, members)
         closure = self.members(path)
-        bindings = self.resolver.bindings_read(str(path), closure, members, test=test)
+        bindings = self.resolver.bindings_read(str(path), closure, members, own=own)
         return {"m\0" + member: digest for member, digest in [*pairs, *bindings]}
 
     def resolve(self, path: Path, members: Iterable[str] | None) -> Pairs | None:
@@ -313,16 +320,18 @@ class Attribution:
                 continue
             deps = set_id(member for member, _ in found)
             sets.setdefault(deps, found)
-            test = function_name_of(item)
-            key = self._keys.get((static_hash, deps, test))
+            own = own_bindings(item)
+            key = self._keys.get((static_hash, deps, own))
             if key is None:
-                key = self.key(item.path, static_hash, found, test=test)
-                self._keys[static_hash, deps, test] = key
+                key = self.key(item.path, static_hash, found, own=own)
+                self._keys[static_hash, deps, own] = key
             keys[nodeid] = TestKey(key, deps, str(item.path), isinstance(item, DoctestItem))
         return Assembled(keys, sets)
 
-    def key(self, path: Path, static_hash: str, pairs: Pairs, *, test: str | None = None) -> str:
-        """The key hash of a test of ``path`` (its function's name: `function_name_of`; None
+    def key(
+        self, path: Path, static_hash: str, pairs: Pairs, *, own: frozenset[str] | None = None
+    ) -> str:
+        """The key hash of a test of ``path`` (its own bindings: `own_bindings`; None
         for the file whole) that executed ``pairs``: its static key's, its dependencies'
         and those of the module-level constants it can read (`Resolver.bindings_read`)."""
         members = [member for member, _ in pairs]
@@ -331,7 +340,7 @@ class Attribution:
             # workers' sets): index their files as a reader would, for the same names.
             self.resolve(path, members)
         closure = self.members(path)
-        bindings = self.resolver.bindings_read(str(path), closure, members, test=test)
+        bindings = self.resolver.bindings_read(str(path), closure, members, own=own)
         return dependency_key(self.secrets, static_hash, [*pairs, *bindings])
 
     def _dependencies(

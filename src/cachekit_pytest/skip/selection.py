@@ -13,7 +13,7 @@ import pytest
 from _pytest.doctest import DoctestItem
 
 from cachekit.skip.records import MISS_CHANGED, FileMatch, Match, Secrets, Table
-from cachekit_pytest.skip.attribution import Attribution, Pairs, TestKey, function_name_of
+from cachekit_pytest.skip.attribution import Attribution, Pairs, TestKey, own_bindings
 from cachekit_pytest.skip.changes import ini_words
 from cachekit_pytest.skip.keys import Keys
 
@@ -258,8 +258,8 @@ def select(
             nodeid = item.nodeid
             doctest = isinstance(item, DoctestItem)
             static_hash = static_hashes[doctest]
-            test = function_name_of(item)
-            key_of = functions.key_of(path, static_hash, key_hash, table.sets, test=test)
+            own = own_bindings(item)
+            key_of = functions.key_of(path, static_hash, key_hash, table.sets, own=own)
             found = table.lookup_why(secrets, secrets.test_hash(nodeid), key_of)
             match = found if isinstance(found, Match) else None
             reason = describe(static_key, match.run, match.at) if match else ""
@@ -273,7 +273,7 @@ def select(
                 why = found.reason
                 if found.reason == MISS_CHANGED:
                     why = functions.why_changed(
-                        path, found, table.sets, doctest=doctest, ini=ini, test=test
+                        path, found, table.sets, doctest=doctest, ini=ini, own=own
                     )
             decisions[nodeid] = Decision(key_hash, reason, skippable, file, static_hash, deps, why)
     return SkipSelection(
