@@ -838,11 +838,13 @@ def test_the_cache_file_is_never_pickled(project: Path, tmp_path: Path) -> None:
     run(project, cache_file)
     entry = next(iter(json.loads(cache_file.read_text())["files"].values()))
     assert set(entry) == {
-        "mtime_ns", "size", "ino", "digest", "imports", "code", "skeleton", "docstrings"
+        "mtime_ns", "size", "ino", "digest", "imports", "code", "skeleton", "docstrings",
+        "shared_docstrings",
     }  # fmt: skip
     indexes = json.loads((tmp_path / "fingerprint.functions.json").read_text())["indexes"]
     assert set(next(iter(indexes.values()))) == {
-        "skeleton", "bodies", "starts", "spans", "docstrings", "bindings", "names"
+        "skeleton", "bodies", "starts", "spans", "docstrings", "shared_docstrings",
+        "bindings", "names",
     }  # fmt: skip
 
 
@@ -912,11 +914,11 @@ def test_members_explain_a_key(project: Path) -> None:
         "tests/unit/test_core.py",
     ]
     # Python files by their code (comments, formatting and docstrings left out, but the
-    # test file's own docstrings), conftests by their bytes.
+    # test file's own docstrings but its test functions'), conftests by their bytes.
     for label, digest in members:
         if label.endswith("conftest.py"):
             assert re.fullmatch("bytes:[0-9a-f]{64}", digest)
         elif label == "tests/unit/test_core.py":
-            assert re.fullmatch("code:[0-9a-f]{64}[+]docstrings:[0-9a-f]{64}", digest)
+            assert re.fullmatch("code:[0-9a-f]{64}[+]shared-docstrings:[0-9a-f]{64}", digest)
         else:
             assert re.fullmatch("code:[0-9a-f]{64}", digest)

@@ -143,9 +143,14 @@ BOTH = (True, True)
             id="module-docstring",
         ),
         pytest.param(
-            "tests/test_shapes.py", "def test_total():\n",
-            'def test_total():\n    """Totals add up."""\n', BOTH,
+            "tests/test_shapes.py", "from app.shapes",
+            '"""The shapes\' tests."""\nfrom app.shapes', BOTH,
             id="the-test-files-own-docstring",
+        ),
+        pytest.param(  # its test's key counts it, with the test function's binding
+            "tests/test_shapes.py", "def test_total():\n",
+            'def test_total():\n    """Totals add up."""\n', BODY_ONLY,
+            id="a-test-functions-docstring",
         ),
         pytest.param(
             "app/shapes.py", "return LIMIT", "return LIMIT + 1", BODY_ONLY, id="function-body"
