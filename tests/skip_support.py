@@ -23,6 +23,19 @@ class SkipProject:
         for name, text in files.items():
             self.write(name, text)
 
+    @classmethod
+    def logged(
+        cls,
+        pytester: pytest.Pytester,
+        tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch,
+        files: Mapping[str, str],
+    ) -> SkipProject:
+        """The project, its conftest logging to a file under ``tmp_path`` (``RUN_LOG``)."""
+        log = tmp_path / "ran.log"
+        monkeypatch.setenv("RUN_LOG", str(log))
+        return cls(pytester, log, files)
+
     def write(self, name: str, text: str) -> None:
         path = self.root / name
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -30,6 +43,9 @@ class SkipProject:
 
     def read(self, name: str) -> str:
         return (self.root / name).read_text(encoding="utf-8")
+
+    def append(self, name: str, text: str) -> None:
+        self.write(name, self.read(name) + text)
 
     def replace(self, name: str, old: str, new: str) -> None:
         text = self.read(name)

@@ -66,9 +66,7 @@ def project_files() -> dict[str, str]:
 def project(
     pytester: pytest.Pytester, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> SkipProject:
-    log = tmp_path / "ran.log"
-    monkeypatch.setenv("RUN_LOG", str(log))
-    made = SkipProject(pytester, log, project_files())
+    made = SkipProject.logged(pytester, tmp_path, monkeypatch, project_files())
     assert made.tests_that_ran() == EVERY_TEST
     assert made.tests_that_ran() == set()
     return made

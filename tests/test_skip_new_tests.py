@@ -13,29 +13,17 @@ from pathlib import Path
 import pytest
 
 from skip_support import SkipProject
+from test_skip_functions import PROJECT as LOGGED
 from test_skip_passed import _environment
 
 __all__ = ["_environment"]
 
+#: The runs' log, a library module to test, and two test files.
 PROJECT: dict[str, str] = {
-    "pytest.ini": "[pytest]\npythonpath = .\n",
-    "conftest.py": """\
-import os
-
-
-def pytest_runtest_setup(item):
-    with open(os.environ["RUN_LOG"], "a", encoding="utf-8") as file:
-        file.write(item.nodeid + "\\n")
-""",
-    "lib/__init__.py": "",
-    "lib/calc.py": """\
-def add(a, b):
-    return a + b
-
-
-def mul(a, b):
-    return a * b
-""",
+    **{
+        name: LOGGED[name]
+        for name in ("pytest.ini", "conftest.py", "lib/__init__.py", "lib/calc.py")
+    },
     "test_functions.py": """\
 import pytest
 
@@ -81,15 +69,22 @@ CASES = {
     "test_cases.py::MoreTests::test_mul",
 }
 NEG = "\n\ndef neg(a):\n    return -a\n"
+NEG_METHOD = "    def test_neg(self):\n        self.assertEqual(calc.neg(self.one), -1)\n\n"
+NEW_METHOD = "    def test_new(self):\n        pass\n\n"
+
+
+def add_method(project: SkipProject, before: str, method: str) -> None:
+    """Put ``method`` (its text ending with a blank line) in ``test_cases.py``, as the
+    method before ``before``."""
+    anchor = f"    def {before}(self):"
+    project.replace("test_cases.py", anchor, method + anchor)
 
 
 @pytest.fixture
 def project(
     pytester: pytest.Pytester, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> SkipProject:
-    log = tmp_path / "ran.log"
-    monkeypatch.setenv("RUN_LOG", str(log))
-    made = SkipProject(pytester, log, PROJECT)
+    made = SkipProject.logged(pytester, tmp_path, monkeypatch, PROJECT)
     made.run().assert_outcomes(passed=len(FUNCTIONS | CASES))
     assert made.ran == FUNCTIONS | CASES
     return made
@@ -97,9 +92,9 @@ def project(
 
 def test_a_new_test_function_runs_alone(project: SkipProject) -> None:
     # It calls a function no test named before, added to the library with it.
-    project.write("lib/calc.py", project.read("lib/calc.py") + NEG)
+    project.append("lib/calc.py", NEG)
     new = "\n\ndef test_neg():\n    assert calc.neg(1) == -1\n"
-    project.write("test_functions.py", project.read("test_functions.py") + new)
+    project.append("test_functions.py", new)
     project.run()
     assert project.ran == {"test_functions.py::test_neg"}
     project.run()
@@ -120,7 +115,7 @@ def test_a_new_parametrized_test_runs_alone_and_reruns_when_its_values_change(
     project: SkipProject,
 ) -> None:
     new = '\n\n@pytest.mark.parametrize("n", [3, 4])\ndef test_more(n):\n    assert n > 2\n'
-    project.write("test_functions.py", project.read("test_functions.py") + new)
+    project.append("test_functions.py", new)
     project.run()
     assert project.ran == {"test_functions.py::test_more[3]", "test_functions.py::test_more[4]"}
     project.replace("test_functions.py", "[3, 4]", "[3, 5]")
@@ -134,13 +129,8 @@ def test_a_new_parametrized_test_runs_alone_and_reruns_when_its_values_change(
 def test_a_new_test_method_runs_alone_in_its_class_and_the_subclasses(
     project: SkipProject,
 ) -> None:
-    project.write("lib/calc.py", project.read("lib/calc.py") + NEG)
-    project.replace(
-        "test_cases.py",
-        "    def test_add(self):",
-        "    def test_neg(self):\n        self.assertEqual(calc.neg(self.one), -1)\n\n"
-        "    def test_add(self):",
-    )
+    project.append("lib/calc.py", NEG)
+    add_method(project, "test_add", NEG_METHOD)
     project.run()
     assert project.ran == {
         "test_cases.py::BaseTests::test_neg",
@@ -150,12 +140,8 @@ def test_a_new_test_method_runs_alone_in_its_class_and_the_subclasses(
 
 def test_a_test_docstring_counts_for_its_test_alone(project: SkipProject) -> None:
     """The test file's docstrings count for its tests (doctests may run them), but a
-    test function's only for the tests of its name."""
-    project.replace(
-        "test_cases.py",
-        "    def test_mul(self):",
-        '    def test_new(self):\n        """Documented."""\n\n    def test_mul(self):',
-    )
+    test function's only for its own test."""
+    add_method(project, "test_mul", '    def test_new(self):\n        """Documented."""\n\n')
     project.run()
     assert project.ran == {"test_cases.py::MoreTests::test_new"}
     project.replace("test_cases.py", '"""Documented."""', '"""Documented again."""')
@@ -170,11 +156,10 @@ def test_an_override_in_a_subclass_reruns_the_test_it_replaces(project: SkipProj
     """``MoreTests::test_add`` ran ``BaseTests.test_add``; now its own. A test counts
     the test functions of its name in its class and the classes it inherits from:
     ``BaseTests::test_add`` does not rerun."""
-    project.replace(
-        "test_cases.py",
-        "    def test_mul(self):",
-        "    def test_add(self):\n        self.assertEqual(calc.add(2, 2), 4)\n\n"
-        "    def test_mul(self):",
+    add_method(
+        project,
+        "test_mul",
+        "    def test_add(self):\n        self.assertEqual(calc.add(2, 2), 4)\n\n",
     )
     project.run()
     assert project.ran == {"test_cases.py::MoreTests::test_add"}
@@ -207,11 +192,7 @@ def test_a_test_that_looks_its_neighbours_up_reruns_when_one_is_added(
     )
     project.run()
     assert project.ran == {"test_cases.py::MoreTests::test_count"}
-    project.replace(
-        "test_cases.py",
-        "class MoreTests(BaseTests):",
-        "class MoreTests(BaseTests):\n    def test_new(self):\n        pass\n",
-    )
+    add_method(project, "test_count", NEW_METHOD)
     project.run()
     assert project.ran == {
         "test_cases.py::MoreTests::test_count",
@@ -231,15 +212,11 @@ def test_a_test_added_under_a_decorator_that_may_read_it_reruns_its_neighbours(
     )
     project.run()
     assert project.ran == CASES
-    project.replace(
-        "test_cases.py",
-        "    def test_mul(self):",
-        "    def test_new(self):\n        pass\n\n    def test_mul(self):",
-    )
+    add_method(project, "test_mul", NEW_METHOD)
     project.run()
     assert project.ran == CASES | {"test_cases.py::MoreTests::test_new"}
     new = '\n\n@pytest.mark.skipif(calc.add(1, 1) != 2, reason="")\ndef test_new():\n    pass\n'
-    project.write("test_functions.py", project.read("test_functions.py") + new)
+    project.append("test_functions.py", new)
     project.run()
     assert project.ran == FUNCTIONS | {"test_functions.py::test_new"}
 
@@ -247,15 +224,10 @@ def test_a_test_added_under_a_decorator_that_may_read_it_reruns_its_neighbours(
 def test_under_xdist_a_new_test_runs_alone(project: SkipProject) -> None:
     """xdist workers key their tests and the controller keys whole files: recorded
     without xdist, skipped with it, and the reverse."""
-    project.write("lib/calc.py", project.read("lib/calc.py") + NEG)
+    project.append("lib/calc.py", NEG)
     new = "\n\ndef test_neg():\n    assert calc.neg(1) == -1\n"
-    project.write("test_functions.py", project.read("test_functions.py") + new)
-    project.replace(
-        "test_cases.py",
-        "    def test_mul(self):",
-        "    def test_neg(self):\n        self.assertEqual(calc.neg(self.one), -1)\n\n"
-        "    def test_mul(self):",
-    )
+    project.append("test_functions.py", new)
+    add_method(project, "test_mul", NEG_METHOD)
     project.run_subprocess("-n", "2").assert_outcomes(passed=2)
     assert project.ran == {"test_functions.py::test_neg", "test_cases.py::MoreTests::test_neg"}
     project.run()
@@ -274,11 +246,7 @@ def test_a_test_added_to_a_class_another_file_imports_runs_there_too(
         "test_derived.py::BaseTests::test_add",
         "test_derived.py::DerivedTests::test_add",
     }
-    project.replace(
-        "test_cases.py",
-        "    def test_add(self):",
-        "    def test_new(self):\n        pass\n\n    def test_add(self):",
-    )
+    add_method(project, "test_add", NEW_METHOD)
     project.run()
     assert project.ran == {
         f"{path}::{cls}::test_new"
@@ -298,17 +266,13 @@ def test_a_star_import_of_the_package_passes_tests_on_by_name(project: SkipProje
     project.replace("test_cases.py", "import lib.calc as calc", "import lib as calc")
     project.run()
     assert project.ran == FUNCTIONS | CASES  # the package's module-level code changed
-    project.replace(
-        "test_cases.py",
-        "    def test_add(self):",
-        "    def test_new(self):\n        pass\n\n    def test_add(self):",
-    )
+    add_method(project, "test_add", NEW_METHOD)
     project.run()
     assert project.ran == {
         "test_cases.py::BaseTests::test_new",
         "test_cases.py::MoreTests::test_new",
     }
-    project.write("lib/calc.py", project.read("lib/calc.py") + NEG)  # a name it reads
+    project.append("lib/calc.py", NEG)  # a name it reads
     project.run()
     assert project.ran == FUNCTIONS | CASES | {
         "test_cases.py::BaseTests::test_new",
