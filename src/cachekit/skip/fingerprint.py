@@ -207,8 +207,10 @@ class Fingerprinter:
         the key of a test whose executed functions are checked apart.
         The test file's own docstrings always count: they are tests when doctests are
         collected (``--doctest-modules``), and the key must not depend on whether they
-        are (records are shared by runs with and without). ``keep_docstrings`` counts the
-        docstrings of every member.
+        are (records are shared by runs with and without). Its test functions' count
+        only with ``keep_docstrings``: otherwise their bindings count them, for their own
+        tests (`cachekit.skip.functions.FunctionIndex.shared_docstrings`).
+        ``keep_docstrings`` counts the docstrings of every member.
         """
         path, conftests, nodes, modules = self._closure_of(test_file)
         mode = (function_bodies, ALL_DOCSTRINGS if keep_docstrings else NO_DOCSTRINGS)
