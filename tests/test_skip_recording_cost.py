@@ -25,6 +25,7 @@ PROJECT: dict[str, str] = {
     "conftest.py": """\
 import importlib
 import os
+import sys
 
 
 def pytest_ignore_collect(collection_path):
@@ -33,12 +34,21 @@ def pytest_ignore_collect(collection_path):
     return None
 
 
+def pytest_unconfigure(config):
+    calc = sys.modules.get("lib.calc")
+    if calc is not None:  # the thread test_spinning left running ends after recording
+        calc.STOP.set()
+
+
 def pytest_runtest_setup(item):
     with open(os.environ["RUN_LOG"], "a", encoding="utf-8") as file:
         file.write(item.nodeid + "\\n")
 """,
     "lib/__init__.py": "",
     "lib/calc.py": """\
+import threading
+
+
 def add(a, b):
     return a + b
 
@@ -49,6 +59,21 @@ def mul(a, b):
 
 def in_thread():
     return 7
+
+
+class Worker(threading.Thread):
+    def run(self):
+        self.result = 5
+
+
+#: Set when the session ends (the conftest's ``pytest_unconfigure``).
+STOP = threading.Event()
+
+
+def spin(started):
+    started.set()
+    while not STOP.wait(0.01):
+        pass
 """,
     "lib/helpers.py": """\
 def tag():
@@ -74,7 +99,7 @@ def test_profiled():
     "test_b_calls.py": """\
 import threading
 
-from lib.calc import add, in_thread, mul
+from lib.calc import Worker, add, in_thread, mul
 
 
 def test_add():
@@ -95,6 +120,24 @@ def test_thread():
     thread.start()
     thread.join()
     assert found == [7]
+
+
+def test_worker():
+    worker = Worker()
+    worker.start()
+    worker.join()
+    assert worker.result == 5
+""",
+    "test_d_spinning.py": """\
+import threading
+
+from lib.calc import spin
+
+
+def test_spinning():  # the session's last test: no later test runs while spin does
+    started = threading.Event()
+    threading.Thread(target=spin, args=(started,), daemon=True).start()
+    assert started.wait(10)
 """,
     "test_c_late.py": """\
 from lib.late import TAG
@@ -108,8 +151,10 @@ PROFILED = "test_a_profiled.py::test_profiled"
 ADD = {"test_b_calls.py::test_add", "test_b_calls.py::test_add_again"}
 MUL = "test_b_calls.py::test_mul"
 THREAD = "test_b_calls.py::test_thread"
+WORKER = "test_b_calls.py::test_worker"
+SPINNING = "test_d_spinning.py::test_spinning"
 LATE = "test_c_late.py::test_late"
-EVERY_TEST = {PROFILED, *ADD, MUL, THREAD, LATE}
+EVERY_TEST = {PROFILED, *ADD, MUL, THREAD, WORKER, SPINNING, LATE}
 #: Before 3.12, ``test_profiled`` reruns for any change to what its file imports.
 _PROFILED_FALLS_BACK = {PROFILED} if sys.version_info < (3, 12) else set()
 
@@ -136,6 +181,20 @@ def test_consecutive_tests_that_call_a_function_both_rerun(project: SkipProject)
 def test_code_a_thread_runs_counts_for_its_test(project: SkipProject) -> None:
     project.replace("lib/calc.py", "return 7", "return 3 + 4")
     assert project.tests_that_ran() == {THREAD} | _PROFILED_FALLS_BACK
+
+
+def test_a_thread_subclass_run_counts_for_its_test(project: SkipProject) -> None:
+    project.replace("lib/calc.py", "self.result = 5", "self.result = 2 + 3")
+    assert project.tests_that_ran() == {WORKER} | _PROFILED_FALLS_BACK
+
+
+def test_code_a_thread_still_runs_when_its_test_ends_counts_for_it(
+    project: SkipProject,
+) -> None:
+    """``spin`` is still running (it returns when the session ends): before 3.12 a
+    thread's profiler lists a function once it returns, so the thread's stack counts."""
+    project.replace("lib/calc.py", "STOP.wait(0.01)", "STOP.wait(0.02)")
+    assert project.tests_that_ran() == {SPINNING} | _PROFILED_FALLS_BACK
 
 
 def test_an_import_made_while_paused_counts_its_whole_closure(project: SkipProject) -> None:

@@ -7,9 +7,9 @@ its first call for good, project code at its first call in a window (``DISABLE``
 enabled again, code object by code object, when the next window opens (`Monitoring`), so
 other code costs one callback a run and project code one a window, not one a call.
 Before 3.12 the C profiler (``cProfile``, `cachekit_pytest.skip.profiling`)
-sees each call of the thread that runs the tests, and a Python trace function
-(``threading.settrace``) threads started since. Either adds the code object to a set
-(by identity: `Codes`). At the end of each *window* the set is filtered to project files
+sees each call of the thread that runs the tests, and one of its own each thread started
+since (``threading.setprofile``). Either way code objects go to a set (by identity:
+`Codes`). At the end of each *window* the set is filtered to project files
 (decided once per file name) and added to every window open:
 
 - a test: its setup, call and teardown phases (not the reporting between them, a good
@@ -144,7 +144,7 @@ class Recorder:
         self._thread = 0
         #: The window of the test running.
         self._phase: Window | None = None
-        #: How code is seen: ``sys.monitoring`` (Python 3.12+) or ``sys.settrace``.
+        #: How code is seen: ``sys.monitoring`` (Python 3.12+) or ``cProfile``.
         self._backend: Monitoring | Profile = (
             Monitoring(self) if hasattr(sys, "monitoring") else Profile(self)
         )
@@ -199,6 +199,7 @@ class Recorder:
             self._backend.install(attributing=self._backend.attributing)
         if drain:
             self._backend.drain()
+        self._backend.read_threads(stacks=bool(self._open))
         if not seen:
             return
         # Threads add meanwhile: the copy is atomic, and removing what it holds loses
@@ -270,6 +271,10 @@ class Recorder:
             self._backend.install(attributing=True)
 
     def spawned(self) -> None:
+        self.incomplete()
+
+    def incomplete(self) -> None:
+        """Code ran that no window will see: the windows open fall back."""
         for window in self._open:
             window.complete = False
 
@@ -666,6 +671,9 @@ class Monitoring:
 
     def drain(self) -> None:
         """Nothing to do: the callbacks add to the recorder's set as code runs."""
+
+    def read_threads(self, *, stacks: bool) -> None:
+        """Nothing to do: ``sys.monitoring`` sees every thread."""
 
     def intact(self) -> bool:
         return all(
