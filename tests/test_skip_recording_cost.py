@@ -61,6 +61,10 @@ def in_thread():
     return 7
 
 
+def neg(a):
+    return -a
+
+
 class Worker(threading.Thread):
     def run(self):
         self.result = 5
@@ -139,6 +143,20 @@ def test_spinning():  # the session's last test: no later test runs while spin d
     threading.Thread(target=spin, args=(started,), daemon=True).start()
     assert started.wait(10)
 """,
+    "test_0_collected.py": """\
+import threading
+
+from lib.calc import neg
+
+# A thread that ends while the module is collected: its profiler is dropped afterwards.
+_thread = threading.Thread(target=str)
+_thread.start()
+_thread.join()
+
+
+def test_neg():
+    assert neg(1) == -1
+""",
     "test_c_late.py": """\
 from lib.late import TAG
 
@@ -154,7 +172,8 @@ THREAD = "test_b_calls.py::test_thread"
 WORKER = "test_b_calls.py::test_worker"
 SPINNING = "test_d_spinning.py::test_spinning"
 LATE = "test_c_late.py::test_late"
-EVERY_TEST = {PROFILED, *ADD, MUL, THREAD, WORKER, SPINNING, LATE}
+NEG = "test_0_collected.py::test_neg"
+EVERY_TEST = {PROFILED, *ADD, MUL, THREAD, WORKER, SPINNING, LATE, NEG}
 #: Before 3.12, ``test_profiled`` reruns for any change to what its file imports.
 _PROFILED_FALLS_BACK = {PROFILED} if sys.version_info < (3, 12) else set()
 

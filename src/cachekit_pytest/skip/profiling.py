@@ -95,6 +95,7 @@ class Profile:
             self._suspended = False
         if final:
             threading.setprofile(None)
+            self._threads.retire()
 
     def suspend(self) -> None:
         """Between the phases of a test: disabled, keeping what it saw for the test's
@@ -221,6 +222,13 @@ def _importing_frames(is_project: Callable[[str], bool]) -> list[str]:
     return found
 
 
+#: Threads' profilers no longer read, kept for the life of the process: deallocating an
+#: enabled ``cProfile.Profile`` unsets the profile function of the thread that drops the
+#: last reference to it (``profiler_dealloc`` in CPython), the recorder's own profiler in
+#: the thread that runs the tests. Each is a small object once its table is cleared.
+_RETIRED: list[cProfile.Profile] = []
+
+
 class _ThreadProfile:
     """One thread's profiler, and how many calls of each code object it had returned
     from at the last read."""
@@ -289,6 +297,14 @@ class ThreadProfiles:
                 frame = frame.f_back
         for profile in ended:
             self._threads.remove(profile)  # not rebuilt: a thread may be appending
+            profile.profiler.clear()
+            _RETIRED.append(profile.profiler)
+
+    def retire(self) -> None:
+        """Recording ends: read no thread's profiler any more (a thread still running
+        keeps its own, as its profile function)."""
+        _RETIRED.extend(profile.profiler for profile in self._threads)
+        self._threads.clear()
 
     def _tables(self, threads: list[_ThreadProfile]) -> list[list[Any]]:
         """Each thread's profiler table, read with the garbage collector off (see the
