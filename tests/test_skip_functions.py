@@ -286,6 +286,34 @@ def test_a_new_undecorated_function_reruns_nothing(project: Project) -> None:
     assert project.ran == set()
 
 
+def test_a_standard_library_import_reruns_only_the_tests_whose_code_names_it(
+    project: Project,
+) -> None:
+    """Adding an import of the standard library (or a name to one) changes no test's
+    key; using it in a function reruns the tests that executed the function."""
+    project.write("lib/calc.py", "from math import floor\n\n\n" + project.read("lib/calc.py"))
+    project.run()
+    assert project.ran == set()
+    project.replace("lib/calc.py", "from math import floor", "from math import ceil, floor")
+    project.run()
+    assert project.ran == set()
+    project.replace("lib/calc.py", "return a * b", "return ceil(a * b)")
+    project.run()
+    assert project.ran == MUL | FIXTURE
+
+
+def test_a_standard_library_import_that_fails_reruns_every_importer(project: Project) -> None:
+    """A name the module does not have (a typo, a name of another Python version) would
+    fail the import: the statement is the skeleton's, and every importer reruns."""
+    project.write("lib/calc.py", "from math import floor\n\n\n" + project.read("lib/calc.py"))
+    project.run()
+    project.replace("lib/calc.py", "from math import floor", "from math import floor, flor")
+    result = project.run()
+    # The three test files importing calc (the others' pass is cached).
+    assert result.parseoutcomes() == {"errors": 3, "cached": 4}
+    assert "ImportError: cannot import name 'flor'" in result.stdout.str()
+
+
 def test_a_plain_constant_reruns_all_importers(project: Project) -> None:
     """Frameworks read module constants from code that is not the project's (Django's
     settings through ``dir()``): only the metadata dunders count by name."""

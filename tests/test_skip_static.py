@@ -610,8 +610,15 @@ def test_constant_bindings_leave_the_skeleton_and_are_hashed_by_name() -> None:
     )
     index = function_index(source.encode())
     assert index is not None
-    # A test function is a binding (a new test changes no other's key), by its name.
-    assert sorted(index.bindings) == ["__version__", "__version__?", "helper", "test_collected"]
+    # A test function is a binding (a new test changes no other's key), by its name; so
+    # is an import of the standard library (imported already: ``os``).
+    assert sorted(index.bindings) == [
+        "__version__",
+        "__version__?",
+        "helper",
+        "os",
+        "test_collected",
+    ]
     bumped = function_index(source.replace('"1.0"', '"1.1"').encode())
     assert bumped is not None
     assert bumped.skeleton == index.skeleton
@@ -624,6 +631,9 @@ def test_constant_bindings_leave_the_skeleton_and_are_hashed_by_name() -> None:
     # dunder, a typed def (annotations evaluated), a decorator, a name pytest calls by
     # convention: each edit changes the skeleton.
     for old, new in (
+        ("import os", "import os, this_module_does_not_exist"),
+        ("import os", "from os import no_such_name"),
+        ("import os", "from __future__ import annotations\nimport os"),
         ("LIMIT = 10", "LIMIT = 11"),
         ('"b": 2 ** 8', '"b": 2 ** 9'),
         ("os.sep", "os.pathsep"),

@@ -39,7 +39,7 @@ from cachekit.skip.imports import imports_in_tree, parse_source
 
 #: Identifies cachekit's analysis cache files (a foreign JSON file is ignored).
 CACHE_FORMAT = "cachekit.skip.fingerprint"
-CACHE_VERSION = 8
+CACHE_VERSION = 9
 #: What a file's recorded imports depend on besides its bytes: what parses (and so what
 #: counts as a syntax error) differs between Python versions.
 PARSER = f"{sys.implementation.name}-{sys.version_info[0]}.{sys.version_info[1]}"

@@ -33,6 +33,16 @@ exception: a version computed from the module's version constants
 (``__version__ = ".".join(map(str, version_info))``), evaluated here when that is safe
 (`cachekit.skip.versions`) and hashed with its value.
 
+Why absolute imports of the standard library, when the modules are imported already
+from the interpreter's library and have every name the statement takes
+(`_standard_import`): then the statement cannot fail and runs nothing of the project's,
+the module being the same for every run of this Python (the analysis cache is kept per
+Python version); it binds names as a constant does. Any other import stays in the
+skeleton: a project module's import runs its code, and a third-party one's names change
+with the installed version. Which modules are imported when a file is keyed varies a
+little from run to run; an import counted in the skeleton in one run and as a binding in
+another changes the file's keys (its tests rerun), never hides a change.
+
 Why only the metadata dunders among assignments: frameworks read plain module constants
 from code that is not the project's, so never analysed here (Django's settings through
 ``dir()`` and ``getattr``, ``app_name`` in a URL module, Flask's ``from_object``): a
@@ -66,7 +76,10 @@ import copy
 import functools
 import hashlib
 import json
+import os
 import re
+import sys
+import types
 from collections.abc import Callable, Iterable, Sequence
 
 from cachekit.skip.versions import bound_names, computed_version
@@ -123,12 +136,18 @@ _REFLECTIVE_ATTRIBUTES = frozenset({"__dict__", "getmembers", "__getattribute__"
 #: Callables that look a name up from their argument: reflective unless it is a literal.
 _LOOKUPS = {"getattr": 1, "hasattr": 1, "setattr": 1, "delattr": 1, "attrgetter": 0}
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+#: Where this interpreter's standard library lives (``os`` is always from it).
+_STANDARD_LIBRARY = os.path.realpath(os.path.dirname(os.__file__)) + os.sep
+#: Third-party code inside it (a backport named as a standard module is not the library).
+_INSTALLED = frozenset({"site-packages", "dist-packages"})
 
 
 def _constant_binding(statement: ast.stmt, *, lazy_annotations: bool) -> list[str] | None:
     """The names a module-level statement binds if it is a constant binding (see the
     module docstring), else None. ``lazy_annotations``: the module imports
     ``from __future__ import annotations`` (annotations are not evaluated)."""
+    if isinstance(statement, (ast.Import, ast.ImportFrom)):
+        return _standard_import(statement)
     if isinstance(statement, (ast.FunctionDef, ast.AsyncFunctionDef)):
         if not _constant_header(statement, lazy_annotations=lazy_annotations):
             return None
@@ -159,6 +178,45 @@ def _constant_binding(statement: ast.stmt, *, lazy_annotations: bool) -> list[st
     if not all(_may_be_constant(name) for name in names):
         return None
     return names
+
+
+def _standard_import(statement: ast.Import | ast.ImportFrom) -> list[str] | None:
+    """The names an absolute import of the standard library binds, when the modules it
+    imports are already imported from this interpreter's library and have every name it
+    takes (so it cannot fail); else None. Not ``__future__`` (it changes how the module
+    compiles), nor a star import (what it binds is not spelled)."""
+    if isinstance(statement, ast.Import):
+        names = []
+        for alias in statement.names:
+            if _standard_module(alias.name) is None:
+                return None
+            names.append(alias.asname or alias.name.partition(".")[0])
+    else:
+        if statement.level or statement.module in (None, "__future__"):
+            return None
+        module = _standard_module(statement.module or "")
+        if module is None or not all(alias.name in vars(module) for alias in statement.names):
+            return None  # a name only a module ``__getattr__`` gives runs its code
+        names = [alias.asname or alias.name for alias in statement.names]
+    return names if all(_may_be_constant(name) for name in names) else None
+
+
+def _standard_module(name: str) -> types.ModuleType | None:
+    """The module of the standard library called ``name``, if it is imported (so looking
+    at it runs nothing) and comes from the library, not from a file of the project's
+    shadowing it."""
+    if name.partition(".")[0] not in sys.stdlib_module_names:
+        return None
+    module = sys.modules.get(name)
+    if not isinstance(module, types.ModuleType):
+        return None
+    filename = getattr(module, "__file__", None)
+    if filename is None:
+        return module  # built in, or frozen
+    real = os.path.realpath(filename)
+    if not real.startswith(_STANDARD_LIBRARY):
+        return None
+    return None if _INSTALLED & set(real[len(_STANDARD_LIBRARY) :].split(os.sep)) else module
 
 
 def _constant_header(
