@@ -844,7 +844,7 @@ def test_the_cache_file_is_never_pickled(project: Path, tmp_path: Path) -> None:
     indexes = json.loads((tmp_path / "fingerprint.functions.json").read_text())["indexes"]
     assert set(next(iter(indexes.values()))) == {
         "skeleton", "bodies", "starts", "spans", "docstrings", "shared_docstrings",
-        "bindings", "names",
+        "bindings", "names", "exported",
     }  # fmt: skip
 
 

@@ -9,6 +9,7 @@ and reads which tests really ran from a log its conftest writes.
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -312,6 +313,70 @@ def test_a_standard_library_import_that_fails_reruns_every_importer(project: Pro
     # The three test files importing calc (the others' pass is cached).
     assert result.parseoutcomes() == {"errors": 3, "cached": 4}
     assert "ImportError: cannot import name 'flor'" in result.stdout.str()
+
+
+def _star_imported_calc(project: Project, *, exported: str | None) -> None:
+    """``lib/__init__.py`` star-imports ``lib.calc``, whose ``__all__`` is ``exported``
+    (none when None), and the tests import the package; recorded."""
+    text = project.read("lib/calc.py")
+    if exported is not None:
+        text = f"__all__ = {exported}\n\n\n{text}"
+    project.write("lib/calc.py", "from math import floor\n" + text)
+    project.write("lib/__init__.py", "from .calc import *\n")
+    for name in ("test_add.py", "test_mul.py", "test_fixture.py"):
+        project.replace(name, "from lib.calc import", "from lib import")
+    project.run()
+    project.run()
+    assert project.ran == set()
+
+
+def test_through_a_star_import_an_import_counts_only_where_named_when_all_is_given(
+    project: Project,
+) -> None:
+    """``from .calc import *`` binds what ``calc.__all__`` names: a new import in
+    ``calc`` (not exported) reruns no test; without ``__all__`` it would be exported and
+    reruns every importer."""
+    _star_imported_calc(project, exported='["add", "mul"]')
+    project.replace("lib/calc.py", "from math import floor", "from math import ceil, floor")
+    project.run()
+    assert project.ran == set()
+
+
+def test_through_a_star_import_without_all_every_binding_counts(project: Project) -> None:
+    _star_imported_calc(project, exported=None)
+    project.replace("lib/calc.py", "from math import floor", "from math import ceil, floor")
+    project.run()
+    assert project.ran == EVERY_TEST  # every test file imports the package
+
+
+def test_reordering_all_reruns_only_the_tests_naming_it(project: Project) -> None:
+    _star_imported_calc(project, exported='["add", "mul"]')
+    project.write(
+        "test_all.py", "import lib.calc\n\n\ndef test_all():\n    assert lib.calc.__all__\n"
+    )
+    project.run()
+    project.replace("lib/calc.py", '["add", "mul"]', '["mul", "add"]')
+    project.run()
+    assert project.ran == {"test_all.py::test_all"}
+
+
+def test_removing_a_function_all_names_reruns_every_importer(project: Project) -> None:
+    """The star import then fails: every test file importing the package errors (all
+    but ``test_dynamic.py``, which imports it as its test runs)."""
+    _star_imported_calc(project, exported='["add", "mul"]')
+    project.replace("lib/calc.py", "def mul(a, b):\n    return a * b\n", "")
+    result = project.run()
+    assert result.parseoutcomes() == {"errors": 4}
+    assert "module 'lib.calc' has no attribute 'mul'" in result.stdout.str()
+
+
+@pytest.mark.skipif(sys.version_info >= (3, 15), reason="lazy imports from 3.15 (PEP 810)")
+def test_lazy_modules_rerun_nothing_before_python_3_15(project: Project) -> None:
+    project.write("lib/calc.py", "__lazy_modules__ = ['json']\n" + project.read("lib/calc.py"))
+    project.run()
+    project.replace("lib/calc.py", "['json']", "frozenset({'json', 'csv'})")
+    project.run()
+    assert project.ran == set()
 
 
 def test_a_plain_constant_reruns_all_importers(project: Project) -> None:

@@ -611,8 +611,10 @@ def test_constant_bindings_leave_the_skeleton_and_are_hashed_by_name() -> None:
     index = function_index(source.encode())
     assert index is not None
     # A test function is a binding (a new test changes no other's key), by its name; so
-    # is an import of the standard library (imported already: ``os``).
+    # is an import of the standard library (imported already: ``os``), and ``__all__``'s
+    # order (its names stay in the skeleton, as a set).
     assert sorted(index.bindings) == [
+        "__all__",
         "__version__",
         "__version__?",
         "helper",
@@ -630,6 +632,12 @@ def test_constant_bindings_leave_the_skeleton_and_are_hashed_by_name() -> None:
     # Not constants: a plain constant (frameworks read them), reads a name, calls, a
     # dunder, a typed def (annotations evaluated), a decorator, a name pytest calls by
     # convention: each edit changes the skeleton.
+    reordered = function_index(source.replace('["helper"]', '["helper", "typed"]').encode())
+    assert reordered is not None
+    assert (
+        function_index(source.replace('["helper"]', '["typed", "helper"]').encode()).skeleton
+        == reordered.skeleton
+    )  # type: ignore[union-attr]
     for old, new in (
         ("import os", "import os, this_module_does_not_exist"),
         ("import os", "from os import no_such_name"),

@@ -42,7 +42,13 @@ import attrs
 
 from cachekit.errors import CorruptData
 from cachekit.skip.functions import SKELETON_NAMES, FunctionIndex
-from cachekit.skip.names import EVERY_NAME, STAR_IMPORT, binding_test_name, reflection_reaches
+from cachekit.skip.names import (
+    BOUND,
+    EVERY_NAME,
+    STAR_IMPORT,
+    binding_test_name,
+    reflection_reaches,
+)
 from cachekit.skip.records import HASH_HEX, Secrets
 from cachekit.skip.snapshots import is_snapshot
 from cachekit.values.codec import JSON
@@ -202,9 +208,11 @@ class Resolver:
         #: For `bindings_read`: by test file and closure, and by file and part.
         self._closure_reads: dict[
             tuple[str, tuple[str, ...], bool],
-            tuple[str | None, dict[str, FunctionIndex], frozenset[str]],
+            tuple[str | None, dict[str, FunctionIndex], frozenset[str], frozenset[str]],
         ] = {}
         self._names: dict[tuple[str, str], frozenset[str]] = {}
+        #: The star imports among `_names` (module-level code only has them).
+        self._stars: dict[tuple[str, str], frozenset[str]] = {}
 
     def label(self, real: str) -> str | None:
         """A file's label (relative to the root, ``/``-separated), or None outside it."""
@@ -280,27 +288,43 @@ class Resolver:
         if base is None:
             base = self._read_by_closure(entry, closure, whole_entry=whole_entry)
             self._closure_reads[entry, closure, whole_entry] = base
-        entry_label, closure_indexes, closure_names = base
+        entry_label, closure_indexes, closure_names, closure_stars = base
         indexes = dict(closure_indexes)
         names = set(closure_names)
+        stars = set(closure_stars)
         for member in members:
             dependency = self._named.get(member)
             index = None if dependency is None else self._by_label.get(dependency.label)
             if dependency is None or index is None:
                 continue
-            indexes[dependency.label] = index
-            names |= self._reads(dependency.label, index, SKELETON_NAMES)
+            label = dependency.label
+            if label not in indexes:  # its module-level code: once
+                indexes[label] = index
+                names |= self._reads(label, index, SKELETON_NAMES)
+                stars |= self._stars[label, SKELETON_NAMES]
             if dependency.kind == BODY:
-                names |= self._reads(dependency.label, index, dependency.function)
+                names |= self._reads(label, index, dependency.function)
             elif dependency.kind == WHOLE:
-                names |= self._reads(dependency.label, index, "")
+                names |= self._reads(label, index, "")
+                stars |= self._stars[label, ""]
         every = EVERY_NAME in names
-        star = every or STAR_IMPORT in names
+        exports = _star_exports(stars, indexes)
 
         def counts(label: str, name: str) -> bool:
             function = binding_test_name(name)
             if function is None:
-                return name in names or label == entry_label or (star and reflection_reaches(name))
+                if name in names or label == entry_label:
+                    return True
+                if every or exports is None:
+                    return reflection_reaches(name)
+                if label not in exports:
+                    return False
+                exported = exports[label]
+                if exported is None:  # a star import of a module without a literal __all__
+                    return reflection_reaches(name)
+                # What the import binds (its presence only, for a metadata dunder).
+                base = name.removesuffix(BOUND)
+                return base in exported and (name != base or reflection_reaches(name))
             # A file's record (no ``own``) counts every test function of its closure: one
             # imported or inherited from another file is collected in the file too.
             return own is None or name in own or function in names or every
@@ -314,26 +338,33 @@ class Resolver:
 
     def _read_by_closure(
         self, entry: str, closure: tuple[str, ...], *, whole_entry: bool
-    ) -> tuple[str | None, dict[str, FunctionIndex], frozenset[str]]:
+    ) -> tuple[str | None, dict[str, FunctionIndex], frozenset[str], frozenset[str]]:
         """What every test of ``entry`` reads, whatever it executed: the module-level code
-        of its closure, and its own file whole if ``whole_entry``."""
+        of its closure, and its own file whole if ``whole_entry``; and the star imports
+        among it."""
         entry_label = self.label(os.path.realpath(entry))
         indexes: dict[str, FunctionIndex] = {}
         names: set[str] = set()
+        stars: set[str] = set()
         for real in closure:
             label, index = self.label(real), self.index(real)
             if label is not None and index is not None:
                 indexes[label] = index
-                whole = whole_entry and label == entry_label
-                names |= self._reads(label, index, "" if whole else SKELETON_NAMES)
-        return entry_label, indexes, frozenset(names)
+                part = "" if whole_entry and label == entry_label else SKELETON_NAMES
+                names |= self._reads(label, index, part)
+                stars |= self._stars[label, part]
+        return entry_label, indexes, frozenset(names), frozenset(stars)
 
     def _reads(self, label: str, index: FunctionIndex, part: str) -> frozenset[str]:
         """The names one part of a file reads ("": the whole file), computed once."""
         found = self._names.get((label, part))
         if found is None:
             found = index.every_name() if not part else index.names_of(part)
+            stars = frozenset(
+                _absolute_star(label, name) for name in found if name.startswith(STAR_IMPORT)
+            )
             self._names[label, part] = found
+            self._stars[label, part] = stars
         return found
 
     def current(self, member: str) -> str | None:
@@ -372,3 +403,48 @@ class Resolver:
                     return member
             pairs.append((member, digest))
         return pairs
+
+
+def _star_exports(
+    stars: Iterable[str], indexes: dict[str, FunctionIndex]
+) -> dict[str, frozenset[str] | None] | None:
+    """For each file of ``indexes`` (by label) that one of the star imports ``stars``
+    reads: the names it binds (its module's literal ``__all__``), or None for every
+    binding (no such ``__all__``). None when a star import's module is no file here
+    (outside the project, or not found): then every file's bindings count, as for
+    reflective code."""
+    found: dict[str, frozenset[str] | None] = {}
+    for name in stars:
+        target = name[len(STAR_IMPORT) + 1 :].split(".")
+        labels = [label for label in indexes if _module_parts(label)[-len(target) :] == target]
+        if not labels:
+            return None
+        for label in labels:
+            exported = indexes[label].exported
+            found[label] = None if exported is None else frozenset(exported)
+    return found
+
+
+def _absolute_star(label: str, name: str) -> str:
+    """A star import's name (`cachekit.skip.names.star_import_name`) with its module made
+    absolute from the label of the file importing (``.more`` in ``pkg/__init__.py``:
+    ``pkg.more``); beyond the root, left relative (it then matches no file)."""
+    target = name[len(STAR_IMPORT) + 1 :]
+    module = target.lstrip(".")
+    level = len(target) - len(module)
+    if not level:
+        return name
+    package = _module_parts(label)
+    if label.rpartition("/")[2] != "__init__.py":
+        package = package[:-1]
+    if level - 1 > len(package):
+        return name
+    base = package[: len(package) - (level - 1)]
+    return f"{STAR_IMPORT}:{'.'.join([*base, module] if module else base)}"
+
+
+def _module_parts(label: str) -> list[str]:
+    """The dotted name of a file's module from its label, as parts (``pkg/__init__.py``:
+    ``["pkg"]``), whatever directory of the root it is imported from."""
+    parts = label.removesuffix(".py").split("/")
+    return parts[:-1] if parts[-1] == "__init__" else parts

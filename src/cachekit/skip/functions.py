@@ -38,7 +38,13 @@ from collections.abc import Iterator, Sequence
 
 import attrs
 
-from cachekit.skip.names import binding_hashes, binding_test_name, dump_and_names, names_in_text
+from cachekit.skip.names import (
+    binding_hashes,
+    binding_test_name,
+    dump_and_names,
+    exported_names,
+    names_in_text,
+)
 
 #: The statements whose nested statements share their scope (for ``global`` names).
 _BLOCKS = (
@@ -79,6 +85,9 @@ class FunctionIndex:
     #: Function id, `SKELETON_NAMES` or `DOCSTRING_NAMES` -> the names that code reads,
     #: space-separated (`cachekit.skip.names.dump_and_names`).
     names: dict[str, str] = attrs.field(factory=dict)
+    #: What a star import of the module binds, when its literal ``__all__`` says so
+    #: (`cachekit.skip.names.exported_names`), sorted; else None.
+    exported: tuple[str, ...] | None = None
 
     def function_at(self, firstlineno: int) -> str | None:
         """The id of the function whose code object starts at ``firstlineno``; for a code
@@ -140,9 +149,14 @@ def index_tree(tree: ast.Module) -> FunctionIndex:
         hashes[function_id] = _sha256(text)
         names[function_id] = _joined(read)
     cut = [statement for _, _, statements in bodies for statement in statements]
+    exported = exported_names(tree.body)
+    if exported is not None and any("__all__" in read.split(" ") for read in names.values()):
+        exported = None  # a function changes it, or reads it
     tree.body, bindings = binding_hashes(tree.body, elsewhere=cut)
     shared = _fold_test_docstrings(indexer.docstrings, bindings)
     skeleton, read = dump_and_names([tree])
+    if exported is not None:  # only its own assignment names ``__all__``: no reading
+        read.discard("__all__")
     names[SKELETON_NAMES] = _joined(read)
     names[DOCSTRING_NAMES] = _joined(
         {name for _, text in indexer.docstrings for name in names_in_text(text)}
@@ -157,6 +171,7 @@ def index_tree(tree: ast.Module) -> FunctionIndex:
         shared_docstrings=_sha256(json.dumps(shared)),
         bindings=bindings,
         names=names,
+        exported=None if exported is None else tuple(sorted(exported)),
     )
 
 

@@ -43,6 +43,14 @@ with the installed version. Which modules are imported when a file is keyed vari
 little from run to run; an import counted in the skeleton in one run and as a binding in
 another changes the file's keys (its tests rerun), never hides a change.
 
+Why ``__all__`` is split: a star import binds the set of names it holds, whatever
+their order, and checks they exist; the skeleton keeps that set (its strings name the
+bindings for every importer), and the list itself, order included, is a binding of its
+own, read where code names ``__all__``. A star import (`star_import_name`) reads the
+bindings its module exports (`exported_names`), not every binding of every file.
+``__lazy_modules__`` is inert before Python 3.15 (PEP 810 reads it from 3.15 on): a
+literal one is a binding there.
+
 Why only the metadata dunders among assignments: frameworks read plain module constants
 from code that is not the project's, so never analysed here (Django's settings through
 ``dir()`` and ``getattr``, ``app_name`` in a URL module, Flask's ``from_object``): a
@@ -52,7 +60,8 @@ version tuple that ``sys.version_info`` named, which settings readers (uppercase
 never take.
 
 Never constant, whatever the right-hand side: other dunder names (they change how Python
-and pytest treat a module: ``__all__``, ``__getattr__``, ``__path__``...), names pytest
+and pytest treat a module: ``__getattr__``, ``__path__``...; ``__all__`` but its order,
+below), names pytest
 collects or calls by convention (``Test*``, ``pytest*``, xunit-style ``setup_module``...),
 and bindings inside ``if``/``try`` blocks.
 
@@ -86,11 +95,14 @@ from cachekit.skip.versions import bound_names, computed_version
 
 #: The name a reflective construct reads: every binding counts.
 EVERY_NAME = "*"
-#: The name a star import reads: every binding counts but test functions
-#: (`binding_test_name`), which a star import only passes on as tests of their own name.
+#: What a star import reads starts so, followed by ``:`` and its module as written
+#: (`star_import_name`): the bindings its module exports (its literal ``__all__``'s, or
+#: every one but test functions: `cachekit.skip.dependencies.Resolver.bindings_read`).
 STAR_IMPORT = "*import"
 #: After a metadata dunder's name, the binding that says it is bound (see above).
 BOUND = "?"
+_ALL = "__all__"
+_LAZY_MODULES = "__lazy_modules__"
 _BOUND_HASH = hashlib.sha256(b"bound").hexdigest()
 
 #: Module dunders that only describe the module (and ``version_info``); every other dunder
@@ -148,6 +160,8 @@ def _constant_binding(statement: ast.stmt, *, lazy_annotations: bool) -> list[st
     ``from __future__ import annotations`` (annotations are not evaluated)."""
     if isinstance(statement, (ast.Import, ast.ImportFrom)):
         return _standard_import(statement)
+    if _inert_lazy_modules(statement):
+        return [_LAZY_MODULES]
     if isinstance(statement, (ast.FunctionDef, ast.AsyncFunctionDef)):
         if not _constant_header(statement, lazy_annotations=lazy_annotations):
             return None
@@ -178,6 +192,29 @@ def _constant_binding(statement: ast.stmt, *, lazy_annotations: bool) -> list[st
     if not all(_may_be_constant(name) for name in names):
         return None
     return names
+
+
+def _inert_lazy_modules(statement: ast.stmt) -> bool:
+    """``__lazy_modules__ = <literal>`` (or ``frozenset(<literal>)``), before Python 3.15:
+    the interpreter ignores it there (it makes the listed imports lazy from 3.15, PEP
+    810), so only code naming it sees it."""
+    if sys.version_info >= (3, 15) or not (
+        isinstance(statement, ast.Assign)
+        and len(statement.targets) == 1
+        and isinstance(statement.targets[0], ast.Name)
+        and statement.targets[0].id == _LAZY_MODULES
+    ):
+        return False
+    value = statement.value
+    if (
+        isinstance(value, ast.Call)
+        and isinstance(value.func, ast.Name)
+        and value.func.id == "frozenset"
+        and len(value.args) == 1
+        and not value.keywords
+    ):
+        value = value.args[0]
+    return _is_constant(value)
 
 
 def _standard_import(statement: ast.Import | ast.ImportFrom) -> list[str] | None:
@@ -319,6 +356,17 @@ def binding_hashes(
     known: dict[str, object] = {}
     bound_elsewhere = functools.cache(lambda: _bound_elsewhere(statements, elsewhere))
     for statement in statements:
+        exported = _literal_all(statement)
+        if exported is not None and isinstance(statement, ast.Assign):
+            # What a star import binds is the set of names: the skeleton keeps that; the
+            # list's order only code naming ``__all__`` sees: a binding of its own.
+            parts.setdefault(_ALL, []).append([len(skeleton), ast.dump(statement)])
+            as_set = copy.copy(statement)
+            as_set.value = ast.List(
+                elts=[ast.Constant(name) for name in sorted(set(exported))], ctx=ast.Load()
+            )
+            skeleton.append(as_set)
+            continue
         if isinstance(statement, ast.ClassDef):
             kept, methods = _split_test_methods(statement, lazy_annotations=lazy_annotations)
             for name, method in methods:
@@ -402,6 +450,44 @@ def _bound_elsewhere(statements: list[ast.stmt], elsewhere: Sequence[ast.stmt]) 
     return bound_names([*statements, *elsewhere], skipped=targets)
 
 
+def star_import_name(level: int, module: str | None) -> str:
+    """The name ``from <level dots><module> import *`` reads."""
+    return f"{STAR_IMPORT}:{'.' * level}{module or ''}"
+
+
+def exported_names(statements: Sequence[ast.stmt]) -> frozenset[str] | None:
+    """What ``from module import *`` binds, when the module says so: the names of its one
+    top-level ``__all__`` of literal strings, when no other statement names ``__all__``
+    outside function bodies (the caller checks those, by the names they read); else
+    None."""
+    found = None
+    for statement in statements:
+        names = _literal_all(statement)
+        if names is not None:
+            if found is not None:
+                return None
+            found = frozenset(names)
+        elif any(isinstance(node, ast.Name) and node.id == _ALL for node in ast.walk(statement)):
+            return None
+    return found
+
+
+def _literal_all(statement: ast.stmt) -> list[str] | None:
+    """The names of an ``__all__ = [...]`` (or a tuple) of literal strings, else None."""
+    if not (
+        isinstance(statement, ast.Assign)
+        and len(statement.targets) == 1
+        and isinstance(statement.targets[0], ast.Name)
+        and statement.targets[0].id == _ALL
+        and isinstance(statement.value, (ast.List, ast.Tuple))
+    ):
+        return None
+    elements = statement.value.elts
+    if not all(isinstance(e, ast.Constant) and isinstance(e.value, str) for e in elements):
+        return None
+    return [e.value for e in elements]  # type: ignore[attr-defined]
+
+
 def reflection_reaches(name: str) -> bool:
     """Whether code reading names reflectively counts as reading ``name``: not for the
     metadata dunders (``__version__``...), which code that walks a namespace skips and
@@ -483,6 +569,7 @@ def dump_and_names(nodes: Iterable[ast.AST]) -> tuple[str, set[str]]:
 _FIELDS_OF: dict[type, tuple[str, tuple[str, ...], int]] = {}
 _OTHER, _NAME, _ATTRIBUTE, _CONSTANT, _ALIAS, _DECLARATION, _CALL = range(7)
 _KINDS: tuple[tuple[type, int], ...] = (
+    (ast.ImportFrom, _ALIAS),  # its star import (`_imported_names`)
     (ast.Name, _NAME),
     (ast.Attribute, _ATTRIBUTE),
     (ast.Constant, _CONSTANT),
@@ -505,12 +592,16 @@ def names_in_text(text: str) -> set[str]:
     return set(_IDENTIFIER.findall(text))
 
 
-def _imported_names(alias: ast.alias) -> list[str]:
+def _imported_names(alias: ast.alias | ast.ImportFrom) -> list[str]:
     """The names an import reads: each part of a dotted name; for a metadata dunder
     imported under its own name, that it is bound (passed on, not read: see the module
-    docstring)."""
+    docstring). A star import reads what its module exports (`star_import_name`)."""
+    if isinstance(alias, ast.ImportFrom):
+        if any(name.name == "*" for name in alias.names):
+            return [star_import_name(alias.level, alias.module)]
+        return []
     if alias.name == "*":
-        return [STAR_IMPORT]
+        return []
     if alias.name in _METADATA and alias.asname in (None, alias.name):
         return [alias.name + BOUND]
     return alias.name.split(".")
