@@ -303,6 +303,20 @@ def test_a_standard_library_import_reruns_only_the_tests_whose_code_names_it(
     assert project.ran == MUL | FIXTURE
 
 
+def test_a_standard_library_import_in_a_test_file_reruns_only_the_tests_naming_it(
+    project: Project,
+) -> None:
+    project.write("test_add.py", "from math import floor\n" + project.read("test_add.py"))
+    project.run()
+    assert project.ran == set()
+    project.replace("test_add.py", "from math import floor", "from math import ceil, floor")
+    project.run()
+    assert project.ran == set()
+    project.replace("test_add.py", "assert add(0, 0) == 0", "assert add(0, 0) == ceil(0)")
+    project.run()
+    assert project.ran == {"test_add.py::test_add_zero"}
+
+
 def test_a_standard_library_import_that_fails_reruns_every_importer(project: Project) -> None:
     """A name the module does not have (a typo, a name of another Python version) would
     fail the import: the statement is the skeleton's, and every importer reruns."""

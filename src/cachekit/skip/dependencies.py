@@ -272,14 +272,16 @@ class Resolver:
         and of its resolved ``members``, each binding whose name the code those cover
         reads (module-level code of every file, the bodies executed, any whole-file
         member entirely), all of them where that code is reflective (but the metadata
-        dunders), and all of the test file's.
+        dunders), and, without ``own``, all of the test file's.
 
         ``own``: the names of the test function bindings the test runs as its own (its
         function's, in its class and the classes it inherits from). A test function's
         binding (`cachekit.skip.names.binding_test_name`) then counts only where the
         code reads its name or looks names up (not a star import's: it passes tests on
         as tests of their own names), or where it is the test's own (in any file), and
-        the test file is read as the other files are: so a new test changes no other
+        the test file is read as the other files are, its other bindings counting where
+        named (pytest reaches no other by convention: its conventions' names are never
+        bindings): so a new test, or a new import in the test file, changes no other
         test's key. Without it (a file's record, a doctest, a test that
         is no function), the test file counts whole, and every test function of the
         closure."""
@@ -313,7 +315,7 @@ class Resolver:
         def counts(label: str, name: str) -> bool:
             function = binding_test_name(name)
             if function is None:
-                if name in names or label == entry_label:
+                if name in names or (own is None and label == entry_label):
                     return True
                 if every or exports is None:
                     return reflection_reaches(name)

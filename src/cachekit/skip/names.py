@@ -10,11 +10,11 @@ import (``from pkg import X``), a string (``getattr(pkg, "X")``, ``mock.patch("p
 a string annotation). So a test depends on a constant binding only when the code its key
 already covers names it (`cachekit.skip.dependencies.Resolver.bindings_read`): the
 module-level code of every module in its closure, the functions it executed (import-time
-ones included); every binding of its own test file counts. Code that can reach a name
-without spelling it (``vars``, ``globals``, ``dir``, ``__dict__``, ``getattr`` with a
-computed name, ``eval``...) reads `EVERY_NAME`: every binding but the metadata dunders
-(`reflection_reaches`); a star import reads `STAR_IMPORT`, the same but for test
-functions.
+ones included); for a test that is no function (a doctest) or a file's record, every
+binding of the test file too. Code that can reach a name without spelling it (``vars``,
+``globals``, ``dir``, ``__dict__``, ``getattr`` with a computed name, ``eval``...) reads
+`EVERY_NAME`: every binding but the metadata dunders (`reflection_reaches`); a star
+import reads what its module exports (`star_import_name`).
 
 Why a metadata dunder imported under its own name (``from ._version import __version__``
 in a package ``__init__``, the commonest way to publish a version) is not read by the
