@@ -287,34 +287,33 @@ def test_a_new_undecorated_function_reruns_nothing(project: Project) -> None:
     assert project.ran == set()
 
 
+@pytest.mark.parametrize(
+    ("path", "old", "new", "expected"),
+    [
+        ("lib/calc.py", "return a * b", "return ceil(a * b)", MUL | FIXTURE),
+        (
+            "test_add.py",
+            "assert add(0, 0) == 0",
+            "assert add(0, 0) == ceil(0)",
+            {"test_add.py::test_add_zero"},
+        ),
+    ],
+    ids=["in-a-module", "in-a-test-file"],
+)
 def test_a_standard_library_import_reruns_only_the_tests_whose_code_names_it(
-    project: Project,
+    project: Project, path: str, old: str, new: str, expected: set[str]
 ) -> None:
-    """Adding an import of the standard library (or a name to one) changes no test's
-    key; using it in a function reruns the tests that executed the function."""
-    project.write("lib/calc.py", "from math import floor\n\n\n" + project.read("lib/calc.py"))
+    """Adding an import of the standard library (or a name to one), to a module or to a
+    test file, changes no test's key; using it reruns the tests whose code does."""
+    project.write(path, "from math import floor\n\n\n" + project.read(path))
     project.run()
     assert project.ran == set()
-    project.replace("lib/calc.py", "from math import floor", "from math import ceil, floor")
+    project.replace(path, "from math import floor", "from math import ceil, floor")
     project.run()
     assert project.ran == set()
-    project.replace("lib/calc.py", "return a * b", "return ceil(a * b)")
+    project.replace(path, old, new)
     project.run()
-    assert project.ran == MUL | FIXTURE
-
-
-def test_a_standard_library_import_in_a_test_file_reruns_only_the_tests_naming_it(
-    project: Project,
-) -> None:
-    project.write("test_add.py", "from math import floor\n" + project.read("test_add.py"))
-    project.run()
-    assert project.ran == set()
-    project.replace("test_add.py", "from math import floor", "from math import ceil, floor")
-    project.run()
-    assert project.ran == set()
-    project.replace("test_add.py", "assert add(0, 0) == 0", "assert add(0, 0) == ceil(0)")
-    project.run()
-    assert project.ran == {"test_add.py::test_add_zero"}
+    assert project.ran == expected
 
 
 def test_a_standard_library_import_that_fails_reruns_every_importer(project: Project) -> None:
