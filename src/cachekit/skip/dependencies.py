@@ -213,6 +213,10 @@ class Resolver:
         self._names: dict[tuple[str, str], frozenset[str]] = {}
         #: The star imports among `_names` (module-level code only has them).
         self._stars: dict[tuple[str, str], frozenset[str]] = {}
+        #: `_star_exports` by star imports and files read: tests of a file share them.
+        self._exports: dict[
+            tuple[frozenset[str], tuple[str, ...]], dict[str, frozenset[str] | None] | None
+        ] = {}
 
     def label(self, real: str) -> str | None:
         """A file's label (relative to the root, ``/``-separated), or None outside it."""
@@ -310,7 +314,12 @@ class Resolver:
                 names |= self._reads(label, index, "")
                 stars |= self._stars[label, ""]
         every = EVERY_NAME in names
-        exports = _star_exports(stars, indexes)
+        exports: dict[str, frozenset[str] | None] | None = {}
+        if stars:
+            memo = (frozenset(stars), tuple(indexes))
+            if memo not in self._exports:
+                self._exports[memo] = _star_exports(stars, indexes)
+            exports = self._exports[memo]
 
         def counts(label: str, name: str) -> bool:
             function = binding_test_name(name)
